@@ -1,0 +1,48 @@
+"""The canonical event table every ESP adapter writes and the metrics engine reads.
+
+One row per event. ``(provider, event_id)`` is unique; ``recipient_key`` is the hashed address or id
+the assignment uses. Flags are three-valued: true, false, or null when the provider does not say.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+EVENT_TYPES: tuple[str, ...] = (
+    "send",
+    "delivered",
+    "deferred",
+    "bounce_hard",
+    "bounce_soft",
+    "open",
+    "click",
+    "unsubscribe",
+    "complaint",
+    "order",
+)
+
+#: Canonical columns and their Arrow types, in order.
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("provider", pa.string()),
+        ("event_type", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("recipient_key", pa.string()),
+        ("message_id", pa.string()),
+        ("campaign_id", pa.string()),
+        ("variant_id", pa.string()),
+        ("url", pa.string()),
+        ("user_agent", pa.string()),
+        ("ip", pa.string()),
+        ("is_machine_open", pa.bool_()),
+        ("is_bot_click", pa.bool_()),
+        ("bot_reason", pa.string()),
+        ("bounce_class", pa.string()),
+        ("revenue", pa.float64()),
+        ("currency", pa.string()),
+    ]
+)
+
+#: Columns without which an event cannot be used at all.
+REQUIRED_COLUMNS: tuple[str, ...] = ("event_id", "provider", "event_type", "ts", "recipient_key")

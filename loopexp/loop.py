@@ -1,0 +1,69 @@
+"""Closing the loop: the next iteration's spec, written from this iteration's decision.
+
+- ship: the winner becomes control; fresh challengers come from the backlog.
+- no_difference / guardrail_veto: the control stays; failed or flat challengers are replaced from
+  the backlog.
+- keep_testing / invalid_srm: the same variants run again (after fixing the split, for SRM).
+
+Every next spec gets iteration + 1, a new salt (re-randomised, no carry-over), the parent MLflow
+run id, and a sample size re-planned from the observed control rate of the primary metric.
+"""
+
+from __future__ import annotations
+
+from loopexp.plan import sample_size_per_variant
+from loopexp.results import ExperimentResults, Status
+from loopexp.spec import ExperimentSpec
+
+
+class LoopError(ValueError):
+    """The next iteration cannot be written as asked (e.g. no challengers left)."""
+
+
+def next_spec(
+    spec: ExperimentSpec, results: ExperimentResults, parent_run_id: str | None = None
+) -> ExperimentSpec:
+    """Write the spec of iteration ``spec.iteration + 1`` from ``results``' decision."""
+    decision = results.decision
+    status = decision.status
+    control = next(v for v in spec.variants if v.id == spec.control)
+    backlog = list(spec.backlog)
+
+    if status in (Status.KEEP_TESTING, Status.INVALID_SRM):
+        new_control, challengers = control, spec.challengers
+    else:
+        # Every challenger retires: it lost to the winner, to the control, or broke a guardrail.
+        new_control = (
+            next(v for v in spec.variants if v.id == decision.winner)
+            if status == Status.SHIP
+            else control
+        )
+        take = len(spec.challengers)
+        challengers, backlog = backlog[:take], backlog[take:]
+    if not challengers:
+        raise LoopError(
+            f"iteration {spec.iteration + 1} of {spec.campaign!r} has no challenger: add variants "
+            f"under `backlog:` in the spec of iteration {spec.iteration} and run again"
+        )
+
+    planned = spec.planned_recipients_per_variant
+    control_values = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
+    baseline = control_values.get(spec.control)
+    if baseline is not None and baseline.value is not None and 0 < baseline.value < 1:
+        rule = spec.decision
+        planned = sample_size_per_variant(
+            baseline.value, rule.mde_relative, rule.alpha, rule.power, len(challengers)
+        ).per_variant
+
+    iteration = spec.iteration + 1
+    data = spec.model_dump(mode="json")
+    data.update(
+        iteration=iteration,
+        salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",
+        control=new_control.id,
+        variants=[v.model_dump(mode="json") for v in (new_control, *challengers)],
+        backlog=[v.model_dump(mode="json") for v in backlog],
+        parent_run_id=parent_run_id,
+        planned_recipients_per_variant=planned,
+    )
+    return ExperimentSpec.model_validate(data)

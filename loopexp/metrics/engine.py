@@ -1,0 +1,249 @@
+"""Compute metrics where the data lives (DuckDB) and bring back only sufficient statistics.
+
+For every metric, variant and segment the engine returns ``n`` (denominator count), ``sum`` and
+``sum_sq`` of the per-recipient numerator: enough for every test in :mod:`loopexp.stats`, a few
+hundred numbers whatever the size of the event table. Malformed events are quarantined with a reason
+(and optionally written to a Parquet file), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
+from loopexp.metrics.definitions import OUTCOMES, get_metric
+
+ALL_SEGMENTS = "all"
+
+Source = str | Path | pd.DataFrame
+
+
+class EventsError(ValueError):
+    """An event or assignment source that cannot be read as the canonical table."""
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Sufficient statistics of one metric in one variant (and segment).
+
+    Attributes:
+        metric: metric name.
+        variant_id: the variant (or ``holdout``).
+        segment: lifecycle segment, or ``"all"`` for the whole audience.
+        n: recipients in the metric's denominator population.
+        sum: sum of the per-recipient numerator (successes, for a proportion).
+        sum_sq: sum of squares of the numerator (equals ``sum`` for a proportion).
+    """
+
+    metric: str
+    variant_id: str
+    segment: str
+    n: int
+    sum: float
+    sum_sq: float
+
+    @property
+    def mean(self) -> float:
+        """The metric's value: numerator sum over denominator (NaN when ``n`` is 0)."""
+        return self.sum / self.n if self.n else float("nan")
+
+
+@dataclass
+class MetricTable:
+    """What the engine returns: sufficient statistics plus the counts an analysis must report."""
+
+    stats: list[GroupStats]
+    assigned: dict[str, int]
+    """Recipients per group on the assignment (holdout included): the SRM input."""
+    events: int
+    quarantined: int
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    unassigned_events: int = 0
+    """Valid events whose recipient is not on the assignment (other campaigns, seeds, typos)."""
+
+    def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
+        """The statistics of one metric in one variant and segment."""
+        for s in self.stats:
+            if (s.metric, s.variant_id, s.segment) == (metric, variant_id, segment):
+                return s
+        raise KeyError(f"no statistics for metric={metric} variant={variant_id} segment={segment}")
+
+    @property
+    def segments(self) -> list[str]:
+        """Segments present, without the ``all`` roll-up."""
+        return sorted({s.segment for s in self.stats} - {ALL_SEGMENTS})
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (segment, variant, metric) with n, sum, sum_sq and value."""
+        frame = pd.DataFrame([s.__dict__ for s in self.stats])
+        frame["value"] = frame["sum"] / frame["n"].where(frame["n"] > 0)
+        return frame
+
+
+def compute_metrics(
+    events: Source,
+    assignment: Source,
+    metrics: Sequence[str],
+    quarantine_path: str | Path | None = None,
+) -> MetricTable:
+    """Compute ``metrics`` per variant and segment from canonical events and an assignment.
+
+    ``events`` is a Parquet path (globs allowed) or a DataFrame in the canonical schema;
+    ``assignment`` a Parquet/CSV path or DataFrame with ``recipient_key, segment, variant_id``.
+    """
+    defs = [get_metric(m) for m in metrics]
+    con = duckdb.connect()
+    try:
+        _attach(con, "raw_events", events)
+        _attach(con, "assignment_src", assignment)
+        _check_columns(
+            con, "assignment_src", ("recipient_key", "segment", "variant_id"), assignment
+        )
+        con.execute(_checked_events_sql(con, events))
+        reasons = dict(
+            con.execute(
+                "SELECT quarantine_reason, count(*) FROM checked_events "
+                "WHERE quarantine_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        if quarantine_path is not None and reasons:
+            con.execute(
+                "COPY (SELECT * FROM checked_events WHERE quarantine_reason IS NOT NULL) "
+                f"TO '{_sql_path(quarantine_path)}' (FORMAT parquet)"
+            )
+        (n_events,) = con.execute("SELECT count(*) FROM checked_events").fetchone()
+        (unassigned,) = con.execute(
+            "SELECT count(*) FROM checked_events e WHERE quarantine_reason IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM assignment_src a WHERE a.recipient_key = e.recipient_key)"
+        ).fetchone()
+        rows = con.execute(_aggregate_sql(defs)).fetchdf()
+    finally:
+        con.close()
+
+    stats: list[GroupStats] = []
+    assigned: dict[str, int] = {}
+    for row in rows.itertuples(index=False):
+        segment = ALL_SEGMENTS if row.all_segments else str(row.segment)
+        if segment == ALL_SEGMENTS:
+            assigned[str(row.variant_id)] = int(row.assigned)
+        for m in defs:
+            n = int(getattr(row, f"{m.name}__n"))
+            stats.append(
+                GroupStats(
+                    metric=m.name,
+                    variant_id=str(row.variant_id),
+                    segment=segment,
+                    n=n,
+                    sum=float(getattr(row, f"{m.name}__sum") or 0.0),
+                    sum_sq=float(getattr(row, f"{m.name}__sum_sq") or 0.0),
+                )
+            )
+    return MetricTable(
+        stats=stats,
+        assigned=dict(sorted(assigned.items())),
+        events=int(n_events),
+        quarantined=sum(reasons.values()),
+        quarantine_reasons=reasons,
+        unassigned_events=int(unassigned),
+    )
+
+
+def _sql_path(path: str | Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _attach(con: duckdb.DuckDBPyConnection, name: str, source: Source) -> None:
+    if isinstance(source, pd.DataFrame):
+        con.register(name, source)
+        return
+    path = str(source)
+    if not any(ch in path for ch in "*?[") and not Path(path).exists():
+        raise EventsError(f"{path}: file not found (expected Parquet or CSV for {name})")
+    reader = "read_csv_auto" if path.endswith((".csv", ".csv.gz")) else "read_parquet"
+    con.execute(f"CREATE VIEW {name} AS SELECT * FROM {reader}('{_sql_path(path)}')")
+
+
+def _columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+
+
+def _check_columns(
+    con: duckdb.DuckDBPyConnection, name: str, required: Sequence[str], source: Source
+) -> None:
+    missing = [c for c in required if c not in _columns(con, name)]
+    if missing:
+        where = "DataFrame" if isinstance(source, pd.DataFrame) else str(source)
+        raise EventsError(
+            f"{where}: missing required column(s) {missing}; has {_columns(con, name)}. "
+            "Convert the export with an adapter from loopexp.events, or rename the columns."
+        )
+
+
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    "bool": "BOOLEAN",
+    "double": "DOUBLE",
+}
+
+
+def _checked_events_sql(con: duckdb.DuckDBPyConnection, source: Source) -> str:
+    """SQL creating ``checked_events``: canonical columns + ``quarantine_reason`` (null: valid)."""
+    _check_columns(con, "raw_events", REQUIRED_COLUMNS, source)
+    present = set(_columns(con, "raw_events"))
+    select = ", ".join(
+        f"TRY_CAST({f.name} AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}"
+        if f.name in present
+        else f"NULL::{_DUCK_TYPES[str(f.type)]} AS {f.name}"
+        for f in EVENT_SCHEMA
+    )
+    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    return f"""
+        CREATE TEMP TABLE checked_events AS
+        SELECT *,
+            CASE
+                WHEN event_id IS NULL OR event_id = '' THEN 'missing event_id'
+                WHEN recipient_key IS NULL OR recipient_key = '' THEN 'missing recipient_key'
+                WHEN ts IS NULL THEN 'missing or unparseable ts'
+                WHEN event_type IS NULL OR event_type NOT IN ({known}) THEN 'unknown event_type'
+                WHEN event_type = 'order' AND (revenue IS NULL OR revenue < 0)
+                    THEN 'order without a valid revenue'
+                WHEN row_number() OVER (PARTITION BY provider, event_id ORDER BY ts) > 1
+                    THEN 'duplicate (provider, event_id)'
+            END AS quarantine_reason
+        FROM (SELECT {select} FROM raw_events)
+    """
+
+
+def _aggregate_sql(defs: Sequence) -> str:
+    outcome_cols = ",\n".join(f"{expr} AS {name}" for name, expr in OUTCOMES.items())
+    joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
+    aggregates = []
+    for m in defs:
+        cond = "sent" if m.denominator == "sent" else "delivered > 0"
+        aggregates += [
+            f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
+            f'sum({m.numerator}) FILTER (WHERE {cond}) AS "{m.name}__sum"',
+            f'sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}) AS "{m.name}__sum_sq"',
+        ]
+    return f"""
+        WITH per_recipient AS (
+            SELECT recipient_key, {outcome_cols}
+            FROM checked_events WHERE quarantine_reason IS NULL
+            GROUP BY recipient_key
+        ),
+        outcomes AS (
+            SELECT a.variant_id, a.segment, a.variant_id <> 'holdout' AS sent, {joined_cols}
+            FROM assignment_src a LEFT JOIN per_recipient p USING (recipient_key)
+        )
+        SELECT variant_id, segment, GROUPING(segment) = 1 AS all_segments, count(*) AS assigned,
+            {", ".join(aggregates)}
+        FROM outcomes
+        GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))
+        ORDER BY all_segments DESC, segment, variant_id
+    """

@@ -1,0 +1,106 @@
+"""Views of results for people: a rich table for the terminal, HTML for Jupyter, a lift plot."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from loopexp.metrics.definitions import get_metric
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from loopexp.results import ExperimentResults
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.1%}"
+
+
+def _value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2%}" if get_metric(metric).kind == "proportion" else f"{value:.3f}"
+
+
+def comparisons_table(results: ExperimentResults, metrics: list[str] | None = None) -> Table:
+    """A rich table of challenger-versus-control comparisons."""
+    d = results.decision
+    title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
+    table = Table(
+        title=title, caption=f"decision: {d.status.value}" + (f" → {d.winner}" if d.winner else "")
+    )
+    for col in (
+        "metric",
+        "variant",
+        "control",
+        "variant value",
+        "lift [95% CI]",
+        "p adj.",
+        "P(better)",
+    ):
+        table.add_column(col, justify="left" if col in ("metric", "variant") else "right")
+    values = {v.id: v.metrics for v in results.variants}
+    for c in results.comparisons:
+        if metrics and c.metric not in metrics:
+            continue
+        table.add_row(
+            c.metric,
+            c.variant,
+            _value(c.metric, values[c.control][c.metric].value),
+            _value(c.metric, values[c.variant][c.metric].value),
+            f"{_pct(c.rel_lift)} [{_pct(c.rel_ci_low)}, {_pct(c.rel_ci_high)}]",
+            f"{c.p_value_adjusted:.3g}",
+            "–" if c.prob_beat_control is None else f"{c.prob_beat_control:.1%}",
+        )
+    return table
+
+
+def results_html(results: ExperimentResults) -> str:
+    """An HTML summary (decision, reasons, comparison table) for Jupyter and the HTML report."""
+    d = results.decision
+    frame = results.comparisons_frame()[
+        [
+            "metric",
+            "variant",
+            "rel_lift",
+            "rel_ci_low",
+            "rel_ci_high",
+            "p_value",
+            "p_value_adjusted",
+            "prob_beat_control",
+        ]
+    ]
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons)
+    winner = f" → <b>{html.escape(d.winner)}</b>" if d.winner else ""
+    return (
+        f"<h3>{html.escape(results.experiment.name)} · iteration "
+        f"{results.experiment.iteration}</h3>"
+        f"<p>Decision: <b>{d.status.value}</b>{winner}. SRM p = {results.srm.p_value:.3g} "
+        f"({'ok' if results.srm.ok else 'MISMATCH'}).</p><ul>{reasons}</ul>"
+        + frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–")
+    )
+
+
+def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
+    """Relative lift of each challenger with its 95% CI on one metric (default: the primary)."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 (import matplotlib only when plotting)
+
+    metric = metric or results.decision.primary_metric
+    rows = [c for c in results.comparisons if c.metric == metric]
+    fig = Figure(figsize=(6, 0.6 + 0.5 * max(len(rows), 1)))
+    ax = fig.add_subplot()
+    for i, c in enumerate(rows):
+        lo, hi = c.rel_ci_low or 0.0, c.rel_ci_high or 0.0
+        colour = "tab:green" if c.variant == results.decision.winner else "tab:blue"
+        ax.plot([lo, hi], [i, i], color=colour, lw=3)
+        ax.plot([c.rel_lift or 0.0], [i], "o", color=colour)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), [c.variant for c in rows])
+    ax.set_ylim(-0.5, len(rows) - 0.5)
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x:+.0%}")
+    ax.set_xlabel(f"relative lift in {metric} vs control (95% CI)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,218 @@
+"""The analysis result: typed records serialised as ``results.json`` (schema_version "1").
+
+Other tools read this file, so field names are a public contract: extend it, never rename. The same
+object renders as tables in the terminal (rich) and in Jupyter (HTML), and as DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+RESULTS_SCHEMA_VERSION = "1"
+
+
+class Status(StrEnum):
+    """What the decision says to do."""
+
+    SHIP = "ship"
+    KEEP_TESTING = "keep_testing"
+    NO_DIFFERENCE = "no_difference"
+    GUARDRAIL_VETO = "guardrail_veto"
+    INVALID_SRM = "invalid_srm"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_serializer("*", when_used="json")
+    def _finite(self, value: Any) -> Any:
+        # JSON has no NaN: undefined numbers (e.g. a lift over a zero control rate) become null.
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+
+class ExperimentInfo(_Record):
+    """Which experiment and iteration these results belong to."""
+
+    name: str
+    campaign: str
+    iteration: int
+    test_type: str
+    spec_sha256: str
+
+
+class DataInfo(_Record):
+    """Where the data came from and how much of it there was."""
+
+    source: str
+    fingerprint: str
+    recipients: int
+    events: int
+    quarantined: int
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    unassigned_events: int = 0
+
+
+class SRMResult(_Record):
+    """Sample-ratio-mismatch check of the assignment."""
+
+    p_value: float
+    ok: bool
+    expected: dict[str, float]
+    observed: dict[str, int]
+
+
+class MetricValue(_Record):
+    """A metric's value with the numbers it is made of."""
+
+    value: float | None
+    numerator: float
+    denominator: int
+
+
+class VariantResult(_Record):
+    """One variant: assigned recipients and its metric values."""
+
+    id: str
+    is_control: bool
+    n: int
+    metrics: dict[str, MetricValue]
+
+
+class Comparison(_Record):
+    """One challenger against the control on one metric."""
+
+    metric: str
+    variant: str
+    control: str
+    estimate: float
+    rel_lift: float | None
+    ci_low: float
+    ci_high: float
+    rel_ci_low: float | None
+    rel_ci_high: float | None
+    p_value: float
+    p_value_adjusted: float
+    prob_beat_control: float | None
+    expected_loss: float | None
+    method: str
+
+
+class SegmentResult(_Record):
+    """Per-segment variants and comparisons (exploratory: the decision uses the whole audience)."""
+
+    segment: str
+    variants: list[VariantResult]
+    comparisons: list[Comparison]
+
+
+class GuardrailResult(_Record):
+    """Whether a challenger stays within a guardrail."""
+
+    metric: str
+    variant: str
+    rel_lift: float | None
+    rel_ci_low: float | None
+    rel_ci_high: float | None
+    max_relative_increase: float
+    passed: bool
+
+
+class Decision(_Record):
+    """The decision and its reasons, in plain words."""
+
+    status: Status
+    winner: str | None
+    primary_metric: str
+    reasons: list[str]
+    guardrails: list[GuardrailResult] = Field(default_factory=list)
+    best_challenger: str | None = None
+    """Winner, or the most promising challenger when there is no winner."""
+    rel_lift: float | None = None
+    rel_ci_low: float | None = None
+    rel_ci_high: float | None = None
+    p_value_adjusted: float | None = None
+    prob_beat_control: float | None = None
+
+
+class ExperimentResults(_Record):
+    """Everything one analysis of one iteration produced: the ``results.json`` contract."""
+
+    schema_version: str = RESULTS_SCHEMA_VERSION
+    experiment: ExperimentInfo
+    data: DataInfo
+    srm: SRMResult
+    variants: list[VariantResult]
+    comparisons: list[Comparison]
+    segments: list[SegmentResult] = Field(default_factory=list)
+    decision: Decision
+
+    def to_json(self) -> str:
+        """Serialise as indented JSON (NaN written as null)."""
+        return self.model_dump_json(indent=2)
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write ``results.json`` (creating folders) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> ExperimentResults:
+        """Read a ``results.json`` written by :meth:`write_json`."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        version = data.get("schema_version")
+        if version != RESULTS_SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: results schema_version {version!r}; this loopexp reads "
+                f"{RESULTS_SCHEMA_VERSION!r}"
+            )
+        return cls.model_validate(data)
+
+    def comparison(self, metric: str, variant: str) -> Comparison:
+        """The comparison of ``variant`` against control on ``metric``."""
+        for c in self.comparisons:
+            if (c.metric, c.variant) == (metric, variant):
+                return c
+        raise KeyError(f"no comparison for metric={metric} variant={variant}")
+
+    def variants_frame(self) -> pd.DataFrame:
+        """Variants x metrics table of values."""
+        rows = {v.id: {m: mv.value for m, mv in v.metrics.items()} for v in self.variants}
+        frame = pd.DataFrame(rows).T
+        frame.insert(0, "n", [v.n for v in self.variants])
+        return frame
+
+    def comparisons_frame(self) -> pd.DataFrame:
+        """One row per (metric, challenger) comparison."""
+        return pd.DataFrame([c.model_dump() for c in self.comparisons])
+
+    def decision_dict(self) -> dict[str, Any]:
+        """The decision with the lineage it came from: the content of ``decision.json``."""
+        return {
+            "schema_version": self.schema_version,
+            "experiment": self.experiment.model_dump(mode="json"),
+            "data_fingerprint": self.data.fingerprint,
+            "srm": self.srm.model_dump(mode="json"),
+            "decision": self.decision.model_dump(mode="json"),
+        }
+
+    def __rich__(self) -> Any:
+        """Render the comparison table for the terminal."""
+        from loopexp.report import comparisons_table  # noqa: PLC0415 (rich only when printing)
+
+        return comparisons_table(self)
+
+    def _repr_html_(self) -> str:
+        from loopexp.report import results_html  # noqa: PLC0415
+
+        return results_html(self)

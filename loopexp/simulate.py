@@ -1,0 +1,244 @@
+"""Synthetic campaigns with known true effects, written as canonical events.
+
+The simulator is how loopexp checks itself: a campaign whose truth is known (which variant lifts
+clicks by how much, which one drives unsubscribes) must lead the loop to the right decision, and an
+A/A campaign to no winner. Rates per lifecycle segment are typical of newsletter programmes; about
+half of recipients read mail in Apple Mail with Privacy Protection (machine opens on delivery) and a
+few sit behind corporate link scanners (bot clicks seconds after delivery).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopexp.assign import HOLDOUT, assign
+from loopexp.events.schema import EVENT_SCHEMA
+from loopexp.spec import ExperimentSpec, Segment
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """Baseline probabilities of one lifecycle segment (control variant)."""
+
+    share: float
+    hard_bounce: float
+    soft_bounce: float
+    open: float
+    click_given_open: float
+    order_given_click: float
+    unsubscribe: float
+    complaint: float = 0.0002
+    organic_order: float = 0.002
+
+
+SEGMENT_PROFILES: dict[Segment, SegmentProfile] = {
+    Segment.PROSPECT: SegmentProfile(0.30, 0.030, 0.020, 0.18, 0.10, 0.03, 0.0040),
+    Segment.NEW_CUSTOMER: SegmentProfile(0.15, 0.005, 0.010, 0.32, 0.16, 0.08, 0.0020),
+    Segment.EXISTING_CUSTOMER: SegmentProfile(0.35, 0.003, 0.008, 0.36, 0.18, 0.10, 0.0015),
+    Segment.INACTIVE: SegmentProfile(0.20, 0.040, 0.030, 0.07, 0.08, 0.02, 0.0060),
+}
+
+APPLE_MPP_SHARE = 0.45
+SCANNER_SHARE = 0.03
+LINKS = ("https://shop.example/new", "https://shop.example/sale", "https://shop.example/account")
+
+
+@dataclass(frozen=True)
+class TrueEffects:
+    """True relative effects per variant, as multipliers of the control's probability (1 = none)."""
+
+    open: dict[str, float] = field(default_factory=dict)
+    click_given_open: dict[str, float] = field(default_factory=dict)
+    unsubscribe: dict[str, float] = field(default_factory=dict)
+
+    def multiplier(self, kind: str, variant: np.ndarray) -> np.ndarray:
+        """Per-recipient multiplier of ``kind`` for the given variant labels."""
+        table: dict[str, float] = getattr(self, kind)
+        return np.array([table.get(v, 1.0) for v in variant], dtype=float)
+
+
+@dataclass
+class SimulatedCampaign:
+    """A simulated campaign: recipients, their assignment, the events, and the truth behind them."""
+
+    recipients: pd.DataFrame
+    assignment: pd.DataFrame
+    events: pd.DataFrame
+    effects: TrueEffects
+
+    def write(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write events (Parquet, canonical schema) and assignment (Parquet); return both paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        events_path = folder / "events.parquet"
+        assignment_path = folder / "assignment.parquet"
+        write_events(self.events, events_path)
+        self.assignment.to_parquet(assignment_path, index=False)
+        return events_path, assignment_path
+
+
+def make_recipients(n: int, seed: int = 0) -> pd.DataFrame:
+    """A recipient list of ``n`` people across the four lifecycle segments."""
+    rng = np.random.default_rng(seed)
+    segments = list(SEGMENT_PROFILES)
+    shares = np.array([SEGMENT_PROFILES[s].share for s in segments])
+    seg = rng.choice(np.array([s.value for s in segments], dtype=object), size=n, p=shares)
+    return pd.DataFrame(
+        {
+            "recipient_key": [f"rcp-{seed:04d}-{i:08d}" for i in range(n)],
+            "segment": seg,
+            "apple_mpp": rng.random(n) < APPLE_MPP_SHARE,
+            "link_scanner": rng.random(n) < SCANNER_SHARE,
+        }
+    )
+
+
+def simulate_campaign(
+    spec: ExperimentSpec,
+    n_recipients: int,
+    effects: TrueEffects | None = None,
+    seed: int = 0,
+    send_at: datetime | None = None,
+) -> SimulatedCampaign:
+    """Simulate a send of ``spec`` to ``n_recipients`` people with the given true effects."""
+    effects = effects or TrueEffects()
+    recipients = make_recipients(n_recipients, seed)
+    assignment = assign(recipients, spec)
+    people = assignment.merge(
+        recipients[["recipient_key", "apple_mpp", "link_scanner"]], on="recipient_key"
+    )
+    events = _simulate_events(people, spec, effects, np.random.default_rng(seed + 1), send_at)
+    return SimulatedCampaign(recipients, assignment, events, effects)
+
+
+def write_events(events: pd.DataFrame, path: str | Path) -> Path:
+    """Write an event DataFrame as Parquet with the canonical schema."""
+    table = pa.Table.from_pandas(events, schema=EVENT_SCHEMA, preserve_index=False)
+    pq.write_table(table, path)
+    return Path(path)
+
+
+def _profile_array(segments: np.ndarray, attr: str) -> np.ndarray:
+    lookup = {s.value: getattr(p, attr) for s, p in SEGMENT_PROFILES.items()}
+    return np.array([lookup[s] for s in segments], dtype=float)
+
+
+def _simulate_events(
+    people: pd.DataFrame,
+    spec: ExperimentSpec,
+    effects: TrueEffects,
+    rng: np.random.Generator,
+    send_at: datetime | None,
+) -> pd.DataFrame:
+    send_ts = pd.Timestamp(send_at or datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    key = people["recipient_key"].to_numpy(dtype=object)
+    variant = people["variant_id"].to_numpy(dtype=object)
+    seg = people["segment"].to_numpy(dtype=object)
+    n = len(people)
+    mailed = variant != HOLDOUT
+    parts: list[pd.DataFrame] = []
+
+    def emit(mask: np.ndarray, event_type: str, ts: np.ndarray, **cols: object) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        frame = {
+            "event_type": event_type,
+            "ts": send_ts + pd.to_timedelta(ts[idx], unit="s"),
+            "recipient_key": key[idx],
+            "variant_id": variant[idx],
+        }
+        for name, value in cols.items():
+            frame[name] = value[idx] if isinstance(value, np.ndarray) else value
+        parts.append(pd.DataFrame(frame))
+
+    zeros = np.zeros(n)
+    emit(mailed, "send", zeros)
+    u = rng.random(n)
+    hard = mailed & (u < _profile_array(seg, "hard_bounce"))
+    soft = (
+        mailed
+        & ~hard
+        & (u < _profile_array(seg, "hard_bounce") + _profile_array(seg, "soft_bounce"))
+    )
+    delivered = mailed & ~hard & ~soft
+    t_delivered = rng.uniform(1, 300, n)
+    emit(hard, "bounce_hard", t_delivered, bounce_class="invalid_recipient")
+    emit(soft, "bounce_soft", t_delivered, bounce_class="mailbox_full")
+    emit(delivered, "delivered", t_delivered)
+
+    # Apple Mail Privacy Protection fetches the message (a "machine open") soon after delivery.
+    mpp = people["apple_mpp"].to_numpy()
+    machine = delivered & mpp & (rng.random(n) < 0.97)
+    emit(
+        machine,
+        "open",
+        t_delivered + rng.uniform(30, 900, n),
+        is_machine_open=True,
+        user_agent="Mozilla/5.0",
+        ip="17.58.0.1",
+    )
+
+    p_open = np.clip(_profile_array(seg, "open") * effects.multiplier("open", variant), 0, 0.98)
+    opened = delivered & (rng.random(n) < p_open)
+    t_open = t_delivered + rng.exponential(6 * 3600, n)
+    emit(opened, "open", t_open, is_machine_open=False)
+    reopened = opened & (rng.random(n) < 0.3)
+    emit(reopened, "open", t_open + rng.exponential(3600, n), is_machine_open=False)
+
+    p_click = np.clip(
+        _profile_array(seg, "click_given_open") * effects.multiplier("click_given_open", variant),
+        0,
+        0.98,
+    )
+    clicked = opened & (rng.random(n) < p_click)
+    t_click = t_open + rng.exponential(120, n)
+    link = np.array(LINKS, dtype=object)[rng.integers(0, len(LINKS), n)]
+    emit(clicked, "click", t_click, url=link, is_bot_click=False)
+    emit(clicked & (rng.random(n) < 0.25), "click", t_click + 60, url=link, is_bot_click=False)
+
+    # Corporate link scanners follow every link within seconds of delivery.
+    scanner = delivered & people["link_scanner"].to_numpy()
+    for i, url in enumerate(LINKS):
+        emit(
+            scanner,
+            "click",
+            t_delivered + 2 + i,
+            url=url,
+            is_bot_click=True,
+            bot_reason="link scanner: clicked within seconds of delivery",
+        )
+
+    revenue = np.round(rng.lognormal(4.0, 0.6, n), 2)
+    ordered = clicked & (rng.random(n) < _profile_array(seg, "order_given_click"))
+    organic = ~ordered & (rng.random(n) < _profile_array(seg, "organic_order"))
+    t_order = np.where(ordered, t_click + rng.exponential(3600, n), rng.uniform(0, 14 * 86400, n))
+    emit(ordered | organic, "order", t_order, revenue=revenue, currency="USD")
+
+    p_unsub = _profile_array(seg, "unsubscribe") * effects.multiplier("unsubscribe", variant)
+    unsub = delivered & (rng.random(n) < p_unsub)
+    emit(unsub, "unsubscribe", t_delivered + rng.exponential(8 * 3600, n))
+    emit(
+        delivered & (rng.random(n) < _profile_array(seg, "complaint")),
+        "complaint",
+        t_delivered + rng.exponential(8 * 3600, n),
+    )
+
+    events = pd.concat(parts, ignore_index=True)
+    events = events.sort_values(["ts", "recipient_key"], kind="stable", ignore_index=True)
+    events["event_id"] = [f"sim-{i:09d}" for i in range(len(events))]
+    events["provider"] = "simulated"
+    events["message_id"] = "msg-" + events["recipient_key"]
+    events["campaign_id"] = spec.campaign
+    for name in EVENT_SCHEMA.names:
+        if name not in events:
+            events[name] = None
+    events["ts"] = events["ts"].dt.tz_convert("UTC").dt.floor("us")
+    return events[EVENT_SCHEMA.names]
