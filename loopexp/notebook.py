@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import papermill as pm
-
 #: The repository's notebooks folder (notebooks are not part of the installed package).
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 ANALYZE_NOTEBOOK = "analyze_experiment.ipynb"
@@ -31,6 +29,8 @@ def execute(
         raise FileNotFoundError(
             f"notebook {notebook} not found (looked in the working folder and {NOTEBOOKS_DIR})"
         )
+    import papermill as pm  # noqa: PLC0415 (lazy: ~1 s to import, needed only to execute)
+
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(

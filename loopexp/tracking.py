@@ -10,13 +10,22 @@ import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
 from loopexp.results import ExperimentResults
 from loopexp.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# mlflow takes ~2 s to import: it is loaded only when a run is logged, so `import loopexp` is quick.
+
+
+def _client(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
+
+    return MlflowClient(tracking_uri=uri)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -119,8 +128,10 @@ def log_run(
     tracking_uri: str | None = None,
 ) -> tuple[str, str]:
     """Log one analysed iteration as an MLflow run; return ``(run_id, experiment_id)``."""
+    from mlflow.entities import Metric, Param  # noqa: PLC0415 (lazy, see _client)
+
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = _client(uri)
     experiment = client.get_experiment_by_name(spec.campaign)
     experiment_id = (
         experiment.experiment_id
@@ -170,7 +181,7 @@ def log_artifact(
     run_id: str, path: Path, tracking_uri: str | None = None, artifact_path: str | None = None
 ) -> None:
     """Attach one more file to a (possibly finished) run."""
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    client = _client(resolve_tracking_uri(tracking_uri))
     client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
