@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -163,14 +165,19 @@ def demo(
     """Run one full iteration of the loop on a simulated subject-line campaign."""
     spec = _load(spec_path)
     console.print(
-        f"Simulating {recipients:,} recipients for [bold]{spec.name}[/] "
-        f"(true effects: {DEMO_EFFECTS})"
+        f"Simulating {recipients:,} recipients for [bold]{spec.name}[/]; the truth: "
+        f"{DEMO_EFFECTS.describe()}"
     )
     campaign = simulate_campaign(spec, recipients, DEMO_EFFECTS, seed=seed)
     events, assignment = campaign.write(out / "data")
     console.print(f"{len(campaign.events):,} events written to {events}")
     outcome = _run(spec_path, events, assignment, out / "analysis", tracking_uri, out)
     _print_outcome(outcome)
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (database migrations) are noise in a terminal summary."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
 
 
 def _run(
@@ -181,6 +188,7 @@ def _run(
     tracking_uri: str | None,
     next_spec_dir: Path | None,
 ) -> IterationOutcome:
+    _quiet_mlflow()
     try:
         return run_iteration(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     except (SpecError, EventsError, FileNotFoundError) as exc:
@@ -209,27 +217,32 @@ def _parse_effects(items: list[str]) -> dict[str, float]:
 def _print_outcome(outcome: IterationOutcome) -> None:
     results = outcome.results
     d = results.decision
-    console.print(comparisons_table(results, [d.primary_metric, *(g.metric for g in d.guardrails)]))
-    table = Table(title="Decision", show_header=False)
-    table.add_column(style="bold")
+    metrics = [d.primary_metric, *dict.fromkeys(g.metric for g in d.guardrails)]
+    console.print(comparisons_table(results, metrics, show_probability=False))
+    table = Table(title="Decision", show_header=False, box=box.ROUNDED)
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
     table.add_row("status", d.status.value)
-    table.add_row("winner", d.winner or "none")
+    if d.best_challenger and not d.winner:
+        table.add_row("best challenger", d.best_challenger)
+    elif d.winner:
+        table.add_row("winner", d.winner)
     if d.best_challenger:
-        table.add_row(
-            f"{d.primary_metric} lift ({d.best_challenger})",
-            f"{d.rel_lift:+.1%}" if d.rel_lift is not None else "–",
-        )
+        if d.rel_lift is not None:
+            table.add_row(f"{d.primary_metric} lift", f"{d.rel_lift:+.1%}")
         if d.rel_ci_low is not None and d.rel_ci_high is not None:
-            table.add_row("95% CI", f"{d.rel_ci_low:+.1%} … {d.rel_ci_high:+.1%}")
+            table.add_row("95% CI", f"{d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}")
         if d.p_value_adjusted is not None:
             table.add_row("adjusted p", f"{d.p_value_adjusted:.3g}")
-    table.add_row("reasons", "\n".join(d.reasons))
-    table.add_row("next spec", str(outcome.next_spec_path))
-    table.add_row("MLflow run", outcome.run_id)
-    table.add_row("report", str(outcome.report_path))
-    table.add_row("open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id))
+    table.add_row("reasons", "\n".join(f"• {r}" for r in d.reasons))
     console.print(table)
+    for label, value in (
+        ("Next spec", outcome.next_spec_path),
+        ("MLflow run", outcome.run_id),
+        ("HTML report", outcome.report_path),
+        ("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)),
+    ):
+        console.print(f"[bold]{label}:[/] {value}", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

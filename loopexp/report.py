@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.table import Table
 
 from loopexp.metrics.definitions import get_metric
@@ -19,42 +20,47 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:+.1%}"
 
 
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}"
+
+
 def _value(metric: str, value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value:.2%}" if get_metric(metric).kind == "proportion" else f"{value:.3f}"
 
 
-def comparisons_table(results: ExperimentResults, metrics: list[str] | None = None) -> Table:
-    """A rich table of challenger-versus-control comparisons."""
-    d = results.decision
+def comparisons_table(
+    results: ExperimentResults, metrics: list[str] | None = None, show_probability: bool = True
+) -> Table:
+    """A compact rich table of challenger-versus-control comparisons (fits 80 columns)."""
     title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
-    table = Table(
-        title=title, caption=f"decision: {d.status.value}" + (f" → {d.winner}" if d.winner else "")
-    )
-    for col in (
-        "metric",
-        "variant",
-        "control",
-        "variant value",
-        "lift [95% CI]",
-        "p adj.",
-        "P(better)",
-    ):
-        table.add_column(col, justify="left" if col in ("metric", "variant") else "right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("variant", no_wrap=True)
+    for col in ("control", "value", "lift (95% CI)", "p adj."):
+        table.add_column(col, justify="right", no_wrap=True)
+    if show_probability:
+        table.add_column("P(win)", justify="right", no_wrap=True)
     values = {v.id: v.metrics for v in results.variants}
     for c in results.comparisons:
         if metrics and c.metric not in metrics:
             continue
-        table.add_row(
+        row = [
             c.metric,
             c.variant,
             _value(c.metric, values[c.control][c.metric].value),
             _value(c.metric, values[c.variant][c.metric].value),
-            f"{_pct(c.rel_lift)} [{_pct(c.rel_ci_low)}, {_pct(c.rel_ci_high)}]",
-            f"{c.p_value_adjusted:.3g}",
-            "–" if c.prob_beat_control is None else f"{c.prob_beat_control:.1%}",
-        )
+            f"{_pct(c.rel_lift)} ({_num(c.rel_ci_low)}, {_num(c.rel_ci_high)})",
+            _p(c.p_value_adjusted),
+        ]
+        if show_probability:
+            row.append("–" if c.prob_beat_control is None else f"{c.prob_beat_control:.0%}")
+        table.add_row(*row)
     return table
 
 

@@ -58,6 +58,17 @@ class TrueEffects:
     click_given_open: dict[str, float] = field(default_factory=dict)
     unsubscribe: dict[str, float] = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """The effects in words, e.g. ``personal: opens ×1.15; urgency: unsubscribes ×1.9``."""
+        names = {"open": "opens", "click_given_open": "clicks/open", "unsubscribe": "unsubscribes"}
+        per_variant: dict[str, list[str]] = {}
+        for kind, label in names.items():
+            for variant, factor in getattr(self, kind).items():
+                per_variant.setdefault(variant, []).append(f"{label} ×{factor:g}")
+        if not per_variant:
+            return "no true difference between variants (A/A)"
+        return "; ".join(f"{v}: {', '.join(parts)}" for v, parts in per_variant.items())
+
     def multiplier(self, kind: str, variant: np.ndarray) -> np.ndarray:
         """Per-recipient multiplier of ``kind`` for the given variant labels."""
         table: dict[str, float] = getattr(self, kind)

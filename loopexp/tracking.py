@@ -27,6 +27,7 @@ def _client(uri: str) -> MlflowClient:
 
     return MlflowClient(tracking_uri=uri)
 
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 

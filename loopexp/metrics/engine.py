@@ -228,8 +228,10 @@ def _aggregate_sql(defs: Sequence) -> str:
         cond = "sent" if m.denominator == "sent" else "delivered > 0"
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
-            f'sum({m.numerator}) FILTER (WHERE {cond}) AS "{m.name}__sum"',
-            f'sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}) AS "{m.name}__sum_sq"',
+            # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
+            f'coalesce(sum({m.numerator}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
+            f"coalesce(sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}), 0) "
+            f'AS "{m.name}__sum_sq"',
         ]
     return f"""
         WITH per_recipient AS (
