@@ -25,20 +25,30 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite store, one worker, jobs off) on 127.0.0.1; yields its URL."""
+    """A real ``mlflow server`` (SQLite store, one worker, no jobs) on 127.0.0.1; yields the URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(  # noqa: S603 (our own venv's mlflow, loopback only)
+    proc = subprocess.Popen(
         [
-            str(mlflow_bin), "server",
-            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", str(folder / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -47,7 +57,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited early:\n{(folder / 'server.log').read_text()}")
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:  # noqa: S310
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                     if resp.status == 200:
                         break
             except OSError:

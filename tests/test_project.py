@@ -45,9 +45,11 @@ def test_notebooks_are_committed_clean_and_parameterised() -> None:
 def test_papermill_documents_the_notebook_parameters() -> None:
     papermill = ROOT / ".venv" / "bin" / "papermill"
     exe = str(papermill) if papermill.exists() else "papermill"
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [exe, "--help-notebook", str(ROOT / "notebooks" / "analyze_experiment.ipynb")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for name in ("spec_path: str", "events_path: str", "assignment_path: str", "results_path: str"):
         assert name in out
@@ -64,7 +66,7 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch) -> None:
     (tmp_path / "experiments" / DEMO_SPEC.name).write_text(DEMO_SPEC.read_text())
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(quickstart, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(quickstart, "README.md", "exec"), namespace)
     assert namespace["results"].decision.winner == "personal"
     assert namespace["nxt"].iteration == 2
 
@@ -80,8 +82,9 @@ def test_cli_validate_accepts_examples_and_locates_errors(tmp_path) -> None:
     ok = runner.invoke(app, ["validate", *map(str, (ROOT / "experiments").glob("*.yaml"))])
     assert ok.exit_code == 0, ok.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEMO_SPEC.read_text().replace("primary_metric: click_rate",
-                                                 "primary_metric: clicks"))
+    bad.write_text(
+        DEMO_SPEC.read_text().replace("primary_metric: click_rate", "primary_metric: clicks")
+    )
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1
     assert "bad.yaml" in result.output and "primary_metric" in result.output
@@ -96,7 +99,7 @@ def test_cli_plan_prints_sample_size() -> None:
 
 
 def test_module_runs_as_a_script() -> None:
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "loopexp.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "Closed-loop email experimentation" in out.stdout
