@@ -23,11 +23,14 @@ HOLDOUT = "holdout"
 
 
 def unit_interval(salt: str, keys: Iterable[str]) -> np.ndarray:
-    """Map each key to a uniform number in [0, 1): first 8 bytes of SHA-256(salt:key)."""
+    """Map each key to a uniform number in [0, 1): top 53 bits of SHA-256(salt:key) / 2**53.
+
+    53 bits is what a float64 holds exactly, so the value is exact and strictly below 1.
+    """
     prefix = f"{salt}:".encode()
     digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
-    as_int = np.frombuffer(b"".join(digests), dtype=">u8")
-    return as_int.astype(np.float64) / 2.0**64
+    as_int = np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
+    return as_int.astype(np.float64) / 2.0**53
 
 
 def assign_groups(keys: Iterable[str], spec: ExperimentSpec) -> np.ndarray:

@@ -6,7 +6,7 @@
 - keep_testing / invalid_srm: the same variants run again (after fixing the split, for SRM).
 
 Every next spec gets iteration + 1, a new salt (re-randomised, no carry-over), the parent MLflow
-run id, and a sample size re-planned from the observed control rate of the primary metric.
+run id, and a sample size re-planned from the next control's observed rate of the primary metric.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def next_spec(
         )
 
     planned = spec.planned_recipients_per_variant
-    control_values = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
-    baseline = control_values.get(spec.control)
+    # The next control's observed rate is the next baseline (the winner's, after a ship).
+    observed = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
+    baseline = observed.get(new_control.id)
     if baseline is not None and baseline.value is not None and 0 < baseline.value < 1:
         rule = spec.decision
         planned = sample_size_per_variant(

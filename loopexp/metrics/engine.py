@@ -104,22 +104,28 @@ def compute_metrics(
         _check_columns(
             con, "assignment_src", ("recipient_key", "segment", "variant_id"), assignment
         )
-        con.execute(_checked_events_sql(con, events))
-        reasons = dict(
+        for statement in _validation_sql(con, events):
+            con.execute(statement)
+        counts = dict(
             con.execute(
-                "SELECT quarantine_reason, count(*) FROM checked_events "
-                "WHERE quarantine_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                "SELECT quarantine_reason, count(*) FROM checked_events GROUP BY 1"
             ).fetchall()
         )
+        n_events = sum(counts.values())
+        (duplicates,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
+        reasons = {k: v for k, v in counts.items() if k is not None}
+        if duplicates:
+            reasons[DUPLICATE] = duplicates
+        reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
         if quarantine_path is not None and reasons:
             con.execute(
-                "COPY (SELECT * FROM checked_events WHERE quarantine_reason IS NOT NULL) "
-                f"TO '{_sql_path(quarantine_path)}' (FORMAT parquet)"
+                f"COPY (SELECT * FROM quarantined_events) TO '{_sql_path(quarantine_path)}' "
+                "(FORMAT parquet)"
             )
-        (n_events,) = con.execute("SELECT count(*) FROM checked_events").fetchone()
+        con.execute(_per_recipient_sql())
         (unassigned,) = con.execute(
-            "SELECT count(*) FROM checked_events e WHERE quarantine_reason IS NULL AND NOT EXISTS "
-            "(SELECT 1 FROM assignment_src a WHERE a.recipient_key = e.recipient_key)"
+            "SELECT coalesce(sum(p.n_events), 0) FROM per_recipient p "
+            "ANTI JOIN assignment_src a USING (recipient_key)"
         ).fetchone()
         rows = con.execute(_aggregate_sql(defs)).fetchdf()
     finally:
@@ -192,8 +198,16 @@ _DUCK_TYPES = {
 }
 
 
-def _checked_events_sql(con: duckdb.DuckDBPyConnection, source: Source) -> str:
-    """SQL creating ``checked_events``: canonical columns + ``quarantine_reason`` (null: valid)."""
+DUPLICATE = "duplicate (provider, event_id)"
+
+
+def _validation_sql(con: duckdb.DuckDBPyConnection, source: Source) -> list[str]:
+    """Statements defining ``checked_events``, ``valid_events`` and ``quarantined_events``.
+
+    Views, not copies: DuckDB reads only the columns a query needs from Parquet. Duplicates of
+    ``(provider, event_id)`` among otherwise valid events are ranked by time (the first is kept);
+    only keys that actually repeat are ranked, so the common case costs one hash aggregate.
+    """
     _check_columns(con, "raw_events", REQUIRED_COLUMNS, source)
     present = set(_columns(con, "raw_events"))
     select = ", ".join(
@@ -203,29 +217,59 @@ def _checked_events_sql(con: duckdb.DuckDBPyConnection, source: Source) -> str:
         for f in EVENT_SCHEMA
     )
     known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    return [
+        f"""CREATE VIEW checked_events AS
+            SELECT *,
+                CASE
+                    WHEN event_id IS NULL OR event_id = '' THEN 'missing event_id'
+                    WHEN recipient_key IS NULL OR recipient_key = '' THEN 'missing recipient_key'
+                    WHEN ts IS NULL THEN 'missing or unparseable ts'
+                    WHEN event_type IS NULL OR event_type NOT IN ({known})
+                        THEN 'unknown event_type'
+                    WHEN event_type = 'order' AND (revenue IS NULL OR revenue < 0)
+                        THEN 'order without a valid revenue'
+                END AS quarantine_reason
+            FROM (SELECT {select} FROM raw_events)""",
+        """CREATE TEMP TABLE dup_keys AS
+            SELECT coalesce(provider, '') AS provider_key, event_id FROM checked_events
+            WHERE quarantine_reason IS NULL GROUP BY ALL HAVING count(*) > 1""",
+        """CREATE TEMP TABLE dup_rows AS
+            SELECT c.*, row_number() OVER (
+                PARTITION BY coalesce(c.provider, ''), c.event_id ORDER BY c.ts, c.recipient_key
+            ) AS dup_rank
+            FROM checked_events c SEMI JOIN dup_keys d
+                ON d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id
+            WHERE c.quarantine_reason IS NULL""",
+        """CREATE VIEW valid_events AS
+            SELECT * EXCLUDE (quarantine_reason) FROM checked_events c
+            WHERE quarantine_reason IS NULL AND NOT EXISTS (
+                SELECT 1 FROM dup_keys d
+                WHERE d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id)
+            UNION ALL
+            SELECT * EXCLUDE (quarantine_reason, dup_rank) FROM dup_rows WHERE dup_rank = 1""",
+        f"""CREATE VIEW quarantined_events AS
+            SELECT * FROM checked_events WHERE quarantine_reason IS NOT NULL
+            UNION ALL
+            SELECT * EXCLUDE (dup_rank) REPLACE ('{DUPLICATE}' AS quarantine_reason)
+            FROM dup_rows WHERE dup_rank > 1""",
+    ]
+
+
+def _per_recipient_sql() -> str:
+    outcome_cols = ",\n".join(f"{expr} AS {name}" for name, expr in OUTCOMES.items())
     return f"""
-        CREATE TEMP TABLE checked_events AS
-        SELECT *,
-            CASE
-                WHEN event_id IS NULL OR event_id = '' THEN 'missing event_id'
-                WHEN recipient_key IS NULL OR recipient_key = '' THEN 'missing recipient_key'
-                WHEN ts IS NULL THEN 'missing or unparseable ts'
-                WHEN event_type IS NULL OR event_type NOT IN ({known}) THEN 'unknown event_type'
-                WHEN event_type = 'order' AND (revenue IS NULL OR revenue < 0)
-                    THEN 'order without a valid revenue'
-                WHEN row_number() OVER (PARTITION BY provider, event_id ORDER BY ts) > 1
-                    THEN 'duplicate (provider, event_id)'
-            END AS quarantine_reason
-        FROM (SELECT {select} FROM raw_events)
+        CREATE TEMP TABLE per_recipient AS
+        SELECT recipient_key, count(*) AS n_events, {outcome_cols}
+        FROM valid_events GROUP BY recipient_key
     """
 
 
 def _aggregate_sql(defs: Sequence) -> str:
-    outcome_cols = ",\n".join(f"{expr} AS {name}" for name, expr in OUTCOMES.items())
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
-        cond = "sent" if m.denominator == "sent" else "delivered > 0"
+        # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
+        cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
@@ -234,12 +278,7 @@ def _aggregate_sql(defs: Sequence) -> str:
             f'AS "{m.name}__sum_sq"',
         ]
     return f"""
-        WITH per_recipient AS (
-            SELECT recipient_key, {outcome_cols}
-            FROM checked_events WHERE quarantine_reason IS NULL
-            GROUP BY recipient_key
-        ),
-        outcomes AS (
+        WITH outcomes AS (
             SELECT a.variant_id, a.segment, a.variant_id <> 'holdout' AS sent, {joined_cols}
             FROM assignment_src a LEFT JOIN per_recipient p USING (recipient_key)
         )
