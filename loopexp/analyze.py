@@ -67,13 +67,7 @@ def analyze(
         for seg in table.segments
     ]
     return ExperimentResults(
-        experiment=ExperimentInfo(
-            name=spec.name,
-            campaign=spec.campaign,
-            iteration=spec.iteration,
-            test_type=spec.test_type.value,
-            spec_sha256=spec.sha256(),
-        ),
+        experiment=ExperimentInfo.from_spec(spec),
         data=DataInfo(
             source=source,
             fingerprint=fingerprint,

@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 
 from loopexp.metrics.definitions import get_metric
+from loopexp.results import COMPARISON_FIGURES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,18 +68,7 @@ def comparisons_table(
 def results_html(results: ExperimentResults) -> str:
     """An HTML summary (decision, reasons, comparison table) for Jupyter and the HTML report."""
     d = results.decision
-    frame = results.comparisons_frame()[
-        [
-            "metric",
-            "variant",
-            "rel_lift",
-            "rel_ci_low",
-            "rel_ci_high",
-            "p_value",
-            "p_value_adjusted",
-            "prob_beat_control",
-        ]
-    ]
+    frame = results.comparisons_frame()[["metric", "variant", *COMPARISON_FIGURES[1:]]]
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons)
     winner = f" → <b>{html.escape(d.winner)}</b>" if d.winner else ""
     return (

@@ -10,10 +10,13 @@ import json
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+if TYPE_CHECKING:
+    from loopexp.spec import ExperimentSpec
 
 RESULTS_SCHEMA_VERSION = "1"
 
@@ -47,6 +50,17 @@ class ExperimentInfo(_Record):
     iteration: int
     test_type: str
     spec_sha256: str
+
+    @classmethod
+    def from_spec(cls, spec: ExperimentSpec) -> ExperimentInfo:
+        """The identity of ``spec``'s iteration, with its content fingerprint."""
+        return cls(
+            name=spec.name,
+            campaign=spec.campaign,
+            iteration=spec.iteration,
+            test_type=spec.test_type.value,
+            spec_sha256=spec.sha256(),
+        )
 
 
 class DataInfo(_Record):
@@ -85,6 +99,18 @@ class VariantResult(_Record):
     is_control: bool
     n: int
     metrics: dict[str, MetricValue]
+
+
+#: The figures of a comparison people read (tables) and compare across runs (MLflow metrics).
+COMPARISON_FIGURES = (
+    "estimate",
+    "rel_lift",
+    "rel_ci_low",
+    "rel_ci_high",
+    "p_value",
+    "p_value_adjusted",
+    "prob_beat_control",
+)
 
 
 class Comparison(_Record):

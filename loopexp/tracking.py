@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from loopexp.results import ExperimentResults
+from loopexp.results import COMPARISON_FIGURES, ExperimentResults
 from loopexp.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -92,15 +92,7 @@ def results_metrics(results: ExperimentResults) -> dict[str, float]:
                 out[f"{v.id}.{name}"] = mv.value
     for c in results.comparisons:
         prefix = f"{c.metric}.{c.variant}_vs_{c.control}"
-        for field in (
-            "estimate",
-            "rel_lift",
-            "rel_ci_low",
-            "rel_ci_high",
-            "p_value",
-            "p_value_adjusted",
-            "prob_beat_control",
-        ):
+        for field in COMPARISON_FIGURES:
             value = getattr(c, field)
             if value is not None and math.isfinite(value):
                 out[f"{prefix}.{field}"] = value

@@ -405,13 +405,7 @@ def make_results(
         )
     shares = spec.expected_shares()
     return ExperimentResults(
-        experiment=ExperimentInfo(
-            name=spec.name,
-            campaign=spec.campaign,
-            iteration=spec.iteration,
-            test_type=spec.test_type.value,
-            spec_sha256=spec.sha256(),
-        ),
+        experiment=ExperimentInfo.from_spec(spec),
         data=DataInfo(source="test", fingerprint="f", recipients=60_000, events=1, quarantined=0),
         srm=SRMResult(
             p_value=0.5,
