@@ -17,7 +17,7 @@ from loopexp.metrics.engine import EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
 from loopexp.plan import sample_size_per_variant
 from loopexp.report import comparisons_table
-from loopexp.simulate import TrueEffects, simulate_campaign
+from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
 from loopexp.spec import SpecError, load_spec
 from loopexp.tracking import ui_hint
 
@@ -30,13 +30,6 @@ app = typer.Typer(
 console = Console()
 
 DEMO_SPEC = Path("experiments/subject_line_demo.yaml")
-#: The demo's truth: "personal" lifts opens (and so clicks) by ~20%; "urgency" lifts opens a little
-#: but nearly doubles unsubscribes, which the guardrail must catch.
-DEMO_EFFECTS = TrueEffects(
-    open={"personal": 1.15, "urgency": 1.04},
-    click_given_open={"personal": 1.05},
-    unsubscribe={"urgency": 1.9},
-)
 
 TrackingOpt = Annotated[
     str | None,
@@ -237,7 +230,7 @@ def _print_outcome(outcome: IterationOutcome) -> None:
     table.add_row("reasons", "\n".join(f"• {r}" for r in d.reasons))
     console.print(table)
     for label, value in (
-        ("Next spec", outcome.next_spec_path),
+        ("Next spec", outcome.next_spec_path or f"not written: {outcome.next_spec_note}"),
         ("MLflow run", outcome.run_id),
         ("HTML report", outcome.report_path),
         ("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)),

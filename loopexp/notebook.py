@@ -41,5 +41,7 @@ def execute(
         cwd=str(cwd) if cwd else None,
         progress_bar=False,
         report_mode=False,
+        # The kernel talks to us over loopback TCP; its warning about that is noise in a CLI run.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
     return output_path

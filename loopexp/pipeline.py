@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopexp.loop import next_spec
+from loopexp.loop import LoopError, next_spec
 from loopexp.notebook import ANALYZE_NOTEBOOK, execute
 from loopexp.report import lift_plot, results_html
 from loopexp.results import ExperimentResults
 from loopexp.spec import load_spec, write_spec
-from loopexp.tracking import log_artifact, log_run, resolve_tracking_uri
+from loopexp.tracking import log_artifact, log_run, resolve_tracking_uri, set_tag
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class IterationOutcome:
     results_path: Path
     decision_path: Path
     report_path: Path
-    next_spec_path: Path
+    next_spec_path: Path | None
+    """None when no next iteration could be drafted; ``next_spec_note`` says why."""
+    next_spec_note: str = ""
 
 
 def run_iteration(
@@ -82,10 +84,18 @@ def run_iteration(
         artifacts.append(figures_dir)
     run_id, experiment_id = log_run(results, spec, artifacts, tracking_uri=uri)
 
-    nxt = next_spec(spec, results, parent_run_id=run_id)
-    folder = Path(next_spec_dir) if next_spec_dir else spec_path.parent
-    next_path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
-    log_artifact(run_id, next_path, tracking_uri=uri, artifact_path="next_spec")
+    # The decision stands even when no next spec can be drafted (e.g. the backlog is empty).
+    next_path: Path | None = None
+    next_note = ""
+    try:
+        nxt = next_spec(spec, results, parent_run_id=run_id)
+    except LoopError as exc:
+        next_note = str(exc)
+    else:
+        folder = Path(next_spec_dir) if next_spec_dir else spec_path.parent
+        next_path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
+        log_artifact(run_id, next_path, tracking_uri=uri, artifact_path="next_spec")
+    set_tag(run_id, "loopexp.next_spec", str(next_path) if next_path else f"none: {next_note}", uri)
     return IterationOutcome(
         results=results,
         run_id=run_id,
@@ -97,6 +107,7 @@ def run_iteration(
         decision_path=decision_path,
         report_path=report_path,
         next_spec_path=next_path,
+        next_spec_note=next_note,
     )
 
 

@@ -178,6 +178,11 @@ def log_artifact(
     client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
+def set_tag(run_id: str, key: str, value: str, tracking_uri: str | None = None) -> None:
+    """Set one tag on a (possibly finished) run."""
+    _client(resolve_tracking_uri(tracking_uri)).set_tag(run_id, key, value)
+
+
 def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
     """How to see the runs: the URL of a server, or the ``mlflow ui`` command for a local store."""
     uri = resolve_tracking_uri(tracking_uri)

@@ -65,6 +65,7 @@ def test_large_true_effect_ships_the_true_winner(tmp_path: Path) -> None:
     assert tags["loopexp.decision.status"] == "ship"
     assert tags["loopexp.decision.winner"] == "personal"
     assert "personal" in tags["mlflow.note.content"]
+    assert tags["loopexp.next_spec"] == str(outcome.next_spec_path)
     assert run.data.params["primary_metric"] == "click_rate"
     assert run.data.params["variant.personal.subject"].startswith("{first_name}")
     metrics = run.data.metrics
@@ -119,3 +120,52 @@ def test_loop_logs_to_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) -
         [run.info.experiment_id], "tags.`loopexp.campaign` = 'spring-newsletter'"
     )
     assert [r.info.run_id for r in found] == [outcome.run_id]
+
+
+def test_notebook_runs_on_its_defaults_as_in_jupyterlab(tmp_path: Path) -> None:
+    """Opened in JupyterLab with no data, the notebook simulates the demo campaign and runs."""
+    from loopexp.notebook import NOTEBOOKS_DIR, execute
+
+    results_path = tmp_path / "results.json"
+    execute(
+        NOTEBOOKS_DIR / "analyze_experiment.ipynb",
+        tmp_path / "executed.ipynb",
+        parameters={"results_path": str(results_path), "figures_dir": str(tmp_path / "fig")},
+        cwd=NOTEBOOKS_DIR,  # JupyterLab's working folder: the spec default is relative to it
+    )
+    from loopexp import ExperimentResults
+
+    results = ExperimentResults.read_json(results_path)
+    assert results.data.recipients == 60_000
+    assert results.decision.winner == "personal"  # the demo's true winner
+    assert (tmp_path / "demo-data" / "events.parquet").exists()
+
+
+def test_two_iterations_chain_through_the_next_spec(tmp_path: Path) -> None:
+    """The loop closes: iteration 2 runs from the spec iteration 1 wrote, with lineage in MLflow."""
+    first = _run(tmp_path, LARGE_EFFECT, seed=11)
+    second_spec = load_spec(first.next_spec_path)
+    # In iteration 2 the new control ("personal") faces "question" and "benefit"; "benefit" works.
+    campaign = simulate_campaign(
+        second_spec, N_RECIPIENTS, TrueEffects(open={"benefit": 1.8}), seed=12
+    )
+    events, assignment = campaign.write(tmp_path / "data-2")
+    second = run_iteration(
+        first.next_spec_path,
+        events,
+        assignment,
+        tmp_path / "out-2",
+        tracking_uri=first.tracking_uri,
+    )
+    assert second.results.decision.winner == "benefit"
+    client = MlflowClient(first.tracking_uri)
+    tags = client.get_run(second.run_id).data.tags
+    assert tags["loopexp.iteration"] == "2"
+    assert tags["loopexp.parent_run_id"] == first.run_id
+    runs = client.search_runs([second.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.info.run_id for r in runs] == [first.run_id, second.run_id]
+    # The demo backlog is used up: the decision stands, and the run says why no spec was written.
+    assert second.next_spec_path is None
+    assert "backlog" in second.next_spec_note
+    assert tags["loopexp.next_spec"].startswith("none: ")
+    assert "backlog" in tags["loopexp.next_spec"]
