@@ -29,6 +29,7 @@ from loopexp.stats import (
     chance_to_beat,
     compare_means,
     compare_proportions,
+    credible_interval,
     mean_and_variance,
     srm_check,
 )
@@ -248,10 +249,9 @@ def test_relative_lift_means_gbstats():
     """gbstats_ttest_relative: growthbook test_tests.py TestTwoSidedTTest.test_two_sided_ttest
     (sums 1396.87/52377.9767/3407 vs 2422.7/134698.29/3461); round to 5 decimals.
 
-    Lift and delta-method SD must match. CI: same z-vs-t convention gap as the binomial case
-    (gbstats t at Welch df 5841.7, q = 1.96037; ours z = 1.95996, a 1.5e-4 difference at 5
-    decimals), checked the same way. The relative-statistic p-value (0.06191) has no counterpart
-    in our Effect (our p_value is the absolute Welch test), so it is not compared.
+    Lift, delta-method SD and CI must match: for means, our relative CI uses the same Welch t
+    quantile as gbstats (df 5841.7, q = 1.96037). The relative-statistic p-value (0.06191) has no
+    counterpart in our Effect (our p_value is the absolute Welch test), so it is not compared.
     """
     v = vec("gbstats_ttest_relative")
     c, t = v["inputs"]["control"], v["inputs"]["treatment"]
@@ -262,14 +262,13 @@ def test_relative_lift_means_gbstats():
     assert_close(e.rel_lift, exp["expected"], tol, "relative lift")
     assert_close(e.rel_se, exp["uplift_stddev"], tol, "delta-method SD")
 
+    assert_close([e.rel_ci_low, e.rel_ci_high], exp["ci"], tol, "ci")
+
     _, v_t = mean_and_variance(t["n"], t["sum"], t["sum_squares"])
     _, v_c = mean_and_variance(c["n"], c["sum"], c["sum_squares"])
     q_t = sps.t.ppf(0.975, _welch_df(v_t, t["n"], v_c, c["n"]))
-    assert_close([e.rel_lift - q_t * e.rel_se, e.rel_lift + q_t * e.rel_se], exp["ci"], tol, "ci")
-
-    q_z = sps.norm.ppf(0.975)
     assert (e.rel_ci_low, e.rel_ci_high) == pytest.approx(
-        (e.rel_lift - q_z * e.rel_se, e.rel_lift + q_z * e.rel_se), abs=1e-12
+        (e.rel_lift - q_t * e.rel_se, e.rel_lift + q_t * e.rel_se), abs=1e-12
     )
 
 
@@ -335,7 +334,7 @@ def test_bayes_gbstats_binomial_49_51():
     e = compare_proportions(t["x"], t["n"], c["x"], c["n"])
     assert_close(e.rel_lift, exp["expected"], tol, "relative lift")
     assert_close(e.rel_se, exp["uplift_stddev"], tol, "posterior SD")
-    assert_close([e.rel_ci_low, e.rel_ci_high], exp["ci"], tol, "credible interval")
+    assert_close(list(credible_interval(e.rel_lift, e.rel_se)), exp["ci"], tol, "credible interval")
     prob, loss_ship = chance_to_beat(e.rel_lift, e.rel_se, higher_is_better=True)
     assert_close(prob, exp["chance_to_win"], tol, "chance to win")
     assert_close(loss_ship, exp["risk"][1], tol, "risk of shipping treatment")
@@ -352,7 +351,8 @@ def test_bayes_gbstats_gaussian_flat_prior():
     e = compare_means(t["n"], t["sum"], t["sum_squares"], c["n"], c["sum"], c["sum_squares"])
     assert_close(e.rel_lift, exp["expected"], tol, "relative lift")
     assert_close(e.rel_se, exp["uplift_stddev"], tol, "posterior SD")
-    assert_close([e.rel_ci_low, e.rel_ci_high], exp["ci"], tol, "credible interval")
+    # A credible interval (normal posterior), not our frequentist CI, which uses Welch's t here.
+    assert_close(list(credible_interval(e.rel_lift, e.rel_se)), exp["ci"], tol, "credible interval")
     prob, loss_ship = chance_to_beat(e.rel_lift, e.rel_se)
     assert_close(prob, exp["chance_to_win"], tol, "chance to win")
     assert_close(loss_ship, exp["risk"][1], tol, "risk of shipping treatment")

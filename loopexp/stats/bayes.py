@@ -23,3 +23,9 @@ def chance_to_beat(
     prob = float(sps.norm.cdf(z))
     loss = float(rel_se * sps.norm.pdf(z) - d * sps.norm.cdf(-z))
     return prob, loss
+
+
+def credible_interval(rel_lift: float, rel_se: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Equal-tailed ``1 - alpha`` credible interval of the relative lift (same posterior)."""
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    return rel_lift - z * rel_se, rel_lift + z * rel_se

@@ -41,12 +41,21 @@ class Effect(NamedTuple):
 
 
 def relative_lift(
-    mean_t: float, var_t: float, n_t: int, mean_c: float, var_c: float, n_c: int, alpha: float
+    mean_t: float,
+    var_t: float,
+    n_t: int,
+    mean_c: float,
+    var_c: float,
+    n_c: int,
+    alpha: float,
+    df: float | None = None,
 ) -> tuple[float, float, float, float]:
     """Relative lift ``mean_t / mean_c - 1`` with its delta-method SE and symmetric CI.
 
     Var(m_t / m_c) ≈ v_t / (n_t m_c²) + m_t² v_c / (n_c m_c⁴)  (first-order Taylor expansion, as in
-    GrowthBook's gbstats). Returns ``(lift, se, ci_low, ci_high)``; NaNs when the control mean is 0.
+    GrowthBook's gbstats). The CI uses the normal quantile, or Student's t with ``df`` degrees of
+    freedom when given (Welch, for means). Returns ``(lift, se, ci_low, ci_high)``; NaNs when the
+    control mean is 0.
     """
     if mean_c == 0:
         nan = float("nan")
@@ -54,5 +63,5 @@ def relative_lift(
     variance = var_t / (n_t * mean_c**2) + mean_t**2 * var_c / (n_c * mean_c**4)
     se = math.sqrt(variance)
     lift = mean_t / mean_c - 1
-    z = sps.norm.ppf(1 - alpha / 2)
+    z = sps.norm.ppf(1 - alpha / 2) if df is None else sps.t.ppf(1 - alpha / 2, df)
     return lift, se, lift - z * se, lift + z * se

@@ -33,6 +33,7 @@ def compare_means(
     se2_t, se2_c = v_t / n_t, v_c / n_c
     se = math.sqrt(se2_t + se2_c)
     diff = m_t - m_c
+    df: float | None = None
     if se == 0:
         statistic, p_value, half = 0.0, 1.0, 0.0
     else:
@@ -40,7 +41,8 @@ def compare_means(
         statistic = diff / se
         p_value = float(2 * sps.t.sf(abs(statistic), df))
         half = float(sps.t.ppf(1 - alpha / 2, df)) * se
-    lift, rel_se, rel_low, rel_high = relative_lift(m_t, v_t, n_t, m_c, v_c, n_c, alpha)
+    # Same Welch t quantile for the relative CI as for the absolute one (as gbstats does).
+    lift, rel_se, rel_low, rel_high = relative_lift(m_t, v_t, n_t, m_c, v_c, n_c, alpha, df=df)
     return Effect(
         control_value=m_c,
         treatment_value=m_t,
@@ -53,5 +55,5 @@ def compare_means(
         rel_se=rel_se,
         p_value=p_value,
         statistic=float(statistic),
-        method="Welch t-test, Welch-Satterthwaite CI, delta-method relative CI",
+        method="Welch t-test, Welch-Satterthwaite CI, delta-method relative CI (t quantile)",
     )
