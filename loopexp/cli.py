@@ -182,11 +182,20 @@ def _run(
     next_spec_dir: Path | None,
 ) -> IterationOutcome:
     _quiet_mlflow()
+    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415 (papermill is slow)
+
     try:
         return run_iteration(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     except (SpecError, EventsError, FileNotFoundError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
+    except PapermillExecutionError as exc:
+        console.print(
+            f"[bold red]the analysis notebook failed[/] in cell {exc.exec_count}: "
+            f"{exc.ename}: {exc.evalue}\nThe partly executed notebook is in {out}; "
+            "open it to see the traceback."
+        )
+        raise typer.Exit(code=1) from None
 
 
 def _load(path: Path):

@@ -186,7 +186,8 @@ def _check_columns(
         where = "DataFrame" if isinstance(source, pd.DataFrame) else str(source)
         raise EventsError(
             f"{where}: missing required column(s) {missing}; has {_columns(con, name)}. "
-            "Convert the export with an adapter from loopexp.events, or rename the columns."
+            "Rename or derive the columns of the canonical table (loopexp.events.EVENT_SCHEMA: "
+            "event_id, provider, event_type, ts, recipient_key, ...)."
         )
 
 
