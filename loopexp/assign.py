@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loopexp.metrics.definitions import HOLDOUT
 from loopexp.spec import ExperimentSpec
-
-HOLDOUT = "holdout"
 
 # Our own code, not a library's: the bucketing must be stable across machines, languages and library
 # versions (a SQL engine's hash() is not), so we fix it here as SHA-256 of "salt:key".

@@ -225,11 +225,8 @@ def _print_outcome(outcome: IterationOutcome) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     table.add_row("status", d.status.value)
-    if d.best_challenger and not d.winner:
-        table.add_row("best challenger", d.best_challenger)
-    elif d.winner:
-        table.add_row("winner", d.winner)
-    if d.best_challenger:
+    if d.best_challenger:  # the winner when there is one, else the most promising challenger
+        table.add_row("winner" if d.winner else "best challenger", d.best_challenger)
         if d.rel_lift is not None:
             table.add_row(f"{d.primary_metric} lift", f"{d.rel_lift:+.1%}")
         if d.rel_ci_low is not None and d.rel_ci_high is not None:

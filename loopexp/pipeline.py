@@ -7,14 +7,13 @@ spec → (assignment, events) → notebook (metrics in DuckDB → statistics →
 from __future__ import annotations
 
 import base64
-import glob
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from loopexp.loop import LoopError, next_spec
-from loopexp.metrics.engine import EventsError
+from loopexp.metrics.engine import require_source
 from loopexp.notebook import ANALYZE_NOTEBOOK, execute
 from loopexp.report import lift_plot, results_html
 from loopexp.results import ExperimentResults
@@ -57,9 +56,8 @@ def run_iteration(
     """
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)  # fail fast, before a kernel starts, on a bad spec or missing data
-    for label, path in (("events", events_path), ("assignment", assignment_path)):
-        if not glob.glob(str(path)):
-            raise EventsError(f"{path}: no {label} file matches this path; check --{label}")
+    require_source(events_path, "events")
+    require_source(assignment_path, "assignment")
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from loopexp.metrics.definitions import METRICS
+from loopexp.metrics.definitions import HOLDOUT, METRICS
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -124,8 +124,8 @@ class ExperimentSpec(_Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"variant ids must be unique; repeated: {dupes}")
-        if "holdout" in ids:
-            raise ValueError("'holdout' is reserved for the no-mail group; rename that variant")
+        if HOLDOUT in ids:
+            raise ValueError(f"{HOLDOUT!r} is reserved for the no-mail group; rename that variant")
         if self.control not in ids:
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
@@ -150,7 +150,7 @@ class ExperimentSpec(_Model):
         total = sum(v.weight for v in self.variants)
         shares = {v.id: mailed * v.weight / total for v in self.variants}
         if self.audience.holdout > 0:
-            shares["holdout"] = self.audience.holdout
+            shares[HOLDOUT] = self.audience.holdout
         return shares
 
     def sha256(self) -> str:

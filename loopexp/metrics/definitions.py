@@ -29,6 +29,9 @@ OUTCOMES: dict[str, str] = {
     "complained": "bool_or(event_type = 'complaint')",
 }
 
+#: The reserved group id of the no-mail holdout: it is on no send list, so in no denominator.
+HOLDOUT = "holdout"
+
 #: Denominator populations: "sent" is everyone on a variant's send list; "delivered" those with a
 #: delivery event.
 Population = Literal["sent", "delivered"]

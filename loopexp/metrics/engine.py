@@ -8,6 +8,7 @@ hundred numbers whatever the size of the event table. Malformed events are quara
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
-from loopexp.metrics.definitions import OUTCOMES, get_metric
+from loopexp.metrics.definitions import HOLDOUT, OUTCOMES, get_metric
 
 ALL_SEGMENTS = "all"
 
@@ -99,8 +100,8 @@ def compute_metrics(
     defs = [get_metric(m) for m in metrics]
     con = duckdb.connect()
     try:
-        _attach(con, "raw_events", events)
-        _attach(con, "assignment_src", assignment)
+        _attach(con, "raw_events", events, "events")
+        _attach(con, "assignment_src", assignment, "assignment")
         _check_columns(
             con, "assignment_src", ("recipient_key", "segment", "variant_id"), assignment
         )
@@ -163,13 +164,21 @@ def _sql_path(path: str | Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _attach(con: duckdb.DuckDBPyConnection, name: str, source: Source) -> None:
+def require_source(source: Source, what: str) -> None:
+    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no file."""
+    if not isinstance(source, pd.DataFrame) and not glob.glob(str(source)):
+        raise EventsError(
+            f"{source}: file not found; no file matches this path (expected Parquet or CSV "
+            f"for the {what})"
+        )
+
+
+def _attach(con: duckdb.DuckDBPyConnection, name: str, source: Source, what: str) -> None:
+    require_source(source, what)
     if isinstance(source, pd.DataFrame):
         con.register(name, source)
         return
     path = str(source)
-    if not any(ch in path for ch in "*?[") and not Path(path).exists():
-        raise EventsError(f"{path}: file not found (expected Parquet or CSV for {name})")
     reader = "read_csv_auto" if path.endswith((".csv", ".csv.gz")) else "read_parquet"
     con.execute(f"CREATE VIEW {name} AS SELECT * FROM {reader}('{_sql_path(path)}')")
 
@@ -280,7 +289,7 @@ def _aggregate_sql(defs: Sequence) -> str:
         ]
     return f"""
         WITH outcomes AS (
-            SELECT a.variant_id, a.segment, a.variant_id <> 'holdout' AS sent, {joined_cols}
+            SELECT a.variant_id, a.segment, a.variant_id <> '{HOLDOUT}' AS sent, {joined_cols}
             FROM assignment_src a LEFT JOIN per_recipient p USING (recipient_key)
         )
         SELECT variant_id, segment, GROUPING(segment) = 1 AS all_segments, count(*) AS assigned,
