@@ -84,7 +84,8 @@ def ratio_interval(w: WelchStats, alpha: float = 0.05) -> tuple[float, float]:
     Solves (m_t - R m_c)² = q² (s²_t + R² s²_c). When the control mean is not significantly
     different from 0 (m_c² <= q² s²_c) the set is unbounded: either the whole line, or two rays, of
     which the one containing the estimate is returned (so 1 is excluded exactly when the test
-    rejects).
+    rejects). A control of exactly 0 with no variance and a significant treatment gives
+    (inf, inf): every ratio is rejected, the lift is unbounded.
     """
     q = quantile(w, alpha)
     q2 = q * q
@@ -95,7 +96,13 @@ def ratio_interval(w: WelchStats, alpha: float = 0.05) -> tuple[float, float]:
     if a > 0:
         root = math.sqrt(max(disc, 0.0))
         return (-b - root) / (2 * a), (-b + root) / (2 * a)
-    if disc <= 0 or a == 0:
+    if a == 0:  # linear: b R + c <= 0
+        if b == 0:  # control mean and SE both 0: t(R) is the same for every R
+            if c <= 0:
+                return -math.inf, math.inf
+            return (math.inf, math.inf) if w.mean_t > 0 else (-math.inf, -math.inf)
+        return (-math.inf, -c / b) if b > 0 else (-c / b, math.inf)
+    if disc <= 0:
         return -math.inf, math.inf
     root = math.sqrt(disc)
     r1, r2 = sorted(((-b - root) / (2 * a), (-b + root) / (2 * a)))
