@@ -5,6 +5,8 @@ Tables are built directly from sufficient statistics (no engine), so every input
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -231,3 +233,89 @@ def test_holm_levels_are_quoted_per_comparison():
     )
     levels = {c.variant: c.ci_level for c in res.comparisons}
     assert levels == {"personal": pytest.approx(0.975), "urgency": pytest.approx(0.95)}
+
+
+# --- 6. Guardrails ------------------------------------------------------------------------------
+
+
+def _guardrail_table(unsub_c: int, unsub_t: int, n: int = 20_000) -> MetricTable:
+    clicks = make_table({"control": (n, 800), "personal": (n, 1000)})
+    unsub = [
+        GroupStats("unsubscribe_rate", "control", ALL_SEGMENTS, n, float(unsub_c), float(unsub_c)),
+        GroupStats("unsubscribe_rate", "personal", ALL_SEGMENTS, n, float(unsub_t), float(unsub_t)),
+    ]
+    return MetricTable(clicks.stats + unsub, clicks.assigned, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "unsub_t", "status"),
+    [
+        ("harm", 52, Status.SHIP),  # +30 % on 40 events: not shown to be harmful
+        ("non_inferiority", 52, Status.GUARDRAIL_VETO),  # ... nor shown to be within +20 %
+        ("non_inferiority", 20, Status.SHIP),  # -50 %: shown within +20 %
+        ("harm", 120, Status.GUARDRAIL_VETO),  # x3: harm shown
+    ],
+)
+def test_guardrail_modes(mode, unsub_t, status):
+    """A harm guardrail vetoes only a shown harm; a non-inferiority guardrail (margin 20 %) vetoes
+    unless the challenger is shown not to be worse by more than the margin. The displayed p-value
+    and interval are the ones the veto used: veto/pass exactly at the interval's bound."""
+    spec = make_spec(
+        guardrails=[{"metric": "unsubscribe_rate", "max_relative_increase": 0.2, "mode": mode}]
+    )
+    res = analyze(spec, _guardrail_table(40, unsub_t))
+    assert res.decision.status == status
+    (g,) = res.decision.guardrails
+    assert g.mode == mode and g.ci_level == pytest.approx(0.95)
+    if mode == "harm":
+        assert (not g.passed) == (g.p_value < ALPHA / 2) == (g.rel_ci_low > 0.2)
+    else:
+        assert g.passed == (g.p_value < ALPHA / 2) == (g.rel_ci_high < 0.2)
+
+
+def test_non_inferiority_guardrail_needs_a_margin():
+    """A non-inferiority guardrail with margin 0 can never pass: the spec is rejected."""
+    with pytest.raises(ValueError, match="max_relative_increase > 0"):
+        make_spec(guardrails=[{"metric": "unsubscribe_rate", "mode": "non_inferiority"}])
+
+
+# --- 7. Segments --------------------------------------------------------------------------------
+
+
+def test_segments_adjusted_across_segments_and_heterogeneity_reported():
+    """Four segments x one challenger: each segment comparison is in a family of 4 (Holm across
+    segments), and Cochran's Q says whether the effect differs between segments."""
+    spec = make_spec()
+    stats = []
+    for seg, (xc, xt) in {
+        "prospect": (100, 100),
+        "new_customer": (100, 160),
+        "existing_customer": (100, 105),
+        "inactive": (100, 95),
+    }.items():
+        stats += [
+            GroupStats("click_rate", "control", seg, 5000, float(xc), float(xc)),
+            GroupStats("click_rate", "personal", seg, 5000, float(xt), float(xt)),
+        ]
+    table = make_table({"control": (20_000, 400), "personal": (20_000, 460)}, extra=stats)
+    res = analyze(spec, table)
+    seg_comps = [c for s in res.segments for c in s.comparisons]
+    assert len(seg_comps) == 4 and all(c.family_size == 4 for c in seg_comps)
+    new = next(s for s in res.segments if s.segment == "new_customer").comparisons[0]
+    assert new.p_value_adjusted == pytest.approx(min(1.0, 4 * new.p_value))  # smallest of 4
+    (het,) = res.heterogeneity
+    assert het.df == 3 and het.p_value < 0.05
+
+
+# --- 8. Plan for the delivered population -------------------------------------------------------
+
+
+def test_plan_counts_delivered_recipients():
+    """At an expected delivery rate of 80 %, the plan sends 1/0.8 times the delivered recipients
+    the test needs, so planned power is power on the delivered denominator."""
+    from loopexp.plan import sample_size_per_variant
+
+    full = sample_size_per_variant(0.04, 0.10)
+    plan = sample_size_per_variant(0.04, 0.10, delivery_rate=0.8)
+    assert plan.delivered_per_variant == full.per_variant
+    assert plan.per_variant == math.ceil(full.per_variant / 0.8)
