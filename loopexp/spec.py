@@ -67,12 +67,42 @@ class Guardrail(_Model):
 
     metric: str
     max_relative_increase: Annotated[float, Field(ge=0)] = 0.0
-    """Veto when the challenger's increase is significantly above this relative margin."""
+    """The relative worsening allowed (the margin): an increase for a lower-is-better metric such
+    as unsubscribes, a decrease for a higher-is-better one."""
+    mode: Literal["harm", "non_inferiority"] = "harm"
+    """How the margin is tested, one-sided at alpha / 2 (the two-sided interval at the spec's
+    level):
+
+    * ``harm`` (default): veto when the data show a worsening beyond the margin. A veto needs
+      evidence, so with few events a real harm can pass unnoticed; the default because it works
+      with a margin of 0 and with any sample size, and it never vetoes a flat challenger by
+      lack of data.
+    * ``non_inferiority``: veto unless the data show the challenger is *not* worse by more than
+      the margin. Protects the guardrail as well as its power allows (``loopexp.plan`` computes
+      the recipients it needs); needs a margin > 0.
+    """
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, name: str) -> str:
         return _check_metric(name)
+
+    @model_validator(mode="after")
+    def _margin_for_non_inferiority(self) -> Guardrail:
+        if self.mode == "non_inferiority" and self.max_relative_increase <= 0:
+            raise ValueError(
+                "a non_inferiority guardrail needs max_relative_increase > 0 (no challenger can "
+                "prove it is not worse by any amount at all); set a margin such as 0.2, or use "
+                "mode: harm"
+            )
+        return self
+
+
+class BetaPrior(_Model):
+    """Beta prior of every arm's rate in the Bayesian view of proportions."""
+
+    a: Annotated[float, Field(gt=0)] = 1.0
+    b: Annotated[float, Field(gt=0)] = 1.0
 
 
 class DecisionRule(_Model):
@@ -84,6 +114,15 @@ class DecisionRule(_Model):
     """Smallest relative lift of the primary metric worth acting on."""
     correction: Literal["holm", "bonferroni", "fdr_bh", "none"] = "holm"
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    prior: BetaPrior = Field(default_factory=BetaPrior)
+    """Beta(a, b) prior of each arm's rate for the beta-binomial view (chance to be best, expected
+    loss). Default Beta(1, 1): uniform, worth two recipients, so any real send overrides it."""
+    expected_delivery_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of sent recipients expected to be delivered (from history): the plan counts the
+    delivered population that delivered-based metrics divide by, then grosses up to sends."""
+    cap_percentile: Annotated[float, Field(gt=0.5, lt=1)] | None = None
+    """Winsorise mean metrics (revenue) at this percentile of the non-zero per-recipient values,
+    pooled over arms (computed in the engine); None = no capping."""
 
 
 class ExperimentSpec(_Model):
