@@ -369,8 +369,24 @@ def analyze_files(
     assignment_path: str | Path,
     quarantine_path: str | Path | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
-    """Compute the spec's metrics from files in DuckDB and analyse them; return both."""
-    table = compute_metrics(events_path, assignment_path, spec.all_metrics, quarantine_path)
+    """Compute the spec's metrics from files in DuckDB and analyse them; return both.
+
+    The inputs are held to the spec: assignment groups and segments it defines, at most
+    ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
+    recipient, DuckDB within ``data.memory_limit``.
+    """
+    table = compute_metrics(
+        events_path,
+        assignment_path,
+        spec.all_metrics,
+        quarantine_path,
+        segments=[s.value for s in spec.audience.segments],
+        variants=list(spec.expected_shares()),
+        max_quarantine_share=spec.data.max_quarantine_share,
+        require_match=True,
+        memory_limit=spec.data.memory_limit,
+        temp_directory=spec.data.temp_directory,
+    )
     results = analyze(
         spec,
         table,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from loopexp.metrics.definitions import get_metric
 from loopexp.results import COMPARISON_FIGURES
@@ -52,7 +53,10 @@ def comparisons_table(
 ) -> Table:
     """A compact rich table of challenger-versus-control comparisons (fits 80 columns)."""
     title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False)
+    # Text, not str: a name like "[bold]" or "[/]" is shown literally, never parsed as markup.
+    table = Table(
+        title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False
+    )
     table.add_column("metric", no_wrap=True)
     table.add_column("variant", no_wrap=True)
     for col in ("control", "value", "lift (CI)", "p adj."):
