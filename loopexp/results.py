@@ -122,8 +122,11 @@ class Comparison(_Record):
     control: str
     estimate: float
     rel_lift: float | None
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    """Lower bound of the absolute difference's interval; null in JSON when unbounded (-inf) or
+    undefined, e.g. a segment arm with a single delivered recipient."""
+    ci_high: float | None
+    """Upper bound; null in JSON when unbounded (+inf) or undefined."""
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float

@@ -48,7 +48,7 @@ class _Model(BaseModel):
 #: Largest variant weight: weights are relative, and a sum that overflows (1e308) breaks shares.
 MAX_WEIGHT = 1000.0
 #: Largest holdout share: beyond it too few recipients are mailed to compare anything.
-MAX_HOLDOUT = 0.9
+MAX_HOLDOUT = 0.99
 #: Largest relative MDE or guardrail margin (+1000 %): anything larger is a typo (10 for 10 %?).
 MAX_RELATIVE = 10.0
 
