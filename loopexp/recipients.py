@@ -92,7 +92,8 @@ def prepare_recipients(
 
     ``row`` is the 1-based data row of the input (the header is not counted). ``recipient_key``
     is empty for a row without a key (or with an "address" that has no ``@``). ``segment`` is the
-    lifecycle segment or empty when the label is unmapped; with ``audience.unmapped_segments: error`` an unmapped label raises instead.
+    lifecycle segment or empty when the label is unmapped; with ``audience.unmapped_segments:
+    error`` an unmapped label raises instead.
     ``key`` is needed only when the key is hashed from e-mail addresses (see
     :func:`loopexp.keys.load_hash_key`); without one, that function's error says how to set one.
     """
