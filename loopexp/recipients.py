@@ -160,7 +160,7 @@ def recently_tested_keys(
             f"{source}: needs a `sent_at` column and a `recipient_key` or `email` column; its "
             f"columns are {list(history.columns)}"
         )
-    sent_at = pd.to_datetime(history["sent_at"], errors="coerce", utc=True)
+    sent_at = pd.to_datetime(history["sent_at"], errors="coerce", utc=True, format="ISO8601")
     bad = sent_at.isna() & (_text(history["sent_at"]).str.strip() != "")
     if bad.any():
         rows = (np.flatnonzero(bad.to_numpy()) + 1)[:5].tolist()
