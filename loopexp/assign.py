@@ -34,10 +34,12 @@ import pyarrow.parquet as pq
 from loopexp.keys import HashKey, load_hash_key
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.recipients import (
+    SEGMENT_ORDER,
     RecipientsError,
-    _map_segments,
+    _segment_codes,
+    _text,
     key_column,
-    prepare_recipients,
+    prepare_arrays,
     recently_tested_keys,
 )
 from loopexp.spec import ExperimentSpec
@@ -95,17 +97,24 @@ def _as_text_array(keys: Iterable[str]) -> pa.Array:
     return arr
 
 
-def groups_from_buckets(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
-    """Group (variant id, or ``holdout``) of each unit-interval bucket under ``spec``'s weights."""
-    ids = [v.id for v in spec.variants]
+def _group_codes(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
+    """Index of each bucket's group in ``[*variant ids, holdout]``."""
     weights = np.array([v.weight for v in spec.variants], dtype=float)
     holdout = spec.audience.holdout
     # Holdout takes the bottom of [0, 1); the rest is split by cumulative weight.
     edges = holdout + (1.0 - holdout) * np.cumsum(weights) / weights.sum()
-    idx = np.searchsorted(edges, u, side="right")
-    labels = np.array(ids, dtype=object)[np.minimum(idx, len(ids) - 1)]
-    labels[u < holdout] = HOLDOUT
-    return labels
+    codes = np.minimum(np.searchsorted(edges, u, side="right"), len(weights) - 1)
+    codes[u < holdout] = len(weights)
+    return codes
+
+
+def _group_names(spec: ExperimentSpec) -> np.ndarray:
+    return np.array([*(v.id for v in spec.variants), HOLDOUT], dtype=object)
+
+
+def groups_from_buckets(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
+    """Group (variant id, or ``holdout``) of each unit-interval bucket under ``spec``'s weights."""
+    return _group_names(spec)[_group_codes(u, spec)]
 
 
 def assign_groups(keys: Iterable[str], spec: ExperimentSpec) -> np.ndarray:
@@ -129,17 +138,20 @@ def assign(recipients: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
         raise ValueError(
             f"recipient table lacks column(s) {sorted(missing)}; it needs recipient_key and segment"
         )
-    labels = recipients["segment"].astype("string").fillna("").astype(object)
-    segments = pd.Series(
-        _map_segments(labels, spec.audience, "recipient table", "segment"), index=recipients.index
+    labels = pc.utf8_trim_whitespace(_text(recipients["segment"]))
+    codes = _segment_codes(labels, spec.audience, "recipient table", "segment")
+    allowed = [SEGMENT_ORDER.index(s) for s in spec.audience.segments]
+    keep = np.isin(codes, allowed)
+    segment_names = np.array([s.value for s in SEGMENT_ORDER], dtype=object)
+    out = pd.DataFrame(
+        {
+            "recipient_key": recipients["recipient_key"].to_numpy()[keep],
+            "segment": segment_names[codes[keep]],
+        }
     )
-    allowed = {s.value for s in spec.audience.segments}
-    keep = segments.isin(allowed)
-    in_audience = recipients.loc[keep, ["recipient_key"]].assign(segment=segments[keep])
-    if in_audience["recipient_key"].duplicated().any():
-        dupes = in_audience.loc[in_audience["recipient_key"].duplicated(), "recipient_key"]
+    if out["recipient_key"].duplicated().any():
+        dupes = out.loc[out["recipient_key"].duplicated(), "recipient_key"]
         raise ValueError(f"recipient_key must be unique; first repeats: {dupes.head(5).tolist()}")
-    out = in_audience.reset_index(drop=True)
     out["variant_id"] = assign_groups(out["recipient_key"], spec)
     return out
 
@@ -211,7 +223,7 @@ class AssignmentResult:
     ``segment_label``, ``reason``: no raw address."""
     summary: AssignmentSummary
     spec: ExperimentSpec
-    emails: np.ndarray | None = field(default=None, repr=False)
+    emails: pa.Array | None = field(default=None, repr=False)
     """Raw addresses aligned with ``assignment`` (send lists only), when the list had them."""
 
     def write(self, folder: str | Path) -> dict[str, Path]:
@@ -227,36 +239,31 @@ class AssignmentResult:
             "exclusions": folder / "exclusions.parquet",
             "summary": folder / "assignment_summary.json",
         }
-        pq.write_table(_assignment_table(self.assignment), paths["assignment"])
+        table = _assignment_table(self.assignment)
+        pq.write_table(table, paths["assignment"])
         pq.write_table(
             pa.Table.from_pandas(self.exclusions, preserve_index=False), paths["exclusions"]
         )
         paths["summary"].write_text(self.summary.to_json() + "\n", encoding="utf-8")
-        variant_ids = [v.id for v in self.spec.variants]
-        groups = self.assignment["variant_id"].to_numpy(dtype=object)
-        for group in [*variant_ids, HOLDOUT]:
+        for group in [*(v.id for v in self.spec.variants), HOLDOUT]:
             if group == HOLDOUT and self.spec.audience.holdout == 0:
                 continue
-            rows = np.flatnonzero(groups == group)
             path = folder / "send_lists" / f"{group}.csv"
-            pacsv.write_csv(self._send_list(group, rows), path)
+            pacsv.write_csv(self._send_list(table, group), path)
             paths[f"send list {group}"] = path
         return paths
 
-    def _send_list(self, group: str, rows: np.ndarray) -> pa.Table:
+    def _send_list(self, table: pa.Table, group: str) -> pa.Table:
         """ESP-import shape: address, key, variant, segment, then the variant's message fields."""
-        n = len(rows)
+        mask = pc.equal(table["variant_id"], group)
+        rows = table.filter(mask)
+        n = rows.num_rows
         columns: dict[str, pa.Array] = {}
         if self.emails is not None:
-            emails = pa.array(self.emails[rows], type=pa.string())
-            columns["email"] = pc.utf8_trim_whitespace(emails)
-        columns["recipient_key"] = pa.array(
-            self.assignment["recipient_key"].to_numpy(dtype=object)[rows], type=pa.string()
-        )
-        columns["variant_id"] = pa.repeat(pa.scalar(group), n)
-        columns["segment"] = pa.array(
-            self.assignment["segment"].to_numpy(dtype=object)[rows], type=pa.string()
-        )
+            columns["email"] = pc.utf8_trim_whitespace(self.emails.filter(mask))
+        columns["recipient_key"] = rows["recipient_key"]
+        columns["variant_id"] = rows["variant_id"]
+        columns["segment"] = rows["segment"]
         columns["campaign"] = pa.repeat(pa.scalar(self.spec.campaign), n)
         variant = next((v for v in self.spec.variants if v.id == group), None)
         for name in MESSAGE_FIELDS:
@@ -286,26 +293,28 @@ def assign_recipients(
     audience = spec.audience
     if key is None and key_column(recipients, audience)[1] == "email":
         key = load_hash_key()  # its error says how to set a key
-    prepared = prepare_recipients(recipients, audience, key, source)
+    prepared = prepare_arrays(recipients, audience, key, source)
     n = len(prepared)
-    keys = prepared["recipient_key"].to_numpy(dtype=object)
+    keys = prepared.keys
     reason = np.zeros(n, dtype=np.int8)  # 0 = assigned; else 1 + index in _REASONS
 
     def mark(mask: np.ndarray, why: ExclusionReason) -> None:
         reason[(reason == 0) & mask] = _REASONS.index(why) + 1
 
-    has_key = prepared["recipient_key"].to_numpy(dtype=object) != ""
+    def key_in(values: Iterable[str]) -> np.ndarray:
+        value_set = pa.array(list(values), type=pa.string())
+        return pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
+
+    has_key = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
     mark(~has_key, ExclusionReason.MISSING_KEY)
-    suppressed = prepared["suppressed"].to_numpy(dtype=bool)
-    if suppressed.any():
-        suppressed_keys = pd.unique(keys[suppressed & has_key])
-        suppressed = suppressed | pd.Series(keys).isin(suppressed_keys).to_numpy()
+    suppressed = prepared.suppressed
+    if suppressed.any():  # a key suppressed on one row is suppressed on all of its rows
+        suppressed = suppressed | key_in(pc.unique(keys.filter(pa.array(suppressed & has_key))))
     mark(suppressed, ExclusionReason.SUPPRESSED)
-    mark(~prepared["consent"].to_numpy(dtype=bool), ExclusionReason.NO_CONSENT)
-    segments = prepared["segment"]
-    mark((segments == "").to_numpy(), ExclusionReason.UNMAPPED_SEGMENT)
-    allowed = [s.value for s in audience.segments]
-    outside = ~segments.isin(allowed).to_numpy() | ~prepared["in_filters"].to_numpy(dtype=bool)
+    mark(~prepared.consent, ExclusionReason.NO_CONSENT)
+    mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
+    allowed = [SEGMENT_ORDER.index(s) for s in audience.segments]
+    outside = ~np.isin(prepared.segment_code, allowed) | ~prepared.in_filters
     mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
     as_of_text = None
     if audience.exclude_tested_within_days is not None:
@@ -318,45 +327,52 @@ def assign_recipients(
         recent = recently_tested_keys(
             history, audience.exclude_tested_within_days, key, as_of, "contact history"
         )
-        mark(pd.Series(keys).isin(list(recent)).to_numpy(), ExclusionReason.RECENTLY_TESTED)
+        mark(key_in(recent), ExclusionReason.RECENTLY_TESTED)
         as_of_text = (as_of or datetime.now().astimezone()).isoformat()
     elif history is not None:
         raise RecipientsError(
             "a contact history was given but the spec sets no audience.exclude_tested_within_days;"
             " set it (e.g. 30) or leave the history out"
         )
-    eligible = np.flatnonzero(reason == 0)
-    duplicate = np.zeros(n, dtype=bool)
-    duplicate[eligible] = pd.Series(keys[eligible]).duplicated().to_numpy()
-    mark(duplicate, ExclusionReason.DUPLICATE_KEY)
 
-    chosen = np.flatnonzero(reason == 0)
-    bucket = unit_interval(spec.salt, keys[chosen])
-    assigned_segments = segments.to_numpy(dtype=object)[chosen]
-    sha = spec.sha256()
+    eligible = np.flatnonzero(reason == 0)
+    eligible_keys = keys.take(pa.array(eligible))
+    top = _top53(spec.salt, eligible_keys)
+    duplicate = _later_duplicates(eligible_keys, top)
+    reason[eligible[duplicate]] = _REASONS.index(ExclusionReason.DUPLICATE_KEY) + 1
+    chosen = eligible[~duplicate]
+    bucket = top[~duplicate].astype(np.float64) / 2.0**53
+    group_code = _group_codes(bucket, spec)
+    segment_code = prepared.segment_code[chosen]
+    segment_names = np.array([s.value for s in SEGMENT_ORDER], dtype=object)
     assignment = pd.DataFrame(
         {
-            "recipient_key": keys[chosen],
-            "variant_id": groups_from_buckets(bucket, spec),
-            "segment": assigned_segments,
+            "recipient_key": _strings(eligible_keys.filter(pa.array(~duplicate))),
+            "variant_id": _group_names(spec)[group_code],
+            "segment": segment_names[segment_code],
             "bucket": bucket,
-            "salt": spec.salt,
-            "spec_sha256": sha,
+            "salt": pd.Categorical.from_codes(np.zeros(len(chosen), np.int8), [spec.salt]),
+            "spec_sha256": pd.Categorical.from_codes(
+                np.zeros(len(chosen), np.int8), [spec.sha256()]
+            ),
         }
     )
     excluded_rows = np.flatnonzero(reason != 0)
+    take = pa.array(excluded_rows)
     exclusions = pd.DataFrame(
         {
-            "row": prepared["row"].to_numpy()[excluded_rows],
-            "recipient_key": keys[excluded_rows],
-            "segment_label": prepared["segment_label"].to_numpy(dtype=object)[excluded_rows],
+            "row": excluded_rows + 1,
+            "recipient_key": _strings(keys.take(take)),
+            "segment_label": _strings(prepared.labels.take(take)),
             "reason": np.array([r.value for r in _REASONS], dtype=object)[
                 reason[excluded_rows] - 1
             ],
         }
     )
-    emails = prepared["email"].to_numpy(dtype=object)[chosen] if "email" in prepared else None
-    summary = _summarise(assignment, reason, spec, source, prepared, recipients, key, as_of_text)
+    emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
+    summary = _summarise(
+        reason, segment_code, group_code, spec, source, prepared.key_kind, key, as_of_text
+    )
     if summary.assigned == 0:
         counts = ", ".join(f"{r}: {c:,}" for r, c in summary.excluded.items() if c)
         raise RecipientsError(
@@ -367,34 +383,57 @@ def assign_recipients(
     return AssignmentResult(assignment, exclusions, summary, spec, emails)
 
 
+def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:
+    """True for every row whose key occurred on an earlier row.
+
+    Equal keys have equal hashes, so only rows whose 53-bit hash repeats are compared as text:
+    exact, and much faster at 10 M rows than hashing every key into a table of strings.
+    """
+    out = np.zeros(len(top), dtype=bool)
+    candidates = np.flatnonzero(pd.Series(top).duplicated(keep=False).to_numpy())
+    if candidates.size:
+        texts = pd.Series(keys.take(pa.array(candidates)).to_pylist())
+        out[candidates[texts.duplicated().to_numpy()]] = True
+    return out
+
+
+def _strings(arr: pa.Array) -> pd.Series:
+    """Arrow text as a pandas string column without a copy per value."""
+    return pd.Series(pd.arrays.ArrowStringArray(arr))
+
+
 def _summarise(
-    assignment: pd.DataFrame,
     reason: np.ndarray,
+    segment_code: np.ndarray,
+    group_code: np.ndarray,
     spec: ExperimentSpec,
     source: str,
-    prepared: pd.DataFrame,
-    recipients: pd.DataFrame,
+    key_kind: str,
     key: HashKey | None,
     as_of: str | None,
 ) -> AssignmentSummary:
     counts = np.bincount(reason, minlength=len(_REASONS) + 1)
     excluded = {r.value: int(counts[i + 1]) for i, r in enumerate(_REASONS)}
     shares = spec.expected_shares()
-    groups = {g: 0 for g in shares}
-    by_segment: dict[str, dict[str, int]] = {}
-    srm: dict[str, float] = {}
-    if len(assignment):
-        table = assignment.groupby(["segment", "variant_id"]).size()
-        for (segment, group), count in table.items():
-            by_segment.setdefault(str(segment), dict.fromkeys(shares, 0))[str(group)] = int(count)
-            groups[str(group)] += int(count)
-        srm = {seg: srm_check(obs, shares).p_value for seg, obs in by_segment.items()}
-    _, kind = key_column(recipients, spec.audience)
-    hashed = kind == "email"
+    names = _group_names(spec).tolist()
+    n_groups = len(names)
+    cells = np.bincount(
+        segment_code.astype(np.int64) * n_groups + group_code,
+        minlength=len(SEGMENT_ORDER) * n_groups,
+    ).reshape(len(SEGMENT_ORDER), n_groups)
+    per_group = dict(zip(names, cells.sum(axis=0).tolist(), strict=True))
+    groups = {g: per_group[g] for g in shares}
+    by_segment = {
+        segment.value: {g: int(cells[i, names.index(g)]) for g in shares}
+        for i, segment in enumerate(SEGMENT_ORDER)
+        if cells[i].sum()
+    }
+    srm = {seg: srm_check(obs, shares).p_value for seg, obs in by_segment.items()}
+    hashed = key_kind == "email"
     summary = AssignmentSummary(
         source=source,
-        input_rows=len(prepared),
-        assigned=len(assignment),
+        input_rows=len(reason),
+        assigned=len(group_code),
         excluded=excluded,
         groups=groups,
         by_segment=dict(sorted(by_segment.items())),
@@ -411,16 +450,14 @@ def _summarise(
 
 
 def _assignment_table(assignment: pd.DataFrame) -> pa.Table:
-    return pa.table(
-        {
-            "recipient_key": pa.array(assignment["recipient_key"], type=pa.string()),
-            "variant_id": pa.array(assignment["variant_id"], type=pa.string()),
-            "segment": pa.array(assignment["segment"], type=pa.string()),
-            "bucket": pa.array(assignment["bucket"], type=pa.float64()),
-            "salt": pa.array(assignment["salt"], type=pa.string()),
-            "spec_sha256": pa.array(assignment["spec_sha256"], type=pa.string()),
-        }
-    )
+    """The assignment as Arrow with plain text columns (the Parquet contract)."""
+    columns = {}
+    for name in ASSIGNMENT_COLUMNS:
+        arr = pa.array(assignment[name])
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        columns[name] = arr.cast(pa.float64() if name == "bucket" else pa.string())
+    return pa.table(columns)
 
 
 def write_send_lists(assignment: pd.DataFrame, folder: str | Path) -> dict[str, Path]:

@@ -11,11 +11,17 @@ segment label) raise :class:`RecipientsError` naming the file, the column, the v
 
 from __future__ import annotations
 
+import csv
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from loopexp.keys import HashKey, hash_addresses, load_hash_key
 from loopexp.spec import Audience, Segment
@@ -42,17 +48,30 @@ class RecipientsError(ValueError):
 
 
 def read_table(path: str | Path, what: str = "recipient list") -> pd.DataFrame:
-    """Read a CSV (text columns kept as text: ids keep their leading zeros) or Parquet file."""
+    """Read a CSV (every column as text: ids keep their leading zeros) or Parquet file.
+
+    Columns are Arrow-backed (``pd.ArrowDtype``): read in C and handed to the assignment without a
+    Python object per value, which is most of the time at 10 M rows.
+    """
     path = Path(path)
     if not path.exists():
         raise RecipientsError(f"{what} {path}: file not found")
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            return pq.read_table(path).to_pandas(types_mapper=pd.ArrowDtype)
         if ".csv" in suffixes or ".tsv" in suffixes or ".txt" in suffixes:
             sep = "\t" if ".tsv" in suffixes else ","
-            return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                header = next(csv.reader(handle, delimiter=sep), [])
+            table = pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(delimiter=sep),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+                ),
+            )
+            return table.to_pandas(types_mapper=pd.ArrowDtype)
     except Exception as exc:  # any reader error becomes one actionable message
         raise RecipientsError(f"{what} {path}: cannot be read ({exc})") from None
     raise RecipientsError(
@@ -82,6 +101,37 @@ def key_column(table: pd.DataFrame, audience: Audience) -> tuple[str, str]:
     )
 
 
+#: The lifecycle segments in code order (``segment_code`` indexes this; -1 is unmapped).
+SEGMENT_ORDER = tuple(Segment)
+
+
+@dataclass(frozen=True)
+class PreparedRecipients:
+    """The normalised columns of a recipient list, as Arrow and NumPy arrays (fast at 10 M rows)."""
+
+    keys: pa.Array
+    """Recipient keys (text; empty for a row without one)."""
+    emails: pa.Array | None
+    """Raw addresses as written, when the list has them (send lists only)."""
+    labels: pa.Array
+    """The team's segment labels, trimmed."""
+    segment_code: np.ndarray
+    """Index into :data:`SEGMENT_ORDER`, -1 for an unmapped label."""
+    consent: np.ndarray
+    suppressed: np.ndarray
+    in_filters: np.ndarray
+    key_kind: str
+    """``id`` (keys as written) or ``email`` (keyed hashes of the addresses)."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def segments(self) -> np.ndarray:
+        """Lifecycle segment values per row (empty string when unmapped), as an object array."""
+        values = np.array([s.value for s in SEGMENT_ORDER] + [""], dtype=object)
+        return values[self.segment_code]  # -1 picks the trailing ""
+
+
 def prepare_recipients(
     table: pd.DataFrame,
     audience: Audience,
@@ -93,10 +143,31 @@ def prepare_recipients(
     ``row`` is the 1-based data row of the input (the header is not counted). ``recipient_key``
     is empty for a row without a key (or with an "address" that has no ``@``). ``segment`` is the
     lifecycle segment or empty when the label is unmapped; with ``audience.unmapped_segments:
-    error`` an unmapped label raises instead.
-    ``key`` is needed only when the key is hashed from e-mail addresses (see
-    :func:`loopexp.keys.load_hash_key`); without one, that function's error says how to set one.
+    error`` an unmapped label raises instead. ``key`` is needed only when the key is hashed from
+    e-mail addresses (see :func:`loopexp.keys.load_hash_key`); without one, that function's error
+    says how to set one.
     """
+    prepared = prepare_arrays(table, audience, key, source)
+    out = {
+        "row": np.arange(1, len(prepared) + 1, dtype=np.int64),
+        "recipient_key": prepared.keys.to_pylist(),
+        "email": prepared.emails.to_pylist() if prepared.emails is not None else None,
+        "segment_label": prepared.labels.to_pylist(),
+        "segment": prepared.segments(),
+        "consent": prepared.consent,
+        "suppressed": prepared.suppressed,
+        "in_filters": prepared.in_filters,
+    }
+    return pd.DataFrame({k: v for k, v in out.items() if v is not None})
+
+
+def prepare_arrays(
+    table: pd.DataFrame,
+    audience: Audience,
+    key: HashKey | None = None,
+    source: str = "recipient list",
+) -> PreparedRecipients:
+    """:func:`prepare_recipients` as arrays: what :func:`loopexp.assign.assign_recipients` uses."""
     cols = audience.columns
     key_col, kind = key_column(table, audience)
     email_col = cols.email or (key_col if kind == "email" else None)
@@ -110,37 +181,37 @@ def prepare_recipients(
             "them, or name yours in the spec under audience.columns / audience.filters"
         )
     n = len(table)
-    out = pd.DataFrame({"row": np.arange(1, n + 1, dtype=np.int64)})
-
-    if email_col is not None:
-        emails = _text(table[email_col])
-        out["email"] = emails
+    emails = _text(table[email_col]) if email_col is not None else None
     if kind == "email":
-        has = emails.str.contains("@", regex=False)
-        keys = np.full(n, "", dtype=object)
+        has = pc.match_substring(emails, "@").to_numpy(zero_copy_only=False)
+        hashed = np.full(n, "", dtype=object)
         if has.any():
             key = key or load_hash_key()
-            keys[has.to_numpy()] = hash_addresses(emails[has].tolist(), key)
-        out["recipient_key"] = keys
+            hashed[has] = hash_addresses(emails.filter(pa.array(has)).to_pylist(), key)
+        keys = pa.array(hashed, type=pa.string())
     else:
-        out["recipient_key"] = _text(table[key_col]).str.strip().to_numpy(dtype=object)
-
-    labels = _text(table[cols.segment]).str.strip()
-    out["segment_label"] = labels.to_numpy(dtype=object)
-    out["segment"] = _map_segments(labels, audience, source, cols.segment)
-    out["consent"] = (
-        _flag(table[cols.consent], cols.consent, source) if cols.consent else np.ones(n, bool)
-    )
-    out["suppressed"] = (
-        _flag(table[cols.suppressed], cols.suppressed, source)
-        if cols.suppressed
-        else np.zeros(n, bool)
-    )
+        keys = pc.utf8_trim_whitespace(_text(table[key_col]))
+    labels = pc.utf8_trim_whitespace(_text(table[cols.segment]))
     in_filters = np.ones(n, dtype=bool)
     for column, allowed in audience.filters.items():
-        in_filters &= _text(table[column]).str.strip().isin(allowed).to_numpy()
-    out["in_filters"] = in_filters
-    return out[[c for c in PREPARED_COLUMNS if c in out.columns]]
+        trimmed = pc.utf8_trim_whitespace(_text(table[column]))
+        in_filters &= pc.is_in(trimmed, value_set=pa.array(allowed, pa.string())).to_numpy(
+            zero_copy_only=False
+        )
+    return PreparedRecipients(
+        keys=keys,
+        emails=emails,
+        labels=labels,
+        segment_code=_segment_codes(labels, audience, source, cols.segment),
+        consent=_flag(table[cols.consent], cols.consent, source) if cols.consent else np.ones(
+            n, bool
+        ),
+        suppressed=_flag(table[cols.suppressed], cols.suppressed, source)
+        if cols.suppressed
+        else np.zeros(n, bool),
+        in_filters=in_filters,
+        key_kind=kind,
+    )
 
 
 def recently_tested_keys(
@@ -161,50 +232,72 @@ def recently_tested_keys(
             f"columns are {list(history.columns)}"
         )
     sent_at = pd.to_datetime(history["sent_at"], errors="coerce", utc=True, format="ISO8601")
-    bad = sent_at.isna() & (_text(history["sent_at"]).str.strip() != "")
+    raw = history["sent_at"]
+    bad = sent_at.isna() & ~(raw.isna() | raw.astype(str).str.strip().eq(""))
     if bad.any():
         rows = (np.flatnonzero(bad.to_numpy()) + 1)[:5].tolist()
         raise RecipientsError(
             f"{source}: sent_at is not a date/time in data row(s) {rows} (e.g. "
-            f"{history['sent_at'][bad].iloc[0]!r}); use ISO 8601 like 2026-03-02T09:00:00Z"
+            f"{raw[bad].iloc[0]!r}); use ISO 8601 like 2026-03-02T09:00:00Z"
         )
     as_of = as_of or datetime.now(UTC)
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     recent = (sent_at >= pd.Timestamp(as_of - timedelta(days=within_days))).to_numpy()
     if "recipient_key" in history.columns:
-        keys = _text(history["recipient_key"]).str.strip()[recent]
-        return set(keys[keys != ""])
-    emails = _text(history["email"])[recent]
-    emails = emails[emails.str.strip() != ""]
-    return set(hash_addresses(emails.tolist(), key or load_hash_key()))
+        keys = pc.utf8_trim_whitespace(_text(history["recipient_key"]))
+        return set(keys.to_numpy(zero_copy_only=False)[recent]) - {""}
+    emails = _text(history["email"]).to_numpy(zero_copy_only=False)[recent]
+    emails = [e for e in emails if "@" in e]
+    return set(hash_addresses(emails, key or load_hash_key()))
 
 
-def _text(column: pd.Series) -> pd.Series:
-    """A column as text, missing values as empty strings (ids like 00123 stay as written)."""
-    if pd.api.types.is_float_dtype(column) and column.dropna().mod(1).eq(0).all():
-        column = column.astype("Int64")  # 123.0 from a Parquet float column is the id 123
-    return column.astype("string").fillna("").astype(object)
+def _text(column: pd.Series) -> pa.Array:
+    """A column as Arrow text, missing values as empty strings (ids like 00123 stay as written)."""
+    if pd.api.types.is_float_dtype(column):
+        values = column.dropna().to_numpy(dtype=float)
+        if np.all(values == np.floor(values)):
+            column = column.astype("Int64")  # 123.0 from a Parquet float column is the id 123
+    try:
+        arr = pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python types in an object column
+        arr = pa.array(column.astype("string"), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    return pc.fill_null(arr, "")
+
+
+def _unique_with_codes(arr: pa.Array) -> tuple[list[str], np.ndarray]:
+    """Distinct values of a low-cardinality text array and each row's index into them."""
+    encoded = pc.dictionary_encode(arr)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
 
 
 def _flag(column: pd.Series, name: str, source: str) -> np.ndarray:
     """A yes/no column as booleans; missing is false; an unknown value is an error, not a guess."""
     if pd.api.types.is_bool_dtype(column):
         return column.fillna(False).to_numpy(dtype=bool)
-    text = _text(column).str.strip().str.lower()
-    unknown = sorted(set(text) - TRUE_VALUES - FALSE_VALUES)
+    values, codes = _unique_with_codes(pc.utf8_lower(pc.utf8_trim_whitespace(_text(column))))
+    unknown = sorted(set(values) - TRUE_VALUES - FALSE_VALUES)
     if unknown:
         raise RecipientsError(
             f"{source}: column {name!r} has value(s) {unknown[:10]} that are neither yes nor no; "
             f"use one of {sorted(TRUE_VALUES - {'1.0'})} or {sorted(FALSE_VALUES - {'0.0', ''})}"
         )
-    return text.isin(TRUE_VALUES).to_numpy()
+    truth = np.array([v in TRUE_VALUES for v in values], dtype=bool)
+    return truth[codes] if len(values) else np.zeros(len(codes), dtype=bool)
 
 
-def _map_segments(labels: pd.Series, audience: Audience, source: str, column: str) -> np.ndarray:
-    mapping = {label: audience.lifecycle_segment(label) for label in labels.unique()}
-    counts = labels.value_counts()
-    unmapped = {label: int(counts[label]) for label, seg in mapping.items() if seg is None}
+def _segment_codes(labels: pa.Array, audience: Audience, source: str, column: str) -> np.ndarray:
+    """Index into :data:`SEGMENT_ORDER` per row (-1: unmapped); unmapped may raise (see spec)."""
+    values, codes = _unique_with_codes(labels)
+    mapped = [audience.lifecycle_segment(label) for label in values]
+    counts = np.bincount(codes, minlength=len(values))
+    unmapped = {label: int(counts[i]) for i, label in enumerate(values) if mapped[i] is None}
     if unmapped and audience.unmapped_segments == "error":
         listed = ", ".join(f"{label!r} ({n:,} rows)" for label, n in sorted(unmapped.items()))
         example = "\n".join(
@@ -217,8 +310,10 @@ def _map_segments(labels: pd.Series, audience: Audience, source: str, column: st
             "or set audience.unmapped_segments: exclude to leave those recipients out (counted as "
             "unmapped_segment)."
         )
-    values = {label: segment.value if segment else "" for label, segment in mapping.items()}
-    return labels.map(values).to_numpy(dtype=object)
+    lookup = np.array(
+        [SEGMENT_ORDER.index(seg) if seg is not None else -1 for seg in mapped], dtype=np.int8
+    )
+    return lookup[codes] if len(values) else np.zeros(0, dtype=np.int8)
 
 
 def _guess_segment(label: str) -> str:

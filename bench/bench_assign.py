@@ -1,0 +1,151 @@
+"""Benchmark: assignment of 10 M recipients, today's per-key hashing against the alternatives.
+
+All candidates compute the same bucket, the top 53 bits of SHA-256("salt:key") (checked equal
+here), so none may change an existing assignment:
+
+- ``per_key_python``: the previous implementation, one Python expression per key (the baseline).
+- ``arrow_map`` (loopexp.assign.unit_interval): Arrow builds the "salt:key" bytes in C, and ``map``
+  runs hashlib's C functions with no Python bytecode per key.
+- ``duckdb_sql``: DuckDB's multi-threaded ``sha256()`` in SQL, the hex prefix cast to UBIGINT.
+- ``arrow_map_threads``: ``arrow_map`` on chunks in a thread pool (hashlib keeps the GIL for
+  inputs shorter than 2 KiB, so this shows whether threads help at all).
+- ``arrow_map_processes``: ``arrow_map`` on chunks in a pool of forked processes.
+
+Then the whole lossless path (``assign_recipients`` on a 10 M-row list, and writing its files),
+and the keyed hashing (HMAC-SHA-256) of 10 M e-mail addresses. Run:
+``.venv/bin/python bench/bench_assign.py --recipients 10000000``. Results are printed and
+written to bench/results/assign.json. The machine's load matters: run it once, on an idle box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from loopexp.assign import _top53, assign_recipients
+from loopexp.keys import HashKey, hash_addresses
+from loopexp.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SALT = "spring-newsletter-subject-iter-1"
+
+
+def per_key_python(salt: str, keys: Iterable[str]) -> np.ndarray:
+    """The previous loopexp.assign.unit_interval hashing, verbatim (the baseline)."""
+    prefix = f"{salt}:".encode()
+    digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
+    return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
+
+
+def duckdb_sql(salt: str, keys: pa.Array) -> np.ndarray:
+    """DuckDB's sha256() in SQL; the first 16 hex digits cast to UBIGINT, shifted by 11."""
+    con = duckdb.connect()
+    con.execute(f"SET threads = {os.cpu_count()}")
+    key_table = pa.table({"k": keys})  # noqa: F841 (DuckDB reads the local by name)
+    sql = (
+        "SELECT (('0x' || substr(sha256($prefix || k), 1, 16))::UBIGINT >> 11) AS b FROM key_table"
+    )
+    return con.execute(sql, {"prefix": f"{salt}:"}).fetchnumpy()["b"].astype(np.uint64)
+
+
+def _chunks(keys: pa.Array, parts: int) -> list[pa.Array]:
+    size = -(-len(keys) // parts)
+    return [keys.slice(i, size) for i in range(0, len(keys), size)]
+
+
+def threads(salt: str, keys: pa.Array, workers: int = 2) -> np.ndarray:
+    """``_top53`` on chunks in a thread pool."""
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(lambda c: _top53(salt, c), _chunks(keys, 8))))
+
+
+def _top53_chunk(args: tuple[str, pa.Array]) -> np.ndarray:
+    return _top53(*args)
+
+
+def processes(salt: str, keys: pa.Array, workers: int = 2) -> np.ndarray:
+    """``_top53`` on chunks in forked worker processes (Arrow slices pickle as buffers)."""
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = pool.map(_top53_chunk, [(salt, c) for c in _chunks(keys, 8)])
+        return np.concatenate(list(parts))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=10_000_000)
+    parser.add_argument("--emails", type=int, default=10_000_000, help="addresses to HMAC")
+    args = parser.parse_args()
+    n = args.recipients
+    print(f"{n:,} recipients; {os.cpu_count()} cores (shared: figures vary with the load)")
+
+    key_list = [f"cust-{i:09d}" for i in range(n)]
+    key_series = pd.Series(key_list, dtype=object)
+    key_arrow = pa.array(key_list, type=pa.string())
+    results: dict[str, dict] = {}
+
+    t_base, reference = timed(lambda: per_key_python(SALT, key_series))
+    results["per_key_python"] = {"seconds": t_base}
+    print(f"per_key_python      {t_base:7.2f} s  (baseline)")
+    candidates = {
+        "arrow_map": lambda: _top53(SALT, key_series),
+        "duckdb_sql": lambda: duckdb_sql(SALT, key_arrow),
+        "arrow_map_threads": lambda: threads(SALT, key_arrow),
+        "arrow_map_processes": lambda: processes(SALT, key_arrow),
+    }
+    for name, fn in candidates.items():
+        seconds, out = timed(fn)
+        same = bool(np.array_equal(out, reference))
+        results[name] = {"seconds": seconds, "ratio_to_baseline": t_base / seconds, "same": same}
+        print(f"{name:20s}{seconds:7.2f} s  ×{t_base / seconds:4.2f}  identical buckets: {same}")
+        if not same:
+            raise SystemExit(f"{name} does not reproduce the baseline's buckets")
+
+    spec = load_spec(ROOT / "experiments" / "subject_line_demo.yaml")
+    segments = np.array(["prospect", "new_customer", "existing_customer", "inactive"], dtype=object)
+    recipients = pd.DataFrame({"recipient_key": key_series, "segment": segments[np.arange(n) % 4]})
+    t_assign, result = timed(lambda: assign_recipients(recipients, spec))
+    with tempfile.TemporaryDirectory() as folder:
+        t_write, _ = timed(lambda: result.write(folder))
+    results["assign_recipients"] = {"seconds": t_assign, "write_seconds": t_write}
+    print(f"assign_recipients   {t_assign:7.2f} s  (whole lossless path, in memory)")
+    print(f"  .write()          {t_write:7.2f} s  (assignment.parquet, send lists, summary)")
+    result = recipients = None  # free the memory before the next step
+
+    m = args.emails
+    addresses = [f"  Person.{i}@Example.com " for i in range(m)]
+    t_hmac, _ = timed(lambda: hash_addresses(addresses, HashKey(b"bench-key", "bench")))
+    results["hmac_addresses"] = {"n": m, "seconds": t_hmac, "per_second": m / t_hmac}
+    print(f"hash_addresses      {t_hmac:7.2f} s  ({m:,} addresses, {m / t_hmac:,.0f} per second)")
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["meta"] = {"recipients": n, "cores": os.cpu_count(), "peak_rss_mb": peak_mb}
+    print(f"peak RSS {peak_mb:,.0f} MB")
+    out = ROOT / "bench" / "results" / "assign.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"→ {out}")
+
+
+if __name__ == "__main__":
+    main()
