@@ -64,37 +64,33 @@ def unit_interval(salt: str, keys: Iterable[str]) -> np.ndarray:
     return _top53(salt, keys).astype(np.float64) / 2.0**53
 
 
-def _top53(salt: str, keys: Iterable[str]) -> np.ndarray:
+def _top53(salt: str, keys: Iterable[str] | pa.Array) -> np.ndarray:
     """Top 53 bits of SHA-256(salt:key) per key, as uint64.
 
-    Faster than one Python expression per key (the old way, ~2x slower): Arrow builds the
-    ``salt:key`` bytes in C, and ``map`` runs hashlib's C functions without Python bytecode per key.
-    hashlib keeps the GIL for inputs this short, so threads would not help; DuckDB's sha256() was
-    measured slower than this (see bench/bench_assign.py).
+    Keys already in Arrow (a list read from CSV or Parquet) are joined with the salt by Arrow in
+    C and hashed by ``map`` over hashlib's C functions, with no Python bytecode per key; keys that
+    are Python strings already are hashed one expression per key, which is then as fast. hashlib
+    keeps the GIL for inputs this short, so threads do not help, and DuckDB's sha256() was slower:
+    see bench/bench_assign.py for the figures.
     """
-    arr = _as_text_array(keys)
-    out = np.empty(len(arr), dtype=np.uint64)
-    prefix = f"{salt}:"
+    if not isinstance(keys, pa.Array | pa.ChunkedArray):
+        if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
+            keys = pa.array(keys)
+        else:
+            prefix = f"{salt}:".encode()
+            digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
+            return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if keys.null_count or keys.type != pa.string():
+        return _top53(salt, keys.to_pylist())
+    out = np.empty(len(keys), dtype=np.uint64)
     sha256, digest = hashlib.sha256, methodcaller("digest")
-    for start in range(0, len(arr), _CHUNK):
-        chunk = pc.binary_join_element_wise(prefix, arr.slice(start, _CHUNK), "")
+    for start in range(0, len(keys), _CHUNK):
+        chunk = pc.binary_join_element_wise(f"{salt}:", keys.slice(start, _CHUNK), "")
         joined = b"".join(map(digest, map(sha256, chunk.cast(pa.binary()).to_pylist())))
         out[start : start + len(chunk)] = np.frombuffer(joined, dtype=">u8")[::4]
     return out >> np.uint64(11)
-
-
-def _as_text_array(keys: Iterable[str]) -> pa.Array:
-    if isinstance(keys, pd.Series | pd.Index):
-        keys = keys.to_numpy(dtype=object)
-    elif not isinstance(keys, np.ndarray | list | pa.Array):
-        keys = list(keys)
-    try:
-        arr = keys if isinstance(keys, pa.Array) else pa.array(keys, type=pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        arr = None
-    if arr is None or arr.null_count:
-        arr = pa.array([str(k) for k in keys], type=pa.string())
-    return arr
 
 
 def _group_codes(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from loopexp.assign import (
     ASSIGNMENT_COLUMNS,
     HOLDOUT,
     ExclusionReason,
+    _top53,
     assign_groups,
     assign_recipients,
     unit_interval,
@@ -474,3 +476,18 @@ def test_cli_recency_with_history_file(tmp_path: Path):
     summary = json.loads((out / "assignment_summary.json").read_text())
     assert summary["excluded"]["recently_tested"] == 1
     assert summary["assigned"] == 49
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    salt=st.text(min_size=1, max_size=30),
+    keys=st.lists(st.text(max_size=150), min_size=0, max_size=30),
+)
+def test_arrow_and_python_hashing_paths_agree_with_the_reference(salt, keys):
+    expected = [
+        int.from_bytes(hashlib.sha256(f"{salt}:{k}".encode()).digest()[:8], "big") >> 11
+        for k in keys
+    ]
+    assert _top53(salt, keys).tolist() == expected
+    assert _top53(salt, pa.array(keys, type=pa.string())).tolist() == expected
+    assert _top53(salt, pd.Series(keys, dtype=pd.ArrowDtype(pa.string()))).tolist() == expected
