@@ -325,9 +325,12 @@ class ExperimentSpec(_Model):
         return exclude
 
     def to_yaml(self) -> str:
-        """Render as YAML in declaration order; defaults included, unset (null) fields left out."""
+        """Render as YAML in declaration order; defaults included, unset (null) fields left out.
+
+        The audience fields added for recipient lists are left out while at their defaults.
+        """
         return yaml.safe_dump(
-            self.model_dump(mode="json", exclude_none=True),
+            self.model_dump(mode="json", exclude_none=True, exclude=self._defaulted_new_fields()),
             sort_keys=False,
             allow_unicode=True,
             width=100,
