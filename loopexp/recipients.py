@@ -203,9 +203,9 @@ def prepare_arrays(
         emails=emails,
         labels=labels,
         segment_code=_segment_codes(labels, audience, source, cols.segment),
-        consent=_flag(table[cols.consent], cols.consent, source) if cols.consent else np.ones(
-            n, bool
-        ),
+        consent=_flag(table[cols.consent], cols.consent, source)
+        if cols.consent
+        else np.ones(n, bool),
         suppressed=_flag(table[cols.suppressed], cols.suppressed, source)
         if cols.suppressed
         else np.zeros(n, bool),
