@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from loopexp.keys import HashKey, hash_addresses, load_hash_key
+from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses, load_hash_key
 from loopexp.spec import Audience, Segment
 
 #: Columns of the table :func:`prepare_recipients` returns (``email`` only when the list has one).
@@ -191,6 +191,7 @@ def prepare_arrays(
         keys = pa.array(hashed, type=pa.string())
     else:
         keys = pc.utf8_trim_whitespace(_text(table[key_col]))
+        _refuse_addresses_as_ids(keys, key_col, source)
     labels = pc.utf8_trim_whitespace(_text(table[cols.segment]))
     in_filters = np.ones(n, dtype=bool)
     for column, allowed in audience.filters.items():
@@ -250,6 +251,18 @@ def recently_tested_keys(
     emails = _text(history["email"]).to_numpy(zero_copy_only=False)[recent]
     emails = [e for e in emails if "@" in e]
     return set(hash_addresses(emails, key or load_hash_key()))
+
+
+def _refuse_addresses_as_ids(keys: pa.Array, column: str, source: str) -> None:
+    """An id column full of e-mail addresses would put raw addresses in every output: refuse."""
+    with_at = keys.filter(pc.match_substring(keys, "@"))
+    sample = with_at.slice(0, 1000).to_pylist()
+    if any(EMAIL_PATTERN.fullmatch(value) for value in sample):
+        raise RecipientsError(
+            f"{source}: the id column {column!r} holds e-mail addresses, which would be written "
+            "as they are into the assignment and the events. Name it as the address column "
+            f"instead (audience.columns.email: {column}) so that it is hashed with the key"
+        )
 
 
 def _text(column: pd.Series) -> pa.Array:

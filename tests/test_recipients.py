@@ -119,3 +119,18 @@ def test_filters_keep_listed_values_only():
     )
     out = prepare_recipients(frame, Audience(filters={"lang": ["de"]}))
     assert out["in_filters"].tolist() == [True, False, True, False]
+
+
+def test_an_id_column_of_addresses_is_refused():
+    frame = pd.DataFrame({"recipient_key": ["x1", "ann@shop.example"], "segment": "prospect"})
+    with pytest.raises(RecipientsError, match=r"audience.columns.email: recipient_key"):
+        prepare_recipients(frame, Audience())
+
+
+def test_id_and_email_columns_together_key_by_id_and_keep_the_address():
+    frame = pd.DataFrame(
+        {"crm_id": ["c1", "c2"], "mail": ["a@b.example", "c@d.example"], "segment": "prospect"}
+    )
+    out = prepare_recipients(frame, Audience(columns={"id": "crm_id", "email": "mail"}))
+    assert out["recipient_key"].tolist() == ["c1", "c2"]
+    assert out["email"].tolist() == ["a@b.example", "c@d.example"]
