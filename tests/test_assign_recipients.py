@@ -491,3 +491,43 @@ def test_arrow_and_python_hashing_paths_agree_with_the_reference(salt, keys):
     assert _top53(salt, keys).tolist() == expected
     assert _top53(salt, pa.array(keys, type=pa.string())).tolist() == expected
     assert _top53(salt, pd.Series(keys, dtype=pd.ArrowDtype(pa.string()))).tolist() == expected
+
+
+def test_cli_example_factorial_spec_on_a_crm_export(tmp_path: Path, monkeypatch):
+    """experiments/multivariate_demo.yaml on a list with the CRM's own columns and labels."""
+    monkeypatch.setenv("LOOPEXP_HASH_KEY", "a-long-random-secret-for-the-test")
+    spec_path = DEMO_SPEC.parent / "multivariate_demo.yaml"
+    n = 4_000
+    labels = ["Lead", "New Customer", "Existing Customer", "Lapsed"]
+    crm = pd.DataFrame(
+        {
+            "Email Address": [f"Client.{i}@Mail.example" for i in range(n)],
+            "Lifecycle Stage": [labels[i % 4] for i in range(n)],
+            "Double Opt-In": ["TRUE" if i % 10 else "FALSE" for i in range(n)],
+            "Suppressed": ["" if i % 50 else "x" for i in range(n)],
+            "Country": ["DE", "AT", "FR", "CH"][:4] * (n // 4),
+        }
+    )
+    crm.to_csv(tmp_path / "crm.csv", index=False)
+    pd.DataFrame({"email": ["client.1@mail.example"], "sent_at": ["2026-03-01"]}).to_csv(
+        tmp_path / "history.csv", index=False
+    )
+    out = tmp_path / "sends"
+    result = runner.invoke(
+        app,
+        ["assign", str(spec_path), "--recipients", str(tmp_path / "crm.csv"), "--out", str(out),
+         "--history", str(tmp_path / "history.csv"), "--as-of", "2026-03-10", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "assignment_summary.json").read_text())
+    assert summary["input_rows"] == n == summary["assigned"] + sum(summary["excluded"].values())
+    assert summary["excluded"]["recently_tested"] == 1
+    assert summary["excluded"]["outside_audience"] > 0  # leads, and France
+    assert set(summary["groups"]) == {
+        "plain-grid", "plain-story", "personal-grid", "personal-story", HOLDOUT
+    }  # fmt: skip
+    story = pd.read_csv(out / "send_lists" / "personal-story.csv", dtype=str, keep_default_na=False)
+    assert set(story["preheader"]) == {"Three looks, one story"}
+    assert set(story["content"]) == {"templates/autumn_story.html"}
+    assert story["email"].str.endswith("@Mail.example").all()
+    assert not (out / "assignment.parquet").read_bytes().count(b"@Mail.example")
