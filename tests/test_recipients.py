@@ -134,3 +134,36 @@ def test_id_and_email_columns_together_key_by_id_and_keep_the_address():
     out = prepare_recipients(frame, Audience(columns={"id": "crm_id", "email": "mail"}))
     assert out["recipient_key"].tolist() == ["c1", "c2"]
     assert out["email"].tolist() == ["a@b.example", "c@d.example"]
+
+
+text_values = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=12
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(st.tuples(text_values, text_values), min_size=1, max_size=15),
+    parquet=st.booleans(),
+)
+def test_lists_round_trip_every_value_as_text(tmp_path_factory, rows, parquet):
+    """Whatever the team's values (quotes, commas, unicode, leading zeros), they come back as is."""
+    folder = tmp_path_factory.mktemp("lists")
+    frame = pd.DataFrame(rows, columns=["customer id", "note, with comma"])
+    path = folder / ("list.parquet" if parquet else "list.csv")
+    if parquet:
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    back = read_recipients(path)
+    assert list(back.columns) == list(frame.columns)
+    assert len(back) == len(frame)
+    for column in frame.columns:
+        assert back[column].tolist() == frame[column].tolist()
+
+
+def test_a_broken_csv_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "list.csv"
+    path.write_text('recipient_key,segment\na,prospect\n"b,prospect\n')
+    with pytest.raises(RecipientsError, match=r"list.csv: cannot be read"):
+        read_recipients(path)
