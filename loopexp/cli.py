@@ -138,8 +138,8 @@ def _hash_key(key_file: Path | None, demo_key: bool) -> HashKey | None:
     """The e-mail hashing key, or None when none is set (needed only for lists of addresses)."""
     if key_file or demo_key:
         key = load_hash_key(key_file, allow_demo=demo_key)
-        if key.is_demo:
-            console.print(
+        if key.is_demo:  # on stderr, so that --json output stays parseable
+            Console(stderr=True).print(
                 "[bold yellow]warning:[/] hashing addresses with the public demo key: fine for a "
                 "demo, never for real recipients (set LOOPEXP_HASH_KEY)"
             )
