@@ -305,6 +305,11 @@ def assign_recipients(
                 f"{audience.exclude_tested_within_days} days, so it needs a contact history "
                 "(recipient_key or email, sent_at): pass it as --history FILE (history= in Python)"
             )
+        if prepared.key_kind == "id" and "recipient_key" not in history.columns:
+            raise RecipientsError(
+                "the recipient list is keyed by id, so the contact history needs those ids in a "
+                "`recipient_key` column (addresses could not be matched to them)"
+            )
         recent = recently_tested_keys(
             history, audience.exclude_tested_within_days, key, as_of, "contact history"
         )

@@ -531,3 +531,11 @@ def test_cli_example_factorial_spec_on_a_crm_export(tmp_path: Path, monkeypatch)
     assert set(story["content"]) == {"templates/autumn_story.html"}
     assert story["email"].str.endswith("@Mail.example").all()
     assert not (out / "assignment.parquet").read_bytes().count(b"@Mail.example")
+
+
+def test_recency_by_address_cannot_match_a_list_keyed_by_id():
+    spec = make_spec(exclude_tested_within_days=7)
+    frame = pd.DataFrame({"recipient_key": ["a", "b"], "segment": "prospect"})
+    history = pd.DataFrame({"email": ["a@b.example"], "sent_at": ["2026-03-01"]})
+    with pytest.raises(RecipientsError, match="keyed by id"):
+        assign_recipients(frame, spec, KEY, history=history)
