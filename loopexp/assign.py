@@ -236,15 +236,15 @@ class AssignmentResult:
 
     def _send_list(self, table: pa.Table, group: str) -> pa.Table:
         """ESP-import shape: address, key, variant, segment, then the variant's message fields."""
-        mask = pc.equal(table["variant_id"], group)
+        mask = pa.array((self.assignment["variant_id"] == group).to_numpy(dtype=bool))
         rows = table.filter(mask)
         n = rows.num_rows
         columns: dict[str, pa.Array] = {}
         if self.emails is not None:
             columns["email"] = pc.utf8_trim_whitespace(self.emails.filter(mask))
-        columns["recipient_key"] = rows["recipient_key"]
-        columns["variant_id"] = rows["variant_id"]
-        columns["segment"] = rows["segment"]
+        columns["recipient_key"] = rows["recipient_key"].cast(pa.string())
+        columns["variant_id"] = pa.repeat(pa.scalar(group), n)
+        columns["segment"] = rows["segment"].cast(pa.string())
         columns["campaign"] = pa.repeat(pa.scalar(self.spec.campaign), n)
         variant = next((v for v in self.spec.variants if v.id == group), None)
         for name in MESSAGE_FIELDS:
@@ -330,17 +330,16 @@ def assign_recipients(
     bucket = top[~duplicate].astype(np.float64) / 2.0**53
     group_code = _group_codes(bucket, spec)
     segment_code = prepared.segment_code[chosen]
-    segment_names = np.array([s.value for s in SEGMENT_ORDER], dtype=object)
+    # Categoricals: a few distinct values over millions of rows, written as Parquet dictionaries.
+    constant = np.zeros(len(chosen), np.int8)
     assignment = pd.DataFrame(
         {
             "recipient_key": _strings(eligible_keys.filter(pa.array(~duplicate))),
-            "variant_id": _group_names(spec)[group_code],
-            "segment": segment_names[segment_code],
+            "variant_id": pd.Categorical.from_codes(group_code, _group_names(spec).tolist()),
+            "segment": pd.Categorical.from_codes(segment_code, [s.value for s in SEGMENT_ORDER]),
             "bucket": bucket,
-            "salt": pd.Categorical.from_codes(np.zeros(len(chosen), np.int8), [spec.salt]),
-            "spec_sha256": pd.Categorical.from_codes(
-                np.zeros(len(chosen), np.int8), [spec.sha256()]
-            ),
+            "salt": pd.Categorical.from_codes(constant, [spec.salt]),
+            "spec_sha256": pd.Categorical.from_codes(constant, [spec.sha256()]),
         }
     )
     excluded_rows = np.flatnonzero(reason != 0)
@@ -436,13 +435,15 @@ def _summarise(
 
 
 def _assignment_table(assignment: pd.DataFrame) -> pa.Table:
-    """The assignment as Arrow with plain text columns (the Parquet contract)."""
+    """The assignment as Arrow (the Parquet contract): text columns, dictionary-encoded or not."""
     columns = {}
     for name in ASSIGNMENT_COLUMNS:
         arr = pa.array(assignment[name])
-        if pa.types.is_dictionary(arr.type):
-            arr = arr.dictionary_decode()
-        columns[name] = arr.cast(pa.float64() if name == "bucket" else pa.string())
+        if name == "bucket":
+            arr = arr.cast(pa.float64())
+        elif not pa.types.is_dictionary(arr.type) and arr.type != pa.string():
+            arr = arr.cast(pa.string())
+        columns[name] = arr
     return pa.table(columns)
 
 
