@@ -92,7 +92,7 @@ def assign_cmd(
     out: Annotated[Path, typer.Option(help="folder for assignment.parquet, send lists, summary")],
     key_file: Annotated[
         Path | None,
-        typer.Option(help="file with the e-mail hashing key [default: $LOOPEXP_HASH_KEY(_FILE)]"),
+        typer.Option(help="file with the e-mail hashing key (default: $LOOPEXP_HASH_KEY(_FILE))"),
     ] = None,
     demo_key: Annotated[
         bool, typer.Option("--demo-key", help="allow the public demo key (demos only)")
@@ -102,7 +102,8 @@ def assign_cmd(
         typer.Option(help="contact history (recipient_key or email, sent_at), CSV or Parquet"),
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option(help="reference time of the recency exclusion [default: now]")
+        str | None,
+        typer.Option(help="reference time of the recency exclusion, ISO 8601 (default: now)"),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="print the summary as JSON instead of tables")
