@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from loopexp.stats.srm import srm_check
 ASSIGNMENT_COLUMNS = ("recipient_key", "variant_id", "segment", "bucket", "salt", "spec_sha256")
 #: Message fields a send list carries for its variant.
 MESSAGE_FIELDS = ("subject", "preheader", "from_name", "content", "send_time")
+_CHUNK = 1 << 18
 
 
 def unit_interval(salt: str, keys: Iterable[str]) -> np.ndarray:
@@ -65,17 +67,27 @@ def unit_interval(salt: str, keys: Iterable[str]) -> np.ndarray:
 def _top53(salt: str, keys: Iterable[str] | pa.Array) -> np.ndarray:
     """Top 53 bits of SHA-256(salt:key) per key, as uint64.
 
-    One hashlib call per key is the fastest exact way measured (bench/bench_assign.py): hashlib
-    keeps the GIL for inputs this short, so threads do not help; feeding hashlib from Arrow with
-    ``map`` was no faster, DuckDB's sha256() and forked processes were slower on two cores.
+    Keys in Arrow (a list read from a file) are hashed in chunks: Arrow joins ``salt:key`` in C
+    and ``map`` runs hashlib's C functions with no Python bytecode per key, ~2x faster than one
+    Python expression per key at 10 M keys (bench/bench_assign.py). hashlib keeps the GIL for
+    inputs this short, so threads do not help; DuckDB's sha256() and forked processes were slower.
     """
-    if isinstance(keys, pa.ChunkedArray | pa.Array):
-        keys = keys.to_pylist()
-    elif isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
-        keys = pa.array(keys).to_pylist()
-    prefix = f"{salt}:".encode()
-    digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
-    return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
+    if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
+        keys = pa.array(keys)
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if not isinstance(keys, pa.Array) or keys.null_count or keys.type != pa.string():
+        keys = keys.to_pylist() if isinstance(keys, pa.Array) else keys
+        prefix = f"{salt}:".encode()
+        digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
+        return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
+    out = np.empty(len(keys), dtype=np.uint64)
+    sha256, digest = hashlib.sha256, methodcaller("digest")
+    for start in range(0, len(keys), _CHUNK):
+        chunk = pc.binary_join_element_wise(f"{salt}:", keys.slice(start, _CHUNK), "")
+        joined = b"".join(map(digest, map(sha256, chunk.cast(pa.binary()).to_pylist())))
+        out[start : start + len(chunk)] = np.frombuffer(joined, dtype=">u8")[::4]
+    return out >> np.uint64(11)
 
 
 def _group_codes(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
