@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, METRICS
 
 SPEC_SCHEMA_VERSION = 1
@@ -107,6 +108,8 @@ class ExperimentSpec(_Model):
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
+    ingest: IngestConfig | None = None
+    """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
 
     @field_validator("primary_metric")
     @classmethod
