@@ -251,11 +251,17 @@ def _stage_sendgrid_units(
     """Split in Python (salvaging truncated arrays, catching bad bytes), map in SQL."""
     units = list(reader.json_units(text))
     # Records that failed to split are staged as quarantine rows; the rest go through SQL.
-    good = [u.raw for u in units if u.reason is None]
-    bad = [_quarantine_row(u.raw, u.reason or "", "sendgrid") for u in units if u.reason]
-    n_good = sendgrid.stage_texts(con, good, config, first_no, str(path)) if good else 0
-    n_bad = _insert_rows(con, bad, first_no + n_good, str(path))
-    return n_good + n_bad
+    good = [(i, u.raw) for i, u in enumerate(units) if u.reason is None]
+    bad = [
+        (i, _quarantine_row(u.raw, u.reason or "", "sendgrid"))
+        for i, u in enumerate(units)
+        if u.reason
+    ]
+    if good:
+        sendgrid.stage_texts(con, good, config, first_no, str(path))
+    if bad:
+        _insert_rows(con, [r for _, r in bad], first_no, str(path), [i for i, _ in bad])
+    return len(units)
 
 
 def _detect_json(path: Path, text: str) -> str:
@@ -323,7 +329,11 @@ def _quarantine_row(raw: str, reason: str, provider: str) -> dict:
 
 
 def _insert_rows(
-    con: duckdb.DuckDBPyConnection, rows: list[dict], first_no: int, source: str
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict],
+    first_no: int,
+    source: str,
+    offsets: list[int] | None = None,
 ) -> int:
     if not rows:
         return 0
@@ -338,7 +348,8 @@ def _insert_rows(
         "revenue": pa.float64(),
     }
     data = {c: pa.array(v, arrow_types.get(c, pa.string())) for c, v in columns.items()}
-    data["input_no"] = pa.array(range(first_no, first_no + len(rows)), pa.int64())
+    offsets = offsets if offsets is not None else list(range(len(rows)))
+    data["input_no"] = pa.array([first_no + i for i in offsets], pa.int64())
     data["source"] = pa.array([source] * len(rows), pa.string())
     con.register("py_rows", pa.table(data))
     try:
@@ -568,7 +579,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, path: Path, key: HashKey) 
     rows = con.execute(
         "SELECT input_no, source, provider, quarantine_reason, raw FROM checked "
         "WHERE quarantine_reason IS NOT NULL ORDER BY input_no"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     raws = rows.column("raw").to_pylist()
     found = sorted({m.group(0) for r in raws if r for m in EMAIL_PATTERN.finditer(r)})
     hashed = dict(zip(found, hash_addresses(found, key), strict=True))

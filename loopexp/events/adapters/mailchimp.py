@@ -10,7 +10,9 @@ The CSV form (Mailchimp's own CSV export columns are not published) is one row p
 columns ``email_address`` (or ``Email Address``), ``action``, ``timestamp`` and optionally ``url``,
 ``ip``, ``type``, ``campaign_id``, ``absplit_group``; header case and spaces do not matter.
 ``/open-details`` members (``opens[]`` with ``is_proxy_open``) and ``/unsubscribed`` pages are read
-too; ``/sent-to`` is a recipient list, not events (use it for the variant map).
+too. A ``/sent-to`` page gives the deliveries (status ``sent``; ``hard``/``soft`` are bounces) and
+each member's ``absplit_group``; it has no time per member, so add the campaign's ``send_time``
+(from ``/reports/{campaign_id}``) to the page, or its members are quarantined for lack of one.
 """
 
 from __future__ import annotations
@@ -32,15 +34,23 @@ from loopexp.events.config import IngestConfig
 
 NAME = "mailchimp"
 
-_TYPES = {"open": "open", "click": "click", "sent": "send", "unsub": "unsubscribe"}
+_TYPES = {
+    "open": "open",
+    "click": "click",
+    "sent": "send",
+    "delivered": "delivered",
+    "unsub": "unsubscribe",
+}
 CSV_COLUMNS = {"email_address", "action", "timestamp"}
+#: ``/sent-to`` member status → action: "sent" means accepted by the receiving server.
+_SENT_STATUS = {"sent": "delivered", "hard": "bounce", "soft": "bounce"}
 
 
 def detect(value: Any) -> bool:
     """An email-activity, open-details or unsubscribed page, or one member object of them."""
     if not isinstance(value, dict):
         return False
-    if any(isinstance(value.get(k), list) for k in ("emails", "unsubscribes")):
+    if any(isinstance(value.get(k), list) for k in ("emails", "unsubscribes", "sent_to")):
         return True
     if isinstance(value.get("members"), list) and "campaign_id" in value:
         return True
@@ -55,6 +65,14 @@ def expand(value: Any) -> Iterator[tuple[Any, Context]]:
     if isinstance(value, dict) and isinstance(value.get("unsubscribes"), list):
         for item in value["unsubscribes"]:
             yield (dict(item, action="unsub") if isinstance(item, dict) else item), Context()
+        return
+    if isinstance(value, dict) and isinstance(value.get("sent_to"), list):
+        for item in value["sent_to"]:
+            if isinstance(item, dict):
+                status = _SENT_STATUS.get(str(item.get("status")), item.get("status"))
+                item = dict(item, action=status, type=item.get("status"))  # noqa: PLW2901
+                item.setdefault("timestamp", value.get("send_time"))
+            yield item, Context()
         return
     members = [value]
     if isinstance(value, dict):

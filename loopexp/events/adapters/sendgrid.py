@@ -190,15 +190,20 @@ def stage_lines(
 
 def stage_texts(
     con: duckdb.DuckDBPyConnection,
-    texts: list[str],
+    texts: list[tuple[int, str]],
     config: IngestConfig,
     first_no: int,
     source: str,
 ) -> int:
-    """Stage records already split in Python (elements of a JSON array) as raw JSON texts."""
+    """Stage records split in Python (array elements), as (offset in the file, raw JSON text)."""
     import pyarrow as pa  # noqa: PLC0415
 
-    table = pa.table({"rec_no": pa.array(range(1, len(texts) + 1), pa.int64()), "raw": texts})
+    table = pa.table(
+        {
+            "rec_no": pa.array([i + 1 for i, _ in texts], pa.int64()),
+            "raw": pa.array([t for _, t in texts], pa.string()),
+        }
+    )
     con.register("sg_texts", table)
     try:
         sql = stage_sql(
