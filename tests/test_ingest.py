@@ -242,7 +242,7 @@ def test_plain_csv_with_a_column_mapping(tmp_path: Path) -> None:
     summary, _ev, q = run(tmp_path / "ev.csv", tmp_path, config=config)
     assert (summary.events, summary.quarantined) == (2, 1)
     assert "unparseable timestamp" in q["reason"][0]
-    with pytest.raises(IngestError, match="ingest.columns"):
+    with pytest.raises(IngestError, match=r"ingest\.columns"):
         ingest(tmp_path / "ev.csv", tmp_path / "x", key=KEY)
 
 

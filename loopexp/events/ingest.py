@@ -220,7 +220,7 @@ def _stage_json(
     shape = reader.shape_of(text)
     provider = fmt if fmt != "auto" else _detect_json(path, text)
     if provider == "sendgrid":
-        plain = not path.name.lower().endswith(".gz") and not text.startswith("\ufeff")
+        plain = not path.name.lower().endswith(".gz") and not reader.has_bom(path)
         if plain and shape in ("array", "ndjson"):
             del text  # DuckDB reads the file itself
             n = sendgrid.stage_fast(con, str(path), shape, config, first_no)
@@ -229,7 +229,7 @@ def _stage_json(
             if shape == "ndjson":
                 try:
                     return provider, sendgrid.stage_lines(con, str(path), config, first_no)
-                except duckdb.Error:
+                except (duckdb.Error, UnicodeError):
                     pass  # e.g. invalid UTF-8: split in Python, which quarantines per line
             text = reader.read_text(path)
         return provider, _stage_sendgrid_units(con, path, text, config, first_no)

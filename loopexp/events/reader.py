@@ -35,6 +35,13 @@ class Unit:
     reason: str | None = None
 
 
+def has_bom(path: Path) -> bool:
+    """True when the file starts with a UTF-8 or UTF-16 byte-order mark."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return any(head.startswith(bom) for bom, _ in _BOMS)
+
+
 def read_text(path: Path) -> str:
     """The file's text; undecodable bytes kept as surrogates (caught per unit by ``clean``)."""
     data = path.read_bytes()

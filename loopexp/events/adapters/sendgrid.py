@@ -165,7 +165,7 @@ def stage_fast(
     sql = stage_sql(fast_relation_sql(path, shape, config), config, first_no, path)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE sg_stage AS {sql}")
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeError):
         return None
     (n, bad) = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NOT NULL) FROM sg_stage"
