@@ -28,10 +28,15 @@ def _lit(value: str) -> str:
 
 
 def flag_sql(source: str, config: IngestConfig) -> str:
-    """``source`` (valid, deduplicated events) with final flags and ``bot_reason``."""
+    """Flag the opens and clicks of ``source``: final flags, ``bot_reason`` and ``rule``.
+
+    ``source`` holds valid, deduplicated events with a ``who`` column (the recipient, hashed or
+    not yet hashed): the rules need no hashed key, so they run before the key join.
+    """
     on = set(config.rules)
-    msg = "coalesce(message_id, campaign_id, '')"
-    e_msg = "coalesce(e.message_id, e.campaign_id, '')"
+    # (recipient, message) as one 64-bit hash: integer aggregates and joins, not string ones
+    msg = "hash(who, coalesce(message_id, campaign_id, ''))"
+    e_msg = "hash(e.who, coalesce(e.message_id, e.campaign_id, ''))"
     cases = []
     if "provider_flag" in on:
         cases.append(
@@ -64,28 +69,30 @@ def flag_sql(source: str, config: IngestConfig) -> str:
         )
     if "link_burst" in on:
         cases.append("WHEN event_type = 'click' AND b.msg IS NOT NULL THEN 'link_burst'")
-    rule = f"CASE WHEN event_type IN ('open', 'click') THEN CASE {' '.join(cases)} END END"
-    if not cases:
-        rule = "NULL::VARCHAR"
+    rule = f"CASE {' '.join(cases)} END" if cases else "NULL::VARCHAR"
+    # Only opens and clicks go through the joins; every other event passes straight through.
     return f"""
         WITH deliveries AS (
-            SELECT recipient_key, {msg} AS msg, min(ts) AS delivered_at
+            SELECT {msg} AS msg, min(ts) AS delivered_at
             FROM {source} WHERE event_type = 'delivered' GROUP BY ALL),
         bursts AS (
-            SELECT recipient_key, {msg} AS msg FROM {source} WHERE event_type = 'click'
+            SELECT {msg} AS msg FROM {source} WHERE event_type = 'click'
             GROUP BY ALL HAVING count(DISTINCT url) >= {config.burst_min_links}
                 AND epoch(max(ts)) - epoch(min(ts)) <= {config.burst_window_s}),
-        ruled AS (
+        engaged AS (
             SELECT e.*, {rule} AS rule
             FROM {source} e
-            LEFT JOIN deliveries d
-                ON d.recipient_key = e.recipient_key AND d.msg = {e_msg}
-            LEFT JOIN bursts b
-                ON b.recipient_key = e.recipient_key AND b.msg = {e_msg})
+            LEFT JOIN deliveries d ON d.msg = {e_msg}
+            LEFT JOIN bursts b ON b.msg = {e_msg}
+            WHERE e.event_type IN ('open', 'click'))
         SELECT * REPLACE (
             CASE WHEN event_type = 'open'
                 THEN coalesce(rule IS NOT NULL OR is_machine_open, FALSE) END AS is_machine_open,
             CASE WHEN event_type = 'click'
                 THEN coalesce(rule IS NOT NULL OR is_bot_click, FALSE) END AS is_bot_click,
             rule AS bot_reason)
-        FROM ruled"""
+        FROM engaged
+        UNION ALL
+        SELECT * REPLACE (NULL::BOOLEAN AS is_machine_open, NULL::BOOLEAN AS is_bot_click,
+                          NULL::VARCHAR AS bot_reason), NULL::VARCHAR AS rule
+        FROM {source} WHERE event_type NOT IN ('open', 'click')"""

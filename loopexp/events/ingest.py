@@ -13,7 +13,10 @@ written anywhere: in quarantined raw records every address is replaced by its ke
 from __future__ import annotations
 
 import glob
+import hashlib
+import hmac
 import json
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,6 +101,10 @@ class IngestSummary:
     """Where the hashing key came from (``env ...``, ``file ...`` or ``demo``), never the key."""
     schema_version: str = SUMMARY_VERSION
     warnings: list[str] = field(default_factory=list)
+    distinct_addresses: int = 0
+    """Addresses hashed (each distinct address once)."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Seconds spent reading + mapping, hashing addresses, and deduping/flagging/writing."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``--json`` output)."""
@@ -134,15 +141,34 @@ def ingest(
     try:
         con.execute("SET TimeZone = 'UTC'")
         cols = ", ".join(f'"{c}" {_STAGE_TYPES.get(c, "VARCHAR")}' for c in STAGE_FIELDS)
-        con.execute(f"CREATE TEMP TABLE staged (input_no BIGINT, source VARCHAR, {cols})")
+        con.execute(f"CREATE TEMP TABLE staged_rows (input_no BIGINT, source VARCHAR, {cols})")
         reports = []
         next_no = 1
+        started = time.perf_counter()
         for path in files:
             file_format, n = _stage_file(con, path, fmt, config, next_no)
             reports.append(FileReport(str(path), file_format, n))
             next_no += n
-        _hash_addresses(con, key)
-        return _finish(con, out, config, key, reports, assignment)
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_fast_%'"
+            ).fetchall()
+        ]
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {t}" for t in ["staged_rows", *tables])
+        con.execute(f"CREATE TEMP VIEW staged AS {union}")
+        read_done = time.perf_counter()
+        n_addresses = _hash_addresses(con, key)
+        hash_done = time.perf_counter()
+        summary = _finish(con, out, config, key, reports, assignment)
+        summary.distinct_addresses = n_addresses
+        summary.timings_s = {
+            "read": round(read_done - started, 3),
+            "hash": round(hash_done - read_done, 3),
+            "finish": round(time.perf_counter() - hash_done, 3),
+        }
+        _write_summary(summary, out)
+        return summary
     finally:
         con.close()
 
@@ -353,7 +379,7 @@ def _insert_rows(
     data["source"] = pa.array([source] * len(rows), pa.string())
     con.register("py_rows", pa.table(data))
     try:
-        con.execute("INSERT INTO staged BY NAME SELECT * FROM py_rows")
+        con.execute("INSERT INTO staged_rows BY NAME SELECT * FROM py_rows")
     finally:
         con.unregister("py_rows")
     return len(rows)
@@ -435,24 +461,25 @@ def _stage_parquet(
 # --- hashing, dedupe, bots, output -----------------------------------------------------------
 
 
-def _hash_addresses(con: duckdb.DuckDBPyConnection, key: HashKey) -> None:
-    """Hash each distinct address once (the expensive part) and join the keys back in SQL."""
+def _hash_addresses(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
+    """Hash each distinct address once (the expensive part, in Python) into ``address_keys``."""
     addresses = [
         a
         for (a,) in con.execute(
-            "SELECT DISTINCT address FROM staged WHERE address IS NOT NULL "
-            "AND quarantine_reason IS NULL"
+            "SELECT DISTINCT address FROM staged WHERE nullif(trim(address), '') IS NOT NULL "
+            "AND recipient_key IS NULL AND quarantine_reason IS NULL"
         ).fetchall()
     ]
-    keys = pa.table({"address": addresses, "hashed": hash_addresses(addresses, key)})
-    con.register("address_keys", keys)
-    con.execute(
-        """CREATE TEMP TABLE keyed AS
-           SELECT s.* REPLACE (coalesce(s.recipient_key, k.hashed) AS recipient_key)
-           FROM staged s LEFT JOIN address_keys k ON k.address = s.address"""
+    keys = pa.table(
+        {
+            "address": pa.array(addresses, pa.string()),
+            "hashed": pa.array(hash_addresses(addresses, key), pa.string()),
+        }
     )
-    con.unregister("address_keys")
-    con.execute("DROP TABLE staged")
+    con.register("address_keys_src", keys)
+    con.execute("CREATE TEMP TABLE address_keys AS SELECT * FROM address_keys_src")
+    con.unregister("address_keys_src")
+    return len(addresses)
 
 
 def _finish(
@@ -463,63 +490,101 @@ def _finish(
     reports: list[FileReport],
     assignment: str | Path | None,
 ) -> IngestSummary:
+    """Check, dedupe, flag and write; each expression computed once.
+
+    ``checked`` (every record) is a table; duplicates and their ranking are small tables.
+
+    Duplicates are ranked (first in input order kept) only for ids that actually repeat.
+    """
     known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     email_re = EMAIL_PATTERN.pattern.replace("'", "''")
+    # Content-hash ids are keyed too (a salt derived from the hashing key): a plain hash of a
+    # record holding an address could be reversed by hashing guessed addresses.
+    salt = hmac.new(key.secret, b"loopexp-event-id", hashlib.sha256).hexdigest()
     con.execute(
         f"""CREATE TEMP TABLE checked AS
             SELECT * REPLACE (
                 CASE
                     WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
-                    WHEN recipient_key IS NULL OR recipient_key = '' THEN 'missing recipient'
+                    WHEN who IS NULL THEN 'missing recipient'
                     WHEN ts IS NULL THEN 'missing or unparseable timestamp'
                     WHEN event_type IS NULL OR event_type NOT IN ({known})
                         THEN 'unknown event type'
                 END AS quarantine_reason,
-                coalesce(nullif(event_id, ''), 'h' || left(sha256(
-                    recipient_key || chr(31) || coalesce(event_type, '') || chr(31)
-                    || coalesce(id_basis, '')), 31)) AS event_id)
-            FROM keyed"""
+                CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
+                    '{salt}' || chr(31) || coalesce(who, '') || chr(31)
+                    || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)
+                    ELSE event_id END AS event_id)
+            FROM (SELECT *, coalesce(nullif(recipient_key, ''), lower(nullif(trim(address), '')))
+                  AS who FROM staged)"""
     )
-    con.execute("DROP TABLE keyed")
+    # Candidates by a 64-bit hash of the id (an integer aggregate is far cheaper than one on
+    # strings); a hash collision only adds a candidate, which the ranking by the id itself keeps.
+    con.execute("DROP VIEW staged")
+    for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_%'"
+    ).fetchall():
+        con.execute(f"DROP TABLE {name}")  # memory back before the next copy
     con.execute(
-        """CREATE TEMP TABLE ranked AS
-           SELECT * EXCLUDE (id_basis, address, raw, quarantine_reason), row_number() OVER (
-               PARTITION BY provider, event_id ORDER BY input_no) AS dup_rank
-           FROM checked WHERE quarantine_reason IS NULL"""
+        """CREATE TEMP TABLE dup_keys AS
+           SELECT hash(provider, event_id) AS id_hash FROM checked
+           WHERE quarantine_reason IS NULL GROUP BY ALL HAVING count(*) > 1"""
     )
-    con.execute("CREATE TEMP VIEW unique_events AS SELECT * FROM ranked WHERE dup_rank = 1")
-    con.execute(f"CREATE TEMP TABLE flagged AS {bots.flag_sql('unique_events', config)}")
+    con.execute(
+        """CREATE TEMP TABLE dup_rows AS
+           SELECT c.*, row_number() OVER (
+               PARTITION BY c.provider, c.event_id ORDER BY c.input_no, c.ts) AS dup_rank
+           FROM checked c SEMI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
+           WHERE c.quarantine_reason IS NULL"""
+    )
+    (n_dup_ids,) = con.execute("SELECT count(*) FROM dup_keys").fetchone()
+    if n_dup_ids == 0:  # the common case: no anti-join at all
+        con.execute(
+            "CREATE TEMP VIEW unique_events AS SELECT * FROM checked "
+            "WHERE quarantine_reason IS NULL"
+        )
+    else:
+        con.execute(
+            """CREATE TEMP TABLE unique_events AS
+               SELECT c.* FROM checked c
+               ANTI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
+               WHERE c.quarantine_reason IS NULL
+               UNION ALL
+               SELECT * EXCLUDE (dup_rank) FROM dup_rows WHERE dup_rank = 1"""
+        )
     events_path = out / "events.parquet"
     select = ", ".join(
-        f"regexp_replace(url, '{email_re}', '[address removed]', 'g') AS url"
+        f"regexp_replace(f.url, '{email_re}', '[address removed]', 'g') AS url"
         if f.name == "url"
-        else f.name
+        else "coalesce(f.recipient_key, k.hashed) AS recipient_key"
+        if f.name == "recipient_key"
+        else f"f.{f.name}"
         for f in EVENT_SCHEMA
     )
     con.execute(
-        f"COPY (SELECT {select} FROM flagged ORDER BY ts, event_id) TO "
-        f"'{_sql_path(events_path)}' (FORMAT parquet)"
+        f"COPY (SELECT {select} FROM ({bots.flag_sql('unique_events', config)}) f "
+        "LEFT JOIN address_keys k ON k.address = f.address) "
+        f"TO '{_sql_path(events_path)}' (FORMAT parquet)"
+    )
+    con.execute(
+        f"CREATE TEMP VIEW flagged AS SELECT * FROM read_parquet('{_sql_path(events_path)}')"
     )
     quarantine_path = out / "quarantine.parquet"
     _write_quarantine(con, quarantine_path, key)
 
-    (n_input,) = con.execute("SELECT count(*) FROM checked").fetchone()
-    (n_quarantined,) = con.execute(
-        "SELECT count(*) FROM checked WHERE quarantine_reason IS NOT NULL"
-    ).fetchone()
-    (n_dup,) = con.execute("SELECT count(*) FROM ranked WHERE dup_rank > 1").fetchone()
+    per_reason = con.execute(
+        "SELECT quarantine_reason, count(*) FROM checked GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    n_input = sum(n for _, n in per_reason)
+    reasons = {str(r): int(n) for r, n in per_reason if r is not None}
+    n_quarantined = sum(reasons.values())
+    (n_dup,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
     n_events, machine, bot = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_machine_open), "
         "count(*) FILTER (WHERE is_bot_click) FROM flagged"
     ).fetchone()
     by_type = dict(
         con.execute("SELECT event_type, count(*) FROM flagged GROUP BY 1 ORDER BY 1").fetchall()
-    )
-    reasons = dict(
-        con.execute(
-            "SELECT quarantine_reason, count(*) FROM checked WHERE quarantine_reason IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
     )
     removed = _removed_by_rule(con, assignment)
     warnings = []
@@ -541,8 +606,11 @@ def _finish(
         hash_key=key.source,
         warnings=warnings,
     )
-    (out / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2), "utf-8")
     return summary
+
+
+def _write_summary(summary: IngestSummary, out: Path) -> None:
+    (out / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2), "utf-8")
 
 
 def _removed_by_rule(

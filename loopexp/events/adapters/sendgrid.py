@@ -73,12 +73,16 @@ def _lit(value: str) -> str:
 
 
 def fast_relation_sql(path: str, shape: str, config: IngestConfig) -> str:
-    """A relation of the fields, straight from ``read_json`` (fails on any malformed record)."""
+    """A relation of the fields, straight from ``read_json`` (fails on any malformed record).
+
+    Every row gets the file's first record number: numbering rows costs a single-threaded
+    window, and it only matters for the quarantine, which a clean file does not reach.
+    """
     cols = ", ".join(f"{_lit(f)}: 'VARCHAR'" for f in fields(config))
     fmt = "array" if shape == "array" else "newline_delimited"
     select = ", ".join(f"{_q(f)} AS f{i}" for i, f in enumerate(fields(config)))
     return (
-        f"SELECT row_number() OVER () AS rec_no, NULL::VARCHAR AS raw, TRUE AS is_object, "
+        f"SELECT 1 AS rec_no, NULL::VARCHAR AS raw, TRUE AS is_object, "
         f"{select} FROM read_json({_lit(path)}, format='{fmt}', columns={{{cols}}}, "
         "maximum_object_size=16777216)"
     )
@@ -110,7 +114,10 @@ def parsed_relation_sql(raw_relation: str, config: IngestConfig) -> str:
 
 
 def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -> str:
-    """Staged rows (see ``adapters.base.STAGE_FIELDS``) from a field relation."""
+    """Staged rows (see ``adapters.base.STAGE_FIELDS``) from a field relation.
+
+    Built in layers so each expensive expression (casting the timestamp) is computed once.
+    """
     f = {name: f"f{i}" for i, name in enumerate(fields(config))}
     types = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _TYPES.items())
     event_type = (
@@ -118,14 +125,13 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
         f"CASE WHEN {f['type']} = 'blocked' THEN 'bounce_soft' ELSE 'bounce_hard' END "
         f"ELSE CASE {f['event']} {types} END END"
     )
-    num = f"TRY_CAST({f['timestamp']} AS DOUBLE)"
     secs = (
-        f"(CASE WHEN abs({num}) >= 1e14 THEN {num} / 1e6 "
-        f"WHEN abs({num}) >= 1e11 THEN {num} / 1e3 ELSE {num} END)"
+        "CASE WHEN abs(num) >= 1e14 THEN num / 1e6 "
+        "WHEN abs(num) >= 1e11 THEN num / 1e3 ELSE num END"
     )
     ts = (
-        f"CASE WHEN {num} IS NOT NULL THEN CASE WHEN {secs} BETWEEN 946684800 AND 4102444799 "
-        f"THEN to_timestamp({secs}) END ELSE TRY_CAST({f['timestamp']} AS TIMESTAMPTZ) END"
+        "CASE WHEN secs BETWEEN 946684800 AND 4102444799 THEN to_timestamp(secs) "
+        f"WHEN num IS NULL THEN TRY_CAST({f['timestamp']} AS TIMESTAMPTZ) END"
     )
     variant = f"coalesce(nullif({f[config.variant_field]}, ''), {f['marketing_campaign_version']})"
     if config.variant_map:
@@ -133,16 +139,17 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
         variant = f"CASE {variant} {cases} ELSE {variant} END"
     machine = f"CASE WHEN et = 'open' THEN TRY_CAST({f['sg_machine_open']} AS BOOLEAN) END"
     basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
+    event_id = f"nullif({f['sg_event_id']}, '')"
     return f"""
         SELECT {first_no} + rec_no - 1 AS input_no, {_lit(source)} AS source,
-            'sendgrid' AS provider,
-            nullif({f["sg_event_id"]}, '') AS event_id, {basis} AS id_basis,
+            'sendgrid' AS provider, {event_id} AS event_id,
+            CASE WHEN {event_id} IS NULL THEN {basis} END AS id_basis,
             et AS event_type, ts_parsed AS ts, nullif({f["email"]}, '') AS address,
             NULL::VARCHAR AS recipient_key, trim({f["sg_message_id"]}) AS message_id,
             coalesce({f["marketing_campaign_id"]}, {f["singlesend_id"]}) AS campaign_id,
             {variant} AS variant_id, {f["url"]} AS url, {f["useragent"]} AS user_agent,
-            {f["ip"]} AS ip, {machine} AS is_machine_open, NULL::BOOLEAN AS is_bot_click,
-            CASE WHEN {machine} THEN 'provider_flag' END AS bot_reason,
+            {f["ip"]} AS ip, machine AS is_machine_open, NULL::BOOLEAN AS is_bot_click,
+            CASE WHEN machine THEN 'provider_flag' END AS bot_reason,
             CASE WHEN et LIKE 'bounce%' THEN coalesce({f["bounce_classification"]}, {f["type"]})
                 END AS bounce_class,
             NULL::DOUBLE AS revenue, NULL::VARCHAR AS currency,
@@ -155,7 +162,10 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
                     THEN 'missing timestamp' ELSE 'unparseable or out-of-range timestamp' END
             END AS quarantine_reason,
             raw
-        FROM (SELECT *, {event_type} AS et, {ts} AS ts_parsed FROM ({relation}))"""
+        FROM (SELECT *, {ts} AS ts_parsed, {machine} AS machine FROM (
+              SELECT *, {secs} AS secs FROM (
+              SELECT *, TRY_CAST({f["timestamp"]} AS DOUBLE) AS num, {event_type} AS et
+              FROM ({relation}))))"""
 
 
 def stage_fast(
@@ -163,17 +173,18 @@ def stage_fast(
 ) -> int | None:
     """Stage a clean file through ``read_json``; None when it is not clean (use the slow path)."""
     sql = stage_sql(fast_relation_sql(path, shape, config), config, first_no, path)
+    table = f"staged_fast_{first_no}"  # its own table: no second copy into staged_rows
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE sg_stage AS {sql}")
+        con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
     except (duckdb.Error, UnicodeError):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
         return None
     (n, bad) = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NOT NULL) FROM sg_stage"
+        f"SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NOT NULL) FROM {table}"
     ).fetchone()
     if bad:
+        con.execute(f"DROP TABLE {table}")
         return None  # re-read line by line so the quarantine holds the raw records
-    con.execute("INSERT INTO staged BY NAME SELECT * FROM sg_stage")
-    con.execute("DROP TABLE sg_stage")
     return int(n)
 
 
@@ -182,9 +193,9 @@ def stage_lines(
 ) -> int:
     """Stage an NDJSON file line by line: every line is one input record, parseable or not."""
     sql = stage_sql(parsed_relation_sql(lines_relation_sql(path), config), config, first_no, path)
-    (before,) = con.execute("SELECT count(*) FROM staged").fetchone()
-    con.execute(f"INSERT INTO staged BY NAME {sql}")
-    (after,) = con.execute("SELECT count(*) FROM staged").fetchone()
+    (before,) = con.execute("SELECT count(*) FROM staged_rows").fetchone()
+    con.execute(f"INSERT INTO staged_rows BY NAME {sql}")
+    (after,) = con.execute("SELECT count(*) FROM staged_rows").fetchone()
     return int(after - before)
 
 
@@ -209,7 +220,7 @@ def stage_texts(
         sql = stage_sql(
             parsed_relation_sql("SELECT * FROM sg_texts", config), config, first_no, source
         )
-        con.execute(f"INSERT INTO staged BY NAME {sql}")
+        con.execute(f"INSERT INTO staged_rows BY NAME {sql}")
     finally:
         con.unregister("sg_texts")
     return len(texts)
