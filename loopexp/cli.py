@@ -180,6 +180,7 @@ def ingest_cmd(
     from loopexp.events.ingest import ingest  # noqa: PLC0415
     from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
 
+    _check_format(fmt)
     config = _load(spec_path).ingest if spec_path else None
     try:
         key = load_hash_key(key_file, allow_demo=demo_key)
@@ -202,6 +203,7 @@ def ingest_cmd(
 def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
     from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
 
+    _check_format(fmt)
     try:
         path = ingest_to_canonical([events], folder, key=load_hash_key(), fmt=fmt, config=config)
     except (IngestError, HashKeyError) as exc:
@@ -215,6 +217,11 @@ def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
         highlight=False,
     )
     return path
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
 def _print_ingest(summary: IngestSummary) -> None:

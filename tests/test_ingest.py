@@ -395,3 +395,86 @@ def test_strict_exits_1_and_bad_files_exit_2_without_traceback(tmp_path: Path, m
     monkeypatch.delenv("LOOPEXP_HASH_KEY")
     res = runner.invoke(app, ["ingest", str(ESP / "postmark"), "--out", str(tmp_path / "q")])
     assert res.exit_code == 2 and "LOOPEXP_HASH_KEY" in res.output
+
+
+def test_spec_ingest_section_sets_the_rules(tmp_path: Path, monkeypatch) -> None:
+    from loopexp.spec import load_spec
+
+    demo = (Path(__file__).parent.parent / "experiments" / "subject_line_demo.yaml").read_text()
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        demo + "ingest:\n  variant_field: arm\n  rules: [provider_flag]\n"
+        "  open_after_delivery_s: 5\n"
+    )
+    spec = load_spec(spec_path)
+    assert spec.ingest == IngestConfig(
+        variant_field="arm", rules=["provider_flag"], open_after_delivery_s=5
+    )
+    recs = [
+        {
+            "email": "a@example.com",
+            "event": "open",
+            "timestamp": 1_700_000_000,
+            "useragent": "Mozilla/5.0",
+            "sg_event_id": "x",
+            "arm": "personal",
+        }
+    ]
+    (tmp_path / "ev.json").write_text(json.dumps(recs))
+    monkeypatch.setenv("LOOPEXP_HASH_KEY", "a-test-secret")
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(tmp_path / "ev.json"),
+            "--out",
+            str(tmp_path / "o"),
+            "--spec",
+            str(spec_path),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["machine_opens"] == 0  # apple_proxy is off in this spec
+    assert pd.read_parquet(tmp_path / "o" / "events.parquet")["variant_id"][0] == "personal"
+
+
+def test_run_with_raw_exports_needs_the_hash_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LOOPEXP_HASH_KEY", raising=False)
+    monkeypatch.delenv("LOOPEXP_HASH_KEY_FILE", raising=False)
+    demo = Path(__file__).parent.parent / "experiments" / "subject_line_demo.yaml"
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(demo),
+            "--events",
+            str(ESP / "sendgrid"),
+            "--events-format",
+            "sendgrid",
+            "--assignment",
+            str(tmp_path / "a.parquet"),
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'db'}",
+        ],
+    )
+    assert res.exit_code == 2 and "LOOPEXP_HASH_KEY" in res.output
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(demo),
+            "--events",
+            str(ESP / "sendgrid"),
+            "--events-format",
+            "nonsense",
+            "--assignment",
+            str(tmp_path / "a.parquet"),
+            "--out",
+            str(tmp_path / "out2"),
+        ],
+    )
+    assert res.exit_code == 2 and "unknown format 'nonsense'" in res.output
