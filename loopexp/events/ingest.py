@@ -63,7 +63,7 @@ _STAGE_TYPES = {
     "is_bot_click": "BOOLEAN",
     "revenue": "DOUBLE",
 }
-_TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".tsv")
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 _JSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz", ".txt")
 
 
@@ -224,13 +224,7 @@ def _stage_file(
     try:
         if name.endswith(".parquet"):
             return _stage_parquet(con, path, fmt, config, first_no)
-        if (
-            fmt != "auto"
-            and fmt not in ("mailchimp-csv", "table", "canonical")
-            and not name.endswith((".csv", ".csv.gz", ".tsv"))
-        ):
-            return _stage_json(con, path, fmt, config, first_no)
-        if name.endswith((".csv", ".csv.gz", ".tsv")) or fmt in ("mailchimp-csv", "table"):
+        if name.endswith((".csv", ".csv.gz")) or fmt in ("mailchimp-csv", "table"):
             return _stage_csv(con, path, fmt, config, first_no)
         return _stage_json(con, path, fmt, config, first_no)
     except OSError as exc:
@@ -392,7 +386,7 @@ def _stage_csv(
     header = [reader.normalise_header(h) for h in reader.csv_header(text)]
     if not header:
         return fmt if fmt != "auto" else "empty", 0
-    is_mailchimp = fmt == "mailchimp-csv" or (
+    is_mailchimp = fmt in ("mailchimp-csv", "mailchimp") or (
         fmt == "auto" and set(header) >= mailchimp.CSV_COLUMNS and not config.columns
     )
     rows: list[dict] = []
