@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loopexp.assign import AssignmentSummary, assign_recipients
+from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
@@ -214,12 +216,116 @@ def run(
     next_spec_dir: Annotated[
         Path | None, typer.Option(help="where the next spec goes [default: beside the spec]")
     ] = None,
+    events_format: Annotated[
+        str,
+        typer.Option(
+            help="format of --events: canonical Parquet, or raw ESP exports (a file, folder or "
+            f"glob) ingested into <out>/ingest first: {', '.join(FORMATS)}"
+        ),
+    ] = "canonical",
 ) -> None:
     """Analyse one iteration (papermill notebook), log it to MLflow, write the next spec."""
     spec = _load(spec_path)
     out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
+    if events_format != "canonical":
+        events = _ingest_for_run(events, out / "ingest", events_format, spec.ingest)
     outcome = _run(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     _print_outcome(outcome)
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="export files, folders or globs")],
+    out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
+    fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
+    spec_path: Annotated[
+        Path | None, typer.Option("--spec", help="spec whose ingest: section to use")
+    ] = None,
+    assignment: Annotated[
+        Path | None, typer.Option(help="assignment, to report bot removals per variant")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="file holding the hashing key [default: $LOOPEXP_HASH_KEY]")
+    ] = None,
+    demo_key: Annotated[
+        bool, typer.Option(help="allow the public demo key (simulated data only)")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="exit 1 when any record is quarantined")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Read ESP exports into the canonical event table; quarantine what cannot be used."""
+    from loopexp.events.ingest import ingest  # noqa: PLC0415
+    from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
+
+    _check_format(fmt)
+    config = _load(spec_path).ingest if spec_path else None
+    try:
+        key = load_hash_key(key_file, allow_demo=demo_key)
+        summary = ingest(paths, out, key=key, fmt=fmt, config=config, assignment=assignment)
+    except (IngestError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_ingest(summary)
+    if strict and summary.quarantined:
+        Console(stderr=True).print(
+            f"[bold red]--strict:[/] {summary.quarantined:,} record(s) quarantined; see "
+            f"{summary.quarantine_path} (column reason) and fix the export or the mapping"
+        )
+        raise typer.Exit(code=1)
+
+
+def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
+    from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
+
+    _check_format(fmt)
+    try:
+        path = ingest_to_canonical([events], folder, key=load_hash_key(), fmt=fmt, config=config)
+    except (IngestError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    summary = json.loads((folder / "ingest_summary.json").read_text(encoding="utf-8"))
+    console.print(
+        f"ingested {summary['input_records']:,} records → {summary['events']:,} events, "
+        f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined "
+        f"({folder})",
+        highlight=False,
+    )
+    return path
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _print_ingest(summary: IngestSummary) -> None:
+    table = Table(title="Ingest", show_header=False, box=box.ROUNDED)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    per_format: dict[str, list[int]] = {}
+    for f in summary.files:
+        per_format.setdefault(f.format, []).append(f.input_records)
+    for name, counts in per_format.items():
+        table.add_row(name, f"{sum(counts):,} records in {len(counts)} file(s)")
+    table.add_row("input records", f"{summary.input_records:,}")
+    table.add_row("events", f"{summary.events:,}")
+    table.add_row("duplicates", f"{summary.duplicates:,}")
+    table.add_row("quarantined", f"{summary.quarantined:,}")
+    for reason, n in list(summary.quarantine_reasons.items())[:8]:
+        table.add_row("", f"{n:,} × {reason}")
+    table.add_row("by type", ", ".join(f"{k} {v:,}" for k, v in summary.by_type.items()))
+    table.add_row("machine opens", f"{summary.machine_opens:,}")
+    table.add_row("bot clicks", f"{summary.bot_clicks:,}")
+    for rule, per_variant in summary.removed_by_rule.items():
+        parts = [f"{v}: {c['open']:,} opens, {c['click']:,} clicks" for v, c in per_variant.items()]
+        table.add_row(rule, "\n".join(parts))
+    table.add_row("outputs", f"{summary.events_path}\n{summary.quarantine_path}")
+    console.print(table)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, METRICS
 
 SPEC_SCHEMA_VERSION = 1
@@ -279,6 +280,8 @@ class ExperimentSpec(_Model):
     factors: list[Factor] | None = None
     """Multivariate (factorial) tests only: the factors; ``variants`` may then be left out and
     are generated as every combination of levels (see :func:`factorial_cells`)."""
+    ingest: IngestConfig | None = None
+    """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
 
     @model_validator(mode="before")
     @classmethod
