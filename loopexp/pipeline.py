@@ -319,15 +319,13 @@ def run_iteration(
         stale: list[str] = []
         tracking_down: TrackingUnavailableError | None = None
         try:
-            stale = mark_stale_runs(spec, uri)
+            stale = _mark_stale(spec, uri, progress)
             existing = (
                 None if force else find_finished_run(spec.campaign, spec_sha, fingerprint, uri)
             )
         except TrackingUnavailableError as exc:
             tracking_down, existing = exc, None
             _say(progress, f"warning: {exc}; analysing anyway, the results will be kept locally")
-        for run_id in stale:
-            _say(progress, f"marked the stale RUNNING run {run_id} FAILED (its process was killed)")
         if existing is not None:
             _say(progress, f"already analysed: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, tuple(stale))
@@ -372,6 +370,19 @@ def run_iteration(
             )
         except NotebookFailedError as exc:
             _fail_attempt(spec, exc, attempt, manifest, out, uri, tracking_down, progress)
+            raise
+        except BaseException as exc:  # e.g. Ctrl-C, or papermill refusing the notebook
+            manifest.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+            _write_json(attempt / MANIFEST, manifest)
+            _unpublish(
+                out,
+                {
+                    "state": "failed",
+                    "attempt_id": attempt_id,
+                    "attempt": str(attempt),
+                    "error": manifest["error"],
+                },
+            )
             raise
         _say(progress, f"notebook done in {time.monotonic() - started:.0f} s; writing the report")
         _render_quietly(executed)
@@ -419,8 +430,15 @@ def upload(
     uri = resolve_tracking_uri(tracking_uri or manifest["tracking_uri"])
     spec = load_spec(folder / "spec.yaml")
     with experiment_lock(spec, uri, lock_timeout):
-        stale = mark_stale_runs(spec, uri)
+        stale = _mark_stale(spec, uri, progress)
         return _log_attempt(folder, uri, force=force, progress=progress, stale=tuple(stale))
+
+
+def _mark_stale(spec: ExperimentSpec, uri: str, progress: Progress | None) -> list[str]:
+    stale = mark_stale_runs(spec, uri)
+    for run_id in stale:
+        _say(progress, f"marked the stale RUNNING run {run_id} FAILED (its process was killed)")
+    return stale
 
 
 def _render_quietly(executed: Path) -> Path | None:

@@ -134,14 +134,14 @@ def _client(uri: str) -> MlflowClient:
     configure_http()
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
 
-    client = MlflowClient(tracking_uri=uri)
-    if uri.startswith("sqlite:"):
-        # MLflow creates a fresh SQLite store's tables without a lock: two first runs at once fail
-        # with "table latest_metrics already exists". Creating the store under a lock per
-        # database file makes the first contact safe; later contacts find the tables.
-        with file_lock(f"store-{_key(uri)}", timeout=300):
-            _ = client._tracking_client.store
-    return client
+    if not uri.startswith("sqlite:"):
+        return MlflowClient(tracking_uri=uri)
+    # MLflow creates a fresh SQLite store's tables without a lock (the client creates its store
+    # when constructed): two first runs at once fail with "table latest_metrics already exists".
+    # Constructing the client under a lock per database file makes the first contact safe; later
+    # contacts find the tables (and MLflow caches the store per process).
+    with file_lock(f"store-{_key(uri)}", timeout=300):
+        return MlflowClient(tracking_uri=uri)
 
 
 @contextlib.contextmanager
