@@ -483,7 +483,7 @@ def _fail_attempt(
         "notebook is attached; no decision was made.",
     }
     try:
-        run = start_run(spec, f"iter {spec.iteration} · FAILED ({exc.ename})"[:60], tags, uri)
+        run = start_run(spec, f"#{spec.iteration} FAILED {exc.ename}"[:60], tags, uri)
         try:
             log_files(run, [p for p in (exc.notebook, html_path, attempt / "spec.yaml") if p])
         finally:

@@ -1,7 +1,7 @@
 """MLflow logging: one experiment per campaign, one run per analysed iteration.
 
 Marketers read the runs table without clicking, so a run carries a name that says what happened
-(``iter 2 · SHIP personal +15.6% clicks``), a one-line summary in words, headline metrics named the
+(``#2 SHIP personal +16%``), a one-line summary in words, headline metrics named the
 same in every iteration (``decision.rel_lift``, ``control.<metric>``, ``best.<metric>``) so charts
 compare iterations, the per-variant figures for those who dig, and the run's artifacts.
 
@@ -56,9 +56,17 @@ STALE_AFTER_HOURS = float(os.environ.get("LOOPEXP_STALE_AFTER_HOURS", "6"))
 _STATUS_WORDS = {
     Status.SHIP: "SHIP",
     Status.KEEP_TESTING: "KEEP TESTING",
-    Status.NO_DIFFERENCE: "NO DIFFERENCE",
+    Status.NO_DIFFERENCE: "NO DIFF",
     Status.GUARDRAIL_VETO: "VETO",
-    Status.INVALID_SRM: "INVALID SPLIT",
+    Status.INVALID_SRM: "BAD SPLIT",
+}
+
+_SUMMARY_WORDS = {
+    Status.SHIP: "SHIP",
+    Status.KEEP_TESTING: "KEEP TESTING",
+    Status.NO_DIFFERENCE: "NO DIFFERENCE",
+    Status.GUARDRAIL_VETO: "GUARDRAIL VETO",
+    Status.INVALID_SRM: "INVALID SPLIT (sample-ratio mismatch)",
 }
 
 #: Short words for metrics in run names (the default name column shows ~40 characters).
@@ -309,14 +317,18 @@ def _metric_word(metric: str) -> str:
 
 
 def run_name(results: ExperimentResults) -> str:
-    """``iter 2 · SHIP personal +15.6% clicks``: what happened, short enough for the name column."""
+    """``#2 SHIP personal +16%``: what happened, decision first, short enough for the name column.
+
+    MLflow 3's runs table shows about 23 characters of a name (146 px): the iteration and the
+    decision always fit; the variant is cut to 10 characters; the metric is in the summary.
+    """
     d = results.decision
-    parts = [f"iter {results.experiment.iteration} ·", _STATUS_WORDS.get(d.status, d.status.value)]
+    parts = [f"#{results.experiment.iteration}", _STATUS_WORDS.get(d.status, d.status.value)]
     who = d.winner or d.best_challenger
     if who:
-        parts.append(who[:16])
+        parts.append(who if len(who) <= 10 else who[:9] + "…")
         if d.rel_lift is not None and math.isfinite(d.rel_lift):
-            parts.append(f"{d.rel_lift:+.1%} {_metric_word(d.primary_metric)}")
+            parts.append(f"{d.rel_lift:+.0%}" if abs(d.rel_lift) >= 0.1 else f"{d.rel_lift:+.1%}")
     return " ".join(parts)
 
 
@@ -327,7 +339,7 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
     with its interval and certainty, and the guardrails.
     """
     d = results.decision
-    status = _STATUS_WORDS.get(d.status, d.status.value)
+    status = _SUMMARY_WORDS.get(d.status, d.status.value)
     who = d.winner or d.best_challenger
     metric = _metric_word(d.primary_metric)
     if who:
@@ -616,19 +628,18 @@ def run_tags(run: Any) -> dict[str, str]:
 
 
 def experiment_url(base_url: str, experiment_id: str | None = None) -> str:
-    """The link to a campaign's runs table on a server at ``base_url``."""
+    """The link to a campaign's runs table (model-training view) on a server at ``base_url``."""
     base = base_url.rstrip("/")
-    if not experiment_id:
-        return f"{base}/#/experiments"
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"{base}/#/{page}?workflowType=machine_learning"
 
 
 def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
     """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store."""
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
-        return experiment_url(uri, experiment_id) + "?workflowType=machine_learning"
+        return experiment_url(uri, experiment_id)
     return (
         f"loopexp ui --tracking-uri {uri}  then open "
-        f"{experiment_url('http://127.0.0.1:5000', experiment_id)}?workflowType=machine_learning"
+        f"{experiment_url('http://127.0.0.1:5000', experiment_id)}"
     )

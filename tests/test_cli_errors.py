@@ -165,3 +165,27 @@ def test_publishing_a_new_attempt_leaves_no_file_of_the_last(tmp_path: Path) -> 
     assert (out / "decision.json").read_text() == "2"
     assert not (out / "quarantine.parquet").exists()
     assert '"attempt_id": "2"' in (out / LATEST).read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("truncated.parquet", "truncate"),
+        ("json.parquet", b'{"event_id": "e1", "recipient_key": "k"}\n'),
+        ("binary.csv", bytes(range(256)) * 64),
+        ("header-only.csv", b"event_id,provider\n"),
+    ],
+)
+def test_unreadable_or_incomplete_events_are_refused_naming_the_file(
+    campaign: dict[str, Path], tmp_path: Path, name: str, content: object
+) -> None:
+    broken = tmp_path / name
+    if content == "truncate":
+        data = campaign["events"].read_bytes()
+        broken.write_bytes(data[: len(data) // 2])
+    else:
+        broken.write_bytes(content)
+    result, seconds = _run(campaign, campaign["assignment"], tmp_path, events=broken)
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert name in "".join(result.output.split())
+    assert seconds < 15

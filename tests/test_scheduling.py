@@ -34,6 +34,7 @@ LOOPEXP = str(Path(sys.executable).parent / "loopexp")
 CRON = ROOT / "recipes" / "loopexp-cron.sh"
 ARTIFACTS = ROOT / "test-artifacts"  # ignored by git: screenshots of the browser test
 STATE: dict[str, object] = {}
+ML = "?workflowType=machine_learning"  # the runs table, not GenAI traces
 
 
 def _free_port() -> int:
@@ -144,8 +145,8 @@ def test_stopped_server_fails_fast_keeps_the_analysis_and_upload_logs_it(
     assert json.loads((out / "decision.json").read_text())["mlflow_run_id"] == run.info.run_id
 
     # What a marketer reads without clicking.
-    assert run.info.run_name.startswith("iter 1 · SHIP personal +")
-    assert run.info.run_name.endswith("% clicks") and len(run.info.run_name) <= 40
+    assert run.info.run_name.startswith("#1 SHIP personal +")
+    assert run.info.run_name.endswith("%") and len(run.info.run_name) <= 23
     summary = run.data.tags["loopexp.summary"]
     assert "we picked these for your spring" in summary  # the winning subject line, in words
     assert "95% CI" in summary and "chance to beat control" in summary
@@ -338,11 +339,14 @@ def test_marketer_sees_the_decision_in_the_mlflow_ui(server: str) -> None:
         )  # fmt: skip
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{experiment}/runs", wait_until="domcontentloaded")
-            page.get_by_text(run.info.run_name).first.wait_for(timeout=60_000)
+            page.goto(f"{experiment}/runs{ML}", wait_until="domcontentloaded")
+            name = page.get_by_text(run.info.run_name).first
+            name.wait_for(timeout=60_000)
+            # The whole name shows in the default column width (no ellipsis).
+            assert name.evaluate("e => e.scrollWidth <= e.clientWidth"), run.info.run_name
             page.screenshot(path=str(ARTIFACTS / "mlflow-campaign-runs.png"))
 
-            page.goto(f"{experiment}/runs/{run.info.run_id}", wait_until="domcontentloaded")
+            page.goto(f"{experiment}/runs/{run.info.run_id}{ML}", wait_until="domcontentloaded")
             page.get_by_text("we picked these for your spring").first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "mlflow-run.png"), full_page=True)
 
@@ -355,3 +359,14 @@ def test_marketer_sees_the_decision_in_the_mlflow_ui(server: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "mlflow-report.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_runs_lists_the_iterations_with_their_decisions(server: str) -> None:
+    if "run" not in STATE:
+        pytest.skip("needs the first run")
+    result = _loopexp("runs", "--campaign", "spring-newsletter", "--tracking-uri", server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert STATE["run"].info.run_name in text and "FINISHED" in text
+    assert "FAILED" in text  # the failing cell's run (and the killed one) are listed too
+    assert "workflowType=machine_learning" in text
