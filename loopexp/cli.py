@@ -17,8 +17,9 @@ from loopexp.metrics.engine import EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
 from loopexp.plan import sample_size_per_variant
 from loopexp.report import comparisons_table
+from loopexp.resources import example_spec_path, starter_spec
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
-from loopexp.spec import SpecError, load_spec
+from loopexp.spec import SpecError, TestType, load_spec
 from loopexp.tracking import ui_hint
 
 app = typer.Typer(
@@ -29,7 +30,7 @@ app = typer.Typer(
 )
 console = Console()
 
-DEMO_SPEC = Path("experiments/subject_line_demo.yaml")
+DEMO_SPEC = example_spec_path("subject_line_demo.yaml")  # shipped in the wheel
 
 TrackingOpt = Annotated[
     str | None,
@@ -61,6 +62,40 @@ def validate(
         )
     if bad:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="spec file to write [default: experiments/<campaign>-<type>.yaml]"),
+    ] = None,
+    test_type: Annotated[
+        TestType, typer.Option("--type", help="what the variants differ in")
+    ] = TestType.SUBJECT_LINE,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="campaign name (letters, digits, . _ -) [default: PATH's name]"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a commented starter spec for a new experiment, ready to edit and validate."""
+    campaign = campaign or (path.stem if path else "my-campaign")
+    path = path or Path("experiments") / f"{campaign}-{test_type.value.replace('_', '-')}.yaml"
+    if path.exists() and not force:
+        _fail(f"{path} exists; choose another PATH or pass --force to overwrite it")
+    try:
+        text = starter_spec(test_type, campaign)
+    except ValueError as exc:  # a SpecError too
+        _fail(f"{exc}; choose one with --campaign NAME")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(
+        f"[green]✓[/] wrote a {test_type.value} spec to {path}\n"
+        f"Edit the variants, audience and metrics (each field is commented), then:\n"
+        f"  loopexp validate {path}\n  loopexp plan {path} --baseline 0.04",
+        highlight=False,
+    )
 
 
 @app.command()
