@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -24,6 +25,17 @@ def test_notebook_is_committed_without_outputs_or_run_metadata(path: Path) -> No
         assert not cell.get("outputs") and cell.get("execution_count") is None, path
         assert "execution" not in cell.get("metadata", {}), f"{path}: strip cell run metadata"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_notebooks_are_in_the_form_nbstripout_commits(tmp_path: Path) -> None:
+    """Saving from JupyterLab and committing through the nbstripout hook changes nothing else."""
+    config = (ROOT / ".pre-commit-config.yaml").read_text()
+    assert "nbstripout" in config
+    nbstripout = Path(sys.executable).parent / "nbstripout"
+    copies = [Path(shutil.copy(p, tmp_path / p.name)) for p in NOTEBOOKS]
+    subprocess.run([str(nbstripout), *map(str, copies)], check=True)
+    for original, stripped in zip(NOTEBOOKS, copies, strict=True):
+        assert stripped.read_bytes() == original.read_bytes(), f"run nbstripout on {original}"
 
 
 def _outputs(nb: nbformat.NotebookNode, kind: str) -> list[str]:
