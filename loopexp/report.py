@@ -176,12 +176,12 @@ def readable_comparisons(
                 "p (adjusted)": _p(c.p_value_adjusted),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index(["metric", "variant"]) if rows else pd.DataFrame()
 
 
 def readable_segment_lifts(results: ExperimentResults, metric: str) -> pd.DataFrame:
     """Lift of each challenger on ``metric`` per segment, in percentages (exploratory)."""
-    return pd.DataFrame(
+    rows = pd.DataFrame(
         [
             {
                 "segment": s.segment.replace("_", " "),
@@ -195,6 +195,7 @@ def readable_segment_lifts(results: ExperimentResults, metric: str) -> pd.DataFr
             if c.metric == metric
         ]
     )
+    return rows.set_index(["segment", "variant"]) if len(rows) else rows
 
 
 def decision_summary(results: ExperimentResults) -> str:
