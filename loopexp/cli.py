@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,8 @@ from rich.table import Table
 from loopexp.assign import assign, write_send_lists
 from loopexp.metrics.engine import EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
-from loopexp.plan import sample_size_per_variant
-from loopexp.report import comparisons_table
+from loopexp.plan import baseline_from_history, plan_experiment
+from loopexp.report import comparisons_table, plan_summary
 from loopexp.resources import example_spec_path, starter_spec
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
 from loopexp.spec import SpecError, TestType, load_spec
@@ -101,19 +102,50 @@ def init(
 @app.command()
 def plan(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
-    baseline: Annotated[float, typer.Option(help="expected control rate of the primary metric")],
+    baseline: Annotated[
+        float | None, typer.Option(help="expected control rate of the primary metric, e.g. 0.04")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(help="earlier sends' results.json (globs allowed): their control rate"),
+    ] = None,
+    per_day: Annotated[
+        int | None, typer.Option(help="recipients mailed per day: gives the days of sending")
+    ] = None,
+    audience: Annotated[
+        int | None, typer.Option(help="recipients available: gives the smallest detectable lift")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the plan as JSON to this file")
+    ] = None,
 ) -> None:
-    """Recipients needed per variant to detect the spec's MDE on the primary metric."""
+    """Recipients per variant to detect the spec's MDE, days of sending, the audience's MDE.
+
+    The same plan as notebooks/plan_experiment.ipynb and ``loopexp.plan.plan_experiment``.
+    """
     spec = _load(spec_path)
-    rule = spec.decision
-    result = sample_size_per_variant(
-        baseline, rule.mde_relative, rule.alpha, rule.power, len(spec.challengers)
-    )
+    paths = sorted({p for pattern in history or [] for p in glob.glob(pattern)})
+    if history and not paths:
+        _fail(f"--history {' '.join(history)} matches no file")
+    if baseline is None and not paths:
+        _fail("give the control's expected rate with --baseline (e.g. 0.04) or --history FILES")
+    try:
+        if paths:
+            rate = baseline_from_history(spec, paths)
+            source = f"pooled from {len(paths)} earlier send(s)"
+        else:
+            rate, source = float(baseline), "as given"
+        result = plan_experiment(spec, rate, source, per_day, audience)
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(
-        f"{spec.primary_metric}: baseline {baseline:.2%}, MDE {rule.mde_relative:+.0%} relative, "
-        f"power {rule.power:.0%}, alpha {result.alpha_per_comparison:.3g} per comparison → "
-        f"[bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
+        f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
+        f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "
+        f"comparison → [bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
     )
+    console.print(plan_summary(result), highlight=False)
+    if json_path:
+        console.print(f"plan written to {result.write_json(json_path)}", highlight=False)
 
 
 @app.command("assign")

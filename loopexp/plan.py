@@ -51,7 +51,7 @@ def sample_size_per_variant(
     several challengers, alpha is split Bonferroni-style, a conservative stand-in for Holm.
     """
     if not 0 < baseline < 1:
-        raise ValueError(f"baseline rate must be in (0, 1); got {baseline}")
+        raise ValueError(f"baseline rate must be in (0, 1), e.g. 0.04 for 4%; got {baseline}")
     treated = baseline * (1 + mde_relative)
     if not 0 < treated < 1:
         raise ValueError(f"baseline x (1 + mde) = {treated:.4f} is not a rate; lower the MDE")
@@ -87,7 +87,7 @@ def mde_at(
     from scipy.optimize import brentq  # noqa: PLC0415 (only for this inversion)
 
     if not 0 < baseline < 1:
-        raise ValueError(f"baseline rate must be in (0, 1); got {baseline}")
+        raise ValueError(f"baseline rate must be in (0, 1), e.g. 0.04 for 4%; got {baseline}")
     top = (1 - 1e-9) / baseline - 1
     if power_at(baseline, top, n_per_variant, alpha) < power:
         return None

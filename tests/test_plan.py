@@ -91,3 +91,38 @@ def test_baseline_from_history_pools_earlier_controls(tmp_path: Path) -> None:
     assert baseline_from_history(spec, paths) == pytest.approx(expected)
     with pytest.raises(ValueError, match="no results"):
         baseline_from_history(spec, [])
+
+
+def test_cli_plan_writes_the_same_plan_as_python(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loopexp.cli import app
+
+    out = tmp_path / "plan.json"
+    args = ["plan", str(DEMO_SPEC), "--baseline", "0.04", "--per-day", "20000"]
+    result = CliRunner().invoke(app, [*args, "--audience", "60000", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = plan_experiment(load_spec(DEMO_SPEC), 0.04, "as given", 20_000, 60_000)
+    assert ExperimentPlan.model_validate_json(out.read_text()) == expected
+    words = " ".join(result.output.split())  # the console wraps at 80 columns
+    assert "8 day(s) of sending" in words and "+15.7% or more" in words
+
+
+def test_cli_plan_from_history_and_its_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loopexp.cli import app
+
+    runner = CliRunner()
+    history = str(Path(__file__).parent / "data" / "results-history.json")
+    ok = runner.invoke(app, ["plan", str(DEMO_SPEC), "--history", history])
+    assert ok.exit_code == 0 and "pooled from 1 earlier send" in " ".join(ok.output.split())
+    for args, message in (
+        (["--baseline", "4"], "e.g. 0.04 for 4%"),
+        ([], "--baseline"),
+        (["--history", str(tmp_path / "none-*.json")], "matches no file"),
+    ):
+        result = runner.invoke(app, ["plan", str(DEMO_SPEC), *args])
+        assert result.exit_code == 2, result.output
+        words = " ".join(result.output.split())
+        assert message in words and "Traceback" not in words
