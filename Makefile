@@ -20,7 +20,7 @@ demo: $(STAMP)
 # JupyterLab (from the dev extras, or `pip install 'loopexp[lab]'`) on the notebooks; its "Python 3"
 # kernel is this venv's Python. Files the notebooks write go to notebooks/runs/ (ignored by git).
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Registers this venv as the kernel "Python 3.11 (loopexp)" for a JupyterLab installed elsewhere.
 kernel: $(STAMP)
