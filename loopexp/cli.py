@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
 import signal
@@ -37,12 +38,13 @@ from loopexp.pipeline import (
     run_iteration,
     upload,
 )
-from loopexp.plan import sample_size_per_variant
+from loopexp.plan import baseline_from_history, plan_experiment
 from loopexp.recipients import RecipientsError, read_recipients, read_table
-from loopexp.report import comparisons_table
+from loopexp.report import comparisons_table, plan_summary
+from loopexp.resources import example_spec_path, starter_spec
 from loopexp.results import Status
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
-from loopexp.spec import SpecError, load_spec
+from loopexp.spec import SpecError, TestType, load_spec
 from loopexp.tracking import (
     TrackingUnavailableError,
     experiment_id_of,
@@ -160,7 +162,7 @@ app = _App(
     pretty_exceptions_show_locals=False,
 )
 
-DEMO_SPEC = Path("experiments/subject_line_demo.yaml")
+DEMO_SPEC = example_spec_path("subject_line_demo.yaml")  # shipped in the wheel
 
 TrackingOpt = Annotated[
     str | None,
@@ -212,24 +214,86 @@ def validate(
 
 
 @app.command()
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="spec file to write [default: experiments/<campaign>-<type>.yaml]"),
+    ] = None,
+    test_type: Annotated[
+        TestType, typer.Option("--type", help="what the variants differ in")
+    ] = TestType.SUBJECT_LINE,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="campaign name (letters, digits, . _ -) [default: PATH's name]"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a commented starter spec for a new experiment, ready to edit and validate."""
+    campaign = campaign or (path.stem if path else "my-campaign")
+    path = path or Path("experiments") / f"{campaign}-{test_type.value.replace('_', '-')}.yaml"
+    if path.exists() and not force:
+        _fail(f"{path} exists; choose another PATH or pass --force to overwrite it")
+    try:
+        text = starter_spec(test_type, campaign)
+    except ValueError as exc:  # a SpecError too
+        _fail(f"{exc}; choose one with --campaign NAME")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(
+        f"[green]✓[/] wrote a {test_type.value} spec to {path}\n"
+        f"Edit the variants, audience and metrics (each field is commented), then:\n"
+        f"  loopexp validate {path}\n  loopexp plan {path} --baseline 0.04",
+        highlight=False,
+    )
+
+
+@app.command()
 def plan(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
-    baseline: Annotated[float, typer.Option(help="expected control rate of the primary metric")],
+    baseline: Annotated[
+        float | None, typer.Option(help="expected control rate of the primary metric, e.g. 0.04")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(help="earlier sends' results.json (globs allowed): their control rate"),
+    ] = None,
+    per_day: Annotated[
+        int | None, typer.Option(help="recipients mailed per day: gives the days of sending")
+    ] = None,
+    audience: Annotated[
+        int | None, typer.Option(help="recipients available: gives the smallest detectable lift")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the plan as JSON to this file")
+    ] = None,
 ) -> None:
-    """Recipients needed per variant to detect the spec's MDE on the primary metric."""
+    """Recipients per variant to detect the spec's MDE, days of sending, the audience's MDE.
+
+    The same plan as notebooks/plan_experiment.ipynb and ``loopexp.plan.plan_experiment``.
+    """
     spec = _load(spec_path)
-    rule = spec.decision
+    paths = sorted({p for pattern in history or [] for p in glob.glob(pattern)})
+    if history and not paths:
+        _fail(f"--history {' '.join(history)} matches no file")
+    if baseline is None and not paths:
+        _fail("give the control's expected rate with --baseline (e.g. 0.04) or --history FILES")
     try:
-        result = sample_size_per_variant(
-            baseline, rule.mde_relative, rule.alpha, rule.power, len(spec.challengers)
-        )
+        if paths:
+            rate = baseline_from_history(spec, paths)
+            source = f"pooled from {len(paths)} earlier send(s)"
+        else:
+            rate, source = float(baseline), "as given"
+        result = plan_experiment(spec, rate, source, per_day, audience)
     except ValueError as exc:
-        _fail(f"--baseline {baseline:g}: {exc}")
+        _fail(str(exc))
     console.print(
-        f"{spec.primary_metric}: baseline {baseline:.2%}, MDE {rule.mde_relative:+.0%} relative, "
-        f"power {rule.power:.0%}, alpha {result.alpha_per_comparison:.3g} per comparison → "
-        f"[bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
+        f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
+        f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "
+        f"comparison → [bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
     )
+    console.print(plan_summary(result), highlight=False)
+    if json_path:
+        console.print(f"plan written to {result.write_json(json_path)}", highlight=False)
 
 
 @app.command("assign")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: The repository's notebooks folder (notebooks are not part of the installed package).
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+from loopexp.resources import notebooks_dir
+
+#: The shipped notebooks: the repository's ``notebooks/`` in a checkout, inside the installed wheel.
+NOTEBOOKS_DIR = notebooks_dir()
 ANALYZE_NOTEBOOK = "analyze_experiment.ipynb"
 
 
