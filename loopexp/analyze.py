@@ -251,7 +251,7 @@ def _comparisons(
                 p_value_adjusted=p_adj,
                 prob_beat_control=prob,
                 expected_loss=loss,
-                method=m.description,
+                method=_method(m, name, table, spec),
                 ci_level=1 - level,
                 family_size=size,
                 prob_best=best,
@@ -260,6 +260,16 @@ def _comparisons(
             )
         )
     return out, missing
+
+
+def _method(m: TwoSampleMethod, name: str, table: MetricTable, spec: ExperimentSpec) -> str:
+    cap = getattr(table, "caps", {}).get(name)
+    if cap is None:
+        return m.description
+    return (
+        f"{m.description}; per-recipient values capped at {cap:.6g} (the "
+        f"{spec.decision.cap_percentile:.0%} percentile of non-zero values, pooled over arms)"
+    )
 
 
 _BAYES_METHOD = {
@@ -396,7 +406,15 @@ def analyze_files(
     quarantine_path: str | Path | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
     """Compute the spec's metrics from files in DuckDB and analyse them; return both."""
-    table = compute_metrics(events_path, assignment_path, spec.all_metrics, quarantine_path)
+    rule = spec.decision
+    caps = (
+        {m: rule.cap_percentile for m in spec.all_metrics if get_metric(m).kind == "mean"}
+        if rule.cap_percentile is not None
+        else None
+    )
+    table = compute_metrics(
+        events_path, assignment_path, spec.all_metrics, quarantine_path, caps=caps
+    )
     results = analyze(
         spec,
         table,

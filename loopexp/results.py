@@ -122,8 +122,9 @@ class Comparison(_Record):
     control: str
     estimate: float
     rel_lift: float | None
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    """None (null in JSON) when the interval is unbounded (e.g. no variance in either arm)."""
+    ci_high: float | None
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float

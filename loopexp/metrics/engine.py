@@ -9,7 +9,7 @@ hundred numbers whatever the size of the event table. Malformed events are quara
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,8 @@ class MetricTable:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     unassigned_events: int = 0
     """Valid events whose recipient is not on the assignment (other campaigns, seeds, typos)."""
+    caps: dict[str, float] = field(default_factory=dict)
+    """Per capped metric, the value its per-recipient numerator was winsorised at."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -91,11 +93,15 @@ def compute_metrics(
     assignment: Source,
     metrics: Sequence[str],
     quarantine_path: str | Path | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
     ``events`` is a Parquet path (globs allowed) or a DataFrame in the canonical schema;
     ``assignment`` a Parquet/CSV path or DataFrame with ``recipient_key, segment, variant_id``.
+    ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
+    winsorised at that percentile of its non-zero values among mailed recipients in the metric's
+    denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
     """
     defs = [get_metric(m) for m in metrics]
     con = duckdb.connect()
@@ -128,7 +134,8 @@ def compute_metrics(
             "SELECT coalesce(sum(p.n_events), 0) FROM per_recipient p "
             "ANTI JOIN assignment_src a USING (recipient_key)"
         ).fetchone()
-        rows = con.execute(_aggregate_sql(defs)).fetchdf()
+        cap_values = _cap_values(con, defs, caps or {})
+        rows = con.execute(_aggregate_sql(defs, cap_values)).fetchdf()
     finally:
         con.close()
 
@@ -157,6 +164,7 @@ def compute_metrics(
         quarantined=sum(reasons.values()),
         quarantine_reasons=reasons,
         unassigned_events=int(unassigned),
+        caps=cap_values,
     )
 
 
@@ -274,17 +282,40 @@ def _per_recipient_sql() -> str:
     """
 
 
-def _aggregate_sql(defs: Sequence) -> str:
+def _cap_values(
+    con: duckdb.DuckDBPyConnection, defs: Sequence, caps: Mapping[str, float]
+) -> dict[str, float]:
+    """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
+    out: dict[str, float] = {}
+    for m in defs:
+        if m.name not in caps or m.kind != "mean":
+            continue
+        cond = "" if m.denominator == "sent" else "AND p.delivered"
+        (value,) = con.execute(
+            f"SELECT quantile_cont(p.{m.numerator}, ?) FROM per_recipient p "
+            f"SEMI JOIN assignment_src a ON a.recipient_key = p.recipient_key "
+            f"AND a.variant_id <> '{HOLDOUT}' WHERE p.{m.numerator} > 0 {cond}",
+            [float(caps[m.name])],
+        ).fetchone()
+        if value is not None:
+            out[m.name] = float(value)
+    return out
+
+
+def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> str:
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
         # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
         cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
+        num = m.numerator
+        if caps and m.name in caps:
+            num = f"least({num}, {float(caps[m.name])!r}::DOUBLE)"
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
-            f'coalesce(sum({m.numerator}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f"coalesce(sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}), 0) "
+            f'coalesce(sum({num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
+            f"coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) "
             f'AS "{m.name}__sum_sq"',
         ]
     return f"""
