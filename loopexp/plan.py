@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from statsmodels.stats.proportion import (
     power_proportions_2indep,
     samplesize_proportions_2indep_onetail,
 )
+
+from loopexp.metrics.definitions import get_metric
+
+if TYPE_CHECKING:
+    from loopexp.spec import ExperimentSpec
 
 
 class SamplePlan(NamedTuple):
@@ -111,3 +116,21 @@ def power_at(
         treated - baseline, baseline, n_per_variant, alpha=alpha, alternative="two-sided"
     )
     return float(result.power)
+
+
+def plan_for(spec: ExperimentSpec, baseline: float) -> SamplePlan:
+    """The sample plan of ``spec``'s primary metric from a baseline rate.
+
+    Uses the spec's alpha, power, MDE, number of challengers and, for a delivered-based metric,
+    its expected delivery rate.
+    """
+    rule = spec.decision
+    delivered_based = get_metric(spec.primary_metric).denominator == "delivered"
+    return sample_size_per_variant(
+        baseline,
+        rule.mde_relative,
+        rule.alpha,
+        rule.power,
+        len(spec.challengers),
+        delivery_rate=rule.expected_delivery_rate if delivered_based else 1.0,
+    )

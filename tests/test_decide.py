@@ -319,3 +319,15 @@ def test_plan_counts_delivered_recipients():
     plan = sample_size_per_variant(0.04, 0.10, delivery_rate=0.8)
     assert plan.delivered_per_variant == full.per_variant
     assert plan.per_variant == math.ceil(full.per_variant / 0.8)
+
+
+def test_plan_for_spec_uses_its_expected_delivery_rate():
+    """plan_for reads the spec's expected delivery rate for a delivered-based primary metric."""
+    from loopexp.plan import plan_for, sample_size_per_variant
+
+    spec = make_spec(decision={"expected_delivery_rate": 0.9})
+    plan = plan_for(spec, 0.04)
+    assert plan.delivery_rate == 0.9
+    assert plan.delivered_per_variant == sample_size_per_variant(0.04, 0.10).per_variant
+    sent_based = make_spec(primary_metric="delivery_rate", decision={"expected_delivery_rate": 0.9})
+    assert plan_for(sent_based, 0.5).delivery_rate == 1.0
