@@ -118,6 +118,12 @@ def best_and_loss(
     x = np.linspace(lo, hi, GRID)
     dx = x[1] - x[0]
     pdf = np.exp(np.array([d.log_pdf(x) for d in dists]))
+    # A posterior narrower than the grid step (e.g. an arm with no variance) is a point mass:
+    # put all of it on the nearest grid point.
+    for j, d in enumerate(dists):
+        if not np.trapezoid(pdf[j], dx=dx) > 0.5:
+            pdf[j] = 0.0
+            pdf[j, int(np.clip(round((d.mean - lo) / dx), 1, GRID - 2))] = 1.0 / dx
     steps = (pdf[:, 1:] + pdf[:, :-1]) * (dx / 2)
     cdf = np.concatenate([np.zeros((len(dists), 1)), np.cumsum(steps, axis=1)], axis=1)
     mass = cdf[:, -1:].copy()
