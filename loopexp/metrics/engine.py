@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,8 @@ class MetricTable:
     """Valid events whose recipient is not on the assignment (other campaigns, seeds, typos)."""
     matched_recipients: int = 0
     """Assigned recipients with at least one valid event."""
+    caps: dict[str, float] = field(default_factory=dict)
+    """Per capped metric, the value its per-recipient numerator was winsorised at."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -111,6 +113,7 @@ def compute_metrics(
     require_match: bool = False,
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -125,6 +128,10 @@ def compute_metrics(
     run stops (:class:`QuarantineError`) instead of deciding on what is left; ``require_match``
     refuses events none of whose recipients is on the assignment. ``memory_limit`` and
     ``temp_directory`` bound DuckDB (see :func:`duckdb_resources`).
+
+    ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
+    winsorised at that percentile of its non-zero values among mailed recipients in the metric's
+    denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
     """
     defs = [get_metric(m) for m in metrics]
     with _connect(memory_limit, temp_directory) as (con, limit):
@@ -139,6 +146,7 @@ def compute_metrics(
                 variants=variants,
                 max_quarantine_share=max_quarantine_share,
                 require_match=require_match,
+                caps=caps,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -167,6 +175,7 @@ def _compute(
     variants: Sequence[str] | None,
     max_quarantine_share: float | None,
     require_match: bool,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
     _attach(con, "assignment_raw", assignment, "assignment", ASSIGNMENT_COLUMNS)
@@ -205,7 +214,8 @@ def _compute(
     ).fetchone()
     if require_match and not matched:
         raise EventsError(_no_match_message(con, events, assignment, n_events, quarantined))
-    rows = con.execute(_aggregate_sql(defs)).fetchdf()
+    cap_values = _cap_values(con, defs, caps or {})
+    rows = con.execute(_aggregate_sql(defs, cap_values)).fetchdf()
 
     stats: list[GroupStats] = []
     assigned: dict[str, int] = {}
@@ -233,6 +243,7 @@ def _compute(
         quarantine_reasons=reasons,
         unassigned_events=int(unassigned),
         matched_recipients=int(matched),
+        caps=cap_values,
     )
 
 
@@ -885,17 +896,40 @@ def _per_recipient_sql() -> str:
     """
 
 
-def _aggregate_sql(defs: Sequence) -> str:
+def _cap_values(
+    con: duckdb.DuckDBPyConnection, defs: Sequence, caps: Mapping[str, float]
+) -> dict[str, float]:
+    """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
+    out: dict[str, float] = {}
+    for m in defs:
+        if m.name not in caps or m.kind != "mean":
+            continue
+        cond = "" if m.denominator == "sent" else "AND p.delivered"
+        (value,) = con.execute(
+            f"SELECT quantile_cont(p.{m.numerator}, ?) FROM per_recipient p "
+            f"SEMI JOIN assignment_src a ON a.recipient_key = p.recipient_key "
+            f"AND a.variant_id <> '{HOLDOUT}' WHERE p.{m.numerator} > 0 {cond}",
+            [float(caps[m.name])],
+        ).fetchone()
+        if value is not None:
+            out[m.name] = float(value)
+    return out
+
+
+def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> str:
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
         # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
         cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
+        num = m.numerator
+        if caps and m.name in caps:
+            num = f"least({num}, {float(caps[m.name])!r}::DOUBLE)"
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
-            f'coalesce(sum({m.numerator}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f"coalesce(sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}), 0) "
+            f'coalesce(sum({num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
+            f"coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) "
             f'AS "{m.name}__sum_sq"',
         ]
     return f"""
