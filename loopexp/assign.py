@@ -68,9 +68,11 @@ def _top53(salt: str, keys: Iterable[str] | pa.Array) -> np.ndarray:
     """Top 53 bits of SHA-256(salt:key) per key, as uint64.
 
     Keys in Arrow (a list read from a file) are hashed in chunks: Arrow joins ``salt:key`` in C
-    and ``map`` runs hashlib's C functions with no Python bytecode per key, ~2x faster than one
-    Python expression per key at 10 M keys (bench/bench_assign.py). hashlib keeps the GIL for
-    inputs this short, so threads do not help; DuckDB's sha256() and forked processes were slower.
+    and ``map`` runs hashlib's C functions with no Python bytecode per key, which saves turning
+    them into Python strings first (×1.1 against one expression per key at 10 M keys, best of
+    interleaved rounds in bench/bench_assign.py). The cost is hashlib's, one call per key: it
+    keeps the GIL for inputs this short, so threads do not help, and DuckDB's sha256() and forked
+    processes were slower on two cores.
     """
     if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
         keys = pa.array(keys)
