@@ -308,8 +308,9 @@ def assign_recipients(
     mark(suppressed, ExclusionReason.SUPPRESSED)
     mark(~prepared.consent, ExclusionReason.NO_CONSENT)
     mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
-    allowed = [SEGMENT_ORDER.index(s) for s in audience.segments]
-    outside = ~np.isin(prepared.segment_code, allowed) | ~prepared.in_filters
+    in_audience = np.zeros(len(SEGMENT_ORDER) + 1, dtype=bool)  # last entry: code -1, unmapped
+    in_audience[[SEGMENT_ORDER.index(s) for s in audience.segments]] = True
+    outside = ~in_audience[prepared.segment_code] | ~prepared.in_filters
     mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
     as_of_text = None
     if audience.exclude_tested_within_days is not None:
@@ -389,8 +390,10 @@ def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:
     exact, and much faster at 10 M rows than hashing every key into a table of strings.
     """
     out = np.zeros(len(top), dtype=bool)
-    candidates = np.flatnonzero(pd.Series(top).duplicated(keep=False).to_numpy())
-    if candidates.size:
+    ordered = np.sort(top)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        candidates = np.flatnonzero(np.isin(top, repeated))
         texts = pd.Series(keys.take(pa.array(candidates)).to_pylist())
         out[candidates[texts.duplicated().to_numpy()]] = True
     return out
