@@ -248,3 +248,14 @@ def test_a_job_larger_than_the_memory_limit_spills_and_finishes(tmp_path, monkey
     assert t.get("click_rate", "a").n == 300_000
     assert t.get("click_rate", "a").sum == 300_000
     assert t.events == 1_800_000
+
+
+def test_pipeline_refuses_an_unreadable_file_before_starting_a_kernel(tmp_path):
+    from loopexp.pipeline import run_iteration
+
+    events, assignment = hc.write(tmp_path)
+    events.write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(EventsError, match=r"events\.parquet: the file is empty \(0 bytes\)"):
+        run_iteration(hc.DEMO_SPEC, events, assignment, out)
+    assert not out.exists()  # refused before a notebook kernel started

@@ -349,12 +349,21 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = ("recipient_key", "segment", "variant_id")
 
 
 def require_source(source: Source, what: str) -> None:
-    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no file."""
-    if not isinstance(source, pd.DataFrame) and not glob.glob(str(source)):
+    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no usable file.
+
+    Cheap checks only (existence, size, Parquet magic bytes), so that a pipeline can call it
+    before it starts a notebook kernel; the columns are checked when the data is read.
+    """
+    if isinstance(source, pd.DataFrame):
+        return
+    files = sorted(glob.glob(str(source)))
+    if not files:
         raise EventsError(
             f"{source}: file not found; no file matches this path (expected Parquet or CSV "
             f"for the {what})"
         )
+    for path in files:
+        _check_file(path, _reader(path))
 
 
 def _reader(path: str) -> str:
@@ -440,7 +449,6 @@ def _attach(
     (reader,) = readers
     file_columns: dict[str, dict[str, str]] = {}
     for path in files:
-        _check_file(path, reader)
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {_read_sql([path], reader)}")
             file_columns[path] = {column: kind for column, kind, *_ in described.fetchall()}
