@@ -422,7 +422,11 @@ def summary(case: Case, tmp: Path) -> str:
             kind = f"raw {type(exc).__module__}.{kind}"
         return f"{kind}: {message[:110]}"
     reasons = ", ".join(f"{k}: {v}" for k, v in table.quarantine_reasons.items()) or "none"
+    leak = ""
+    quarantine = tmp / "quarantine.parquet"
+    if quarantine.exists() and ADDRESS in pd.read_parquet(quarantine).astype(str).to_csv():
+        leak = "; **quarantine.parquet holds the raw address**"
     return (
         f"decides {results.decision.status.value}; {table.quarantined}/{table.events} "
-        f"quarantined ({reasons})"
+        f"quarantined ({reasons}){leak}"
     )
