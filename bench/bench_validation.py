@@ -44,7 +44,7 @@ def timed(events: Path, assignment: Path, env: dict[str, str]) -> float:
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    ).stdout.splitlines()[-1].split()
     return float(out[0])
 
 

@@ -238,12 +238,12 @@ def test_a_job_larger_than_the_memory_limit_spills_and_finishes(tmp_path, monkey
     asg_path = tmp_path / "assignment.parquet"
     asg.to_parquet(asg_path, index=False)
     del ev, asg
-    # Without a spill folder the job does not fit in 100 MB: proof the limit binds.
+    # Without a spill folder the job does not fit in 150 MB: proof the limit binds.
     with pytest.raises(EventsError, match="ran out of memory"):
-        compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="100MB",
+        compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
                         temp_directory="")  # fmt: skip
     spill = tmp_path / "spill"
-    t = compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="100MB",
+    t = compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
                         temp_directory=spill)  # fmt: skip
     assert t.get("click_rate", "a").n == 300_000
     assert t.get("click_rate", "a").sum == 300_000
