@@ -51,6 +51,7 @@ class _Model(BaseModel):
     # allow_inf_nan=False: `.inf` / `.nan` in YAML are floats, and no spec number may be one.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+
 #: Largest variant weight: weights are relative, and a sum that overflows (1e308) breaks shares.
 MAX_WEIGHT = 1000.0
 #: Largest holdout share: beyond it too few recipients are mailed to compare anything.

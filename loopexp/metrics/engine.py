@@ -210,7 +210,7 @@ def _compute(
     (unassigned, matched) = con.execute(
         "SELECT coalesce(sum(p.n_events) FILTER (WHERE a.recipient_key IS NULL), 0), "
         "count(a.recipient_key) FROM per_recipient p "
-        "LEFT JOIN (SELECT DISTINCT recipient_key FROM assignment_src) a USING (recipient_key)"
+        "LEFT JOIN assignment_src a USING (recipient_key)"  # keys are unique: checked above
     ).fetchone()
     if require_match and not matched:
         raise EventsError(_no_match_message(con, events, assignment, n_events, quarantined))
@@ -347,6 +347,7 @@ def _connect(
         if threads.isdigit() and int(threads) > 0:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")  # less memory; results are ordered
+        con.execute("SET enable_progress_bar = false")  # no bar in cron logs and notebooks
         yield con, limit
     finally:
         con.close()
@@ -360,12 +361,21 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = ("recipient_key", "segment", "variant_id")
 
 
 def require_source(source: Source, what: str) -> None:
-    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no file."""
-    if not isinstance(source, pd.DataFrame) and not glob.glob(str(source)):
+    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no usable file.
+
+    Cheap checks only (existence, size, Parquet magic bytes), so that a pipeline can call it
+    before it starts a notebook kernel; the columns are checked when the data is read.
+    """
+    if isinstance(source, pd.DataFrame):
+        return
+    files = sorted(glob.glob(str(source)))
+    if not files:
         raise EventsError(
             f"{source}: file not found; no file matches this path (expected Parquet or CSV "
             f"for the {what})"
         )
+    for path in files:
+        _check_file(path, _reader(path))
 
 
 def _reader(path: str) -> str:
@@ -451,7 +461,6 @@ def _attach(
     (reader,) = readers
     file_columns: dict[str, dict[str, str]] = {}
     for path in files:
-        _check_file(path, reader)
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {_read_sql([path], reader)}")
             file_columns[path] = {column: kind for column, kind, *_ in described.fetchall()}
@@ -574,18 +583,20 @@ def _check_assignment(
             "hashed keys. Make the assignment with `loopexp assign`, which hashes addresses "
             "(loopexp.keys), so that no address reaches the analysis or its outputs."
         )
-    dup_keys, extra_rows, cross = con.execute(
-        "SELECT count(*), coalesce(sum(n - 1), 0), count(*) FILTER (WHERE groups > 1) FROM ("
-        "SELECT recipient_key, count(*) AS n, count(DISTINCT variant_id) AS groups "
-        "FROM assignment_src GROUP BY 1 HAVING count(*) > 1)"
+    # One hash aggregate in the common case; the details only when there are duplicates.
+    twice = "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1"
+    dup_keys, extra_rows = con.execute(
+        "SELECT count(*), coalesce(sum(n - 1), 0) FROM "
+        "(SELECT count(*) AS n FROM assignment_src GROUP BY recipient_key HAVING count(*) > 1)"
     ).fetchone()
     if dup_keys:
+        (cross,) = con.execute(
+            "SELECT count(*) FROM (SELECT recipient_key FROM assignment_src "
+            f"WHERE recipient_key IN ({twice}) GROUP BY 1 HAVING count(DISTINCT variant_id) > 1)"
+        ).fetchone()
         examples = [
             _show_key(k)
-            for (k,) in con.execute(
-                "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1 "
-                "ORDER BY 1 LIMIT 3"
-            ).fetchall()
+            for (k,) in con.execute(f"SELECT * FROM ({twice}) ORDER BY 1 LIMIT 3").fetchall()
         ]
         raise EventsError(
             f"{where}: {dup_keys:,} recipient_key(s) appear more than once in the assignment "
