@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from loopexp.assign import HOLDOUT, assign
 from loopexp.events.schema import EVENT_SCHEMA
+from loopexp.sendtime import send_slots
 from loopexp.spec import ExperimentSpec, Segment
 
 
@@ -57,6 +58,8 @@ class TrueEffects:
     open: dict[str, float] = field(default_factory=dict)
     click_given_open: dict[str, float] = field(default_factory=dict)
     unsubscribe: dict[str, float] = field(default_factory=dict)
+    slot_open: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Send-time effects: segment → send slot (HH:MM) → open multiplier (see loopexp.sendtime)."""
 
     def describe(self) -> str:
         """The effects in words, e.g. ``personal: opens ×1.15; urgency: unsubscribes ×1.9``."""
@@ -65,6 +68,9 @@ class TrueEffects:
         for kind, label in names.items():
             for variant, factor in getattr(self, kind).items():
                 per_variant.setdefault(variant, []).append(f"{label} ×{factor:g}")
+        for segment, slots in self.slot_open.items():
+            best = max(slots, key=slots.__getitem__)
+            per_variant.setdefault(f"send time ({segment})", []).append(f"best at {best}")
         if not per_variant:
             return "no true difference between variants (A/A)"
         return "; ".join(f"{v}: {', '.join(parts)}" for v, parts in per_variant.items())
@@ -134,6 +140,8 @@ def simulate_campaign(
     people = assignment.merge(
         recipients[["recipient_key", "apple_mpp", "link_scanner"]], on="recipient_key"
     )
+    if spec.send_time is not None or spec.test_type == "send_time":
+        people["slot"] = send_slots(people, spec)["slot"].to_numpy()
     events = _simulate_events(people, spec, effects, np.random.default_rng(seed + 1), send_at)
     return SimulatedCampaign(recipients, assignment, events, effects)
 
@@ -164,6 +172,10 @@ def _simulate_events(
     n = len(people)
     mailed = variant != HOLDOUT
     parts: list[pd.DataFrame] = []
+    # Send-time addition (issue 18): each recipient is mailed at their slot (base send = 09:00),
+    # every delay runs from that send, and the slot multiplies the open probability.
+    slot = people["slot"].to_numpy(dtype=object) if "slot" in people else None
+    offset = np.zeros(n) if slot is None else _slot_offsets(slot, send_ts)
 
     def emit(mask: np.ndarray, event_type: str, ts: np.ndarray, **cols: object) -> None:
         idx = np.flatnonzero(mask)
@@ -171,7 +183,7 @@ def _simulate_events(
             return
         frame = {
             "event_type": event_type,
-            "ts": send_ts + pd.to_timedelta(ts[idx], unit="s"),
+            "ts": send_ts + pd.to_timedelta(ts[idx] + offset[idx], unit="s"),
             "recipient_key": key[idx],
             "variant_id": variant[idx],
         }
@@ -206,7 +218,12 @@ def _simulate_events(
         ip="17.58.0.1",
     )
 
-    p_open = np.clip(_profile_array(seg, "open") * effects.multiplier("open", variant), 0, 0.98)
+    p_open = _profile_array(seg, "open") * effects.multiplier("open", variant)
+    if slot is not None and effects.slot_open:
+        p_open = p_open * np.array(
+            [effects.slot_open.get(g, {}).get(t, 1.0) for g, t in zip(seg, slot, strict=True)]
+        )
+    p_open = np.clip(p_open, 0, 0.98)
     opened = delivered & (rng.random(n) < p_open)
     t_open = t_delivered + rng.exponential(6 * 3600, n)
     emit(opened, "open", t_open, is_machine_open=False)
@@ -262,3 +279,10 @@ def _simulate_events(
             events[name] = None
     events["ts"] = events["ts"].dt.tz_convert("UTC").dt.floor("us")
     return events[EVENT_SCHEMA.names]
+
+
+def _slot_offsets(slot: np.ndarray, send_ts: pd.Timestamp) -> np.ndarray:
+    """Seconds from the base send time to each recipient's slot (HH:MM, same day)."""
+    base = send_ts.hour * 3600 + send_ts.minute * 60
+    seconds = {s: int(s[:2]) * 3600 + int(s[3:5]) * 60 - base for s in set(slot) if s}
+    return np.array([seconds.get(s, 0) for s in slot], dtype=float)
