@@ -31,11 +31,14 @@ def next_spec(
     parent_run_id: str | None = None,
     send_time: SendTimeSettings | None = None,
     weights: dict[str, float] | None = None,
+    baseline: float | None = None,
 ) -> ExperimentSpec:
     """Write the spec of iteration ``spec.iteration + 1`` from ``results``' decision.
 
     ``send_time`` replaces the spec's send-time settings (the learned windows); ``weights`` gives
-    the next variants' weights by id (variants not named keep theirs).
+    the next variants' weights by id (variants not named keep theirs); ``baseline`` replaces
+    the next control's observed primary rate in the plan (e.g. the winner's-curse-corrected rate
+    of :func:`loopexp.closed_loop.planning_baseline`).
     """
     decision = results.decision
     status = decision.status
@@ -62,11 +65,12 @@ def next_spec(
     planned = spec.planned_recipients_per_variant
     # The next control's observed rate is the next baseline (the winner's, after a ship).
     observed = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
-    baseline = observed.get(new_control.id)
-    if baseline is not None and baseline.value is not None and 0 < baseline.value < 1:
+    seen = observed.get(new_control.id)
+    rate = baseline if baseline is not None else (seen.value if seen is not None else None)
+    if rate is not None and 0 < rate < 1:
         rule = spec.decision
         planned = sample_size_per_variant(
-            baseline.value, rule.mde_relative, rule.alpha, rule.power, len(challengers)
+            rate, rule.mde_relative, rule.alpha, rule.power, len(challengers)
         ).per_variant
 
     iteration = spec.iteration + 1

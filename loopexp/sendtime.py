@@ -362,10 +362,18 @@ def slot_counts(
 
 
 def send_time_from_files(
-    events: str | Path, assignment: str | Path | pd.DataFrame, spec: ExperimentSpec
+    events: str | Path,
+    assignment: str | Path | pd.DataFrame,
+    spec: ExperimentSpec,
+    metric: str | None = None,
 ) -> SendTimeAnalysis:
-    """Analyse the send slots of one iteration of ``spec`` from its events and assignment."""
-    counts = slot_counts(events, assignment, spec)
+    """Analyse the send slots of one iteration of ``spec`` from its events and assignment.
+
+    ``metric`` defaults to the spec's primary metric; a proportion metric closer to the send
+    (``open_rate``) learns faster when the primary one is rare.
+    """
+    metric = metric or spec.primary_metric
+    counts = slot_counts(events, assignment, spec, metric)
     reference = {str(k): v for k, v in spec.send_time.windows.items()} if spec.send_time else {}
     if spec.send_time is None:  # a send-time test: the control's slot is the reference
         control_slot = next(v.send_time for v in spec.variants if v.id == spec.control)
@@ -374,7 +382,7 @@ def send_time_from_files(
     return analyze_send_time(
         counts,
         spec_slots(spec),
-        spec.primary_metric,
+        metric,
         rule.alpha,
         rule.correction,
         reference,
@@ -387,11 +395,17 @@ def next_send_time(
 ) -> SendTimeSettings:
     """The next iteration's ``send_time``: each segment at its window, a share kept randomised.
 
-    A segment without a recommendation keeps its current window.
+    A segment without a window gets its most probably best slot; a segment with one moves only
+    when the new slot is shown better than it after adjustment (``confident``), so a noisy
+    exploration share does not make the window flip back and forth. A segment without a
+    recommendation keeps its current window.
     """
     slots = spec_slots(spec)
-    current = dict(spec.send_time.windows) if spec.send_time else {}
-    windows = {**current, **analysis.recommended()}
+    current = {str(k): v for k, v in spec.send_time.windows.items()} if spec.send_time else {}
+    windows = dict(current)
+    for w in analysis.windows:
+        if w.slot is not None and (w.segment not in current or w.confident):
+            windows[w.segment] = w.slot
     if explore_share is None:
         explore_share = (
             spec.send_time.explore_share
