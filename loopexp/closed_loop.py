@@ -237,7 +237,7 @@ def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, 
     tau2 = max(0.0, (q - (len(estimates) - 1)) / (sw - sum(wi * wi for wi in w) / sw))
     w_re = [1 / (se**2 + tau2) for _, se in estimates]
     mu = sum(wi * y for wi, (y, _) in zip(w_re, estimates, strict=True)) / sum(w_re)
-    return mu, math.sqrt(tau2)
+    return float(mu), math.sqrt(tau2)
 
 
 def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95) -> Lift:
@@ -447,8 +447,8 @@ def _trend_png(report: ClosedLoopReport) -> str:
     its = [r.iteration for r in report.iterations]
     fig, axes = plt.subplots(2, 4, figsize=(12, 5))
     for ax, (metric, label) in zip(axes.flat, KPIS.items(), strict=False):
-        ax.plot(its, [r.kpis[metric] for r in report.iterations], "o-", label="all mailed")
-        ax.plot(its, [r.control_kpis[metric] for r in report.iterations], "s--", label="control")
+        ax.plot(its, [r.kpis.get(metric) for r in report.iterations], "o-", label="all mailed")
+        ax.plot(its, [r.control_kpis.get(metric) for r in report.iterations], "s--", label="control")
         ax.set_title(label, fontsize=9)
         ax.set_xticks(its)
     axes.flat[-1].axis("off")
@@ -489,7 +489,7 @@ def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
     parts += [f"<th>{e(label)}</th>" for label in KPIS.values()]
     parts.append("</tr>")
     for r in report.iterations:
-        cells = "".join(f"<td>{e(_rate(r.kpis[k], k))}</td>" for k in KPIS)
+        cells = "".join(f"<td>{e(_rate(r.kpis.get(k), k))}</td>" for k in KPIS)
         parts.append(f"<tr><td>{r.iteration}</td>{cells}</tr>")
     parts.append("</table>")
     if plot:
