@@ -438,27 +438,73 @@ def _interval(lift: Lift) -> str:
     return f"{_pct(lift.value)} [{_pct(lift.low)}, {_pct(lift.high)}]{level}"
 
 
-def _trend_png(report: ClosedLoopReport) -> str:
-    import matplotlib  # noqa: PLC0415 (plots only when rendering)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+def trend_plot(report: ClosedLoopReport) -> Any:
+    """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (plots only when rendering)
 
     its = [r.iteration for r in report.iterations]
     fig, axes = plt.subplots(2, 4, figsize=(12, 5))
     for ax, (metric, label) in zip(axes.flat, KPIS.items(), strict=False):
         ax.plot(its, [r.kpis.get(metric) for r in report.iterations], "o-", label="all mailed")
-        ax.plot(its, [r.control_kpis.get(metric) for r in report.iterations], "s--", label="control")
+        ax.plot(
+            its, [r.control_kpis.get(metric) for r in report.iterations], "s--", label="control"
+        )
         ax.set_title(label, fontsize=9)
         ax.set_xticks(its)
     axes.flat[-1].axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"KPI trend by iteration: {report.campaign}", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def _trend_png(report: ClosedLoopReport) -> str:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig = trend_plot(report)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def decisions_frame(report: ClosedLoopReport) -> Any:
+    """One row per iteration: decision, winner, the lift with its interval, vetoes, lineage."""
+    import pandas as pd  # noqa: PLC0415
+
+    return pd.DataFrame(
+        [
+            {
+                "iteration": r.iteration,
+                "control": r.control,
+                "decision": r.status,
+                "winner / best": r.winner
+                or (f"({r.best_challenger})" if r.best_challenger else ""),
+                f"lift of {r.primary_metric}": _interval(r.lift),
+                "vetoed": ", ".join(r.vetoed),
+                "lineage": "ok" if r.lineage_ok else "broken",
+            }
+            for r in report.iterations
+        ]
+    ).set_index("iteration")
+
+
+def shrinkage_frame(report: ClosedLoopReport) -> Any:
+    """One row per primary comparison: raw and shrunk lift with intervals."""
+    import pandas as pd  # noqa: PLC0415
+
+    return pd.DataFrame(
+        [
+            {
+                "iteration": s.iteration,
+                "challenger": s.variant,
+                "shipped": s.shipped,
+                "raw lift": _interval(s.raw),
+                "shrunk lift": _interval(s.shrunk),
+            }
+            for s in report.shrunk
+        ]
+    )
 
 
 def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
@@ -614,10 +660,13 @@ __all__ = [
     "Shrunk",
     "build_report",
     "campaign_runs",
+    "decisions_frame",
     "empirical_bayes_prior",
     "log_report",
     "planning_baseline",
     "report_html",
     "shrink",
+    "shrinkage_frame",
+    "trend_plot",
     "write_html",
 ]

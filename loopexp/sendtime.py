@@ -29,6 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -326,6 +327,32 @@ def analyze_send_time(
     )
 
 
+def slot_plot(analysis: SendTimeAnalysis) -> Any:
+    """Rate per slot in each segment with its interval; the recommended slot filled."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (plots only when asked)
+
+    frame = analysis.frame()
+    segments = sorted(frame["segment"].unique())
+    windows = analysis.recommended()
+    fig, axes = plt.subplots(1, max(len(segments), 1), figsize=(3 * max(len(segments), 1), 3))
+    for ax, seg in zip(np.atleast_1d(axes), segments, strict=False):
+        rows = frame[frame["segment"] == seg].set_index("slot").reindex(analysis.slots)
+        x = np.arange(len(analysis.slots))
+        rate = rows["rate"].astype(float).to_numpy()
+        low = rate - rows["ci_low"].astype(float).to_numpy()
+        high = rows["ci_high"].astype(float).to_numpy() - rate
+        ax.errorbar(x, rate, yerr=[low, high], fmt="o", color="tab:blue")
+        if seg in windows:
+            i = analysis.slots.index(windows[seg])
+            ax.plot([i], [rate[i]], "o", color="tab:orange", markersize=10, label="recommended")
+            ax.legend(fontsize=7)
+        ax.set_xticks(x, analysis.slots)
+        ax.set_title(seg, fontsize=9)
+    fig.suptitle(f"{analysis.metric} by send slot and segment", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -487,5 +514,6 @@ __all__ = [
     "send_time_from_files",
     "simulate_slot_counts",
     "slot_counts",
+    "slot_plot",
     "spec_slots",
 ]

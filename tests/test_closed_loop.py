@@ -183,3 +183,35 @@ def test_report_command_writes_and_logs(demo, mlflow_server: str, tmp_path: Path
 def test_report_of_an_unknown_campaign_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no analysed iteration"):
         build_report("nothing-here", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.integration
+def test_closed_loop_notebook_reads_the_campaign_back(
+    demo, mlflow_server: str, tmp_path: Path
+) -> None:
+    import json
+
+    import nbformat
+
+    from loopexp.notebook import execute
+    from tests.conftest import ROOT
+
+    result = tmp_path / "report.json"
+    executed = execute(
+        ROOT / "notebooks" / "closed_loop_report.ipynb",
+        tmp_path / "closed_loop_report.ipynb",
+        {
+            "campaign": "weekly-offers",
+            "tracking_uri": mlflow_server,
+            "result_path": str(result),
+            "html_path": str(tmp_path / "report.html"),
+        },
+        cwd=tmp_path,
+    )
+    report = json.loads(result.read_text())
+    assert [r["iteration"] for r in report["iterations"]] == [1, 2, 3]
+    assert report["cumulative"]["value"] > 0
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert "Cumulative lift over iteration 1" in "".join(o.get("text", "") for o in outputs)

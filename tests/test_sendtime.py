@@ -213,3 +213,30 @@ def _decided(spec: ExperimentSpec) -> ExperimentResults:
             reasons=["flat"],
         ),
     )
+
+
+@pytest.mark.integration
+def test_send_time_notebook_runs_under_papermill_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    import nbformat
+
+    from loopexp.loop_demo import DEMO_BEST_SLOTS
+    from loopexp.notebook import execute
+    from tests.conftest import ROOT
+
+    result = tmp_path / "out" / "send_time.json"
+    executed = execute(
+        ROOT / "notebooks" / "send_time.ipynb",
+        tmp_path / "send_time.ipynb",
+        {"recipients": 30_000, "result_path": str(result), "figures_dir": str(tmp_path / "fig")},
+        cwd=tmp_path,
+    )
+    analysis = json.loads(result.read_text())
+    windows = {w["segment"]: w["slot"] for w in analysis["windows"]}
+    assert windows == DEMO_BEST_SLOTS
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "explore_share: 0.1" in text and "windows:" in text
