@@ -96,7 +96,7 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
         except NotebookFailedError as exc:
-            run_id = getattr(exc, "run_id", None)
+            run_id = exc.run_id
             _error(
                 f"the analysis notebook failed in cell {exc.cell}: {exc.ename}: "
                 f"{exc.evalue.strip()[:500]}\nThe partly executed notebook is {exc.notebook}; "

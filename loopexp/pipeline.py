@@ -488,7 +488,7 @@ def _fail_attempt(
             log_files(run, [p for p in (exc.notebook, html_path, attempt / "spec.yaml") if p])
         finally:
             end_run(run, "FAILED")
-        exc.run_id = run.run_id  # type: ignore[attr-defined]
+        exc.run_id = run.run_id
         _say(progress, f"MLflow run {run.run_id} marked FAILED with the partial notebook")
     except TrackingUnavailableError as down:
         _say(progress, f"warning: could not record the failure in MLflow: {down}")
