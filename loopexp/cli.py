@@ -103,7 +103,7 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
         except NotebookFailedError as exc:
-            run_id = getattr(exc, "run_id", None)
+            run_id = exc.run_id
             if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
                 _error(
                     f"{redact_addresses(exc.evalue.strip())}\n(the partly executed notebook is "
