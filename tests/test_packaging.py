@@ -137,3 +137,17 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> N
     assert str(venv) in installed, "the notebook came from the checkout, not the wheel"
     assert (empty / "runs" / "demo" / "analysis" / "results.json").is_file()
     assert (empty / "mlflow.db").is_file()
+
+
+@pytest.mark.parametrize("test_type", list(TestType))
+def test_every_example_spec_goes_round_the_loop(tmp_path: Path, test_type: TestType) -> None:
+    """Each example can be simulated, analysed and iterated (as `loopexp demo --spec` does)."""
+    from loopexp import analyze_files, next_spec, simulate_campaign
+    from loopexp.simulate import DEMO_EFFECTS
+
+    spec = load_spec(example_spec_path(EXAMPLE_SPECS[test_type]))
+    events, assignment = simulate_campaign(spec, 5_000, DEMO_EFFECTS, seed=3).write(tmp_path)
+    _, results = analyze_files(spec, events, assignment)
+    assert results.decision.primary_metric == spec.primary_metric
+    assert {v.id for v in results.variants} >= {v.id for v in spec.variants}
+    assert next_spec(spec, results).iteration == 2
