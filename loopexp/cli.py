@@ -285,7 +285,7 @@ def plan(
             rate, source = float(baseline), "as given"
         result = plan_experiment(spec, rate, source, per_day, audience)
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(f"--baseline {baseline:g}: {exc}" if baseline is not None and not paths else str(exc))
     console.print(
         f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
         f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "

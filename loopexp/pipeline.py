@@ -164,7 +164,7 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
             ("asg", assignment, "assignment", ("recipient_key", "segment", "variant_id")),
         ):
             try:
-                _attach(con, view, source, what)
+                _attach(con, view, source, what, needed)
                 columns = [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
             except duckdb.Error as exc:
                 raise EventsError(

@@ -144,7 +144,8 @@ def test_unreadable_events_file_is_named(campaign: dict[str, Path], tmp_path: Pa
     result, _ = _run(campaign, campaign["assignment"], tmp_path, events=broken)
     assert result.exit_code == EXIT_INPUT
     text = "".join(result.output.split())
-    assert "".join(str(broken).split()) in text and "cannotreadtheeventsfile" in text
+    # The file is named, and the message says what is wrong with it (here: it is empty).
+    assert "".join(str(broken).split()) in text and "empty(0bytes)" in text
 
 
 def test_publishing_a_new_attempt_leaves_no_file_of_the_last(tmp_path: Path) -> None:

@@ -42,7 +42,14 @@ def test_every_test_type_has_a_valid_commented_example(test_type: TestType) -> N
     commented = [line for line in text.splitlines() if "#" in line]
     assert len(commented) >= 10, f"{path.name}: a starter spec explains its fields in comments"
     # Each variant says what it differs in.
-    field = {"subject_line": "subject", "content": "content", "send_time": "send_time"}[test_type]
+    field = {
+        "subject_line": "subject",
+        "content": "content",
+        "send_time": "send_time",
+        "preheader": "preheader",
+        "from_name": "from_name",
+        "multivariate": "cell",
+    }[test_type]
     assert all(getattr(v, field) for v in spec.variants), f"{path.name}: every variant sets {field}"
 
 
