@@ -103,7 +103,7 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
         except NotebookFailedError as exc:
-            run_id = getattr(exc, "run_id", None)
+            run_id = exc.run_id
             if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
                 _error(
                     f"{redact_addresses(exc.evalue.strip())}\n(the partly executed notebook is "
@@ -285,7 +285,7 @@ def plan(
             rate, source = float(baseline), "as given"
         result = plan_experiment(spec, rate, source, per_day, audience)
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(f"--baseline {baseline:g}: {exc}" if baseline is not None and not paths else str(exc))
     console.print(
         f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
         f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "

@@ -64,6 +64,7 @@ class NotebookFailedError(RuntimeError):
         self.cell = cell
         self.ename = ename
         self.evalue = evalue
+        self.run_id: str | None = None  # the FAILED MLflow run, once the pipeline recorded it
         where = f"cell {cell}" if cell is not None else "a cell"
         super().__init__(
             f"the notebook failed in {where}: {ename}: {evalue.strip()[:500]} "

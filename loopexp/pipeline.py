@@ -46,7 +46,6 @@ from loopexp.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.tracking import (
     LoggedRun,
     TrackingUnavailableError,
-    _key,
     decision_tags,
     download_artifact,
     end_run,
@@ -59,6 +58,7 @@ from loopexp.tracking import (
     resolve_tracking_uri,
     run_identity_tags,
     run_name,
+    short_hash,
     start_run,
 )
 
@@ -121,7 +121,7 @@ def _say(progress: Progress | None, message: str) -> None:
 
 def experiment_lock_name(spec: ExperimentSpec, tracking_uri: str) -> str:
     """The lock file's name of an experiment (campaign and name) in one tracking store."""
-    return f"experiment-{_key(tracking_uri, spec.campaign, spec.name)}"
+    return f"experiment-{short_hash(tracking_uri, spec.campaign, spec.name)}"
 
 
 @contextlib.contextmanager
@@ -488,7 +488,7 @@ def _fail_attempt(
             log_files(run, [p for p in (exc.notebook, html_path, attempt / "spec.yaml") if p])
         finally:
             end_run(run, "FAILED")
-        exc.run_id = run.run_id  # type: ignore[attr-defined]
+        exc.run_id = run.run_id
         _say(progress, f"MLflow run {run.run_id} marked FAILED with the partial notebook")
     except TrackingUnavailableError as down:
         _say(progress, f"warning: could not record the failure in MLflow: {down}")

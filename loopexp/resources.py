@@ -23,6 +23,9 @@ EXAMPLE_SPECS: dict[TestType, str] = {
     TestType.SUBJECT_LINE: "subject_line_demo.yaml",
     TestType.CONTENT: "content_demo.yaml",
     TestType.SEND_TIME: "send_time_demo.yaml",
+    TestType.PREHEADER: "preheader_demo.yaml",
+    TestType.FROM_NAME: "from_name_demo.yaml",
+    TestType.MULTIVARIATE: "multivariate_demo.yaml",
 }
 
 

@@ -134,7 +134,8 @@ def file_lock(name: str, timeout: float | None = None) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _key(*parts: str) -> str:
+def short_hash(*parts: str) -> str:
+    """A short stable hash of strings (lock file names)."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
@@ -148,7 +149,7 @@ def _client(uri: str) -> MlflowClient:
     # when constructed): two first runs at once fail with "table latest_metrics already exists".
     # Constructing the client under a lock per database file makes the first contact safe; later
     # contacts find the tables (and MLflow caches the store per process).
-    with file_lock(f"store-{_key(uri)}", timeout=300):
+    with file_lock(f"store-{short_hash(uri)}", timeout=300):
         return MlflowClient(tracking_uri=uri)
 
 

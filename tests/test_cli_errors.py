@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
-from loopexp.cli import EXIT_INPUT, app
+from loopexp.cli import EXIT_BUSY, EXIT_INPUT, app
 from loopexp.pipeline import ATTEMPTS, LATEST, _publish
 from tests.conftest import DEMO_SPEC
 
@@ -144,7 +144,8 @@ def test_unreadable_events_file_is_named(campaign: dict[str, Path], tmp_path: Pa
     result, _ = _run(campaign, campaign["assignment"], tmp_path, events=broken)
     assert result.exit_code == EXIT_INPUT
     text = "".join(result.output.split())
-    assert "".join(str(broken).split()) in text and "cannotreadtheeventsfile" in text
+    # The file is named, and the message says what is wrong with it (here: it is empty).
+    assert "".join(str(broken).split()) in text and "empty(0bytes)" in text
 
 
 def test_publishing_a_new_attempt_leaves_no_file_of_the_last(tmp_path: Path) -> None:
@@ -189,3 +190,21 @@ def test_unreadable_or_incomplete_events_are_refused_naming_the_file(
     assert result.exit_code == EXIT_INPUT, result.output
     assert name in "".join(result.output.split())
     assert seconds < 15
+
+
+def test_a_run_waits_for_the_experiments_lock_then_exits_busy(
+    campaign: dict[str, Path], tmp_path: Path
+) -> None:
+    from loopexp.pipeline import experiment_lock
+    from loopexp.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with experiment_lock(load_spec(campaign["spec"]), uri, timeout=1):  # another run holds it
+        result = _invoke(
+            "run", str(campaign["spec"]), "--events", str(campaign["events"]),
+            "--assignment", str(campaign["assignment"]), "--out", str(tmp_path / "out"),
+            "--tracking-uri", uri, "--lock-timeout", "0.5",
+        )  # fmt: skip
+    assert result.exit_code == EXIT_BUSY, result.output
+    assert "holds the lock" in result.output
+    assert not (tmp_path / "out" / ATTEMPTS).exists()

@@ -42,7 +42,14 @@ def test_every_test_type_has_a_valid_commented_example(test_type: TestType) -> N
     commented = [line for line in text.splitlines() if "#" in line]
     assert len(commented) >= 10, f"{path.name}: a starter spec explains its fields in comments"
     # Each variant says what it differs in.
-    field = {"subject_line": "subject", "content": "content", "send_time": "send_time"}[test_type]
+    field = {
+        "subject_line": "subject",
+        "content": "content",
+        "send_time": "send_time",
+        "preheader": "preheader",
+        "from_name": "from_name",
+        "multivariate": "cell",
+    }[test_type]
     assert all(getattr(v, field) for v in spec.variants), f"{path.name}: every variant sets {field}"
 
 
@@ -137,3 +144,17 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> N
     assert str(venv) in installed, "the notebook came from the checkout, not the wheel"
     assert (empty / "runs" / "demo" / "analysis" / "results.json").is_file()
     assert (empty / "mlflow.db").is_file()
+
+
+@pytest.mark.parametrize("test_type", list(TestType))
+def test_every_example_spec_goes_round_the_loop(tmp_path: Path, test_type: TestType) -> None:
+    """Each example can be simulated, analysed and iterated (as `loopexp demo --spec` does)."""
+    from loopexp import analyze_files, next_spec, simulate_campaign
+    from loopexp.simulate import DEMO_EFFECTS
+
+    spec = load_spec(example_spec_path(EXAMPLE_SPECS[test_type]))
+    events, assignment = simulate_campaign(spec, 5_000, DEMO_EFFECTS, seed=3).write(tmp_path)
+    _, results = analyze_files(spec, events, assignment)
+    assert results.decision.primary_metric == spec.primary_metric
+    assert {v.id for v in results.variants} >= {v.id for v in spec.variants}
+    assert next_spec(spec, results).iteration == 2

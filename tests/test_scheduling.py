@@ -265,7 +265,7 @@ def test_kill_9_during_logging_is_marked_failed_by_the_next_start(
     attempt = tmp_path / "out" / ATTEMPTS / STATE["attempt"].name
     shutil.copytree(STATE["attempt"], attempt)
     # A large figure keeps the upload busy long enough to be killed in the middle of it.
-    (attempt / "figures" / "large.bin").write_bytes(os.urandom(80 * 2**20))
+    (attempt / "figures" / "large.bin").write_bytes(os.urandom(30 * 2**20))
     client = MlflowClient(server)
     experiment_id = STATE["run"].info.experiment_id
     proc = subprocess.Popen([LOOPEXP, "upload", str(attempt), "--force", "--tracking-uri", server],

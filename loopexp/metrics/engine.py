@@ -347,8 +347,8 @@ def _connect(
         if threads.isdigit() and int(threads) > 0:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")  # less memory; results are ordered
-        # No bar in cron logs and notebooks. In a Jupyter kernel without ipywidgets DuckDB refuses
-        # to change the setting at all (and shows no bar there anyway): nothing to do then.
+        # No progress bar in cron logs. (In a Jupyter kernel without ipywidgets DuckDB refuses to
+        # touch the setting at all; there it prints no bar anyway.)
         with suppress(duckdb.Error):
             con.execute("SET enable_progress_bar = false")
         yield con, limit
