@@ -680,10 +680,17 @@ def demo(
             "= the closed-loop demo (truth changes each iteration, send time learned, report)",
         ),
     ] = 1,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            help="with --iterations: Thompson-sampling weights for each next spec (control "
+            "share fixed, 5% floor per challenger)"
+        ),
+    ] = False,
 ) -> None:
     """Run the loop on a simulated campaign: one iteration, or several hands-off."""
     if iterations > 1:
-        _demo_loop(out, recipients, seed, spec_path, tracking_uri, iterations)
+        _demo_loop(out, recipients, seed, spec_path, tracking_uri, iterations, adaptive)
         return
     spec_path = spec_path or DEMO_SPEC
     spec = _load(spec_path)
@@ -705,12 +712,20 @@ def _demo_loop(
     spec_path: Path | None,
     tracking_uri: str | None,
     iterations: int,
+    adaptive: bool,
 ) -> None:
     from loopexp.loop_demo import run_demo_loop  # noqa: PLC0415 (only this command needs it)
 
     _quiet_mlflow()
     demo = run_demo_loop(
-        out, iterations, recipients, seed, tracking_uri, spec_path, progress=_progress
+        out,
+        iterations,
+        recipients,
+        seed,
+        tracking_uri,
+        spec_path,
+        progress=_progress,
+        adaptive=adaptive,
     )
     table = Table(title="The loop, iteration by iteration", box=box.ROUNDED)
     for column in ("iteration", "decision", "winner", "lift (CI)", "send windows", "next spec"):

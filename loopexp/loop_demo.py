@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopexp.allocation import thompson_weights
 from loopexp.closed_loop import (
     SEND_TIME_ARTIFACT,
     ClosedLoopReport,
@@ -110,8 +111,13 @@ def run_demo_loop(
     spec_path: str | Path | None = None,
     truths: list[TrueEffects] | None = None,
     progress: Callable[[str], None] | None = None,
+    adaptive: bool = False,
 ) -> DemoLoop:
-    """Run ``iterations`` iterations hands-off; return them and the closed-loop report."""
+    """Run ``iterations`` iterations hands-off; return them and the closed-loop report.
+
+    ``adaptive``: the next spec's weights come from Thompson sampling on this iteration's
+    posterior (:func:`loopexp.allocation.thompson_weights`), control share fixed, 5 % floor.
+    """
     out = Path(out).resolve()
     say = progress or (lambda _msg: None)
     uri = resolve_tracking_uri(tracking_uri)
@@ -148,6 +154,12 @@ def run_demo_loop(
         if next_path is not None:
             # The pipeline wrote the plain next spec; rewrite it with what this iteration learned.
             report = build_report(spec.campaign, uri, out / "report" / f"after-iter{i + 1}")
+            weights = None
+            if adaptive:
+                plain = load_spec(next_path)
+                weights = thompson_weights(
+                    spec, outcome.results, [v.id for v in plain.variants], plain.control
+                )
             try:
                 nxt = next_spec(
                     spec,
@@ -155,6 +167,7 @@ def run_demo_loop(
                     parent_run_id=outcome.run_id,
                     send_time=next_send_time(spec, analysis) if analysis else None,
                     baseline=planning_baseline(report),
+                    weights=weights,
                 )
             except LoopError as exc:  # the plain one was written, so this cannot happen
                 next_path, note = None, str(exc)

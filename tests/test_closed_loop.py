@@ -215,3 +215,31 @@ def test_closed_loop_notebook_reads_the_campaign_back(
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert "Cumulative lift over iteration 1" in "".join(o.get("text", "") for o in outputs)
+
+
+@pytest.mark.integration
+def test_demo_command_runs_iterations_hands_off_with_adaptive_weights(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--iterations",
+            "2",
+            "--adaptive",
+            "--recipients",
+            "20000",
+            "--out",
+            str(tmp_path / "demo"),
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "The loop, iteration by iteration" in result.output
+    assert "Closed-loop report:" in result.output and "Report run:" in result.output
+    third = load_spec(tmp_path / "demo" / "experiments" / "weekly-offers-iter3.yaml")
+    shares = third.expected_shares()
+    assert shares[third.control] == pytest.approx(1 / 3)  # the control's share stays fixed
+    assert min(shares.values()) >= 0.05 - 1e-9  # the floor holds
+    assert (tmp_path / "demo" / "closed_loop_report.html").exists()

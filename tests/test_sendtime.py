@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopexp.loop import next_spec
 from loopexp.results import Decision, ExperimentResults, Status
@@ -240,3 +242,22 @@ def test_send_time_notebook_runs_under_papermill_and_writes_json(tmp_path: Path)
     assert any("image/png" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
     assert "explore_share: 0.1" in text and "windows:" in text
+
+
+_keys = st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=60, unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=_keys, share=st.floats(0, 1), segment=st.sampled_from(["prospect", "inactive"]))
+def test_slot_of_a_recipient_depends_on_its_key_only(keys, share, segment) -> None:
+    """Property: every mailed recipient gets one of the slots, the same one whoever else is on
+    the list (so re-sending a part of the list keeps everyone's slot)."""
+    spec = _spec(windows={"prospect": "19:00"}, explore_share=share)
+    frame = pd.DataFrame({"recipient_key": keys, "segment": segment, "variant_id": "control"})
+    full = send_slots(frame, spec).set_index("recipient_key")
+    assert set(full["slot"]) <= set(SLOTS)
+    half = send_slots(frame.iloc[::2], spec).set_index("recipient_key")
+    assert half["slot"].equals(full.loc[half.index, "slot"])
+    assert half["explore"].equals(full.loc[half.index, "explore"])
+    if share == 0:
+        assert set(full["slot"]) == {"19:00" if segment == "prospect" else "07:00"}
