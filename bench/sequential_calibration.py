@@ -189,7 +189,20 @@ def main() -> None:
         common = {"n_sims": args.sims, "arms": arms, "days": args.days, "rate": args.rate}
         aa = simulate_looks(**common, n_per_arm_per_day=per_day, lift=0.0, seed=100 + arms)
         ab = simulate_looks(**common, n_per_arm_per_day=per_day, lift=args.mde, seed=200 + arms)
-        rows.append({"arms": arms, "n_per_arm_final": per_day * args.days, "aa": aa, "power": ab})
+        # What it takes to get the fixed-horizon power back: let the flow run twice as long.
+        longer = {**common, "days": 2 * args.days, "n_per_arm_per_day": per_day}
+        ab2 = simulate_looks(**longer, lift=args.mde, seed=300 + arms)
+        aa2 = simulate_looks(**longer, lift=0.0, seed=400 + arms)
+        rows.append(
+            {
+                "arms": arms,
+                "n_per_arm_final": per_day * args.days,
+                "aa": aa,
+                "power": ab,
+                "aa_double_duration": aa2,
+                "power_double_duration": ab2,
+            }
+        )
     adjusted = simulate_adjusted_aa(n_sims=min(args.sims, 4000), seed=7)
     elapsed = time.perf_counter() - started
     result = {
@@ -228,7 +241,11 @@ def main() -> None:
             f"\n{row['arms']} arms: sequential power {row['power']['sequential_ship']:.1%} vs "
             f"fixed-horizon {row['power']['fixed_final_ship']:.1%} at the same final n; "
             f"mean stopping day of sequential ships "
-            f"{row['power']['sequential_mean_stop_day']:.1f} of {args.days}."
+            f"{row['power']['sequential_mean_stop_day']:.1f} of {args.days}. Run twice as "
+            f"long (up to {2 * row['n_per_arm_final']:,}/arm, same daily looks), sequential "
+            f"power is {row['power_double_duration']['sequential_ship']:.1%} (mean stop day "
+            f"{row['power_double_duration']['sequential_mean_stop_day']:.1f}), A/A false "
+            f"ship {row['aa_double_duration']['sequential_ship']:.2%}."
         )
     print("\n# Regression-adjusted test, A/A (fixed horizon)\n")
     print(json.dumps(adjusted, indent=2))
