@@ -10,9 +10,12 @@ import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loopexp.assign import assign, write_send_lists
+from loopexp.keys import redact_addresses
 from loopexp.metrics.engine import EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
 from loopexp.plan import sample_size_per_variant
@@ -38,7 +41,7 @@ TrackingOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -53,10 +56,10 @@ def validate(
             spec = load_spec(path)
         except SpecError as exc:
             bad += 1
-            console.print(f"[red]✗[/] {exc}")
+            console.print(f"[red]✗[/] {escape(str(exc))}")
             continue
         console.print(
-            f"[green]✓[/] {path}: {spec.name} iteration {spec.iteration}, "
+            f"[green]✓[/] {escape(str(path))}: {escape(spec.name)} iteration {spec.iteration}, "
             f"{len(spec.variants)} variants, primary metric {spec.primary_metric}"
         )
     if bad:
@@ -140,7 +143,7 @@ def run(
 ) -> None:
     """Analyse one iteration (papermill notebook), log it to MLflow, write the next spec."""
     spec = _load(spec_path)
-    out = out or Path("runs") / f"{spec.name}-iter{spec.iteration}"
+    out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
     outcome = _run(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     _print_outcome(outcome)
 
@@ -158,7 +161,7 @@ def demo(
     """Run one full iteration of the loop on a simulated subject-line campaign."""
     spec = _load(spec_path)
     console.print(
-        f"Simulating {recipients:,} recipients for [bold]{spec.name}[/]; the truth: "
+        f"Simulating {recipients:,} recipients for [bold]{escape(spec.name)}[/]; the truth: "
         f"{DEMO_EFFECTS.describe()}"
     )
     campaign = simulate_campaign(spec, recipients, DEMO_EFFECTS, seed=seed)
@@ -190,9 +193,12 @@ def _run(
         _fail(str(exc))
         raise  # unreachable: _fail exits
     except PapermillExecutionError as exc:
+        if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
+            _fail(f"{exc.evalue}\n(the partly executed notebook is in {out})")
         console.print(
             f"[bold red]the analysis notebook failed[/] in cell {exc.exec_count}: "
-            f"{exc.ename}: {exc.evalue}\nThe partly executed notebook is in {out}; "
+            f"{exc.ename}: {escape(redact_addresses(exc.evalue))}\nThe partly executed notebook "
+            f"is in {out}; "
             "open it to see the traceback."
         )
         raise typer.Exit(code=1) from None
@@ -233,8 +239,21 @@ def _print_outcome(outcome: IterationOutcome) -> None:
             table.add_row("95% CI", f"{d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}")
         if d.p_value_adjusted is not None:
             table.add_row("adjusted p", f"{d.p_value_adjusted:.3g}")
-    table.add_row("reasons", "\n".join(f"• {r}" for r in d.reasons))
+    table.add_row("reasons", Text("\n".join(f"• {r}" for r in d.reasons)))
     console.print(table)
+    data = results.data
+    if data.quarantined:
+        quarantine_file = outcome.output_dir / "quarantine.parquet"
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in data.quarantine_reasons.items())
+        console.print(
+            Text.assemble(
+                ("Quarantined: ", "bold"),
+                f"{data.quarantined:,} of {data.events:,} events ({reasons}) → {quarantine_file}",
+            ),
+            soft_wrap=True,
+        )
+    else:
+        console.print(Text.assemble(("Quarantined: ", "bold"), f"none of {data.events:,} events"))
     for label, value in (
         ("Next spec", outcome.next_spec_path or f"not written: {outcome.next_spec_note}"),
         ("MLflow run", outcome.run_id),

@@ -8,6 +8,8 @@ Errors name the file, the line and the field, and say what to do.
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,7 +42,15 @@ class TestType(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` / `.nan` in YAML are floats, and no spec number may be one.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+#: Largest variant weight: weights are relative, and a sum that overflows (1e308) breaks shares.
+MAX_WEIGHT = 1000.0
+#: Largest holdout share: beyond it too few recipients are mailed to compare anything.
+MAX_HOLDOUT = 0.9
+#: Largest relative MDE or guardrail margin (+1000 %): anything larger is a typo (10 for 10 %?).
+MAX_RELATIVE = 10.0
 
 
 class Variant(_Model):
@@ -51,14 +61,14 @@ class Variant(_Model):
     subject: str | None = None
     content: str | None = None
     send_time: str | None = Field(default=None, description="local send time, HH:MM")
-    weight: Annotated[float, Field(gt=0)] = 1.0
+    weight: Annotated[float, Field(gt=0, le=MAX_WEIGHT)] = 1.0
 
 
 class Audience(_Model):
     """Who is in the test."""
 
     segments: list[Segment] = Field(default_factory=lambda: list(Segment), min_length=1)
-    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    holdout: Annotated[float, Field(ge=0, le=MAX_HOLDOUT)] = 0.0
     """Share of the audience that is assigned to no mail at all (the ``holdout`` group)."""
 
 
@@ -66,13 +76,43 @@ class Guardrail(_Model):
     """A metric that must not get worse: it can veto a winner."""
 
     metric: str
-    max_relative_increase: Annotated[float, Field(ge=0)] = 0.0
-    """Veto when the challenger's increase is significantly above this relative margin."""
+    max_relative_increase: Annotated[float, Field(ge=0, le=MAX_RELATIVE)] = 0.0
+    """The relative worsening allowed (the margin): an increase for a lower-is-better metric such
+    as unsubscribes, a decrease for a higher-is-better one."""
+    mode: Literal["harm", "non_inferiority"] = "harm"
+    """How the margin is tested, one-sided at alpha / 2 (the two-sided interval at the spec's
+    level):
+
+    * ``harm`` (default): veto when the data show a worsening beyond the margin. A veto needs
+      evidence, so with few events a real harm can pass unnoticed; the default because it works
+      with a margin of 0 and with any sample size, and it never vetoes a flat challenger by
+      lack of data.
+    * ``non_inferiority``: veto unless the data show the challenger is *not* worse by more than
+      the margin. Protects the guardrail as well as its power allows (``loopexp.plan`` computes
+      the recipients it needs); needs a margin > 0.
+    """
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, name: str) -> str:
         return _check_metric(name)
+
+    @model_validator(mode="after")
+    def _margin_for_non_inferiority(self) -> Guardrail:
+        if self.mode == "non_inferiority" and self.max_relative_increase <= 0:
+            raise ValueError(
+                "a non_inferiority guardrail needs max_relative_increase > 0 (no challenger can "
+                "prove it is not worse by any amount at all); set a margin such as 0.2, or use "
+                "mode: harm"
+            )
+        return self
+
+
+class BetaPrior(_Model):
+    """Beta prior of every arm's rate in the Bayesian view of proportions."""
+
+    a: Annotated[float, Field(gt=0)] = 1.0
+    b: Annotated[float, Field(gt=0)] = 1.0
 
 
 class DecisionRule(_Model):
@@ -80,22 +120,46 @@ class DecisionRule(_Model):
 
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
     power: Annotated[float, Field(gt=0.5, lt=1)] = 0.8
-    mde_relative: Annotated[float, Field(gt=0)] = 0.10
+    mde_relative: Annotated[float, Field(gt=0, le=MAX_RELATIVE)] = 0.10
     """Smallest relative lift of the primary metric worth acting on."""
     correction: Literal["holm", "bonferroni", "fdr_bh", "none"] = "holm"
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    prior: BetaPrior = Field(default_factory=BetaPrior)
+    """Beta(a, b) prior of each arm's rate for the beta-binomial view (chance to be best, expected
+    loss). Default Beta(1, 1): uniform, worth two recipients, so any real send overrides it."""
+    expected_delivery_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of sent recipients expected to be delivered (from history): the plan counts the
+    delivered population that delivered-based metrics divide by, then grosses up to sends."""
+    cap_percentile: Annotated[float, Field(gt=0.5, lt=1)] | None = None
+    """Winsorise mean metrics (revenue) at this percentile of the non-zero per-recipient values,
+    pooled over arms (computed in the engine); None = no capping."""
+
+
+class DataRules(_Model):
+    """How much bad data a run tolerates, and the resources of the metrics engine (DuckDB)."""
+
+    max_quarantine_share: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Stop with an error, rather than decide, when more than this share of events is malformed."""
+    memory_limit: (
+        Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|[kmgt]i?b)\s*$")] | None
+    ) = None
+    """DuckDB's memory limit, e.g. ``4GB`` [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half of
+    the memory available]."""
+    temp_directory: str | None = None
+    """Where DuckDB spills when over its limit [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a fresh
+    temporary folder]."""
 
 
 class ExperimentSpec(_Model):
     """A complete, validated experiment spec (one iteration of one campaign)."""
 
     schema_version: Literal[1] = SPEC_SCHEMA_VERSION
-    name: Annotated[str, Field(min_length=1)]
-    campaign: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    iteration: Annotated[int, Field(ge=1)] = 1
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    campaign: Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    iteration: Annotated[int, Field(ge=1, le=100_000)] = 1
     test_type: TestType
     description: str = ""
-    salt: Annotated[str, Field(min_length=1)]
+    salt: Annotated[str, Field(min_length=1, max_length=200)]
     control: str
     variants: Annotated[list[Variant], Field(min_length=2)]
     audience: Audience = Field(default_factory=Audience)
@@ -103,10 +167,19 @@ class ExperimentSpec(_Model):
     secondary_metrics: list[str] = Field(default_factory=list)
     guardrails: list[Guardrail] = Field(default_factory=list)
     decision: DecisionRule = Field(default_factory=DecisionRule)
+    data: DataRules = Field(default_factory=DataRules)
     planned_recipients_per_variant: Annotated[int, Field(ge=1)] | None = None
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, name: str) -> str:
+        # A newline or control character could forge lines in reports and run descriptions.
+        if re.search(r"[\x00-\x1f\x7f]", name):
+            raise ValueError("must be one line, without newlines, tabs or control characters")
+        return name
 
     @field_validator("primary_metric")
     @classmethod
@@ -153,6 +226,11 @@ class ExperimentSpec(_Model):
             shares[HOLDOUT] = self.audience.holdout
         return shares
 
+    @property
+    def slug(self) -> str:
+        """A safe file-name stem for this iteration's outputs: ``<name>-iter<N>`` as a slug."""
+        return f"{safe_slug(self.name, 80)}-iter{self.iteration}"
+
     def sha256(self) -> str:
         """Fingerprint of the spec's content (canonical JSON), for lineage."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -165,6 +243,22 @@ class ExperimentSpec(_Model):
             allow_unicode=True,
             width=100,
         )
+
+
+def safe_slug(text: str, max_length: int = 80) -> str:
+    """A file-name-safe slug of ``text``: ASCII letters, digits, ``.``, ``_`` and ``-`` only.
+
+    No path separator, no leading dot (``../../x`` becomes ``x``), at most ``max_length``
+    characters (a long text keeps a hash of the whole, so two long names stay distinct), never
+    empty. File names derived from a spec go through here.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).strip(".-_")
+    slug = re.sub(r"-{2,}", "-", slug) or "experiment"
+    if len(slug) > max_length:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        slug = slug[: max_length - 9].rstrip(".-_") + "-" + digest
+    return slug
 
 
 def _check_metric(name: str) -> str:
@@ -190,10 +284,35 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML spec; raise :class:`SpecError` naming file, line and field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(path, ["file not found"]) from None
+    except IsADirectoryError:
+        raise SpecError(path, ["is a folder, not a spec file"]) from None
+    except OSError as exc:
+        raise SpecError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(
+            path, [f"{len(data):,} bytes: too large for a spec (at most {MAX_SPEC_BYTES:,})"]
+        )
+    if b"\x00" in data:
+        raise SpecError(path, ["is a binary file, not a YAML spec (it contains NUL bytes)"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            path,
+            [
+                f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}); save the file as UTF-8"
+            ],
+        ) from None
     return parse_spec(text, source=path)
+
+
+#: A spec is a page of YAML; anything much larger is not one (and could exhaust memory).
+MAX_SPEC_BYTES = 1_000_000
 
 
 def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
@@ -205,6 +324,9 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
         raise SpecError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise SpecError(source, ["the top level must be a mapping of fields (name: ..., ...)"])
+    duplicates = _duplicate_keys(root)
+    if duplicates:
+        raise SpecError(source, duplicates)
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:
@@ -224,6 +346,31 @@ def write_spec(spec: ExperimentSpec, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(spec.to_yaml(), encoding="utf-8")
     return path
+
+
+def _duplicate_keys(node: yaml.Node | None) -> list[str]:
+    """Every key that appears twice in one mapping (YAML keeps the last silently), with lines."""
+    problems: list[str] = []
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key, value in current.value:
+                name = getattr(key, "value", None)
+                line = key.start_mark.line + 1
+                if isinstance(name, str) and name != "<<":
+                    if name in first:
+                        problems.append(
+                            f"line {line}: duplicate key {name!r} (first at line {first[name]}); "
+                            "keep one"
+                        )
+                    else:
+                        first[name] = line
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return sorted(problems, key=lambda p: int(p.split(":")[0].removeprefix("line ")))
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
