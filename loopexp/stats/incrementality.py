@@ -6,11 +6,11 @@ treat): conversions and revenue per assigned recipient. Opens and clicks do not 
 who were not mailed, and bounced or undelivered recipients must stay in the mailed arm's
 denominator, or the comparison would no longer be randomised.
 
-Each comparison uses the same tests and intervals as the A/B comparisons (pooled z-test and Wald
-interval for rates, Welch for means, or the always-valid versions), and turns the per-recipient
-difference into totals: incremental conversions and incremental revenue, with their intervals,
-``difference × recipients in the mailed arm(s)`` — what the closed-loop report needs for marketing's
-share of revenue.
+Each comparison uses the same tests and intervals as the A/B comparisons (score test with Mee /
+Koopman intervals for rates, Welch / Fieller for means, or the always-valid versions), and turns
+the per-recipient difference into totals: incremental conversions and incremental revenue, with
+their intervals, ``difference × recipients in the mailed arm(s)`` — what the closed-loop report
+needs for marketing's share of revenue.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
+from loopexp.stats.comparison import TwoSampleMethod, method_for
 from loopexp.stats.effect import Effect
-from loopexp.stats.mean import compare_means
-from loopexp.stats.multiplicity import adjust_pvalues
-from loopexp.stats.proportion import compare_proportions
-from loopexp.stats.sequential import sequential_means, sequential_proportions
+from loopexp.stats.multiplicity import adjust_pvalues, interval_alphas
+from loopexp.stats.sequential import GaussianMethod
 
 #: The id of the pooled comparison of all mailed arms against the holdout.
 ALL_MAILED = "all_mailed"
@@ -57,6 +56,7 @@ class Incrementality(NamedTuple):
         incremental_total: ``effect.estimate × n_arm``: conversions (or revenue) the mailing added.
         incremental_ci_low: lower bound of that total.
         incremental_ci_high: upper bound of that total.
+        ci_level: the level of the intervals (after the multiplicity adjustment).
     """
 
     metric: str
@@ -68,6 +68,44 @@ class Incrementality(NamedTuple):
     incremental_total: float
     incremental_ci_low: float
     incremental_ci_high: float
+    ci_level: float
+
+
+def holdout_method(
+    arm: Sums,
+    holdout: Sums,
+    kind: Literal["proportion", "mean"],
+    tuning_n: float | None = None,
+    design_alpha: float = 0.05,
+) -> TwoSampleMethod:
+    """The test of arm against holdout: the A/B comparisons' method, or the always-valid one."""
+    if min(arm.n, holdout.n) < 2:
+        raise ValueError(
+            f"a holdout comparison needs at least 2 recipients in each group; got arm n={arm.n}, "
+            f"holdout n={holdout.n}. Set audience.holdout in the spec to keep a no-mail group."
+        )
+    if tuning_n is None:
+        return method_for(kind, arm, holdout)
+    return GaussianMethod.from_stats(kind, arm, holdout, tuning_n, design_alpha)
+
+
+def _effect(m: TwoSampleMethod, alpha: float) -> Effect:
+    statistic, p_value = m.test()
+    ci = m.interval(alpha)
+    return Effect(
+        control_value=m.control_value,
+        treatment_value=m.treatment_value,
+        estimate=m.estimate,
+        ci_low=ci.diff_low,
+        ci_high=ci.diff_high,
+        rel_lift=m.rel_lift,
+        rel_ci_low=ci.rel_low,
+        rel_ci_high=ci.rel_high,
+        rel_se=m.relative_se(),
+        p_value=p_value,
+        statistic=statistic,
+        method=m.description,
+    )
 
 
 def compare_to_holdout(
@@ -78,19 +116,7 @@ def compare_to_holdout(
     tuning_n: float | None = None,
 ) -> Effect:
     """Arm minus holdout on a per-assigned metric; always-valid when ``tuning_n`` is given."""
-    if min(arm.n, holdout.n) < 2:
-        raise ValueError(
-            f"a holdout comparison needs at least 2 recipients in each group; got arm n={arm.n}, "
-            f"holdout n={holdout.n}. Set audience.holdout in the spec to keep a no-mail group."
-        )
-    if kind == "proportion":
-        if tuning_n is None:
-            return compare_proportions(arm.sum, arm.n, holdout.sum, holdout.n, alpha)
-        return sequential_proportions(arm.sum, arm.n, holdout.sum, holdout.n, alpha, tuning_n)
-    args = (arm.n, arm.sum, arm.sum_sq, holdout.n, holdout.sum, holdout.sum_sq, alpha)
-    if tuning_n is None:
-        return compare_means(*args)
-    return sequential_means(*args, tuning_n)
+    return _effect(holdout_method(arm, holdout, kind, tuning_n, alpha), alpha)
 
 
 def holdout_comparisons(
@@ -105,13 +131,17 @@ def holdout_comparisons(
 ) -> list[Incrementality]:
     """Every mailed arm, and all of them pooled, against the holdout on one per-assigned metric.
 
+    The arms form one multiplicity family (``correction``); each arm's intervals are at the level
+    its adjusted test used (:func:`loopexp.stats.interval_alphas`), as for the A/B comparisons.
+    The pooled comparison is a single pre-planned summary, at ``alpha``.
+
     Args:
         metric: name of the metric (for the records).
         kind: ``proportion`` (e.g. conversion per assigned) or ``mean`` (revenue per assigned).
         groups: sufficient statistics per group id, holdout included, denominators = assigned.
         holdout: the holdout's group id.
         alpha: interval and test level.
-        correction: multiplicity correction across the mailed arms (as for the A/B comparisons).
+        correction: multiplicity correction across the mailed arms.
         tuning_n: always-valid intervals and p-values tuned at this total sample, when given.
         pooled: also compare all mailed arms pooled (when there are at least two).
 
@@ -127,26 +157,36 @@ def holdout_comparisons(
     arms: list[tuple[str, Sums]] = [(g, s) for g, s in groups.items() if g != holdout]
     if pooled and len(arms) > 1:
         arms.append((ALL_MAILED, _pool([s for _, s in arms])))
-    effects = [compare_to_holdout(s, base, kind, alpha, tuning_n) for _, s in arms]
+    methods = [holdout_method(s, base, kind, tuning_n, alpha) for _, s in arms]
+    p_values = [m.p_value() for m in methods]
+    adjusted, levels = list(p_values), [alpha] * len(arms)
     family = [i for i, (g, _) in enumerate(arms) if g != ALL_MAILED]
-    adjusted = [e.p_value for e in effects]
-    family_adjusted = adjust_pvalues([effects[i].p_value for i in family], correction)
-    for i, p in zip(family, family_adjusted, strict=True):
-        adjusted[i] = p
-    return [
-        Incrementality(
-            metric=metric,
-            arm=g,
-            n_arm=int(s.n),
-            n_holdout=int(base.n),
-            effect=e,
-            p_value_adjusted=float(p_adj),
-            incremental_total=e.estimate * s.n,
-            incremental_ci_low=e.ci_low * s.n,
-            incremental_ci_high=e.ci_high * s.n,
+    family_p = [p_values[i] for i in family]
+    for i, p_adj, level in zip(
+        family,
+        adjust_pvalues(family_p, correction),
+        interval_alphas(family_p, correction, alpha),
+        strict=True,
+    ):
+        adjusted[i], levels[i] = p_adj, level
+    out = []
+    for (g, s), m, p_adj, level in zip(arms, methods, adjusted, levels, strict=True):
+        e = _effect(m, level)
+        out.append(
+            Incrementality(
+                metric=metric,
+                arm=g,
+                n_arm=int(s.n),
+                n_holdout=int(base.n),
+                effect=e,
+                p_value_adjusted=float(p_adj),
+                incremental_total=e.estimate * s.n,
+                incremental_ci_low=e.ci_low * s.n,
+                incremental_ci_high=e.ci_high * s.n,
+                ci_level=1 - level,
+            )
         )
-        for (g, s), e, p_adj in zip(arms, effects, adjusted, strict=True)
-    ]
+    return out
 
 
 def _pool(groups: Sequence[Sums]) -> GroupSums:

@@ -33,6 +33,7 @@ import math
 import numpy as np
 from scipy import stats as sps
 
+from loopexp.stats.comparison import Intervals, TwoSampleMethod
 from loopexp.stats.effect import Effect
 from loopexp.stats.mean import mean_and_variance
 
@@ -223,3 +224,108 @@ def tuning_n_for_plan(planned_per_arm: int | None, arms_in_comparison: int = 2) 
 def fixed_horizon_z(alpha: float) -> float:
     """Two-sided normal quantile, for comparing a sequence's width with a fixed-horizon CI."""
     return float(sps.norm.ppf(1 - alpha / 2))
+
+
+class GaussianMethod(TwoSampleMethod):
+    """A comparison from two independent, asymptotically normal arm estimates.
+
+    With ``tuning_n`` it is always-valid: the p-value is :func:`always_valid_pvalue` and the
+    intervals are confidence sequences (:func:`cs_halfwidth`), so the analysis may be repeated on
+    the cumulative data of every look. Without, it is the fixed-horizon z-test with normal
+    intervals (used for regression-adjusted means). The difference interval inverts the test
+    exactly; the ratio interval is the delta-method one on the relative lift (as gbstats), which
+    agrees with the test except within rounding of the two standard errors.
+    """
+
+    def __init__(
+        self,
+        mean_t: float,
+        var_t: float,
+        n_t: int,
+        mean_c: float,
+        var_c: float,
+        n_c: int,
+        tuning_n: float | None = None,
+        design_alpha: float = 0.05,
+        description: str = "",
+    ):
+        if min(n_t, n_c) <= 0:
+            raise ValueError(f"both groups need recipients; got n_t={n_t}, n_c={n_c}")
+        self.treatment_value, self.control_value = mean_t, mean_c
+        self.var_t, self.var_c, self.n_t, self.n_c = var_t, var_c, n_t, n_c
+        self.n_total = n_t + n_c
+        self.se = math.sqrt(max(var_t / n_t + var_c / n_c, 0.0))
+        self.tuning_n, self.design_alpha = tuning_n, design_alpha
+        self.name = "always-valid" if tuning_n is not None else "normal"
+        self.description = description or (
+            f"always-valid: asymptotic confidence sequence (normal mixture, n*={tuning_n:g}; "
+            "Waudby-Smith et al. 2023)"
+            if tuning_n is not None
+            else "z-test, normal CI of the difference, delta-method CI of the ratio"
+        )
+
+    @classmethod
+    def from_stats(
+        cls, kind: str, t, c, tuning_n: float | None, design_alpha: float = 0.05
+    ) -> GaussianMethod:
+        """From two ``GroupStats`` of a ``proportion`` or ``mean`` metric."""
+        if kind == "proportion":
+            p_t, p_c = t.sum / t.n, c.sum / c.n
+            v_t, v_c = p_t * (1 - p_t), p_c * (1 - p_c)
+            what = "two-proportion"
+        else:
+            p_t, v_t = mean_and_variance(t.n, t.sum, t.sum_sq)
+            p_c, v_c = mean_and_variance(c.n, c.sum, c.sum_sq)
+            what = "mean"
+        method = cls(p_t, v_t, t.n, p_c, v_c, c.n, tuning_n, design_alpha)
+        if tuning_n is not None:
+            method.description = f"always-valid {what} test: {method.description}"
+        return method
+
+    def _half(self, se: float, alpha: float) -> float:
+        if se <= 0 or not math.isfinite(se):
+            return 0.0 if se == 0 else math.inf
+        if self.tuning_n is None:
+            return float(sps.norm.ppf(1 - alpha / 2)) * se
+        return cs_halfwidth(se, self.n_total, alpha, self.tuning_n, self.design_alpha)
+
+    def _two_sided_p(self, shift: float, se: float) -> float:
+        if se <= 0 or not math.isfinite(shift):
+            return 1.0
+        if self.tuning_n is None:
+            return float(2 * sps.norm.sf(abs(shift) / se))
+        return always_valid_pvalue(shift, se, self.n_total, self.tuning_n, self.design_alpha)
+
+    def test(self) -> tuple[float, float]:  # noqa: D102
+        if self.se <= 0:
+            return 0.0, 1.0  # no variance: the data carry no evidence of a difference
+        return self.estimate / self.se, self._two_sided_p(self.estimate, self.se)
+
+    def interval(self, alpha: float) -> Intervals:  # noqa: D102
+        half = self._half(self.se, alpha)
+        if self.se <= 0:
+            half = math.inf
+        lift, rel_se = self.rel_lift, self.relative_se()
+        if math.isnan(lift) or math.isnan(rel_se):
+            ratio_low, ratio_high = -math.inf, math.inf
+        else:
+            rel_half = self._half(rel_se, alpha) if rel_se > 0 else math.inf
+            ratio_low, ratio_high = 1 + lift - rel_half, 1 + lift + rel_half
+        return Intervals(alpha, self.estimate - half, self.estimate + half, ratio_low, ratio_high)
+
+    def one_sided_p(self, ratio: float, alternative: str) -> float:  # noqa: D102
+        lift, rel_se = self.rel_lift, self.relative_se()
+        if math.isnan(lift) or not rel_se > 0:
+            return 0.5
+        shift = lift - (ratio - 1)
+        half_p = self._two_sided_p(shift, rel_se) / 2
+        on_side = shift < 0 if alternative == "less" else shift > 0
+        return half_p if on_side else 1 - half_p
+
+    def relative_se(self) -> float:  # noqa: D102
+        m_t, m_c = self.treatment_value, self.control_value
+        if m_c == 0:
+            return math.nan
+        return math.sqrt(
+            self.var_t / (self.n_t * m_c**2) + m_t**2 * self.var_c / (self.n_c * m_c**4)
+        )
