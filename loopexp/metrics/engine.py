@@ -889,8 +889,11 @@ def _aggregate_sql(defs: Sequence) -> str:
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
-        # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
-        cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
+        # Holdout recipients were not mailed: they are in no sent/delivered denominator, even with
+        # a stray event; "assigned" (intent to treat) counts everyone, holdout included.
+        cond = {"sent": "sent", "delivered": "sent AND delivered > 0", "assigned": "TRUE"}[
+            m.denominator
+        ]
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).

@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats as sps
 
 from loopexp.stats.effect import Effect
-from loopexp.stats.sequential import sequential_effect
+from loopexp.stats.sequential import GaussianMethod, sequential_effect
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,43 @@ def fit_arm(m: Moments, center: np.ndarray) -> ArmFit:
     return ArmFit(adjusted, variance, mean_y, s_yy / (m.n - 1) / m.n, slopes)
 
 
+def fit_arms(treatment: Moments, control: Moments) -> tuple[ArmFit, ArmFit]:
+    """Both arms' regressions, covariates centred at their mean over the two arms."""
+    if treatment.k != control.k:
+        raise ValueError(f"arms have {treatment.k} and {control.k} covariates; they must match")
+    center = (treatment.sum_x + control.sum_x) / (treatment.n + control.n)
+    return fit_arm(treatment, center), fit_arm(control, center)
+
+
+def adjusted_method(
+    treatment: Moments,
+    control: Moments,
+    tuning_n: float | None = None,
+    design_alpha: float = 0.05,
+) -> tuple[GaussianMethod, float]:
+    """The adjusted comparison as a :class:`~loopexp.stats.comparison.TwoSampleMethod`.
+
+    Returns the method (fixed-horizon z, or always-valid with ``tuning_n``) and its CI narrowing
+    against the unadjusted difference in means.
+    """
+    t, c = fit_arms(treatment, control)
+    se = math.sqrt(t.variance + c.variance)
+    se_plain = math.sqrt(t.variance_unadjusted + c.variance_unadjusted)
+    label = f"Lin regression adjustment on {control.k} pre-period covariate(s)"
+    method = GaussianMethod(
+        t.adjusted_mean,
+        t.variance * treatment.n,
+        treatment.n,
+        c.adjusted_mean,
+        c.variance * control.n,
+        control.n,
+        tuning_n,
+        design_alpha,
+    )
+    method.description = f"{label}; {method.description}"
+    return method, (1 - se / se_plain if se_plain > 0 else 0.0)
+
+
 def regression_adjusted(
     treatment: Moments,
     control: Moments,
@@ -181,10 +218,7 @@ def regression_adjusted(
         The adjusted comparison; ``effect.estimate`` equals the coefficient of the treatment dummy
         in the statsmodels OLS ``y ~ T * (X - x̄)``.
     """
-    if treatment.k != control.k:
-        raise ValueError(f"arms have {treatment.k} and {control.k} covariates; they must match")
-    center = (treatment.sum_x + control.sum_x) / (treatment.n + control.n)
-    t, c = fit_arm(treatment, center), fit_arm(control, center)
+    t, c = fit_arms(treatment, control)
     se = math.sqrt(t.variance + c.variance)
     se_plain = math.sqrt(t.variance_unadjusted + c.variance_unadjusted)
     label = f"Lin regression adjustment on {control.k} pre-period covariate(s)"
