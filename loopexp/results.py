@@ -128,8 +128,9 @@ class Comparison(_Record):
     control: str
     estimate: float
     rel_lift: float | None
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    """None (null in results.json) when the interval is unbounded, e.g. a mean with no variance."""
+    ci_high: float | None
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float
@@ -170,16 +171,16 @@ class IncrementalityResult(_Record):
     arm_value: float
     holdout_value: float
     estimate: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
     rel_lift: float | None
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float
     p_value_adjusted: float
     incremental_total: float
-    incremental_ci_low: float
-    incremental_ci_high: float
+    incremental_ci_low: float | None
+    incremental_ci_high: float | None
     ci_level: float
     method: str
 
@@ -321,6 +322,10 @@ class ExperimentResults(_Record):
     def comparisons_frame(self) -> pd.DataFrame:
         """One row per (metric, challenger) comparison."""
         return pd.DataFrame([c.model_dump() for c in self.comparisons])
+
+    def incrementality_frame(self) -> pd.DataFrame:
+        """One row per (metric, mailed arm or all_mailed) comparison with the holdout."""
+        return pd.DataFrame([r.model_dump() for r in self.incrementality])
 
     def decision_dict(self) -> dict[str, Any]:
         """The decision with the lineage it came from: the content of ``decision.json``."""

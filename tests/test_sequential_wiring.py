@@ -153,6 +153,8 @@ def test_incrementality_of_each_arm_and_all_mailed_against_holdout(holdout_run):
     # The contract: results.json round-trips with the new records.
     path = results.write_json(folder / "results.json")
     assert ExperimentResults.read_json(path).incrementality == results.incrementality
+    frame = results.incrementality_frame()
+    assert list(frame["arm"]).count("all_mailed") == 2 and "incremental_total" in frame
 
 
 def test_no_holdout_no_incrementality():
