@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 from scipy import stats as sps
 from statsmodels.stats.power import NormalIndPower
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from loopexp.datasets import load_hillstrom  # noqa: E402
 from loopexp.stats.adjustment import Moments, regression_adjusted  # noqa: E402
 from loopexp.stats.sequential import always_valid_pvalues  # noqa: E402
 
@@ -163,6 +165,46 @@ def simulate_adjusted_aa(
     }
 
 
+def hillstrom_narrowing() -> list[dict[str, float | str]]:
+    """CI narrowing of the adjusted e-mail-vs-no-e-mail comparisons on Hillstrom.
+
+    Covariates: ``history`` (last year's spend) and the ``mens``, ``womens``, ``newbie`` flags;
+    moments aggregated in DuckDB.
+    """
+    frame = load_hillstrom()
+    frame["segment"] = frame["segment"].astype(str)
+    covs = ["history", "mens", "womens", "newbie"]
+    out = []
+    with duckdb.connect() as con:
+        con.register("h", frame)
+        for outcome in ("visit", "conversion", "spend"):
+            cols = ["count(*)", f"sum({outcome})::DOUBLE", f"sum({outcome}::DOUBLE * {outcome})"]
+            cols += [f"sum({c})::DOUBLE" for c in covs]
+            cols += [f"sum({a}::DOUBLE * {b})" for a in covs for b in covs]
+            cols += [f"sum({c}::DOUBLE * {outcome})" for c in covs]
+            query = f"SELECT {', '.join(cols)} FROM h WHERE segment = ?"
+            k = len(covs)
+            moments = {}
+            for arm in ("Mens E-Mail", "Womens E-Mail", "No E-Mail"):
+                r = con.execute(query, [arm]).fetchone()
+                moments[arm] = Moments.from_sums(
+                    r[0], r[1], r[2], r[3 : 3 + k], r[3 + k : 3 + k + k * k], r[3 + k + k * k :]
+                )
+            for arm in ("Mens E-Mail", "Womens E-Mail"):
+                adj = regression_adjusted(moments[arm], moments["No E-Mail"])
+                out.append(
+                    {
+                        "outcome": outcome,
+                        "arm": arm,
+                        "estimate": adj.effect.estimate,
+                        "se_adjusted": adj.se,
+                        "se_unadjusted": adj.se_unadjusted,
+                        "ci_narrowing": adj.ci_narrowing,
+                    }
+                )
+    return out
+
+
 def n_for_power(rate: float, lift: float, alpha: float, power: float, arms: int) -> int:
     """Per-arm final n giving the fixed-horizon test ``power`` (Bonferroni share for >2 arms)."""
     h = proportion_effectsize(rate * (1 + lift), rate)
@@ -204,6 +246,7 @@ def main() -> None:
             }
         )
     adjusted = simulate_adjusted_aa(n_sims=min(args.sims, 4000), seed=7)
+    hillstrom = hillstrom_narrowing()
     elapsed = time.perf_counter() - started
     result = {
         "alpha": ALPHA,
@@ -213,6 +256,7 @@ def main() -> None:
         "mde": args.mde,
         "rows": rows,
         "adjusted_aa": adjusted,
+        "hillstrom_adjustment": hillstrom,
         "seconds": elapsed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,8 +291,21 @@ def main() -> None:
             f"{row['power_double_duration']['sequential_mean_stop_day']:.1f}), A/A false "
             f"ship {row['aa_double_duration']['sequential_ship']:.2%}."
         )
-    print("\n# Regression-adjusted test, A/A (fixed horizon)\n")
-    print(json.dumps(adjusted, indent=2))
+    print("\n# Regression-adjusted test, A/A (fixed horizon, simulated e-mail engagement)\n")
+    print(
+        f"{adjusted['sims']:,} A/A pairs of {adjusted['n_per_arm']:,}/arm, covariates pre-period "
+        f"clicks and opens: false-positive rate {adjusted['false_positive_rate']:.2%} (alpha 5%), "
+        f"95% CI coverage {adjusted['coverage_95']:.2%}, mean CI narrowing "
+        f"{adjusted['mean_ci_narrowing']:.1%} against Welch."
+    )
+    print("\n# Hillstrom: e-mail vs no e-mail, adjusted on history + mens/womens/newbie flags\n")
+    print("| outcome | arm | estimate | SE adjusted | SE unadjusted | CI narrowing |")
+    print("|---|---|---:|---:|---:|---:|")
+    for h in hillstrom:
+        print(
+            f"| {h['outcome']} | {h['arm']} | {h['estimate']:.6f} | {h['se_adjusted']:.6g} | "
+            f"{h['se_unadjusted']:.6g} | {h['ci_narrowing']:.2%} |"
+        )
     print(f"\n({elapsed:.1f} s)")
 
 
