@@ -81,6 +81,28 @@ def test_sequential_results_are_always_valid_and_wider():
     assert seq.comparisons[0].family_size == 2
 
 
+def test_analyze_uses_the_p_values_the_calibration_bench_simulates():
+    """bench/sequential_calibration.py simulates always_valid_pvalues on z and n; analyze's
+    sequential p-values must be that same function of the same table."""
+    from loopexp.stats.sequential import always_valid_pvalues
+
+    spec = _spec(decision={"method": "sequential"}, planned_recipients_per_variant=30_000)
+    seq = analyze(spec, _table(CELLS))
+    n_c, x_c = CELLS["control"]
+    for c in seq.comparisons:
+        n_t, x_t = CELLS[c.variant]
+        p_t, p_c = x_t / n_t, x_c / n_c
+        z = (p_t - p_c) / np.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+        expected = always_valid_pvalues(np.array([z]), np.array([n_t + n_c]), 60_000, 0.05)[0]
+        assert c.p_value == pytest.approx(expected, rel=1e-12)
+
+
+def test_welcome_flow_example_is_sequential_with_a_holdout():
+    spec = load_spec(ROOT / "experiments" / "welcome_flow.yaml")
+    assert spec.enrolment == "continuous" and spec.decision_method == "sequential"
+    assert spec.audience.holdout > 0
+
+
 def test_sequential_decision_names_the_confidence_sequence():
     seq = analyze(
         _spec(decision={"method": "sequential"}),
