@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import glob
+import json
 import os
-from datetime import timedelta
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import pandas as pd
+import click
+import duckdb
 import typer
 from rich import box
 from rich.console import Console
@@ -15,35 +26,170 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from loopexp.assign import assign, write_send_lists
-from loopexp.keys import redact_addresses
+from loopexp.assign import AssignmentSummary, assign_recipients
+from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
+from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import EventsError
-from loopexp.pipeline import IterationOutcome, run_iteration
-from loopexp.plan import sample_size_per_variant
-from loopexp.report import comparisons_table
+from loopexp.notebook import NotebookFailedError
+from loopexp.pipeline import (
+    ExperimentBusyError,
+    IterationOutcome,
+    NotLoggedError,
+    run_iteration,
+    upload,
+)
+from loopexp.plan import baseline_from_history, plan_experiment
+from loopexp.recipients import RecipientsError, read_recipients, read_table
+from loopexp.report import comparisons_table, plan_summary
+from loopexp.resources import example_spec_path, starter_spec
+from loopexp.results import Status
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
-from loopexp.spec import SpecError, load_spec
-from loopexp.tracking import ui_hint
+from loopexp.spec import SpecError, TestType, load_spec
+from loopexp.tracking import (
+    TrackingUnavailableError,
+    experiment_id_of,
+    experiment_url,
+    is_remote,
+    list_runs,
+    resolve_tracking_uri,
+    ui_hint,
+)
 
-app = typer.Typer(
+#: Exit codes, for schedulers (documented in ``loopexp --help`` and the README).
+EXIT_DECIDED = 0
+EXIT_FAILURE = 1
+EXIT_INPUT = 2
+EXIT_KEEP_TESTING = 3
+EXIT_INVALID = 4
+EXIT_BUSY = 5
+
+DECISION_EXIT = {
+    Status.SHIP: EXIT_DECIDED,
+    Status.NO_DIFFERENCE: EXIT_DECIDED,
+    Status.GUARDRAIL_VETO: EXIT_DECIDED,
+    Status.KEEP_TESTING: EXIT_KEEP_TESTING,
+    Status.INVALID_SRM: EXIT_INVALID,
+}
+
+EXIT_CODES_HELP = (
+    "Exit codes of `run` and `upload`: 0 decided (ship, no difference or guardrail veto; the "
+    "next spec is written), 3 keep testing, 4 invalid split (sample-ratio mismatch: fix the "
+    "send), 1 failure (a notebook cell failed: MLflow run FAILED, no decision; or the tracking "
+    "server is down: results kept locally for `loopexp upload`), 2 bad input (spec, files, "
+    "columns, another iteration's assignment; nothing was run), 5 another run of the experiment "
+    "holds its lock."
+)
+
+#: Errors in what the user gave us: one clear line and exit code 2, never a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SpecError,
+    EventsError,
+    OSError,  # FileNotFoundError, IsADirectoryError, PermissionError, ...
+    ValueError,  # bad numbers, unparseable CSV (pandas/pyarrow errors derive from it)
+    duckdb.Error,
+)
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command; turn known errors into a clear message and a documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except NotebookFailedError as exc:
+            run_id = getattr(exc, "run_id", None)
+            if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
+                _error(
+                    f"{redact_addresses(exc.evalue.strip())}\n(the partly executed notebook is "
+                    f"{exc.notebook}"
+                    + (f"; MLflow run {run_id} is marked FAILED" if run_id else "")
+                    + ")",
+                    EXIT_INPUT,
+                )
+            _error(
+                f"the analysis notebook failed in cell {exc.cell}: {exc.ename}: "
+                f"{redact_addresses(exc.evalue.strip()[:500])}\nThe partly executed notebook is "
+                f"{exc.notebook}; "
+                "open it to see the traceback."
+                + (f" MLflow run {run_id} is marked FAILED." if run_id else "")
+                + " No decision was written.",
+                EXIT_FAILURE,
+            )
+        except NotLoggedError as exc:
+            _error(str(exc), EXIT_FAILURE)
+        except TrackingUnavailableError as exc:
+            _error(f"{exc}. Check the server (or --tracking-uri) and run again.", EXIT_FAILURE)
+        except ExperimentBusyError as exc:
+            _error(str(exc), EXIT_BUSY)
+        except USER_ERRORS as exc:
+            _error(redact_addresses(str(exc)), EXIT_INPUT)
+        except Exception as exc:
+            if os.environ.get("LOOPEXP_DEBUG"):
+                raise
+            _error(
+                f"unexpected {type(exc).__name__}: {exc} (this is a bug in loopexp: run again "
+                "with LOOPEXP_DEBUG=1 for the traceback, and report it)",
+                EXIT_FAILURE,
+            )
+
+    return wrapper
+
+
+class _App(typer.Typer):
+    """A Typer app whose every command goes through :func:`_guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            register(_guarded(func))
+            return func
+
+        return decorator
+
+
+app = _App(
     help="Closed-loop email experimentation: define, assign, measure, analyse, decide, iterate.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
 
-DEMO_SPEC = Path("experiments/subject_line_demo.yaml")
+DEMO_SPEC = example_spec_path("subject_line_demo.yaml")  # shipped in the wheel
 
 TrackingOpt = Annotated[
     str | None,
-    typer.Option(help="MLflow tracking URI [default: sqlite:///mlflow.db in this folder]"),
+    typer.Option(
+        help="MLflow tracking URI (a local SQLite store or http://host:port)",
+        show_default="sqlite:///mlflow.db in this folder",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="analyse and log again even if this spec and data were")
+]
+LockTimeoutOpt = Annotated[
+    float, typer.Option(help="seconds to wait for another run of the experiment to end")
 ]
 
 
+def _error(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code=code)
+
+
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code=2)
+    _error(message, EXIT_INPUT)
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -68,44 +214,182 @@ def validate(
 
 
 @app.command()
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="spec file to write [default: experiments/<campaign>-<type>.yaml]"),
+    ] = None,
+    test_type: Annotated[
+        TestType, typer.Option("--type", help="what the variants differ in")
+    ] = TestType.SUBJECT_LINE,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="campaign name (letters, digits, . _ -) [default: PATH's name]"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a commented starter spec for a new experiment, ready to edit and validate."""
+    campaign = campaign or (path.stem if path else "my-campaign")
+    path = path or Path("experiments") / f"{campaign}-{test_type.value.replace('_', '-')}.yaml"
+    if path.exists() and not force:
+        _fail(f"{path} exists; choose another PATH or pass --force to overwrite it")
+    try:
+        text = starter_spec(test_type, campaign)
+    except ValueError as exc:  # a SpecError too
+        _fail(f"{exc}; choose one with --campaign NAME")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(
+        f"[green]✓[/] wrote a {test_type.value} spec to {path}\n"
+        f"Edit the variants, audience and metrics (each field is commented), then:\n"
+        f"  loopexp validate {path}\n  loopexp plan {path} --baseline 0.04",
+        highlight=False,
+    )
+
+
+@app.command()
 def plan(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
-    baseline: Annotated[float, typer.Option(help="expected control rate of the primary metric")],
+    baseline: Annotated[
+        float | None, typer.Option(help="expected control rate of the primary metric, e.g. 0.04")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(help="earlier sends' results.json (globs allowed): their control rate"),
+    ] = None,
+    per_day: Annotated[
+        int | None, typer.Option(help="recipients mailed per day: gives the days of sending")
+    ] = None,
+    audience: Annotated[
+        int | None, typer.Option(help="recipients available: gives the smallest detectable lift")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the plan as JSON to this file")
+    ] = None,
 ) -> None:
-    """Recipients needed per variant to detect the spec's MDE on the primary metric."""
+    """Recipients per variant to detect the spec's MDE, days of sending, the audience's MDE.
+
+    The same plan as notebooks/plan_experiment.ipynb and ``loopexp.plan.plan_experiment``.
+    """
     spec = _load(spec_path)
-    rule = spec.decision
-    result = sample_size_per_variant(
-        baseline, rule.mde_relative, rule.alpha, rule.power, len(spec.challengers)
-    )
+    paths = sorted({p for pattern in history or [] for p in glob.glob(pattern)})
+    if history and not paths:
+        _fail(f"--history {' '.join(history)} matches no file")
+    if baseline is None and not paths:
+        _fail("give the control's expected rate with --baseline (e.g. 0.04) or --history FILES")
+    try:
+        if paths:
+            rate = baseline_from_history(spec, paths)
+            source = f"pooled from {len(paths)} earlier send(s)"
+        else:
+            rate, source = float(baseline), "as given"
+        result = plan_experiment(spec, rate, source, per_day, audience)
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(
-        f"{spec.primary_metric}: baseline {baseline:.2%}, MDE {rule.mde_relative:+.0%} relative, "
-        f"power {rule.power:.0%}, alpha {result.alpha_per_comparison:.3g} per comparison → "
-        f"[bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
+        f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
+        f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "
+        f"comparison → [bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
     )
+    console.print(plan_summary(result), highlight=False)
+    if json_path:
+        console.print(f"plan written to {result.write_json(json_path)}", highlight=False)
 
 
 @app.command("assign")
 def assign_cmd(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
-    recipients: Annotated[Path, typer.Option(help="CSV/Parquet with recipient_key, segment")],
-    out: Annotated[Path, typer.Option(help="folder for assignment.parquet and send lists")],
+    recipients: Annotated[
+        Path, typer.Option(help="recipient list, CSV or Parquet (columns: see audience.columns)")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for assignment.parquet, send lists, summary")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="file with the e-mail hashing key (default: $LOOPEXP_HASH_KEY(_FILE))"),
+    ] = None,
+    demo_key: Annotated[
+        bool, typer.Option("--demo-key", help="allow the public demo key (demos only)")
+    ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(help="contact history (recipient_key or email, sent_at), CSV or Parquet"),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="reference time of the recency exclusion, ISO 8601 (default: now)"),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the summary as JSON instead of tables")
+    ] = False,
 ) -> None:
-    """Assign recipients to variants (salted hash) and write one send list per variant."""
+    """Assign recipients to variants (salted hash); write send lists, exclusions and a summary.
+
+    Every input row is accounted for: assigned, or excluded with a reason (missing key, suppressed,
+    no consent, unmapped segment, outside the audience, recently tested, duplicate key).
+    """
     spec = _load(spec_path)
-    table = (
-        pd.read_parquet(recipients) if recipients.suffix == ".parquet" else pd.read_csv(recipients)
-    )
     try:
-        assignment = assign(table, spec)
-    except ValueError as exc:
-        _fail(f"{recipients}: {exc}")
-    out.mkdir(parents=True, exist_ok=True)
-    assignment.to_parquet(out / "assignment.parquet", index=False)
-    lists = write_send_lists(assignment, out)
-    for variant, path in lists.items():
-        console.print(f"{variant}: {path}")
-    console.print(assignment["variant_id"].value_counts().sort_index().to_string())
+        key = _hash_key(key_file, demo_key)
+        table = read_recipients(recipients)
+        past = read_table(history, "contact history") if history else None
+        reference = datetime.fromisoformat(as_of) if as_of else None
+        result = assign_recipients(table, spec, key, past, reference, source=str(recipients))
+    except (RecipientsError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    except ValueError as exc:  # e.g. an --as-of that is not a date
+        _fail(f"{exc}")
+        raise
+    paths = result.write(out)
+    summary = result.summary
+    if json_out:
+        typer.echo(summary.to_json())
+        return
+    _print_assignment(summary, paths)
+
+
+def _hash_key(key_file: Path | None, demo_key: bool) -> HashKey | None:
+    """The e-mail hashing key, or None when none is set (needed only for lists of addresses)."""
+    if key_file or demo_key:
+        key = load_hash_key(key_file, allow_demo=demo_key)
+        if key.is_demo:  # on stderr, so that --json output stays parseable
+            Console(stderr=True).print(
+                "[bold yellow]warning:[/] hashing addresses with the public demo key: fine for a "
+                "demo, never for real recipients (set LOOPEXP_HASH_KEY)"
+            )
+        return key
+    try:
+        return load_hash_key()
+    except HashKeyError:
+        return None  # prepare_recipients asks again, with instructions, if addresses need it
+
+
+def _print_assignment(summary: AssignmentSummary, paths: dict[str, Path]) -> None:
+    table = Table(title=f"Assignment of {summary.source}", box=box.ROUNDED)
+    table.add_column("rows", style="bold")
+    table.add_column("count", justify="right")
+    table.add_row("input", f"{summary.input_rows:,}")
+    table.add_row("assigned", f"{summary.assigned:,}")
+    for reason, count in summary.excluded.items():
+        table.add_row(f"excluded: {reason}", f"{count:,}")
+    console.print(table)
+    groups = Table(title="Assigned per segment and group", box=box.ROUNDED)
+    groups.add_column("segment", style="bold")
+    for group in summary.groups:
+        groups.add_column(group, justify="right")
+    groups.add_column("SRM p", justify="right")
+    for segment, counts in summary.by_segment.items():
+        groups.add_row(
+            segment,
+            *(f"{counts.get(g, 0):,}" for g in summary.groups),
+            f"{summary.srm_p_values[segment]:.3g}",
+        )
+    groups.add_row("all", *(f"{n:,}" for n in summary.groups.values()), "", style="bold")
+    console.print(groups)
+    if summary.key_source:
+        console.print(f"e-mail addresses hashed with the key from {summary.key_source}")
+    for name, path in paths.items():
+        console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False, emoji=False)
 
 
 @app.command()
@@ -156,18 +440,244 @@ def run(
         Path, typer.Option(help="assignment with recipient_key, segment, variant_id")
     ],
     out: Annotated[
-        Path | None, typer.Option(help="output folder [default: runs/<name>-iter<N>]")
+        Path | None, typer.Option(help="output folder", show_default="runs/<name>-iter<N>")
     ] = None,
     tracking_uri: TrackingOpt = None,
     next_spec_dir: Annotated[
-        Path | None, typer.Option(help="where the next spec goes [default: beside the spec]")
+        Path | None, typer.Option(help="where the next spec goes", show_default="beside the spec")
     ] = None,
+    events_format: Annotated[
+        str,
+        typer.Option(
+            help="format of --events: canonical Parquet, or raw ESP exports (a file, folder or "
+            f"glob) ingested into <out>/ingest first: {', '.join(FORMATS)}"
+        ),
+    ] = "canonical",
+    force: ForceOpt = False,
+    lock_timeout: LockTimeoutOpt = 600.0,
 ) -> None:
-    """Analyse one iteration (papermill notebook), log it to MLflow, write the next spec."""
+    """Analyse one iteration (papermill notebook), log it to MLflow, write the next spec.
+
+    Idempotent: the same spec on the same data reports the run already logged (no second run,
+    no rewritten next spec) unless --force. One run per experiment at a time (a lock).
+    """
     spec = _load(spec_path)
     out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
-    outcome = _run(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
+    if events_format != "canonical":
+        events = _ingest_for_run(events, out / "ingest", events_format, spec.ingest)
+    outcome = _run(
+        spec_path, events, assignment, out, tracking_uri, next_spec_dir, force, lock_timeout
+    )
     _print_outcome(outcome)
+    raise typer.Exit(code=DECISION_EXIT.get(outcome.results.decision.status, EXIT_DECIDED))
+
+
+@app.command("upload")
+def upload_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="attempt folder kept locally (or the run's --out folder)")
+    ],
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI", show_default="the one the run used"),
+    ] = None,
+    force: ForceOpt = False,
+    lock_timeout: LockTimeoutOpt = 600.0,
+) -> None:
+    """Log a run kept locally (the tracking server was down) and write its next spec."""
+    _quiet_mlflow()
+    outcome = upload(folder, tracking_uri, force, lock_timeout, progress=_progress)
+    _print_outcome(outcome)
+    raise typer.Exit(code=DECISION_EXIT.get(outcome.results.decision.status, EXIT_DECIDED))
+
+
+@app.command()
+def runs(
+    campaign: Annotated[str, typer.Option(help="campaign (the MLflow experiment)")],
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """List a campaign's iterations with their decisions."""
+    _quiet_mlflow()
+    uri = resolve_tracking_uri(tracking_uri)
+    found = list_runs(campaign, uri)
+    if not found:
+        console.print(f"no runs of campaign {escape(campaign)!r} in {uri}")
+        return
+    table = Table(title=f"{campaign} · {len(found)} runs", box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("iter", "started (UTC)", "status", "run", "summary"):
+        table.add_column(col, no_wrap=col != "summary", overflow="fold")
+    for r in found:
+        tags = r.data.tags
+        started = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.info.start_time / 1000))
+        table.add_row(
+            tags.get("loopexp.iteration", "?"),
+            started,
+            r.info.status,
+            escape(r.info.run_name or ""),
+            escape(tags.get("loopexp.summary") or tags.get("loopexp.failure", "")),
+        )
+        table.add_row("", "", "", f"[dim]{r.info.run_id}[/]", "")
+    console.print(table)
+    console.print(f"Open the UI: {ui_hint(uri, found[0].info.experiment_id)}", soft_wrap=True)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingOpt = None,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    campaign: Annotated[str | None, typer.Option(help="print the link to this campaign")] = None,
+) -> None:
+    """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if is_remote(uri):
+        console.print(f"{uri} is a tracking server already: open {experiment_url(uri)}")
+        return
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", uri,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    if store is not None:
+        command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"starting the MLflow UI on {url} against {uri} …")
+    # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            if proc.poll() is not None:
+                _error(f"mlflow server exited with code {proc.returncode}", EXIT_FAILURE)
+            if time.monotonic() > deadline:
+                _error(f"mlflow server did not answer on {url} within 120 s", EXIT_FAILURE)
+            time.sleep(0.3)
+        experiment_id = experiment_id_of(campaign, url) if campaign else None
+        console.print(f"MLflow UI: {experiment_url(url, experiment_id)}  (Ctrl-C stops it)")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="export files, folders or globs")],
+    out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
+    fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
+    spec_path: Annotated[
+        Path | None, typer.Option("--spec", help="spec whose ingest: section to use")
+    ] = None,
+    assignment: Annotated[
+        Path | None, typer.Option(help="assignment, to report bot removals per variant")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="file holding the hashing key [default: $LOOPEXP_HASH_KEY]")
+    ] = None,
+    demo_key: Annotated[
+        bool, typer.Option(help="allow the public demo key (simulated data only)")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="exit 1 when any record is quarantined")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Read ESP exports into the canonical event table; quarantine what cannot be used."""
+    from loopexp.events.ingest import ingest  # noqa: PLC0415
+    from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
+
+    _check_format(fmt)
+    config = _load(spec_path).ingest if spec_path else None
+    try:
+        key = load_hash_key(key_file, allow_demo=demo_key)
+        summary = ingest(paths, out, key=key, fmt=fmt, config=config, assignment=assignment)
+    except (IngestError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_ingest(summary)
+    if strict and summary.quarantined:
+        Console(stderr=True).print(
+            f"[bold red]--strict:[/] {summary.quarantined:,} record(s) quarantined; see "
+            f"{summary.quarantine_path} (column reason) and fix the export or the mapping"
+        )
+        raise typer.Exit(code=1)
+
+
+def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
+    from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
+
+    _check_format(fmt)
+    try:
+        path = ingest_to_canonical([events], folder, key=load_hash_key(), fmt=fmt, config=config)
+    except (IngestError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    summary = json.loads((folder / "ingest_summary.json").read_text(encoding="utf-8"))
+    console.print(
+        f"ingested {summary['input_records']:,} records → {summary['events']:,} events, "
+        f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined "
+        f"({folder})",
+        highlight=False,
+    )
+    return path
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _print_ingest(summary: IngestSummary) -> None:
+    table = Table(title="Ingest", show_header=False, box=box.ROUNDED)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    per_format: dict[str, list[int]] = {}
+    for f in summary.files:
+        per_format.setdefault(f.format, []).append(f.input_records)
+    for name, counts in per_format.items():
+        table.add_row(name, f"{sum(counts):,} records in {len(counts)} file(s)")
+    table.add_row("input records", f"{summary.input_records:,}")
+    table.add_row("events", f"{summary.events:,}")
+    table.add_row("duplicates", f"{summary.duplicates:,}")
+    table.add_row("quarantined", f"{summary.quarantined:,}")
+    for reason, n in list(summary.quarantine_reasons.items())[:8]:
+        table.add_row("", f"{n:,} × {reason}")
+    table.add_row("by type", ", ".join(f"{k} {v:,}" for k, v in summary.by_type.items()))
+    table.add_row("machine opens", f"{summary.machine_opens:,}")
+    table.add_row("bot clicks", f"{summary.bot_clicks:,}")
+    for rule, per_variant in summary.removed_by_rule.items():
+        parts = [f"{v}: {c['open']:,} opens, {c['click']:,} clicks" for v, c in per_variant.items()]
+        table.add_row(rule, "\n".join(parts))
+    table.add_row("outputs", f"{summary.events_path}\n{summary.quarantine_path}")
+    console.print(table)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 @app.command()
@@ -205,25 +715,21 @@ def _run(
     out: Path,
     tracking_uri: str | None,
     next_spec_dir: Path | None,
+    force: bool = False,
+    lock_timeout: float = 600.0,
 ) -> IterationOutcome:
     _quiet_mlflow()
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415 (papermill is slow)
-
-    try:
-        return run_iteration(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
-    except (SpecError, EventsError, FileNotFoundError) as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
-    except PapermillExecutionError as exc:
-        if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
-            _fail(f"{exc.evalue}\n(the partly executed notebook is in {out})")
-        console.print(
-            f"[bold red]the analysis notebook failed[/] in cell {exc.exec_count}: "
-            f"{exc.ename}: {escape(redact_addresses(exc.evalue))}\nThe partly executed notebook "
-            f"is in {out}; "
-            "open it to see the traceback."
-        )
-        raise typer.Exit(code=1) from None
+    return run_iteration(
+        spec_path,
+        events,
+        assignment,
+        out,
+        tracking_uri,
+        next_spec_dir,
+        force=force,
+        lock_timeout=lock_timeout,
+        progress=_progress,
+    )
 
 
 def _load(path: Path):
@@ -263,26 +769,24 @@ def _print_outcome(outcome: IterationOutcome) -> None:
             table.add_row("adjusted p", f"{d.p_value_adjusted:.3g}")
     table.add_row("reasons", Text("\n".join(f"• {r}" for r in d.reasons)))
     console.print(table)
-    data = results.data
-    if data.quarantined:
-        quarantine_file = outcome.output_dir / "quarantine.parquet"
-        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in data.quarantine_reasons.items())
+    if outcome.reused:
         console.print(
-            Text.assemble(
-                ("Quarantined: ", "bold"),
-                f"{data.quarantined:,} of {data.events:,} events ({reasons}) → {quarantine_file}",
-            ),
+            "[bold]Already analysed:[/] this spec and data were logged before; nothing was "
+            "redone and the next spec was left as it is (--force analyses again).",
             soft_wrap=True,
         )
-    else:
-        console.print(Text.assemble(("Quarantined: ", "bold"), f"none of {data.events:,} events"))
-    for label, value in (
+    lines: list[tuple[str, object]] = [
         ("Next spec", outcome.next_spec_path or f"not written: {outcome.next_spec_note}"),
         ("MLflow run", outcome.run_id),
         ("HTML report", outcome.report_path),
-        ("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)),
-    ):
-        console.print(f"[bold]{label}:[/] {value}", soft_wrap=True, highlight=False)
+        ("Outputs", outcome.run_dir or outcome.output_dir),
+    ]
+    if results.data.quarantined:
+        quarantine = (outcome.run_dir or outcome.output_dir) / "quarantine.parquet"
+        lines.append(("Quarantined", f"{results.data.quarantined:,} events → {quarantine}"))
+    lines.append(("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)))
+    for label, value in lines:
+        console.print(f"[bold]{label}:[/] {escape(str(value))}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,10 @@ class Comparison(_Record):
     estimate: float
     rel_lift: float | None
     ci_low: float | None
-    """None (null in results.json) when the interval is unbounded, e.g. a mean with no variance."""
+    """Lower bound of the absolute difference's interval; null in JSON when unbounded (-inf) or
+    undefined, e.g. a segment arm with a single delivered recipient."""
     ci_high: float | None
+    """Upper bound; null in JSON when unbounded (+inf) or undefined."""
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float

@@ -8,6 +8,7 @@ Errors name the file, the line and the field, and say what to do.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import unicodedata
 from enum import StrEnum
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, METRICS
 
 SPEC_SCHEMA_VERSION = 1
@@ -39,6 +41,10 @@ class TestType(StrEnum):
     SUBJECT_LINE = "subject_line"
     CONTENT = "content"
     SEND_TIME = "send_time"
+    PREHEADER = "preheader"
+    FROM_NAME = "from_name"
+    MULTIVARIATE = "multivariate"
+    """Factorial: ``factors`` with levels; the variants are the cells (every combination)."""
 
 
 class _Model(BaseModel):
@@ -48,7 +54,7 @@ class _Model(BaseModel):
 #: Largest variant weight: weights are relative, and a sum that overflows (1e308) breaks shares.
 MAX_WEIGHT = 1000.0
 #: Largest holdout share: beyond it too few recipients are mailed to compare anything.
-MAX_HOLDOUT = 0.9
+MAX_HOLDOUT = 0.99
 #: Largest relative MDE or guardrail margin (+1000 %): anything larger is a typo (10 for 10 %?).
 MAX_RELATIVE = 10.0
 
@@ -59,9 +65,88 @@ class Variant(_Model):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
     description: str = ""
     subject: str | None = None
+    preheader: str | None = None
+    """The preview text shown after the subject in the inbox."""
+    from_name: str | None = None
+    """The sender's display name."""
     content: str | None = None
     send_time: str | None = Field(default=None, description="local send time, HH:MM")
     weight: Annotated[float, Field(gt=0, le=MAX_WEIGHT)] = 1.0
+    cell: dict[str, str] | None = None
+    """For a multivariate (factorial) test: the level of each factor this cell combines."""
+
+
+class FactorLevel(_Model):
+    """One level of a factor: the message fields it sets in every cell that has it."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]{0,19}$")]
+    description: str = ""
+    subject: str | None = None
+    preheader: str | None = None
+    from_name: str | None = None
+    content: str | None = None
+    send_time: str | None = None
+
+
+class Factor(_Model):
+    """A factor of a multivariate (factorial) test, e.g. ``subject`` with two levels."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")]
+    levels: Annotated[list[FactorLevel], Field(min_length=2)]
+
+
+#: Message fields a factor level can set.
+_LEVEL_FIELDS = ("subject", "preheader", "from_name", "content", "send_time")
+
+
+def factorial_cells(factors: list[Factor]) -> list[dict[str, Any]]:
+    """The variants (as dicts) of a full factorial design: one per combination of levels.
+
+    A cell's id joins its level ids with ``-`` in factor order (``plain-grid``); the first cell
+    (every factor at its first level) is the natural control.
+    """
+    cells = []
+    for combo in itertools.product(*(f.levels for f in factors)):
+        cell: dict[str, Any] = {
+            "id": "-".join(level.id for level in combo),
+            "description": ", ".join(
+                f"{f.name}={level.id}" for f, level in zip(factors, combo, strict=True)
+            ),
+            "cell": {f.name: level.id for f, level in zip(factors, combo, strict=True)},
+        }
+        for level in combo:
+            for name in _LEVEL_FIELDS:
+                value = getattr(level, name)
+                if value is None:
+                    continue
+                if name in cell:
+                    raise ValueError(
+                        f"two factors set {name!r} (level {level.id!r} and another); each message "
+                        "field may belong to one factor only"
+                    )
+                cell[name] = value
+        cells.append(cell)
+    return cells
+
+
+class RecipientColumns(_Model):
+    """Which columns of a recipient list (CSV or Parquet) hold what.
+
+    The key is the ``id`` column as is, or else the keyed hash of the ``email`` column (see
+    :mod:`loopexp.keys`); with neither set, a ``recipient_key`` column is used as the id, or an
+    ``email`` column as the address.
+    """
+
+    id: str | None = None
+    """A recipient id column used as the recipient key as is (e.g. the ESP's or the CRM's id)."""
+    email: str | None = None
+    """The e-mail address column: hashed into the key, and written only to the send lists."""
+    segment: str = "segment"
+    """The team's segment label; mapped to a lifecycle segment by ``audience.segment_map``."""
+    consent: str | None = None
+    """Double opt-in flag (true/false, yes/no, 1/0): rows without consent are excluded."""
+    suppressed: str | None = None
+    """Suppression flag (true/false, yes/no, 1/0): a key suppressed on any row is excluded."""
 
 
 class Audience(_Model):
@@ -70,6 +155,26 @@ class Audience(_Model):
     segments: list[Segment] = Field(default_factory=lambda: list(Segment), min_length=1)
     holdout: Annotated[float, Field(ge=0, le=MAX_HOLDOUT)] = 0.0
     """Share of the audience that is assigned to no mail at all (the ``holdout`` group)."""
+    segment_map: dict[str, Segment] = Field(default_factory=dict)
+    """The team's own segment labels → lifecycle segments, e.g. ``Existing Customer:
+    existing_customer``. The lifecycle names themselves need no entry."""
+    unmapped_segments: Literal["error", "exclude"] = "error"
+    """A label that is neither a lifecycle segment nor in ``segment_map``: stop with an error
+    (default), or exclude those recipients with the reason ``unmapped_segment``."""
+    columns: RecipientColumns = Field(default_factory=RecipientColumns)
+    filters: dict[str, list[str]] = Field(default_factory=dict)
+    """Free filters: column → the values (as text) a recipient must have to be in the test."""
+    exclude_tested_within_days: Annotated[int, Field(ge=1)] | None = None
+    """Exclude recipients who got a test mail in the last N days (needs a contact history)."""
+
+    def lifecycle_segment(self, label: str) -> Segment | None:
+        """The lifecycle segment a list's label stands for, or None when it is unmapped."""
+        if label in self.segment_map:
+            return self.segment_map[label]
+        try:
+            return Segment(label)
+        except ValueError:
+            return None
 
 
 class Guardrail(_Model):
@@ -189,6 +294,20 @@ class ExperimentSpec(_Model):
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
+    factors: list[Factor] | None = None
+    """Multivariate (factorial) tests only: the factors; ``variants`` may then be left out and
+    are generated as every combination of levels (see :func:`factorial_cells`)."""
+    ingest: IngestConfig | None = None
+    """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _factorial_cells(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("factors") or data.get("variants"):
+            return data
+        factors = [Factor.model_validate(f) for f in data["factors"]]
+        cells = factorial_cells(factors)
+        return {**data, "variants": cells, "control": data.get("control") or cells[0]["id"]}
 
     @field_validator("name")
     @classmethod
@@ -218,6 +337,7 @@ class ExperimentSpec(_Model):
             raise ValueError(f"{HOLDOUT!r} is reserved for the no-mail group; rename that variant")
         if self.control not in ids:
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
+        self._check_factorial()
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
             raise ValueError(f"backlog ids {backlog_clash} are already variants of this iteration")
@@ -235,6 +355,25 @@ class ExperimentSpec(_Model):
         if dupes:
             raise ValueError(f"covariates must be unique; repeated: {dupes}")
         return self
+
+    def _check_factorial(self) -> None:
+        is_mvt = self.test_type == TestType.MULTIVARIATE
+        if is_mvt and not self.factors:
+            raise ValueError("a multivariate test needs `factors:` (each with two or more levels)")
+        if self.factors and not is_mvt:
+            raise ValueError("`factors:` belongs to test_type multivariate; remove it or set that")
+        if not self.factors:
+            return
+        names = [f.name for f in self.factors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"factor names must be unique; got {names}")
+        expected = {c["id"]: c["cell"] for c in factorial_cells(self.factors)}
+        got = {v.id: v.cell for v in self.variants}
+        if got != expected:
+            raise ValueError(
+                "the variants of a multivariate test are the cells of its factors; leave "
+                f"`variants:` out to generate them (expected cells {sorted(expected)})"
+            )
 
     @property
     def decision_method(self) -> str:
@@ -278,13 +417,47 @@ class ExperimentSpec(_Model):
         return f"{safe_slug(self.name, 80)}-iter{self.iteration}"
 
     def sha256(self) -> str:
-        """Fingerprint of the spec's content (canonical JSON), for lineage."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        """Fingerprint of the spec's content (canonical JSON), for lineage.
+
+        Fields added after schema 1 was first fingerprinted are left out while they hold their
+        default, so a spec that does not use them keeps the fingerprint recorded in earlier runs.
+        """
+        return hashlib.sha256(
+            self.model_dump_json(exclude=self._defaulted_new_fields()).encode()
+        ).hexdigest()
+
+    def _defaulted_new_fields(self) -> dict[str, Any]:
+        exclude: dict[str, Any] = {}
+        audience = {
+            name
+            for name in _NEW_AUDIENCE_FIELDS
+            if getattr(self.audience, name)
+            == Audience.model_fields[name].get_default(call_default_factory=True)
+        }
+        if audience:
+            exclude["audience"] = audience
+        if self.factors is None:
+            exclude["factors"] = True
+        variant_fields = {
+            i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
+            for i, v in enumerate(self.variants)
+        }
+        backlog_fields = {
+            i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
+            for i, v in enumerate(self.backlog)
+        }
+        exclude["variants"] = variant_fields
+        if backlog_fields:
+            exclude["backlog"] = backlog_fields
+        return exclude
 
     def to_yaml(self) -> str:
-        """Render as YAML in declaration order; defaults included, unset (null) fields left out."""
+        """Render as YAML in declaration order; defaults included, unset (null) fields left out.
+
+        The audience fields added for recipient lists are left out while at their defaults.
+        """
         return yaml.safe_dump(
-            self.model_dump(mode="json", exclude_none=True),
+            self.model_dump(mode="json", exclude_none=True, exclude=self._defaulted_new_fields()),
             sort_keys=False,
             allow_unicode=True,
             width=100,
@@ -305,6 +478,15 @@ def safe_slug(text: str, max_length: int = 80) -> str:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]
         slug = slug[: max_length - 9].rstrip(".-_") + "-" + digest
     return slug
+#: Fields added after the first fingerprints were recorded (see ``ExperimentSpec.sha256``).
+_NEW_AUDIENCE_FIELDS = (
+    "segment_map",
+    "unmapped_segments",
+    "columns",
+    "filters",
+    "exclude_tested_within_days",
+)
+_NEW_VARIANT_FIELDS = ("preheader", "from_name", "cell")
 
 
 def _check_metric(name: str) -> str:

@@ -32,7 +32,7 @@ SPEC_CASES: list[tuple[str, str, str | bytes, str]] = [
      edit("  - id: personal\n", "  - id: personal\n    weight: 1.0e+308\n"),
      r"variants\[1\]\.weight: Input should be less than or equal to 1000"),
     ("holdout-almost-all", "holdout: 0.9999999999", edit("holdout: 0.0", "holdout: 0.9999999999"),
-     r"audience\.holdout: Input should be less than or equal to 0\.9"),
+     r"audience\.holdout: Input should be less than or equal to 0\.99"),
     ("mde-inf", "mde_relative: .inf", edit("mde_relative: 0.10", "mde_relative: .inf"),
      r"decision\.mde_relative: Input should be a finite number"),
     ("mde-huge", "mde_relative: 1e308", edit("mde_relative: 0.10", "mde_relative: 1.0e+308"),
