@@ -12,6 +12,8 @@ from statsmodels.stats.proportion import (
     samplesize_proportions_2indep_onetail,
 )
 
+from loopexp.metrics.definitions import get_metric
+
 if TYPE_CHECKING:
     from loopexp.spec import ExperimentSpec
 
@@ -222,9 +224,7 @@ def plan_experiment(
     recipients and the others their weight's share more; the holdout comes on top.
     """
     rule = spec.decision
-    sizing = sample_size_per_variant(
-        baseline, rule.mde_relative, rule.alpha, rule.power, len(spec.challengers)
-    )
+    sizing = plan_for(spec, baseline)  # the delivered population for delivered-based metrics
     weights = [v.weight for v in spec.variants]
     mailed = math.ceil(sizing.per_variant * sum(weights) / min(weights))
     total = math.ceil(mailed / (1 - spec.audience.holdout))
@@ -258,4 +258,22 @@ def plan_experiment(
         days=days,
         audience_size=audience_size,
         mde_at_audience=mde_audience,
+    )
+
+
+def plan_for(spec: ExperimentSpec, baseline: float) -> SamplePlan:
+    """The sample plan of ``spec``'s primary metric from a baseline rate.
+
+    Uses the spec's alpha, power, MDE, number of challengers and, for a delivered-based metric,
+    its expected delivery rate.
+    """
+    rule = spec.decision
+    delivered_based = get_metric(spec.primary_metric).denominator == "delivered"
+    return sample_size_per_variant(
+        baseline,
+        rule.mde_relative,
+        rule.alpha,
+        rule.power,
+        len(spec.challengers),
+        delivery_rate=rule.expected_delivery_rate if delivered_based else 1.0,
     )

@@ -489,7 +489,8 @@ def _finish(
 
     ``checked`` (every record) is a table; duplicates and their ranking are small tables.
 
-    Duplicates are ranked (first in input order kept) only for ids that actually repeat.
+    Duplicates are ranked (first in input order kept; ties broken on content, so the result
+    does not depend on thread scheduling) only for ids that actually repeat.
     """
     known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     email_re = EMAIL_PATTERN.pattern.replace("'", "''")
@@ -528,7 +529,9 @@ def _finish(
     con.execute(
         """CREATE TEMP TABLE dup_rows AS
            SELECT c.*, row_number() OVER (
-               PARTITION BY c.provider, c.event_id ORDER BY c.input_no, c.ts) AS dup_rank
+               PARTITION BY c.provider, c.event_id
+               ORDER BY c.input_no, c.ts, c.event_type, c.who, c.message_id, c.url, c.user_agent,
+                   c.ip, c.variant_id) AS dup_rank
            FROM checked c SEMI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
            WHERE c.quarantine_reason IS NULL"""
     )

@@ -6,6 +6,7 @@ from loopexp.metrics.engine import (
     EventsError,
     GroupStats,
     MetricTable,
+    QuarantineError,
     compute_metrics,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "GroupStats",
     "Metric",
     "MetricTable",
+    "QuarantineError",
     "compute_metrics",
     "get_metric",
 ]

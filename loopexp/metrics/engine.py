@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,8 @@ class MetricTable:
     """Valid events whose recipient is not on the assignment (other campaigns, seeds, typos)."""
     matched_recipients: int = 0
     """Assigned recipients with at least one valid event."""
+    caps: dict[str, float] = field(default_factory=dict)
+    """Per capped metric, the value its per-recipient numerator was winsorised at."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -111,6 +113,7 @@ def compute_metrics(
     require_match: bool = False,
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -125,6 +128,10 @@ def compute_metrics(
     run stops (:class:`QuarantineError`) instead of deciding on what is left; ``require_match``
     refuses events none of whose recipients is on the assignment. ``memory_limit`` and
     ``temp_directory`` bound DuckDB (see :func:`duckdb_resources`).
+
+    ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
+    winsorised at that percentile of its non-zero values among mailed recipients in the metric's
+    denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
     """
     defs = [get_metric(m) for m in metrics]
     with _connect(memory_limit, temp_directory) as (con, limit):
@@ -139,6 +146,7 @@ def compute_metrics(
                 variants=variants,
                 max_quarantine_share=max_quarantine_share,
                 require_match=require_match,
+                caps=caps,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -167,6 +175,7 @@ def _compute(
     variants: Sequence[str] | None,
     max_quarantine_share: float | None,
     require_match: bool,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
     _attach(con, "assignment_raw", assignment, "assignment", ASSIGNMENT_COLUMNS)
@@ -201,11 +210,12 @@ def _compute(
     (unassigned, matched) = con.execute(
         "SELECT coalesce(sum(p.n_events) FILTER (WHERE a.recipient_key IS NULL), 0), "
         "count(a.recipient_key) FROM per_recipient p "
-        "LEFT JOIN (SELECT DISTINCT recipient_key FROM assignment_src) a USING (recipient_key)"
+        "LEFT JOIN assignment_src a USING (recipient_key)"  # keys are unique: checked above
     ).fetchone()
     if require_match and not matched:
         raise EventsError(_no_match_message(con, events, assignment, n_events, quarantined))
-    rows = con.execute(_aggregate_sql(defs)).fetchdf()
+    cap_values = _cap_values(con, defs, caps or {})
+    rows = con.execute(_aggregate_sql(defs, cap_values)).fetchdf()
 
     stats: list[GroupStats] = []
     assigned: dict[str, int] = {}
@@ -233,6 +243,7 @@ def _compute(
         quarantine_reasons=reasons,
         unassigned_events=int(unassigned),
         matched_recipients=int(matched),
+        caps=cap_values,
     )
 
 
@@ -336,6 +347,7 @@ def _connect(
         if threads.isdigit() and int(threads) > 0:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")  # less memory; results are ordered
+        con.execute("SET enable_progress_bar = false")  # no bar in cron logs and notebooks
         yield con, limit
     finally:
         con.close()
@@ -349,12 +361,21 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = ("recipient_key", "segment", "variant_id")
 
 
 def require_source(source: Source, what: str) -> None:
-    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no file."""
-    if not isinstance(source, pd.DataFrame) and not glob.glob(str(source)):
+    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no usable file.
+
+    Cheap checks only (existence, size, Parquet magic bytes), so that a pipeline can call it
+    before it starts a notebook kernel; the columns are checked when the data is read.
+    """
+    if isinstance(source, pd.DataFrame):
+        return
+    files = sorted(glob.glob(str(source)))
+    if not files:
         raise EventsError(
             f"{source}: file not found; no file matches this path (expected Parquet or CSV "
             f"for the {what})"
         )
+    for path in files:
+        _check_file(path, _reader(path))
 
 
 def _reader(path: str) -> str:
@@ -440,7 +461,6 @@ def _attach(
     (reader,) = readers
     file_columns: dict[str, dict[str, str]] = {}
     for path in files:
-        _check_file(path, reader)
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {_read_sql([path], reader)}")
             file_columns[path] = {column: kind for column, kind, *_ in described.fetchall()}
@@ -563,18 +583,20 @@ def _check_assignment(
             "hashed keys. Make the assignment with `loopexp assign`, which hashes addresses "
             "(loopexp.keys), so that no address reaches the analysis or its outputs."
         )
-    dup_keys, extra_rows, cross = con.execute(
-        "SELECT count(*), coalesce(sum(n - 1), 0), count(*) FILTER (WHERE groups > 1) FROM ("
-        "SELECT recipient_key, count(*) AS n, count(DISTINCT variant_id) AS groups "
-        "FROM assignment_src GROUP BY 1 HAVING count(*) > 1)"
+    # One hash aggregate in the common case; the details only when there are duplicates.
+    twice = "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1"
+    dup_keys, extra_rows = con.execute(
+        "SELECT count(*), coalesce(sum(n - 1), 0) FROM "
+        "(SELECT count(*) AS n FROM assignment_src GROUP BY recipient_key HAVING count(*) > 1)"
     ).fetchone()
     if dup_keys:
+        (cross,) = con.execute(
+            "SELECT count(*) FROM (SELECT recipient_key FROM assignment_src "
+            f"WHERE recipient_key IN ({twice}) GROUP BY 1 HAVING count(DISTINCT variant_id) > 1)"
+        ).fetchone()
         examples = [
             _show_key(k)
-            for (k,) in con.execute(
-                "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1 "
-                "ORDER BY 1 LIMIT 3"
-            ).fetchall()
+            for (k,) in con.execute(f"SELECT * FROM ({twice}) ORDER BY 1 LIMIT 3").fetchall()
         ]
         raise EventsError(
             f"{where}: {dup_keys:,} recipient_key(s) appear more than once in the assignment "
@@ -792,9 +814,7 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     parsed: dict[str, str] = {}
     for f in EVENT_SCHEMA:
         duck = _DUCK_TYPES[str(f.type)]
-        parsed[f.name] = (
-            f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
-        )
+        parsed[f.name] = f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
     parsed["ts"] = _ts_sql(types.get("ts"))
     machine, bad_machine = _flag_sql("is_machine_open", types.get("is_machine_open"))
     bot, bad_bot = _flag_sql("is_bot_click", types.get("is_bot_click"))
@@ -885,7 +905,29 @@ def _per_recipient_sql() -> str:
     """
 
 
-def _aggregate_sql(defs: Sequence) -> str:
+def _cap_values(
+    con: duckdb.DuckDBPyConnection, defs: Sequence, caps: Mapping[str, float]
+) -> dict[str, float]:
+    """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
+    out: dict[str, float] = {}
+    for m in defs:
+        if m.name not in caps or m.kind != "mean":
+            continue
+        cond = "AND p.delivered" if m.denominator == "delivered" else ""
+        # Intent-to-treat metrics pool the holdout too: it is in their denominator.
+        mailed = "" if m.denominator == "assigned" else f"AND a.variant_id <> '{HOLDOUT}'"
+        (value,) = con.execute(
+            f"SELECT quantile_cont(p.{m.numerator}, ?) FROM per_recipient p "
+            f"SEMI JOIN assignment_src a ON a.recipient_key = p.recipient_key "
+            f"{mailed} WHERE p.{m.numerator} > 0 {cond}",
+            [float(caps[m.name])],
+        ).fetchone()
+        if value is not None:
+            out[m.name] = float(value)
+    return out
+
+
+def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> str:
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
@@ -894,12 +936,14 @@ def _aggregate_sql(defs: Sequence) -> str:
         cond = {"sent": "sent", "delivered": "sent AND delivered > 0", "assigned": "TRUE"}[
             m.denominator
         ]
+        num = m.numerator
+        if caps and m.name in caps:
+            num = f"least({num}, {float(caps[m.name])!r}::DOUBLE)"
         aggregates += [
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
-            f'coalesce(sum({m.numerator}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f"coalesce(sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}), 0) "
-            f'AS "{m.name}__sum_sq"',
+            f'coalesce(sum({num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
+            f'coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum_sq"',
         ]
     return f"""
         WITH outcomes AS (
