@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -402,11 +402,32 @@ def simulate(
         list[str] | None,
         typer.Option(help="true open-rate multiplier per variant, e.g. personal=1.2"),
     ] = None,
+    enrolment_days: Annotated[
+        int | None,
+        typer.Option(help="lifecycle flow: recipients enter evenly over this many days"),
+    ] = None,
+    as_of_day: Annotated[
+        float | None,
+        typer.Option(help="with --enrolment-days: write what a look this many days in sees"),
+    ] = None,
+    pre_period_days: Annotated[
+        int, typer.Option(help="simulate engagement history (covariates.parquet) over N days")
+    ] = 0,
 ) -> None:
     """Simulate a send of a spec with known true effects (for trials, tests and demos)."""
     spec = _load(spec_path)
     effects = TrueEffects(open=_parse_effects(open_lift or []))
-    campaign = simulate_campaign(spec, recipients, effects, seed=seed)
+    campaign = simulate_campaign(
+        spec,
+        recipients,
+        effects,
+        seed=seed,
+        enrolment_days=enrolment_days,
+        pre_period_days=pre_period_days,
+    )
+    if as_of_day is not None:
+        start = campaign.events["ts"].min()
+        campaign = campaign.as_of(start + timedelta(days=as_of_day))
     events, assignment = campaign.write(out)
     console.print(f"{len(campaign.events):,} events → {events}\nassignment → {assignment}")
 
