@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from loopexp.decide import decide
-from loopexp.metrics.definitions import get_metric
+from loopexp.metrics.definitions import HOLDOUT, get_metric
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
 from loopexp.results import (
     Comparison,
@@ -21,6 +22,7 @@ from loopexp.results import (
     ExperimentResults,
     GuardrailResult,
     HeterogeneityResult,
+    IncrementalityResult,
     MetricValue,
     NotCompared,
     SegmentResult,
@@ -29,9 +31,18 @@ from loopexp.results import (
 )
 from loopexp.spec import ExperimentSpec
 from loopexp.stats import adjust_pvalues, chance_to_beat, interval_alphas, srm_check
+from loopexp.stats.adjustment import Moments, adjusted_method
 from loopexp.stats.bayes import best_and_loss, posteriors
 from loopexp.stats.comparison import TwoSampleMethod, method_for
 from loopexp.stats.heterogeneity import cochran_q
+from loopexp.stats.incrementality import holdout_comparisons
+from loopexp.stats.sequential import GaussianMethod
+
+#: Per-assigned (intent-to-treat) metrics the holdout comparison reports, when there is a holdout.
+INCREMENTALITY_METRICS = ("conversion_per_assigned", "revenue_per_assigned")
+
+#: Regression-adjustment inputs: per-arm moments of (metric, variant id) on the spec's covariates.
+CovariateMoments = Mapping[tuple[str, str], Moments]
 
 
 def analyze(
@@ -39,8 +50,17 @@ def analyze(
     table: MetricTable,
     source: str = "",
     fingerprint: str = "",
+    covariate_moments: CovariateMoments | None = None,
 ) -> ExperimentResults:
-    """Analyse one iteration of ``spec`` from the engine's sufficient statistics."""
+    """Analyse one iteration of ``spec`` from the engine's sufficient statistics.
+
+    With ``spec.decision_method == "sequential"`` every comparison is always-valid (p-values and
+    confidence sequences valid at any look on the cumulative data), with the same multiplicity
+    control. ``covariate_moments`` (per (metric, variant): n, sums, sums of squares and cross
+    products on ``spec.covariates``) turns the whole-audience comparisons of those metrics into
+    regression-adjusted ones. With a holdout, ``incrementality`` compares each mailed arm and all
+    of them pooled with it on the per-assigned metrics the table has.
+    """
     table = _IndexedTable.of(table)
     unknown = set(table.assigned) - set(spec.expected_shares())
     if unknown:
@@ -55,7 +75,7 @@ def analyze(
     delivery = _delivery_srm(spec, table)
 
     variants = _variants(spec, table, ALL_SEGMENTS)
-    by_segment, not_compared = _comparisons(spec, table, [ALL_SEGMENTS])
+    by_segment, not_compared = _comparisons(spec, table, [ALL_SEGMENTS], covariate_moments)
     comparisons = by_segment[ALL_SEGMENTS]
     guardrails = _guardrails(spec, table)
     primary = [c for c in comparisons if c.metric == spec.primary_metric]
@@ -96,7 +116,65 @@ def analyze(
         not_compared=not_compared + seg_not_compared,
         delivery_srm=delivery,
         heterogeneity=_heterogeneity(spec, table),
+        incrementality=_incrementality(spec, table),
     )
+
+
+def _test_method(spec: ExperimentSpec, kind: str, t: GroupStats, c: GroupStats) -> TwoSampleMethod:
+    """The spec's test for one comparison: fixed-horizon (i13's methods) or always-valid."""
+    if spec.decision_method == "sequential":
+        return GaussianMethod.from_stats(kind, t, c, spec.sequential_tuning_n, spec.decision.alpha)
+    return method_for(kind, t, c)
+
+
+def engine_metrics(spec: ExperimentSpec) -> list[str]:
+    """Metrics the engine computes for ``spec``: its own, plus the holdout's per-assigned ones."""
+    extra = INCREMENTALITY_METRICS if spec.audience.holdout > 0 else ()
+    return list(dict.fromkeys([*spec.all_metrics, *extra]))
+
+
+def _incrementality(spec: ExperimentSpec, table: MetricTable) -> list[IncrementalityResult]:
+    """Each mailed arm and all pooled against the holdout, per assigned recipient."""
+    if spec.audience.holdout <= 0 or table.assigned.get(HOLDOUT, 0) < MIN_PER_ARM:
+        return []
+    rule = spec.decision
+    tuning_n = spec.sequential_tuning_n if spec.decision_method == "sequential" else None
+    out = []
+    for name in INCREMENTALITY_METRICS:
+        try:
+            groups = {g: table.get(name, g) for g in [*(v.id for v in spec.variants), HOLDOUT]}
+        except KeyError:
+            continue  # the engine was not asked for this metric
+        if min(s.n for s in groups.values()) < MIN_PER_ARM:
+            continue
+        records = holdout_comparisons(
+            name, get_metric(name).kind, groups, HOLDOUT, rule.alpha, rule.correction, tuning_n
+        )
+        out += [
+            IncrementalityResult(
+                metric=r.metric,
+                arm=r.arm,
+                n_arm=r.n_arm,
+                n_holdout=r.n_holdout,
+                arm_value=r.effect.treatment_value,
+                holdout_value=r.effect.control_value,
+                estimate=r.effect.estimate,
+                ci_low=r.effect.ci_low,
+                ci_high=r.effect.ci_high,
+                rel_lift=r.effect.rel_lift,
+                rel_ci_low=r.effect.rel_ci_low,
+                rel_ci_high=r.effect.rel_ci_high,
+                p_value=r.effect.p_value,
+                p_value_adjusted=r.p_value_adjusted,
+                incremental_total=r.incremental_total,
+                incremental_ci_low=r.incremental_ci_low,
+                incremental_ci_high=r.incremental_ci_high,
+                ci_level=r.ci_level,
+                method=r.effect.method,
+            )
+            for r in records
+        ]
+    return out
 
 
 class _IndexedTable(MetricTable):
@@ -173,7 +251,10 @@ MIN_PER_ARM = 2
 
 
 def _comparisons(
-    spec: ExperimentSpec, table: MetricTable, segments: list[str]
+    spec: ExperimentSpec,
+    table: MetricTable,
+    segments: list[str],
+    covariate_moments: CovariateMoments | None = None,
 ) -> tuple[dict[str, list[Comparison]], list[NotCompared]]:
     """Every challenger against control on every metric in ``segments``; adjusted per family.
 
@@ -187,6 +268,7 @@ def _comparisons(
     raw: list[tuple[str, str, str, TwoSampleMethod]] = []
     missing: list[NotCompared] = []
     bayes: dict[tuple[str, str, str], tuple[float, float]] = {}
+    narrowing: dict[tuple[str, str, str], float] = {}
     for segment in segments:
         for name in spec.all_metrics:
             metric = get_metric(name)
@@ -206,7 +288,21 @@ def _comparisons(
                         NotCompared(metric=name, variant=ch.id, segment=segment, reason=reason)
                     )
                     continue
-                raw.append((segment, name, ch.id, method_for(metric.kind, t, control)))
+                method = _test_method(spec, metric.kind, t, control)
+                moments = covariate_moments or {}
+                if (
+                    segment == ALL_SEGMENTS
+                    and spec.covariates
+                    and (name, ch.id) in moments
+                    and (name, spec.control) in moments
+                ):
+                    method, narrowing[(segment, name, ch.id)] = adjusted_method(
+                        moments[(name, ch.id)],
+                        moments[(name, spec.control)],
+                        spec.sequential_tuning_n if spec.decision_method == "sequential" else None,
+                        rule.alpha,
+                    )
+                raw.append((segment, name, ch.id, method))
                 usable.append(ch.id)
             if len(usable) > 1 and usable[0] == spec.control:
                 bayes.update(_bayes(spec, metric, segment, [arms[u] for u in usable], usable))
@@ -257,6 +353,10 @@ def _comparisons(
                 prob_best=best,
                 expected_loss_abs=loss_abs,
                 bayes_method=_BAYES_METHOD[get_metric(name).kind],
+                covariates=(
+                    list(spec.covariates) if (segment, name, variant) in narrowing else None
+                ),
+                ci_narrowing=narrowing.get((segment, name, variant)),
             )
         )
     return out, missing
@@ -331,7 +431,7 @@ def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResul
                 continue
             if _why_not(metric, ch.id, t, spec.control, c):
                 continue
-            m = method_for(metric.kind, t, c)
+            m = _test_method(spec, metric.kind, t, c)
             ci = m.interval(alpha)
             if g.mode == "harm":
                 p = m.one_sided_p(bad_ratio, "greater" if worse_is_up else "less")
@@ -421,7 +521,7 @@ def analyze_files(
     table = compute_metrics(
         events_path,
         assignment_path,
-        spec.all_metrics,
+        engine_metrics(spec),
         quarantine_path,
         caps=caps,
         segments=[s.value for s in spec.audience.segments],

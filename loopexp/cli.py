@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,7 +42,7 @@ from loopexp.plan import baseline_from_history, plan_experiment
 from loopexp.recipients import RecipientsError, read_recipients, read_table
 from loopexp.report import comparisons_table, plan_summary
 from loopexp.resources import example_spec_path, starter_spec
-from loopexp.results import Status
+from loopexp.results import GuardrailResult, Status
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
 from loopexp.spec import SpecError, TestType, load_spec, safe_slug
 from loopexp.tracking import (
@@ -402,11 +402,32 @@ def simulate(
         list[str] | None,
         typer.Option(help="true open-rate multiplier per variant, e.g. personal=1.2"),
     ] = None,
+    enrolment_days: Annotated[
+        int | None,
+        typer.Option(help="lifecycle flow: recipients enter evenly over this many days"),
+    ] = None,
+    as_of_day: Annotated[
+        float | None,
+        typer.Option(help="with --enrolment-days: write what a look this many days in sees"),
+    ] = None,
+    pre_period_days: Annotated[
+        int, typer.Option(help="simulate engagement history (covariates.parquet) over N days")
+    ] = 0,
 ) -> None:
     """Simulate a send of a spec with known true effects (for trials, tests and demos)."""
     spec = _load(spec_path)
     effects = TrueEffects(open=_parse_effects(open_lift or []))
-    campaign = simulate_campaign(spec, recipients, effects, seed=seed)
+    campaign = simulate_campaign(
+        spec,
+        recipients,
+        effects,
+        seed=seed,
+        enrolment_days=enrolment_days,
+        pre_period_days=pre_period_days,
+    )
+    if as_of_day is not None:
+        start = campaign.events["ts"].min()
+        campaign = campaign.as_of(start + timedelta(days=as_of_day))
     events, assignment = campaign.write(out)
     console.print(f"{len(campaign.events):,} events → {events}\nassignment → {assignment}")
 
@@ -840,11 +861,35 @@ def _parse_effects(items: list[str]) -> dict[str, float]:
     return parsed
 
 
+def _guardrail_table(guardrails: list[GuardrailResult]) -> Table:
+    """The guardrails as the veto read them: its one-sided p and interval, not the family's."""
+    table = Table(title="Guardrails (the test each veto used)", box=box.SIMPLE_HEAD)
+    for column in ("metric", "variant", "change (CI)", "mode, margin", "one-sided p", "verdict"):
+        table.add_column(column, justify="right" if column == "one-sided p" else "left")
+    for g in guardrails:
+        ci = (
+            f" ({g.rel_ci_low:+.1%}, {g.rel_ci_high:+.1%}) {100 * (g.ci_level or 0.95):.4g}%"
+            if g.rel_ci_low is not None and g.rel_ci_high is not None
+            else ""
+        )
+        lift = "n/a" if g.rel_lift is None else f"{g.rel_lift:+.1%}"
+        table.add_row(
+            Text(g.metric),
+            Text(g.variant),
+            lift + ci,
+            f"{g.mode}, {g.max_relative_increase:.0%}",
+            "" if g.p_value is None else f"{g.p_value:.3g}",
+            "passes" if g.passed else "[bold red]vetoes[/]",
+        )
+    return table
+
+
 def _print_outcome(outcome: IterationOutcome) -> None:
     results = outcome.results
     d = results.decision
-    metrics = [d.primary_metric, *dict.fromkeys(g.metric for g in d.guardrails)]
-    console.print(comparisons_table(results, metrics, show_probability=False))
+    console.print(comparisons_table(results, [d.primary_metric], show_probability=False))
+    if d.guardrails:
+        console.print(_guardrail_table(d.guardrails))
     table = Table(title="Decision", show_header=False, box=box.ROUNDED)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -854,7 +899,8 @@ def _print_outcome(outcome: IterationOutcome) -> None:
         if d.rel_lift is not None:
             table.add_row(f"{d.primary_metric} lift", f"{d.rel_lift:+.1%}")
         if d.rel_ci_low is not None and d.rel_ci_high is not None:
-            table.add_row("95% CI", f"{d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}")
+            level = f"{100 * (d.ci_level or 0.95):.4g}% CI"  # the level the decision's test used
+            table.add_row(level, f"{d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}")
         if d.p_value_adjusted is not None:
             table.add_row("adjusted p", f"{d.p_value_adjusted:.3g}")
     table.add_row("reasons", Text("\n".join(f"• {r}" for r in d.reasons)))
@@ -871,9 +917,16 @@ def _print_outcome(outcome: IterationOutcome) -> None:
         ("HTML report", outcome.report_path),
         ("Outputs", outcome.run_dir or outcome.output_dir),
     ]
-    if results.data.quarantined:
-        quarantine = (outcome.run_dir or outcome.output_dir) / "quarantine.parquet"
-        lines.append(("Quarantined", f"{results.data.quarantined:,} events → {quarantine}"))
+    data = results.data
+    if data.quarantined:
+        quarantine = outcome.output_dir / "quarantine.parquet"  # the published copy
+        if not quarantine.exists() and outcome.run_dir:
+            quarantine = outcome.run_dir / "quarantine.parquet"
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in data.quarantine_reasons.items())
+        text = f"{data.quarantined:,} of {data.events:,} events ({reasons}) → {quarantine}"
+        lines.append(("Quarantined", text))
+    else:
+        lines.append(("Quarantined", f"none of {data.events:,} events"))
     lines.append(("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)))
     for label, value in lines:
         console.print(f"[bold]{label}:[/] {escape(str(value))}", soft_wrap=True)

@@ -149,7 +149,8 @@ def test_stopped_server_fails_fast_keeps_the_analysis_and_upload_logs_it(
     assert run.info.run_name.endswith("%") and len(run.info.run_name) <= 23
     summary = run.data.tags["loopexp.summary"]
     assert "we picked these for your spring" in summary  # the winning subject line, in words
-    assert "95% CI" in summary and "chance to beat control" in summary
+    level = f"{100 * json.loads((out / 'decision.json').read_text())['decision']['ci_level']:.4g}%"
+    assert f"{level} CI" in summary and "chance to beat control" in summary  # the test's level
     assert "guardrails ok (unsubscribe_rate)" in summary
     metrics = run.data.metrics
     headline = ["decision.rel_lift", "decision.rel_ci_low", "decision.rel_ci_high",

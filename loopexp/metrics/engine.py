@@ -817,9 +817,7 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     parsed: dict[str, str] = {}
     for f in EVENT_SCHEMA:
         duck = _DUCK_TYPES[str(f.type)]
-        parsed[f.name] = (
-            f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
-        )
+        parsed[f.name] = f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
     parsed["ts"] = _ts_sql(types.get("ts"))
     machine, bad_machine = _flag_sql("is_machine_open", types.get("is_machine_open"))
     bot, bad_bot = _flag_sql("is_bot_click", types.get("is_bot_click"))
@@ -918,11 +916,13 @@ def _cap_values(
     for m in defs:
         if m.name not in caps or m.kind != "mean":
             continue
-        cond = "" if m.denominator == "sent" else "AND p.delivered"
+        cond = "AND p.delivered" if m.denominator == "delivered" else ""
+        # Intent-to-treat metrics pool the holdout too: it is in their denominator.
+        mailed = "" if m.denominator == "assigned" else f"AND a.variant_id <> '{HOLDOUT}'"
         (value,) = con.execute(
             f"SELECT quantile_cont(p.{m.numerator}, ?) FROM per_recipient p "
             f"SEMI JOIN assignment_src a ON a.recipient_key = p.recipient_key "
-            f"AND a.variant_id <> '{HOLDOUT}' WHERE p.{m.numerator} > 0 {cond}",
+            f"{mailed} WHERE p.{m.numerator} > 0 {cond}",
             [float(caps[m.name])],
         ).fetchone()
         if value is not None:
@@ -934,8 +934,11 @@ def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> s
     joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
     aggregates = []
     for m in defs:
-        # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
-        cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
+        # Holdout recipients were not mailed: they are in no sent/delivered denominator, even with
+        # a stray event; "assigned" (intent to treat) counts everyone, holdout included.
+        cond = {"sent": "sent", "delivered": "sent AND delivered > 0", "assigned": "TRUE"}[
+            m.denominator
+        ]
         num = m.numerator
         if caps and m.name in caps:
             num = f"least({num}, {float(caps[m.name])!r}::DOUBLE)"
@@ -943,8 +946,7 @@ def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> s
             f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
             # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
             f'coalesce(sum({num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f"coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) "
-            f'AS "{m.name}__sum_sq"',
+            f'coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum_sq"',
         ]
     return f"""
         WITH outcomes AS (
