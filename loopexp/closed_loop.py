@@ -81,6 +81,18 @@ class Lift(_Model):
     level: float | None = None
 
 
+class Incremental(_Model):
+    """Revenue the mailing added over not mailing (everyone mailed vs the no-mail holdout)."""
+
+    total: float
+    low: float | None
+    high: float | None
+    per_recipient: float
+    rel_lift: float | None
+    level: float
+    arm: str
+
+
 class Shrunk(_Model):
     """One primary comparison: the raw lift and its empirical-Bayes shrunk estimate."""
 
@@ -114,7 +126,7 @@ class IterationRecord(_Model):
     send_windows: dict[str, str] = Field(default_factory=dict)
     send_time_notes: list[str] = Field(default_factory=list)
     vetoed: list[str] = Field(default_factory=list)
-    incremental_revenue: Lift | None = None
+    incremental_revenue: Incremental | None = None
     link_clicks: dict[str, dict[str, float]] | None = None
 
 
@@ -204,8 +216,25 @@ def _record(run: Any, results: ExperimentResults, previous: str | None, st: dict
         send_windows=windows,
         send_time_notes=notes,
         vetoed=sorted({g.variant for g in d.guardrails if not g.passed}),
-        incremental_revenue=None,
+        incremental_revenue=_incremental_revenue(results),
         link_clicks=None,
+    )
+
+
+def _incremental_revenue(results: ExperimentResults) -> Incremental | None:
+    """All mailed arms pooled against the holdout on revenue per assigned recipient (issue 15)."""
+    rows = [r for r in results.incrementality if r.metric == "revenue_per_assigned"]
+    row = next((r for r in rows if r.arm == "all_mailed"), rows[0] if rows else None)
+    if row is None:
+        return None
+    return Incremental(
+        total=row.incremental_total,
+        low=row.incremental_ci_low,
+        high=row.incremental_ci_high,
+        per_recipient=row.estimate,
+        rel_lift=row.rel_lift,
+        level=row.ci_level,
+        arm=row.arm,
     )
 
 
@@ -341,13 +370,12 @@ def build_report(
         for it, v, shipped, raw_lift, ys in estimates
     ]
     cumulative, cumulative_shrunk = _cumulative(shrunk)
-    for rec in records:
-        if rec.incremental_revenue is None:
-            notes.append(
-                f"iteration {rec.iteration}: no incremental revenue against a holdout in its "
-                "results (no holdout, or results written before holdout incrementality)"
-            )
-            break
+    without = [str(r.iteration) for r in records if r.incremental_revenue is None]
+    if without:
+        notes.append(
+            f"iteration(s) {', '.join(without)}: no incremental revenue against a holdout (no "
+            "holdout in the spec, or results written before holdout incrementality)"
+        )
     if all(r.link_clicks is None for r in records):
         notes.append(
             "per-link click distribution: not in these results (needs the per-link outcome "
@@ -429,6 +457,10 @@ def _rate(x: float | None, metric: str) -> str:
     if x is None or not math.isfinite(x):
         return "—"
     return f"{x:.2f}" if metric == "revenue_per_delivered" else f"{x:.3%}"
+
+
+def _money(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:+,.0f}"
 
 
 def _interval(lift: Lift) -> str:
@@ -547,10 +579,13 @@ def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
         f"{e(_interval(report.cumulative_shrunk))}</li>"
     )
     for r in report.iterations:
-        if r.incremental_revenue is not None:
+        inc = r.incremental_revenue
+        if inc is not None:
             parts.append(
-                f"<li>Iteration {r.iteration}: incremental revenue against the holdout "
-                f"{e(_interval(r.incremental_revenue))}</li>"
+                f"<li>Iteration {r.iteration}: revenue the mailing added over the no-mail holdout "
+                f"{e(_money(inc.total))} ({inc.level:.0%} CI {e(_money(inc.low))} to "
+                f"{e(_money(inc.high))}; {inc.per_recipient:+.3f} per recipient, "
+                f"{e(_pct(inc.rel_lift))} over not mailing)</li>"
             )
     parts.append("</ul>")
     parts.append(
@@ -654,6 +689,7 @@ def log_report(report: ClosedLoopReport, html_path: str | Path) -> str:
 __all__ = [
     "KPIS",
     "ClosedLoopReport",
+    "Incremental",
     "IterationRecord",
     "Lift",
     "ReportError",

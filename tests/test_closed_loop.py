@@ -153,6 +153,12 @@ def test_report_read_back_from_mlflow_shows_the_climb(demo, mlflow_server: str) 
     assert report.iterations[0].send_windows == DEMO_BEST_SLOTS
     assert any("backlog ran dry" in step for step in report.next_steps)
     assert any("per-link" in note for note in report.notes)
+    # incremental revenue against the 10 % no-mail holdout, with its interval (issue 15's table)
+    incremental = [r.incremental_revenue for r in report.iterations]
+    assert all(i is not None and i.low is not None for i in incremental)
+    assert all(i.low < i.total < i.high for i in incremental)
+    assert all(i.total > 0 for i in incremental) and any(i.low > 0 for i in incremental)
+    assert "added over the no-mail holdout" in demo.report_path.read_text(encoding="utf-8")
     # logged as an artifact of a report run in the campaign's experiment, which is no iteration
     client = MlflowClient(mlflow_server)
     run = client.get_run(demo.report_run_id)
@@ -240,6 +246,7 @@ def test_demo_command_runs_iterations_hands_off_with_adaptive_weights(tmp_path: 
     assert "Closed-loop report:" in result.output and "Report run:" in result.output
     third = load_spec(tmp_path / "demo" / "experiments" / "weekly-offers-iter3.yaml")
     shares = third.expected_shares()
-    assert shares[third.control] == pytest.approx(1 / 3)  # the control's share stays fixed
+    mailed = 1 - third.audience.holdout
+    assert shares[third.control] == pytest.approx(mailed / 3)  # the control's share stays fixed
     assert min(shares.values()) >= 0.05 - 1e-9  # the floor holds
     assert (tmp_path / "demo" / "closed_loop_report.html").exists()
