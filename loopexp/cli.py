@@ -44,7 +44,7 @@ from loopexp.report import comparisons_table, plan_summary
 from loopexp.resources import example_spec_path, starter_spec
 from loopexp.results import GuardrailResult, Status
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
-from loopexp.spec import SpecError, TestType, load_spec
+from loopexp.spec import SpecError, TestType, load_spec, safe_slug
 from loopexp.tracking import (
     TrackingUnavailableError,
     experiment_id_of,
@@ -687,10 +687,33 @@ def demo(
     ),
     recipients: Annotated[int, typer.Option(help="recipients in the simulated campaign")] = 60_000,
     seed: Annotated[int, typer.Option(help="random seed of the simulation")] = 7,
-    spec_path: Annotated[Path, typer.Option("--spec", help="spec to simulate")] = DEMO_SPEC,
+    spec_path: Annotated[
+        Path | None,
+        typer.Option("--spec", help="spec to simulate", show_default="the shipped demo spec"),
+    ] = None,
     tracking_uri: TrackingOpt = None,
+    iterations: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="iterations to run hands-off: 1 = one iteration of the subject-line demo; more "
+            "= the closed-loop demo (truth changes each iteration, send time learned, report)",
+        ),
+    ] = 1,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            help="with --iterations: Thompson-sampling weights for each next spec (control "
+            "share fixed, 5% floor per challenger)"
+        ),
+    ] = False,
 ) -> None:
-    """Run one full iteration of the loop on a simulated subject-line campaign."""
+    """Run the loop on a simulated campaign: one iteration, or several hands-off."""
+    if iterations > 1:
+        _demo_loop(out, recipients, seed, spec_path, tracking_uri, iterations, adaptive)
+        return
+    spec_path = spec_path or DEMO_SPEC
     spec = _load(spec_path)
     console.print(
         f"Simulating {recipients:,} recipients for [bold]{escape(spec.name)}[/]; the truth: "
@@ -701,6 +724,94 @@ def demo(
     console.print(f"{len(campaign.events):,} events written to {events}")
     outcome = _run(spec_path, events, assignment, out / "analysis", tracking_uri, out)
     _print_outcome(outcome)
+
+
+def _demo_loop(
+    out: Path,
+    recipients: int,
+    seed: int,
+    spec_path: Path | None,
+    tracking_uri: str | None,
+    iterations: int,
+    adaptive: bool,
+) -> None:
+    from loopexp.loop_demo import run_demo_loop  # noqa: PLC0415 (only this command needs it)
+
+    _quiet_mlflow()
+    demo = run_demo_loop(
+        out,
+        iterations,
+        recipients,
+        seed,
+        tracking_uri,
+        spec_path,
+        progress=_progress,
+        adaptive=adaptive,
+    )
+    table = Table(title="The loop, iteration by iteration", box=box.ROUNDED)
+    for column in ("iteration", "decision", "winner", "lift (CI)", "send windows", "next spec"):
+        table.add_column(column)
+    for it, record in zip(demo.iterations, demo.report.iterations, strict=False):
+        d = it.outcome.results.decision
+        lift = (
+            f"{d.rel_lift:+.1%} ({d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%})"
+            if d.winner
+            and d.rel_lift is not None
+            and d.rel_ci_low is not None
+            and d.rel_ci_high is not None
+            else "—"
+        )
+        windows = ", ".join(f"{k} {v}" for k, v in sorted(record.send_windows.items())) or "—"
+        table.add_row(
+            str(record.iteration),
+            d.status.value,
+            d.winner or "—",
+            lift,
+            windows,
+            str(it.next_spec_path or f"none: {it.next_spec_note}"),
+        )
+    console.print(table)
+    c, cs = demo.report.cumulative, demo.report.cumulative_shrunk
+    if c.value is not None:
+        console.print(
+            f"[bold]Cumulative lift of the control over iteration 1:[/] {c.value:+.1%} "
+            f"(95% CI {c.low:+.1%} to {c.high:+.1%}); shrunk for winner's curse {cs.value:+.1%}"
+        )
+    for step in demo.report.next_steps:
+        console.print(f"[bold]Next:[/] {escape(step)}", soft_wrap=True)
+    console.print(f"[bold]Closed-loop report:[/] {demo.report_path}", soft_wrap=True)
+    console.print(f"[bold]Report run:[/] {demo.report_run_id}")
+
+
+@app.command()
+def report(
+    campaign: Annotated[str, typer.Option(help="the campaign (MLflow experiment) to report on")],
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file to write", show_default="<campaign>-report.html")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    log: Annotated[
+        bool, typer.Option(help="log the report to a report run in the campaign's experiment")
+    ] = True,
+) -> None:
+    """The closed-loop report of a campaign: every iteration read back from MLflow."""
+    from loopexp.closed_loop import build_report, log_report, write_html  # noqa: PLC0415
+
+    _quiet_mlflow()
+    built = build_report(campaign, resolve_tracking_uri(tracking_uri))
+    path = write_html(built, out or Path(f"{safe_slug(campaign)}-report.html"))
+    console.print(f"[bold]{len(built.iterations)} iteration(s)[/] of {escape(campaign)}")
+    for record in built.iterations:
+        console.print(
+            f"  {record.iteration}: {record.status}"
+            + (f" ({escape(record.winner)})" if record.winner else ""),
+            soft_wrap=True,
+        )
+    for step in built.next_steps:
+        console.print(f"[bold]Next:[/] {escape(step)}", soft_wrap=True)
+    console.print(f"[bold]Report:[/] {path}")
+    if log:
+        console.print(f"[bold]Report run:[/] {log_report(built, path)}")
 
 
 def _quiet_mlflow() -> None:

@@ -5,6 +5,11 @@
   the backlog.
 - keep_testing / invalid_srm: the same variants run again (after fixing the split, for SRM).
 
+Learning carried forward (issue 18): a send-time recommendation (``send_time``, from
+:func:`loopexp.sendtime.next_send_time`) replaces the spec's ``send_time:`` so each segment is
+mailed at its window with a randomised share kept; adaptive ``weights`` (from
+:func:`loopexp.allocation.thompson_weights`) replace the variants' weights.
+
 Every next spec gets iteration + 1, a new salt (re-randomised, no carry-over), the parent MLflow
 run id, and a sample size re-planned from the next control's observed rate of the primary metric.
 """
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from loopexp.plan import sample_size_per_variant
 from loopexp.results import ExperimentResults, Status
-from loopexp.spec import ExperimentSpec
+from loopexp.spec import ExperimentSpec, SendTimeSettings
 
 
 class LoopError(ValueError):
@@ -21,9 +26,20 @@ class LoopError(ValueError):
 
 
 def next_spec(
-    spec: ExperimentSpec, results: ExperimentResults, parent_run_id: str | None = None
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    parent_run_id: str | None = None,
+    send_time: SendTimeSettings | None = None,
+    weights: dict[str, float] | None = None,
+    baseline: float | None = None,
 ) -> ExperimentSpec:
-    """Write the spec of iteration ``spec.iteration + 1`` from ``results``' decision."""
+    """Write the spec of iteration ``spec.iteration + 1`` from ``results``' decision.
+
+    ``send_time`` replaces the spec's send-time settings (the learned windows); ``weights`` gives
+    the next variants' weights by id (variants not named keep theirs); ``baseline`` replaces
+    the next control's observed primary rate in the plan (e.g. the winner's-curse-corrected rate
+    of :func:`loopexp.closed_loop.planning_baseline`).
+    """
     decision = results.decision
     status = decision.status
     control = next(v for v in spec.variants if v.id == spec.control)
@@ -49,22 +65,28 @@ def next_spec(
     planned = spec.planned_recipients_per_variant
     # The next control's observed rate is the next baseline (the winner's, after a ship).
     observed = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
-    baseline = observed.get(new_control.id)
-    if baseline is not None and baseline.value is not None and 0 < baseline.value < 1:
+    seen = observed.get(new_control.id)
+    rate = baseline if baseline is not None else (seen.value if seen is not None else None)
+    if rate is not None and 0 < rate < 1:
         rule = spec.decision
         planned = sample_size_per_variant(
-            baseline.value, rule.mde_relative, rule.alpha, rule.power, len(challengers)
+            rate, rule.mde_relative, rule.alpha, rule.power, len(challengers)
         ).per_variant
 
     iteration = spec.iteration + 1
+    variants = [v.model_dump(mode="json") for v in (new_control, *challengers)]
+    for v in variants:
+        v["weight"] = (weights or {}).get(v["id"], v["weight"])
     data = spec.model_dump(mode="json")
     data.update(
         iteration=iteration,
         salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",
         control=new_control.id,
-        variants=[v.model_dump(mode="json") for v in (new_control, *challengers)],
+        variants=variants,
         backlog=[v.model_dump(mode="json") for v in backlog],
         parent_run_id=parent_run_id,
         planned_recipients_per_variant=planned,
     )
+    if send_time is not None:
+        data["send_time"] = send_time.model_dump(mode="json")
     return ExperimentSpec.model_validate(data)

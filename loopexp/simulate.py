@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from loopexp.assign import HOLDOUT, assign
 from loopexp.events.schema import EVENT_SCHEMA
+from loopexp.sendtime import send_slots
 from loopexp.spec import ExperimentSpec, Segment
 
 
@@ -67,6 +68,8 @@ class TrueEffects:
     open: dict[str, float] = field(default_factory=dict)
     click_given_open: dict[str, float] = field(default_factory=dict)
     unsubscribe: dict[str, float] = field(default_factory=dict)
+    slot_open: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Send-time effects: segment → send slot (HH:MM) → open multiplier (see loopexp.sendtime)."""
 
     def describe(self) -> str:
         """The effects in words, e.g. ``personal: opens ×1.15; urgency: unsubscribes ×1.9``."""
@@ -75,6 +78,9 @@ class TrueEffects:
         for kind, label in names.items():
             for variant, factor in getattr(self, kind).items():
                 per_variant.setdefault(variant, []).append(f"{label} ×{factor:g}")
+        for segment, slots in self.slot_open.items():
+            best = max(slots, key=slots.__getitem__)
+            per_variant.setdefault(f"send time ({segment})", []).append(f"best at {best}")
         if not per_variant:
             return "no true difference between variants (A/A)"
         return "; ".join(f"{v}: {', '.join(parts)}" for v, parts in per_variant.items())
@@ -190,6 +196,8 @@ def simulate_campaign(
     people = assignment.merge(
         recipients[["recipient_key", "apple_mpp", "link_scanner"]], on="recipient_key"
     )
+    if spec.send_time is not None or spec.test_type == "send_time":  # send time (issue 18)
+        people["slot"] = send_slots(people, spec)["slot"].to_numpy()
     n = len(people)
     start = pd.Timestamp(send_at or DEFAULT_SEND_AT)
     offset = None
@@ -260,6 +268,13 @@ def _simulate_events(
     n = len(people)
     mailed = variant != HOLDOUT
     parts: list[pd.DataFrame] = []
+    # Send-time addition (issue 18): each recipient is mailed at their slot (the base send is the
+    # day's reference time), every delay runs from that send, and the slot multiplies the open
+    # probability.
+    slot = people["slot"].to_numpy(dtype=object) if "slot" in people else None
+    if slot is not None:
+        to_slot = _slot_offsets(slot, send_ts)
+        offset = to_slot if offset is None else offset + to_slot
 
     def emit(mask: np.ndarray, event_type: str, ts: np.ndarray, **cols: object) -> None:
         idx = np.flatnonzero(mask)
@@ -304,8 +319,15 @@ def _simulate_events(
     )
 
     level = np.ones(n) if engagement is None else engagement
+    at_slot = np.ones(n)  # send-time effect on opens only (issue 18)
+    if slot is not None and effects.slot_open:
+        at_slot = np.array(
+            [effects.slot_open.get(g, {}).get(t, 1.0) for g, t in zip(seg, slot, strict=True)]
+        )
     p_open = np.clip(
-        _profile_array(seg, "open") * effects.multiplier("open", variant) * level, 0, 0.98
+        _profile_array(seg, "open") * effects.multiplier("open", variant) * level * at_slot,
+        0,
+        0.98,
     )
     opened = delivered & (rng.random(n) < p_open)
     t_open = t_delivered + rng.exponential(6 * 3600, n)
@@ -364,3 +386,10 @@ def _simulate_events(
             events[name] = None
     events["ts"] = events["ts"].dt.tz_convert("UTC").dt.floor("us")
     return events[EVENT_SCHEMA.names]
+
+
+def _slot_offsets(slot: np.ndarray, send_ts: pd.Timestamp) -> np.ndarray:
+    """Seconds from the base send time to each recipient's slot (HH:MM, same day)."""
+    base = send_ts.hour * 3600 + send_ts.minute * 60
+    seconds = {s: int(s[:2]) * 3600 + int(s[3:5]) * 60 - base for s in set(slot) if s}
+    return np.array([seconds.get(s, 0) for s in slot], dtype=float)

@@ -268,6 +268,42 @@ class DataRules(_Model):
     temporary folder]."""
 
 
+#: A send slot: local wall-clock time, HH:MM (24 h).
+SLOT_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class SendTimeSettings(_Model):
+    """When each recipient is mailed: randomised over ``slots``, or at a learned window.
+
+    A share ``explore_share`` of every segment (chosen by a salted hash, independent of the variant
+    split) is randomised evenly over ``slots``; the rest is sent at its segment's ``windows`` entry
+    (the slot a previous iteration recommended; ``slots[0]`` for a segment without one). With the
+    default ``explore_share`` of 1 every recipient is randomised: a send-time test running beside
+    the variant test. Slots are local times in each recipient's timezone where it is known
+    (``timezone_column`` of the recipient list), else in ``default_timezone``. See
+    :mod:`loopexp.sendtime`.
+    """
+
+    slots: Annotated[list[Annotated[str, Field(pattern=SLOT_PATTERN)]], Field(min_length=2)]
+    windows: dict[Segment, Annotated[str, Field(pattern=SLOT_PATTERN)]] = Field(
+        default_factory=dict
+    )
+    explore_share: Annotated[float, Field(ge=0, le=1)] = 1.0
+    default_timezone: str = "UTC"
+    timezone_column: str | None = None
+
+    @model_validator(mode="after")
+    def _known_slots(self) -> SendTimeSettings:
+        if len(set(self.slots)) != len(self.slots):
+            raise ValueError(f"send_time.slots must be distinct; got {self.slots}")
+        unknown = {s: w for s, w in self.windows.items() if w not in self.slots}
+        if unknown:
+            raise ValueError(
+                f"send_time.windows {unknown} name slots not in send_time.slots {self.slots}"
+            )
+        return self
+
+
 class ExperimentSpec(_Model):
     """A complete, validated experiment spec (one iteration of one campaign)."""
 
@@ -304,6 +340,9 @@ class ExperimentSpec(_Model):
     are generated as every combination of levels (see :func:`factorial_cells`)."""
     ingest: IngestConfig | None = None
     """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
+    send_time: SendTimeSettings | None = None
+    """Send slots randomised beside the variants, or learned windows per segment (see
+    :class:`SendTimeSettings`); None: one send for everyone."""
 
     @model_validator(mode="before")
     @classmethod
@@ -443,6 +482,8 @@ class ExperimentSpec(_Model):
             exclude["audience"] = audience
         if self.factors is None:
             exclude["factors"] = True
+        if self.send_time is None:
+            exclude["send_time"] = True
         variant_fields = {
             i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
             for i, v in enumerate(self.variants)

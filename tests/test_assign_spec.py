@@ -32,6 +32,7 @@ def fingerprint_without_new_fields(spec: ExperimentSpec) -> str:
         for name in NEW_VARIANT:
             variant.pop(name)
     data.pop("factors")
+    data.pop("send_time")  # issue 18
     canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     assert canonical != spec.model_dump_json()  # the new fields were there to remove
     return hashlib.sha256(canonical.encode()).hexdigest()
