@@ -37,6 +37,27 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     root = tmp_path / "lab"
     for folder in ("notebooks", "experiments"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    # closed_loop_report.ipynb reads a campaign back from MLflow (sqlite:///mlflow.db beside the
+    # notebook, its default): two hands-off iterations of the demo campaign put one there.
+    demo = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "loopexp"),
+            "demo",
+            "--iterations",
+            "2",
+            "--recipients",
+            "20000",
+            "--out",
+            str(tmp_path / "demo"),
+            "--tracking-uri",
+            f"sqlite:///{root / 'notebooks' / 'mlflow.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert demo.returncode in (0, 3), demo.stdout + demo.stderr
     home = tmp_path / "jupyter"  # no user settings, workspaces or kernels from outside the test
     env = {
         **os.environ,
@@ -109,6 +130,11 @@ NOTEBOOK_PAGES = {
         "Decision: Ship the winner: personal.",
     ),
     "plan_experiment.ipynb": ("Plan for other tools:", "each of the 3 variants needs 47,805"),
+    "send_time.ipynb": ("Analysis for other tools:", "is the most probably best slot"),
+    "closed_loop_report.ipynb": (
+        "Report for other tools:",
+        "weekly-offers: 2 iteration(s) read back from MLflow.",
+    ),
 }
 
 
