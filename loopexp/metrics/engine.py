@@ -12,12 +12,21 @@ import glob
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
-from loopexp.metrics.definitions import HOLDOUT, OUTCOMES, get_metric
+from loopexp.metrics.compile import (
+    DUCKDB,
+    MetricsError,
+    StatColumn,
+    events_stats_sql,
+    make_plan,
+    per_recipient_sql,
+)
+from loopexp.metrics.definitions import MetricDef, resolve_metric
 
 ALL_SEGMENTS = "all"
 
@@ -26,6 +35,23 @@ Source = str | Path | pd.DataFrame
 
 class EventsError(ValueError):
     """An event or assignment source that cannot be read as the canonical table."""
+
+
+@dataclass(frozen=True)
+class CovariateSums:
+    """Sums of one pre-period covariate ``x`` over a metric's population (regression adjustment).
+
+    Attributes:
+        sum: sum of x.
+        sum_sq: sum of x².
+        cross: sum of x · numerator.
+        cross_den: sum of x · ratio denominator (ratio metrics only).
+    """
+
+    sum: float
+    sum_sq: float
+    cross: float
+    cross_den: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,10 @@ class GroupStats:
         n: recipients in the metric's denominator population.
         sum: sum of the per-recipient numerator (successes, for a proportion).
         sum_sq: sum of squares of the numerator (equals ``sum`` for a proportion).
+        den_sum: ratio metrics: sum of the per-recipient ratio denominator (else None).
+        den_sum_sq: ratio metrics: its sum of squares.
+        cross_sum: ratio metrics: sum of numerator · denominator (the delta method's covariance).
+        covariates: per covariate name, its sums and cross sums with the numerator.
     """
 
     metric: str
@@ -47,11 +77,22 @@ class GroupStats:
     n: int
     sum: float
     sum_sq: float
+    den_sum: float | None = None
+    den_sum_sq: float | None = None
+    cross_sum: float | None = None
+    covariates: dict[str, CovariateSums] = field(default_factory=dict, compare=False)
 
     @property
     def mean(self) -> float:
-        """The metric's value: numerator sum over denominator (NaN when ``n`` is 0)."""
+        """Numerator sum over the population count (NaN when ``n`` is 0)."""
         return self.sum / self.n if self.n else float("nan")
+
+    @property
+    def value(self) -> float:
+        """The metric's value: the mean, or for a ratio metric numerator sum / denominator sum."""
+        if self.den_sum is None:
+            return self.mean
+        return self.sum / self.den_sum if self.den_sum else float("nan")
 
 
 @dataclass
@@ -80,24 +121,31 @@ class MetricTable:
         return sorted({s.segment for s in self.stats} - {ALL_SEGMENTS})
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (segment, variant, metric) with n, sum, sum_sq and value."""
-        frame = pd.DataFrame([s.__dict__ for s in self.stats])
-        frame["value"] = frame["sum"] / frame["n"].where(frame["n"] > 0)
+        """One row per (segment, variant, metric) with n, sum, sum_sq, value (and ratio sums)."""
+        columns = ["metric", "variant_id", "segment", "n", "sum", "sum_sq"]
+        ratio = ["den_sum", "den_sum_sq", "cross_sum"]
+        has_ratio = any(s.den_sum is not None for s in self.stats)
+        keep = columns + ratio if has_ratio else columns
+        frame = pd.DataFrame([{k: getattr(s, k) for k in keep} for s in self.stats], columns=keep)
+        frame["value"] = [s.value for s in self.stats]
         return frame
 
 
 def compute_metrics(
     events: Source,
     assignment: Source,
-    metrics: Sequence[str],
+    metrics: Sequence[str | MetricDef],
     quarantine_path: str | Path | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
     ``events`` is a Parquet path (globs allowed) or a DataFrame in the canonical schema;
-    ``assignment`` a Parquet/CSV path or DataFrame with ``recipient_key, segment, variant_id``.
+    ``assignment`` a Parquet/CSV path or DataFrame with ``recipient_key, segment, variant_id``
+    (and any covariate columns the metrics name). ``metrics`` are names from the standard library
+    (:data:`loopexp.metrics.definitions.LIBRARY`) or :class:`MetricDef` objects (spec-defined).
     """
-    defs = [get_metric(m) for m in metrics]
+    defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
+    plan = make_plan(defs)
     con = duckdb.connect()
     try:
         _attach(con, "raw_events", events, "events")
@@ -123,36 +171,25 @@ def compute_metrics(
                 f"COPY (SELECT * FROM quarantined_events) TO '{_sql_path(quarantine_path)}' "
                 "(FORMAT parquet)"
             )
-        con.execute(_per_recipient_sql())
+        _check_columns(con, "assignment_src", plan.covariates, assignment)
+        per_recipient = per_recipient_sql(plan, DUCKDB)
+        con.execute(
+            f"CREATE TEMP TABLE per_recipient AS {per_recipient.sql}", per_recipient.params
+        )
         (unassigned,) = con.execute(
             "SELECT coalesce(sum(p.n_events), 0) FROM per_recipient p "
             "ANTI JOIN assignment_src a USING (recipient_key)"
         ).fetchone()
-        rows = con.execute(_aggregate_sql(defs)).fetchdf()
+        query, columns = events_stats_sql(plan, DUCKDB)
+        rows = con.execute(query.sql, query.params).fetchall()
+        names = [d[0] for d in con.description]
     finally:
         con.close()
 
-    stats: list[GroupStats] = []
-    assigned: dict[str, int] = {}
-    for row in rows.itertuples(index=False):
-        segment = ALL_SEGMENTS if row.all_segments else str(row.segment)
-        if segment == ALL_SEGMENTS:
-            assigned[str(row.variant_id)] = int(row.assigned)
-        for m in defs:
-            n = int(getattr(row, f"{m.name}__n"))
-            stats.append(
-                GroupStats(
-                    metric=m.name,
-                    variant_id=str(row.variant_id),
-                    segment=segment,
-                    n=n,
-                    sum=float(getattr(row, f"{m.name}__sum") or 0.0),
-                    sum_sq=float(getattr(row, f"{m.name}__sum_sq") or 0.0),
-                )
-            )
+    stats, assigned = collect_stats([dict(zip(names, r, strict=True)) for r in rows], columns)
     return MetricTable(
         stats=stats,
-        assigned=dict(sorted(assigned.items())),
+        assigned=assigned,
         events=int(n_events),
         quarantined=sum(reasons.values()),
         quarantine_reasons=reasons,
@@ -265,36 +302,67 @@ def _validation_sql(con: duckdb.DuckDBPyConnection, source: Source) -> list[str]
     ]
 
 
-def _per_recipient_sql() -> str:
-    outcome_cols = ",\n".join(f"{expr} AS {name}" for name, expr in OUTCOMES.items())
-    return f"""
-        CREATE TEMP TABLE per_recipient AS
-        SELECT recipient_key, count(*) AS n_events, {outcome_cols}
-        FROM valid_events GROUP BY recipient_key
-    """
+def collect_stats(
+    rows: Sequence[dict[str, Any]], columns: Sequence[StatColumn]
+) -> tuple[list[GroupStats], dict[str, int]]:
+    """GroupStats (and recipients per group) from the rows of a compiled statistics query.
 
-
-def _aggregate_sql(defs: Sequence) -> str:
-    joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
-    aggregates = []
-    for m in defs:
-        # Holdout recipients were not mailed: they are in no denominator, even with a stray event.
-        cond = "sent" if m.denominator == "sent" else "sent AND delivered > 0"
-        aggregates += [
-            f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
-            # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
-            f'coalesce(sum({m.numerator}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f"coalesce(sum({m.numerator} * {m.numerator}) FILTER (WHERE {cond}), 0) "
-            f'AS "{m.name}__sum_sq"',
-        ]
-    return f"""
-        WITH outcomes AS (
-            SELECT a.variant_id, a.segment, a.variant_id <> '{HOLDOUT}' AS sent, {joined_cols}
-            FROM assignment_src a LEFT JOIN per_recipient p USING (recipient_key)
-        )
-        SELECT variant_id, segment, GROUPING(segment) = 1 AS all_segments, count(*) AS assigned,
-            {", ".join(aggregates)}
-        FROM outcomes
-        GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))
-        ORDER BY all_segments DESC, segment, variant_id
+    Shared by every engine and input, so DuckDB and Spark return identical records. Raises
+    :class:`MetricsError` when a covariate or outcome value is missing in some population.
     """
+    ordered = sorted(
+        rows, key=lambda r: (-int(r["all_segments"]), str(r["segment"]), str(r["variant_id"]))
+    )
+    stats: list[GroupStats] = []
+    assigned: dict[str, int] = {}
+    by_metric: dict[str, list[StatColumn]] = {}
+    for c in columns:
+        by_metric.setdefault(c.metric, []).append(c)
+    for row in ordered:
+        segment = ALL_SEGMENTS if int(row["all_segments"]) else str(row["segment"])
+        variant = str(row["variant_id"])
+        if segment == ALL_SEGMENTS:
+            assigned[variant] = int(row["assigned"])
+        for metric, cols in by_metric.items():
+            values = {c.stat: row[c.alias] for c in cols}
+            if "missing_value" in values:
+                if values["missing_value"]:
+                    raise MetricsError(
+                        f"outcome column {metric!r} has {int(values['missing_value'])} missing "
+                        f"value(s) in variant {variant!r}; fill them (0 when nothing happened) or "
+                        "drop those rows"
+                    )
+                continue
+            covariates = {}
+            for key, value in values.items():
+                if key.startswith("cov:") and key.endswith(":missing") and value:
+                    raise MetricsError(
+                        f"covariate {key.split(':')[1]!r} of metric {metric!r} is missing for "
+                        f"{int(value)} recipient(s) of variant {variant!r}; fill or impute it"
+                    )
+            for name in dict.fromkeys(k.split(":")[1] for k in values if k.startswith("cov:")):
+                cross_den = values.get(f"cov:{name}:cross_den")
+                covariates[name] = CovariateSums(
+                    sum=float(values[f"cov:{name}:sum"] or 0.0),
+                    sum_sq=float(values[f"cov:{name}:sum_sq"] or 0.0),
+                    cross=float(values[f"cov:{name}:cross"] or 0.0),
+                    cross_den=None if cross_den is None else float(cross_den),
+                )
+            optional = {
+                k: (None if k not in values else float(values[k] or 0.0))
+                for k in ("den_sum", "den_sum_sq", "cross_sum")
+            }
+            stats.append(
+                GroupStats(
+                    metric=metric,
+                    variant_id=variant,
+                    segment=segment,
+                    n=int(values["n"] or 0),
+                    # an empty group sums to 0 (SQL gives NULL)
+                    sum=float(values["sum"] or 0.0),
+                    sum_sq=float(values["sum_sq"] or 0.0),
+                    covariates=covariates,
+                    **optional,
+                )
+            )
+    return stats, dict(sorted(assigned.items()))
