@@ -11,8 +11,7 @@ import hashlib
 from pathlib import Path
 
 from loopexp.decide import decide
-from loopexp.metrics.definitions import get_metric
-from loopexp.metrics.engine import ALL_SEGMENTS, MetricTable, compute_metrics
+from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
 from loopexp.results import (
     Comparison,
     DataInfo,
@@ -32,6 +31,7 @@ from loopexp.stats import (
     compare_proportions,
     srm_check,
 )
+from loopexp.stats.ratio import compare_ratios
 
 
 def analyze(
@@ -96,9 +96,9 @@ def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Va
             except KeyError:
                 continue
             metrics[name] = MetricValue(
-                value=s.mean if s.n else None, numerator=s.sum, denominator=s.n
+                value=s.value if s.n else None, numerator=s.sum, denominator=s.n
             )
-            if get_metric(name).denominator == "sent":
+            if spec.metric(name).denominator == "sent":
                 n = s.n
         if segment == ALL_SEGMENTS:
             n = table.assigned.get(v.id, 0)
@@ -117,7 +117,7 @@ def _comparisons(spec: ExperimentSpec, table: MetricTable, segment: str) -> list
     rule = spec.decision
     raw: list[tuple[str, str, object]] = []
     for name in spec.all_metrics:
-        metric = get_metric(name)
+        metric = spec.metric(name)
         for ch in spec.challengers:
             try:
                 t = table.get(name, ch.id, segment)
@@ -126,7 +126,11 @@ def _comparisons(spec: ExperimentSpec, table: MetricTable, segment: str) -> list
                 continue
             if min(t.n, c.n) < 2:
                 continue
-            if metric.kind == "proportion":
+            if metric.kind == "ratio":
+                if not (t.den_sum and c.den_sum):
+                    continue  # no denominator in an arm: not a comparison, never "no difference"
+                effect = compare_ratios(_ratio_sums(t), _ratio_sums(c), rule.alpha)
+            elif metric.kind == "proportion":
                 effect = compare_proportions(t.sum, t.n, c.sum, c.n, rule.alpha)
             else:
                 effect = compare_means(t.n, t.sum, t.sum_sq, c.n, c.sum, c.sum_sq, rule.alpha)
@@ -146,7 +150,7 @@ def _comparisons(spec: ExperimentSpec, table: MetricTable, segment: str) -> list
 
     out = []
     for (name, variant, e), p_adj in zip(raw, adjusted, strict=True):
-        prob, loss = chance_to_beat(e.rel_lift, e.rel_se, get_metric(name).higher_is_better)
+        prob, loss = chance_to_beat(e.rel_lift, e.rel_se, spec.metric(name).higher_is_better)
         out.append(
             Comparison(
                 metric=name,
@@ -168,11 +172,15 @@ def _comparisons(spec: ExperimentSpec, table: MetricTable, segment: str) -> list
     return out
 
 
+def _ratio_sums(s: GroupStats) -> tuple[int, float, float, float, float, float]:
+    return s.n, s.sum, s.sum_sq, s.den_sum or 0.0, s.den_sum_sq or 0.0, s.cross_sum or 0.0
+
+
 def _guardrails(spec: ExperimentSpec, comparisons: list[Comparison]) -> list[GuardrailResult]:
     """A challenger fails a guardrail when its CI lies entirely beyond the allowed worsening."""
     out = []
     for g in spec.guardrails:
-        worse_is_up = not get_metric(g.metric).higher_is_better
+        worse_is_up = not spec.metric(g.metric).higher_is_better
         for c in comparisons:
             if c.metric != g.metric:
                 continue
@@ -214,7 +222,7 @@ def analyze_files(
     quarantine_path: str | Path | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
     """Compute the spec's metrics from files in DuckDB and analyse them; return both."""
-    table = compute_metrics(events_path, assignment_path, spec.all_metrics, quarantine_path)
+    table = compute_metrics(events_path, assignment_path, spec.metric_defs, quarantine_path)
     results = analyze(
         spec,
         table,

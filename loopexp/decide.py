@@ -11,7 +11,6 @@ Order of precedence:
 
 from __future__ import annotations
 
-from loopexp.metrics.definitions import get_metric
 from loopexp.results import Comparison, Decision, GuardrailResult, SRMResult, Status
 from loopexp.spec import ExperimentSpec
 
@@ -36,7 +35,7 @@ def decide(
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger."""
     rule = spec.decision
-    metric = get_metric(spec.primary_metric)
+    metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
     base = {"primary_metric": spec.primary_metric, "guardrails": guardrails}
 

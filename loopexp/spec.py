@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from loopexp.metrics.definitions import HOLDOUT, METRICS
+from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -71,8 +79,12 @@ class Guardrail(_Model):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, name: str) -> str:
-        return _check_metric(name)
+    def _known_metric(cls, name: str, info: ValidationInfo) -> str:
+        # The spec's own `metrics:` reach here through the validation context (parse_spec); the
+        # spec-level check below is the authoritative one when there is no context.
+        if info.context is None:
+            return name
+        return _check_metric(name, info.context.get("custom_metrics", ()))
 
 
 class DecisionRule(_Model):
@@ -99,6 +111,8 @@ class ExperimentSpec(_Model):
     control: str
     variants: Annotated[list[Variant], Field(min_length=2)]
     audience: Audience = Field(default_factory=Audience)
+    metrics: list[MetricDef] = Field(default_factory=list)
+    """Metrics this spec defines (beyond the standard library, loopexp.metrics.LIBRARY)."""
     primary_metric: str = "click_rate"
     secondary_metrics: list[str] = Field(default_factory=list)
     guardrails: list[Guardrail] = Field(default_factory=list)
@@ -108,15 +122,27 @@ class ExperimentSpec(_Model):
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_new(cls, defs: list[MetricDef]) -> list[MetricDef]:
+        names = [d.name for d in defs]
+        clash = sorted({n for n in names if n in LIBRARY or names.count(n) > 1})
+        if clash:
+            raise ValueError(
+                f"metric name(s) {clash} repeat or are standard metrics; give them new names"
+            )
+        return defs
+
     @field_validator("primary_metric")
     @classmethod
-    def _primary_known(cls, name: str) -> str:
-        return _check_metric(name)
+    def _primary_known(cls, name: str, info: ValidationInfo) -> str:
+        return _check_metric(name, [d.name for d in info.data.get("metrics", [])])
 
     @field_validator("secondary_metrics")
     @classmethod
-    def _secondary_known(cls, names: list[str]) -> list[str]:
-        return [_check_metric(n) for n in names]
+    def _secondary_known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        custom = [d.name for d in info.data.get("metrics", [])]
+        return [_check_metric(n, custom) for n in names]
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -128,6 +154,8 @@ class ExperimentSpec(_Model):
             raise ValueError(f"{HOLDOUT!r} is reserved for the no-mail group; rename that variant")
         if self.control not in ids:
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
+        for g in self.guardrails:
+            _check_metric(g.metric, [d.name for d in self.metrics])
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
             raise ValueError(f"backlog ids {backlog_clash} are already variants of this iteration")
@@ -144,6 +172,15 @@ class ExperimentSpec(_Model):
         names = [self.primary_metric, *self.secondary_metrics, *(g.metric for g in self.guardrails)]
         return list(dict.fromkeys(names))
 
+    def metric(self, name: str) -> MetricDef:
+        """The definition of metric ``name``: this spec's own first, else the standard library."""
+        return resolve_metric(name, self.metrics)
+
+    @property
+    def metric_defs(self) -> list[MetricDef]:
+        """Definitions of :attr:`all_metrics`, in that order (what the engines compute)."""
+        return [self.metric(n) for n in self.all_metrics]
+
     def expected_shares(self) -> dict[str, float]:
         """Expected share of the audience per group, holdout included when there is one."""
         mailed = 1.0 - self.audience.holdout
@@ -155,21 +192,27 @@ class ExperimentSpec(_Model):
 
     def sha256(self) -> str:
         """Fingerprint of the spec's content (canonical JSON), for lineage."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        # A spec without its own metrics fingerprints as before the `metrics:` section existed.
+        exclude = None if self.metrics else {"metrics"}
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         """Render as YAML in declaration order; defaults included, unset (null) fields left out."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        if not self.metrics:
+            del data["metrics"]
         return yaml.safe_dump(
-            self.model_dump(mode="json", exclude_none=True),
+            data,
             sort_keys=False,
             allow_unicode=True,
             width=100,
         )
 
 
-def _check_metric(name: str) -> str:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}")
+def _check_metric(name: str, custom: list[str] | tuple[str, ...] = ()) -> str:
+    if name not in LIBRARY and name not in custom:
+        known = sorted({*LIBRARY, *custom})
+        raise ValueError(f"unknown metric {name!r}; known metrics: {known}")
     return name
 
 
@@ -206,7 +249,13 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
     if not isinstance(data, dict):
         raise SpecError(source, ["the top level must be a mapping of fields (name: ..., ...)"])
     try:
-        return ExperimentSpec.model_validate(data)
+        metrics = data.get("metrics")
+        custom = (
+            [m["name"] for m in metrics if isinstance(m, dict) and isinstance(m.get("name"), str)]
+            if isinstance(metrics, list)
+            else []
+        )
+        return ExperimentSpec.model_validate(data, context={"custom_metrics": custom})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
