@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loopexp.assign import assign, write_send_lists
-from loopexp.metrics.engine import EventsError
+from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
 from loopexp.plan import sample_size_per_variant
 from loopexp.report import comparisons_table
@@ -143,6 +144,84 @@ def run(
     out = out or Path("runs") / f"{spec.name}-iter{spec.iteration}"
     outcome = _run(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     _print_outcome(outcome)
+
+
+@app.command("metrics")
+def metrics_cmd(
+    spec_path: Annotated[Path, typer.Argument(help="spec file (YAML): which metrics, defined how")],
+    events: Annotated[
+        str | None, typer.Option(help="canonical events, Parquet (globs allowed)")
+    ] = None,
+    assignment: Annotated[
+        Path | None, typer.Option(help="assignment with recipient_key, segment, variant_id")
+    ] = None,
+    outcomes: Annotated[
+        str | None, typer.Option(help="outcome table instead: one row per recipient")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="duckdb (one machine) or spark ($LOOPEXP_SPARK_MASTER)")
+    ] = "duckdb",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Compute a spec's metrics (sufficient statistics per variant) and the per-link clicks."""
+    from loopexp.metrics.api import compute  # noqa: PLC0415 (keeps `loopexp --help` fast)
+    from loopexp.metrics.compile import MetricsError  # noqa: PLC0415
+
+    spec = _load(spec_path)
+    if (outcomes is None) == (events is None and assignment is None) or (
+        outcomes is None and (events is None or assignment is None)
+    ):
+        _fail("give --events and --assignment, or --outcomes (an outcome table), not both")
+    if engine not in ("duckdb", "spark"):
+        _fail(f"--engine {engine}: use duckdb or spark")
+    try:
+        report = compute(
+            spec.metric_defs,
+            events=events,
+            assignment=assignment,
+            outcomes=outcomes,
+            engine=engine,  # type: ignore[arg-type]
+        )
+    except (EventsError, MetricsError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    except ImportError as exc:
+        _fail(f"{exc}; the Spark engine needs pyspark: pip install 'loopexp[spark]'")
+        raise
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        return
+    _print_metrics(spec, report)
+
+
+def _print_metrics(spec, report) -> None:
+    t = report.table
+    table = Table(
+        title=f"{spec.name}: metrics ({report.input}, {report.engine})", box=box.SIMPLE_HEAD
+    )
+    for col, justify in (
+        ("metric", "left"),
+        ("variant", "left"),
+        ("n", "right"),
+        ("value", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for s in t.stats:
+        if s.segment == ALL_SEGMENTS:
+            value = "–" if s.value != s.value else f"{s.value:.4g}"
+            table.add_row(s.metric, s.variant_id, f"{s.n:,}", value)
+    console.print(table)
+    console.print(
+        f"assigned {t.assigned}; {t.events:,} events, {t.quarantined:,} quarantined "
+        f"{t.quarantine_reasons or ''}; {t.unassigned_events:,} events of unassigned recipients"
+    )
+    if report.links is not None and not report.links.empty:
+        links = Table(title="Human clicks per link", box=box.SIMPLE_HEAD)
+        for col in ("variant", "link", "clicks", "share"):
+            links.add_column(col, justify="right" if col in ("clicks", "share") else "left")
+        for row in report.links.itertuples(index=False):
+            links.add_row(row.variant_id, row.link, f"{row.clicks:,}", f"{row.share:.1%}")
+        console.print(links)
 
 
 @app.command()
