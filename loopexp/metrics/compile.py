@@ -179,18 +179,15 @@ def make_plan(defs: Sequence[MetricDef]) -> Plan:
     return Plan(tuple(defs), tuple(measures), tuple(covariates))
 
 
-def per_recipient_sql(plan: Plan, dialect: Dialect, source: str = "valid_events") -> Compiled:
-    """One pass over valid events to one row per recipient with every measure of the plan."""
-    p = Params(dialect)
+def _per_recipient(plan: Plan, p: Params, source: str) -> str:
     windows = sorted({m.window.after for m in plan.measures if m.window is not None})
     cols = ",\n    ".join(
         f"{_capped(_event_aggregate(m, p), m, p)} AS {plan.alias(m)}" for m in plan.measures
     )
     if not windows:
-        return Compiled(
+        return (
             f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-            f"FROM {source} GROUP BY recipient_key",
-            p.values,
+            f"FROM {source} GROUP BY recipient_key"
         )
     # Attribution windows need each recipient's anchor (first send / delivery) before the events
     # are filtered: a window function over the recipient's events, then the same single aggregate.
@@ -199,11 +196,16 @@ def per_recipient_sql(plan: Plan, dialect: Dialect, source: str = "valid_events"
         f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
         for w in windows
     )
-    return Compiled(
+    return (
         f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-        f"FROM (SELECT *, {anchors} FROM {source}) e GROUP BY recipient_key",
-        p.values,
+        f"FROM (SELECT *, {anchors} FROM {source}) e GROUP BY recipient_key"
     )
+
+
+def per_recipient_sql(plan: Plan, dialect: Dialect, source: str = "valid_events") -> Compiled:
+    """One pass over valid events to one row per recipient with every measure of the plan."""
+    p = Params(dialect)
+    return Compiled(_per_recipient(plan, p, source), p.values)
 
 
 # --- sufficient statistics ---------------------------------------------------------------------
@@ -220,7 +222,7 @@ class StatColumn:
 
 def _population(d: MetricDef) -> str:
     return {
-        "assigned": "TRUE",
+        "assigned": "is_assigned",
         "sent": "is_sent",
         "delivered": "is_sent AND is_delivered",
         "opened": "is_sent AND is_opened",
@@ -265,7 +267,9 @@ def _stat_columns(plan: Plan, value_of: dict[int, str]) -> tuple[list[str], list
     return exprs, columns
 
 
-def _grouped(outcomes_sql: str, exprs: list[str], segmented: bool) -> str:
+def _grouped(
+    outcomes_sql: str, exprs: list[str], segmented: bool, per_recipient: str | None = None
+) -> str:
     if segmented:
         group = "GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))"
         seg = "segment, GROUPING(segment) AS all_segments"
@@ -273,9 +277,12 @@ def _grouped(outcomes_sql: str, exprs: list[str], segmented: bool) -> str:
         group = "GROUP BY variant_id"
         seg = "CAST(NULL AS STRING) AS segment, 1 AS all_segments"
     body = ",\n    ".join(exprs)
+    ctes = f"per_recipient AS ({per_recipient}),\n" if per_recipient else ""
     return (
-        f"WITH outcomes AS ({outcomes_sql})\n"
-        f"SELECT variant_id, {seg}, count(*) AS assigned,\n    {body}\n"
+        f"WITH {ctes}outcomes AS ({outcomes_sql})\n"
+        f"SELECT variant_id, {seg}, sum(CASE WHEN is_assigned THEN 1 ELSE 0 END) AS assigned,\n"
+        f"    sum(CASE WHEN is_assigned THEN 0 ELSE n_events END) AS unassigned_events,\n"
+        f"    {body}\n"
         f"FROM outcomes {group}"
     )
 
@@ -283,15 +290,19 @@ def _grouped(outcomes_sql: str, exprs: list[str], segmented: bool) -> str:
 def events_stats_sql(
     plan: Plan,
     dialect: Dialect,
-    per_recipient: str = "per_recipient",
+    source: str = "valid_events",
     assignment: str = "assignment_src",
 ) -> tuple[Compiled, list[StatColumn]]:
-    """Sufficient statistics per variant (and segment) from per-recipient measures + assignment.
+    """One query from valid events and the assignment to the sufficient statistics.
 
-    Recipients on the assignment without any event have every measure 0. Holdout recipients were
-    not mailed: they are in the ``assigned`` population only, even with a stray event.
+    Events → one row per recipient (a hash aggregate, never materialised) → full outer join with
+    the assignment → per variant (and segment) sums. Recipients on the assignment without any
+    event have every measure 0; events of recipients not on it land in the ``variant_id IS NULL``
+    group, whose ``unassigned_events`` counts them. Holdout recipients were not mailed: they are
+    in the ``assigned`` population only, even with a stray event.
     """
     p = Params(dialect)
+    per_recipient = _per_recipient(plan, p, source)
     q = dialect.quote
     value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
     for d in plan.defs:  # identical measures share a column; map each def's objects to it
@@ -304,14 +315,18 @@ def events_stats_sql(
     ]
     cols += [f"CAST(a.{q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
     outcomes = (
-        f"SELECT a.variant_id, a.segment, a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
+        "SELECT a.variant_id, a.segment, a.recipient_key IS NOT NULL AS is_assigned, "
+        f"a.recipient_key IS NOT NULL AND a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
         f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
         f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
+        "coalesce(p.n_events, 0) AS n_events, "
         + ", ".join(cols)
-        + f" FROM {assignment} a LEFT JOIN {per_recipient} p ON a.recipient_key = p.recipient_key"
+        + f" FROM {assignment} a FULL OUTER JOIN per_recipient p"
+        " ON a.recipient_key = p.recipient_key"
     )
     exprs, columns = _stat_columns(plan, value_of)
-    return Compiled(_grouped(outcomes, exprs, segmented=True), p.values), columns
+    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
+    return Compiled(sql, p.values), columns
 
 
 def outcome_measure_column(m: Measure) -> str:
@@ -378,7 +393,8 @@ def outcome_stats_sql(
     outcomes = (
         "SELECT CAST(variant_id AS STRING) AS variant_id, "
         + (f"CAST({q('segment')} AS STRING) AS segment, " if segmented else "")
-        + f"CAST(variant_id AS STRING) <> {p.bind(HOLDOUT)} AS is_sent, "
+        + f"CAST(variant_id AS STRING) <> {p.bind(HOLDOUT)} AS is_sent, TRUE AS is_assigned, "
+        + "0 AS n_events, "
         + ", ".join(f"{v} AS {k}" for k, v in flags.items())
         + (", " if cols else "")
         + ", ".join(cols)

@@ -24,7 +24,6 @@ from loopexp.metrics.compile import (
     StatColumn,
     events_stats_sql,
     make_plan,
-    per_recipient_sql,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 
@@ -172,28 +171,21 @@ def compute_metrics(
                 "(FORMAT parquet)"
             )
         _check_columns(con, "assignment_src", plan.covariates, assignment)
-        per_recipient = per_recipient_sql(plan, DUCKDB)
-        con.execute(
-            f"CREATE TEMP TABLE per_recipient AS {per_recipient.sql}", per_recipient.params
-        )
-        (unassigned,) = con.execute(
-            "SELECT coalesce(sum(p.n_events), 0) FROM per_recipient p "
-            "ANTI JOIN assignment_src a USING (recipient_key)"
-        ).fetchone()
         query, columns = events_stats_sql(plan, DUCKDB)
-        rows = con.execute(query.sql, query.params).fetchall()
-        names = [d[0] for d in con.description]
+        cursor = con.execute(query.sql, query.params)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     finally:
         con.close()
 
-    stats, assigned = collect_stats([dict(zip(names, r, strict=True)) for r in rows], columns)
+    stats, assigned = collect_stats(rows, columns)
     return MetricTable(
         stats=stats,
         assigned=assigned,
         events=int(n_events),
         quarantined=sum(reasons.values()),
         quarantine_reasons=reasons,
-        unassigned_events=int(unassigned),
+        unassigned_events=unassigned_events(rows),
     )
 
 
@@ -302,6 +294,15 @@ def _validation_sql(con: duckdb.DuckDBPyConnection, source: Source) -> list[str]
     ]
 
 
+def unassigned_events(rows: Sequence[dict[str, Any]]) -> int:
+    """Valid events of recipients not on the assignment, from a compiled statistics query."""
+    return sum(
+        int(r["unassigned_events"] or 0)
+        for r in rows
+        if r["variant_id"] is None and int(r["all_segments"])
+    )
+
+
 def collect_stats(
     rows: Sequence[dict[str, Any]], columns: Sequence[StatColumn]
 ) -> tuple[list[GroupStats], dict[str, int]]:
@@ -310,6 +311,12 @@ def collect_stats(
     Shared by every engine and input, so DuckDB and Spark return identical records. Raises
     :class:`MetricsError` when a covariate or outcome value is missing in some population.
     """
+    if any(r["variant_id"] is None and r["assigned"] for r in rows):
+        raise MetricsError(
+            "some rows have no variant_id; every recipient of the assignment or outcome table "
+            "needs one (drop the rows, or assign them)"
+        )
+    rows = [r for r in rows if r["variant_id"] is not None]  # the unassigned events' group
     ordered = sorted(
         rows, key=lambda r: (-int(r["all_segments"]), str(r["segment"]), str(r["variant_id"]))
     )

@@ -31,7 +31,6 @@ from loopexp.metrics.compile import (
     links_sql,
     make_plan,
     outcome_stats_sql,
-    per_recipient_sql,
 )
 from loopexp.metrics.definitions import MetricDef
 from loopexp.metrics.engine import (
@@ -41,6 +40,7 @@ from loopexp.metrics.engine import (
     Source,
     collect_stats,
     require_source,
+    unassigned_events,
 )
 from loopexp.metrics.links import order_links
 from loopexp.metrics.outcomes import check_outcome_columns, resolve
@@ -170,20 +170,8 @@ def compute_metrics_spark(
             )
         }
         (dup,) = _rows(spark, "SELECT count(*) AS n FROM ranked_events WHERE dup_rank > 1", {})
-        per_recipient = per_recipient_sql(plan, SPARK)
-        per = spark.sql(per_recipient.sql, args=per_recipient.params).persist()
-        try:
-            per.createOrReplaceTempView("per_recipient")
-            (unassigned,) = _rows(
-                spark,
-                "SELECT coalesce(sum(p.n_events), 0) AS n FROM per_recipient p "
-                "LEFT ANTI JOIN assignment_src a ON p.recipient_key = a.recipient_key",
-                {},
-            )
-            query, columns = events_stats_sql(plan, SPARK)
-            rows = _rows(spark, query.sql, query.params)
-        finally:
-            per.unpersist()
+        query, columns = events_stats_sql(plan, SPARK)
+        rows = _rows(spark, query.sql, query.params)
     stats, assigned = collect_stats(rows, columns)
     reasons = {k: int(v) for k, v in counts.items() if k is not None}
     if dup["n"]:
@@ -195,7 +183,7 @@ def compute_metrics_spark(
         events=int(sum(counts.values())),
         quarantined=sum(reasons.values()),
         quarantine_reasons=reasons,
-        unassigned_events=int(unassigned["n"]),
+        unassigned_events=unassigned_events(rows),
     )
 
 
