@@ -311,11 +311,19 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def measure(impl: str, events: Path, assignment: Path, out: Path) -> tuple[float, float, dict]:
+def measure(
+    impl: str, events: Path, assignment: Path, out: Path, sources: dict[str, str]
+) -> tuple[float, float, dict]:
     """Run one implementation in a fresh process: (seconds of the computation, imports
     excluded; peak RSS in MiB; result)."""
+    # "engine@main": the engine of another source tree (e.g. `git archive main`), same data
+    runner, _, source = impl.partition("@")
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = sources[source]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--one", impl, str(events), str(assignment), str(out)]
+        [sys.executable, __file__, "--one", runner, str(events), str(assignment), str(out)],
+        env=env,
     )
     status = proc.wait()
     if status != 0:
@@ -343,6 +351,12 @@ def main() -> None:
     parser.add_argument("--dups", action="store_true", help="also the duplicate-heavy variant")
     parser.add_argument("--spark", action="store_true", help="also Spark local mode (once)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--src",
+        nargs="*",
+        default=[],
+        help="NAME=DIR: also run the engine from source tree DIR, reported as engine@NAME",
+    )
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -357,6 +371,7 @@ def main() -> None:
         Path(out).write_text(json.dumps(result))
         return
 
+    sources = dict(item.split("=", 1) for item in args.src)
     report = []
     for n in args.recipients:
         for dups in [False, True] if args.dups else [False]:
@@ -365,12 +380,16 @@ def main() -> None:
             events, assignment = prepare(args.workdir / name, n, dups)
             n_events = pq.ParquetFile(events).metadata.num_rows
             print(f"{name}: {n_events:,} events (ready in {time.perf_counter() - start:.0f} s)")
-            impls = [*args.impls, *(["spark"] if args.spark else [])]
+            impls = [
+                *args.impls,
+                *(f"engine@{name}" for name in sources),
+                *(["spark"] if args.spark else []),
+            ]
             results: dict[str, dict] = {}
             for impl in impls:
                 repeat = 1 if impl == "spark" else args.repeat
                 runs = [
-                    measure(impl, events, assignment, args.workdir / f"{impl}.json")
+                    measure(impl, events, assignment, args.workdir / f"{impl}.json", sources)
                     for _ in range(repeat)
                 ]
                 seconds = statistics.median(r[0] for r in runs)

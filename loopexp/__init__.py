@@ -5,6 +5,7 @@ The submodules follow the loop:
 
 - :mod:`loopexp.spec`: experiment specs (YAML in ``experiments/``, validated with pydantic).
 - :mod:`loopexp.plan`: power and sample size.
+- :mod:`loopexp.recipients` and :mod:`loopexp.keys`: recipient lists in, addresses hashed.
 - :mod:`loopexp.assign`: deterministic salted-hash assignment and send lists.
 - :mod:`loopexp.events`: the canonical event table.
 - :mod:`loopexp.metrics`: metric definitions and the DuckDB engine (sufficient statistics only).
@@ -16,7 +17,7 @@ The submodules follow the loop:
 """
 
 from loopexp.analyze import analyze, analyze_files, data_fingerprint
-from loopexp.assign import assign, write_send_lists
+from loopexp.assign import assign, assign_recipients, write_send_lists
 from loopexp.decide import decide
 from loopexp.loop import next_spec
 from loopexp.metrics import MetricTable, compute_metrics
@@ -39,6 +40,7 @@ __all__ = [
     "analyze",
     "analyze_files",
     "assign",
+    "assign_recipients",
     "compute_metrics",
     "data_fingerprint",
     "decide",

@@ -18,20 +18,18 @@ from loopexp.results import (
     ExperimentInfo,
     ExperimentResults,
     GuardrailResult,
+    HeterogeneityResult,
     MetricValue,
+    NotCompared,
     SegmentResult,
     SRMResult,
     VariantResult,
 )
 from loopexp.spec import ExperimentSpec
-from loopexp.stats import (
-    adjust_pvalues,
-    chance_to_beat,
-    compare_means,
-    compare_proportions,
-    srm_check,
-)
-from loopexp.stats.ratio import compare_ratios
+from loopexp.stats import adjust_pvalues, chance_to_beat, interval_alphas, srm_check
+from loopexp.stats.bayes import best_and_loss, posterior_draws
+from loopexp.stats.comparison import TwoSampleMethod, method_for
+from loopexp.stats.heterogeneity import cochran_q
 
 
 def analyze(
@@ -51,18 +49,28 @@ def analyze(
     srm_result = SRMResult(
         p_value=srm.p_value, ok=srm.ok, expected=srm.expected, observed=srm.observed
     )
+    delivery = _delivery_srm(spec, table)
 
     variants = _variants(spec, table, ALL_SEGMENTS)
-    comparisons = _comparisons(spec, table, ALL_SEGMENTS)
-    guardrails = _guardrails(spec, comparisons)
+    by_segment, not_compared = _comparisons(spec, table, [ALL_SEGMENTS])
+    comparisons = by_segment[ALL_SEGMENTS]
+    guardrails = _guardrails(spec, table)
     primary = [c for c in comparisons if c.metric == spec.primary_metric]
-    decision = decide(spec, primary, guardrails, srm_result)
+    decision = decide(
+        spec,
+        primary,
+        guardrails,
+        srm_result,
+        not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
+        delivery_srm=delivery,
+    )
 
+    seg_comparisons, seg_not_compared = _comparisons(spec, table, table.segments)
     segments = [
         SegmentResult(
             segment=seg,
             variants=_variants(spec, table, seg),
-            comparisons=_comparisons(spec, table, seg),
+            comparisons=seg_comparisons[seg],
         )
         for seg in table.segments
     ]
@@ -82,6 +90,32 @@ def analyze(
         comparisons=comparisons,
         segments=segments,
         decision=decision,
+        not_compared=not_compared + seg_not_compared,
+        delivery_srm=delivery,
+        heterogeneity=_heterogeneity(spec, table),
+    )
+
+
+def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
+    """Check the delivered counts (the denominator of delivered-based metrics) against the split.
+
+    A send that failed for one variant leaves the assignment balanced but the delivered
+    population not: every delivered-based comparison would then compare different populations.
+    """
+    name = next((m for m in spec.all_metrics if spec.metric(m).denominator == "delivered"), None)
+    if name is None:
+        return None
+    observed = {}
+    for v in spec.variants:
+        try:
+            observed[v.id] = table.get(name, v.id, ALL_SEGMENTS).n
+        except KeyError:
+            observed[v.id] = 0
+    total = sum(v.weight for v in spec.variants)
+    shares = {v.id: v.weight / total for v in spec.variants}
+    check = srm_check(observed, shares, spec.decision.srm_alpha)
+    return SRMResult(
+        p_value=check.p_value, ok=check.ok, expected=check.expected, observed=check.observed
     )
 
 
@@ -108,95 +142,217 @@ def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Va
     return out
 
 
-def _comparisons(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Comparison]:
-    """Every challenger against control on every metric; p-values adjusted per family.
+MIN_PER_ARM = 2
+"""Fewest recipients per arm (in the metric's denominator) for a comparison to be made at all."""
 
-    Families: the primary metric across challengers (the decision's family), and all other
-    (metric, challenger) pairs together. Guardrails use unadjusted intervals: a veto should be easy.
+
+def _comparisons(
+    spec: ExperimentSpec, table: MetricTable, segments: list[str]
+) -> tuple[dict[str, list[Comparison]], list[NotCompared]]:
+    """Every challenger against control on every metric in ``segments``; adjusted per family.
+
+    Families: the primary metric across challengers and segments (the decision's family, when
+    ``segments`` is the whole audience), and every other (metric, challenger, segment) together.
+    Each comparison's intervals are at the level its adjusted test used
+    (:func:`loopexp.stats.interval_alphas`), so they exclude 0 exactly when the adjusted p-value
+    is below alpha. Comparisons that cannot be made are returned as :class:`NotCompared`.
     """
     rule = spec.decision
-    raw: list[tuple[str, str, object]] = []
-    for name in spec.all_metrics:
-        metric = spec.metric(name)
-        for ch in spec.challengers:
-            try:
-                t = table.get(name, ch.id, segment)
-                c = table.get(name, spec.control, segment)
-            except KeyError:
-                continue
-            if min(t.n, c.n) < 2:
-                continue
-            if metric.kind == "ratio":
-                if not (t.den_sum and c.den_sum):
-                    continue  # no denominator in an arm: not a comparison, never "no difference"
-                effect = compare_ratios(_ratio_sums(t), _ratio_sums(c), rule.alpha)
-            elif metric.kind == "proportion":
-                effect = compare_proportions(t.sum, t.n, c.sum, c.n, rule.alpha)
-            else:
-                effect = compare_means(t.n, t.sum, t.sum_sq, c.n, c.sum, c.sum_sq, rule.alpha)
-            raw.append((name, ch.id, effect))
+    raw: list[tuple[str, str, str, TwoSampleMethod]] = []
+    missing: list[NotCompared] = []
+    bayes: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for segment in segments:
+        for name in spec.all_metrics:
+            metric = spec.metric(name)
+            arms: dict[str, GroupStats] = {}
+            for v in spec.variants:
+                try:
+                    arms[v.id] = table.get(name, v.id, segment)
+                except KeyError:
+                    continue
+            control = arms.get(spec.control)
+            usable = [spec.control] if control is not None and control.n >= MIN_PER_ARM else []
+            for ch in spec.challengers:
+                t = arms.get(ch.id)
+                reason = _why_not(metric, ch.id, t, spec.control, control)
+                if reason:
+                    missing.append(
+                        NotCompared(metric=name, variant=ch.id, segment=segment, reason=reason)
+                    )
+                    continue
+                raw.append((segment, name, ch.id, method_for(metric.kind, t, control)))
+                usable.append(ch.id)
+            # (ratio metrics: the Gaussian view on the relative lift only, no per-arm posteriors)
+            if metric.kind != "ratio" and len(usable) > 1 and usable[0] == spec.control:
+                bayes.update(_bayes(spec, metric, segment, [arms[u] for u in usable], usable))
 
-    adjusted: list[float] = [float("nan")] * len(raw)
+    p_values = [m.p_value() for *_, m in raw]
+    adjusted = [float("nan")] * len(raw)
+    levels = [rule.alpha] * len(raw)
+    sizes = [0] * len(raw)
     for family in (
-        [i for i, r in enumerate(raw) if r[0] == spec.primary_metric],
-        [i for i, r in enumerate(raw) if r[0] != spec.primary_metric],
+        [i for i, r in enumerate(raw) if r[1] == spec.primary_metric],
+        [i for i, r in enumerate(raw) if r[1] != spec.primary_metric],
     ):
-        for i, p in zip(
+        ps = [p_values[i] for i in family]
+        for i, p_adj, level in zip(
             family,
-            adjust_pvalues([raw[i][2].p_value for i in family], rule.correction),
+            adjust_pvalues(ps, rule.correction),
+            interval_alphas(ps, rule.correction, rule.alpha),
             strict=True,
         ):
-            adjusted[i] = p
+            adjusted[i], levels[i], sizes[i] = p_adj, level, len(family)
 
-    out = []
-    for (name, variant, e), p_adj in zip(raw, adjusted, strict=True):
-        prob, loss = chance_to_beat(e.rel_lift, e.rel_se, spec.metric(name).higher_is_better)
-        out.append(
+    out: dict[str, list[Comparison]] = {seg: [] for seg in segments}
+    for (segment, name, variant, m), p, p_adj, level, size in zip(
+        raw, p_values, adjusted, levels, sizes, strict=True
+    ):
+        ci = m.interval(level)
+        lift, rel_se = m.rel_lift, m.relative_se()
+        prob, loss = chance_to_beat(lift, rel_se, spec.metric(name).higher_is_better)
+        best, loss_abs = bayes.get((segment, name, variant), (None, None))
+        out[segment].append(
             Comparison(
                 metric=name,
                 variant=variant,
                 control=spec.control,
-                estimate=e.estimate,
-                rel_lift=e.rel_lift,
-                ci_low=e.ci_low,
-                ci_high=e.ci_high,
-                rel_ci_low=e.rel_ci_low,
-                rel_ci_high=e.rel_ci_high,
-                p_value=e.p_value,
+                estimate=m.estimate,
+                rel_lift=lift,
+                ci_low=ci.diff_low,
+                ci_high=ci.diff_high,
+                rel_ci_low=ci.rel_low,
+                rel_ci_high=ci.rel_high,
+                p_value=p,
                 p_value_adjusted=p_adj,
                 prob_beat_control=prob,
                 expected_loss=loss,
-                method=e.method,
+                method=m.description,
+                ci_level=1 - level,
+                family_size=size,
+                prob_best=best,
+                expected_loss_abs=loss_abs,
+                bayes_method=_BAYES_METHOD[spec.metric(name).kind],
             )
         )
-    return out
+    return out, missing
 
 
-def _ratio_sums(s: GroupStats) -> tuple[int, float, float, float, float, float]:
-    return s.n, s.sum, s.sum_sq, s.den_sum or 0.0, s.den_sum_sq or 0.0, s.cross_sum or 0.0
+_BAYES_METHOD = {
+    "proportion": "prob_best, expected_loss_abs: beta-binomial with the spec's Beta prior; "
+    "prob_beat_control, expected_loss: Gaussian on the relative lift (flat prior)",
+    "mean": "Gaussian posteriors (flat prior) of each arm's mean and of the relative lift",
+    "ratio": "prob_beat_control, expected_loss: Gaussian on the relative lift (flat prior)",
+}
 
 
-def _guardrails(spec: ExperimentSpec, comparisons: list[Comparison]) -> list[GuardrailResult]:
-    """A challenger fails a guardrail when its CI lies entirely beyond the allowed worsening."""
+def _why_not(metric, variant: str, t, control_id: str, c) -> str | None:
+    """Why a challenger cannot be compared with the control on ``metric``; None when it can."""
+    population = f"{metric.denominator} recipients"
+    for arm, stats in ((variant, t), (control_id, c)):
+        if stats is None:
+            return f"no statistics for arm {arm!r} on {metric.name}: it is missing from the data"
+        if stats.n < MIN_PER_ARM:
+            return (
+                f"arm {arm!r} has {stats.n} {population} on {metric.name} (at least "
+                f"{MIN_PER_ARM} per arm are needed): was its send made, and delivered?"
+            )
+        if metric.kind == "ratio" and not stats.den_sum:
+            return (
+                f"arm {arm!r} has a zero denominator sum on the ratio metric {metric.name}: "
+                "the ratio is undefined there"
+            )
+    return None
+
+
+def _bayes(spec: ExperimentSpec, metric, segment: str, arms: list[GroupStats], ids: list[str]):
+    prior = (spec.decision.prior.a, spec.decision.prior.b)
+    draws = posterior_draws(metric.kind, [(s.n, s.sum, s.sum_sq) for s in arms], prior)
+    best, loss = best_and_loss(draws, metric.higher_is_better, control=0)
+    return {
+        (segment, metric.name, vid): (float(best[j]), float(loss[j]))
+        for j, vid in enumerate(ids)
+        if j > 0
+    }
+
+
+def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResult]:
+    """One-sided test of each challenger against each guardrail's margin, at level alpha / 2.
+
+    ``harm``: veto when the data show a worsening beyond the margin (H0: not worse by more than
+    the margin). ``non_inferiority``: pass only when the data show the challenger is not worse by
+    more than the margin (H0: worse by at least the margin). Both are one-sided at alpha / 2, the
+    regulatory convention for non-inferiority (ICH E9), so that the decision reads the same
+    two-sided ``1 - alpha`` interval the spec's level names: a veto (harm) or a pass
+    (non-inferiority) exactly when that interval lies wholly beyond / within the margin. No
+    multiplicity adjustment: each challenger must pass every guardrail (an intersection-union
+    test).
+    """
+    alpha = spec.decision.alpha
     out = []
     for g in spec.guardrails:
-        worse_is_up = not spec.metric(g.metric).higher_is_better
-        for c in comparisons:
-            if c.metric != g.metric:
+        metric = spec.metric(g.metric)
+        worse_is_up = not metric.higher_is_better
+        bad_ratio = 1 + g.max_relative_increase if worse_is_up else 1 - g.max_relative_increase
+        for ch in spec.challengers:
+            try:
+                t = table.get(g.metric, ch.id)
+                c = table.get(g.metric, spec.control)
+            except KeyError:
                 continue
-            if worse_is_up:
-                failed = c.rel_ci_low is not None and c.rel_ci_low > g.max_relative_increase
+            if _why_not(metric, ch.id, t, spec.control, c):
+                continue
+            m = method_for(metric.kind, t, c)
+            ci = m.interval(alpha)
+            if g.mode == "harm":
+                p = m.one_sided_p(bad_ratio, "greater" if worse_is_up else "less")
+                failed = p < alpha / 2
             else:
-                failed = c.rel_ci_high is not None and c.rel_ci_high < -g.max_relative_increase
+                p = m.one_sided_p(bad_ratio, "less" if worse_is_up else "greater")
+                failed = not p < alpha / 2
             out.append(
                 GuardrailResult(
                     metric=g.metric,
-                    variant=c.variant,
-                    rel_lift=c.rel_lift,
-                    rel_ci_low=c.rel_ci_low,
-                    rel_ci_high=c.rel_ci_high,
+                    variant=ch.id,
+                    rel_lift=m.rel_lift,
+                    rel_ci_low=ci.rel_low,
+                    rel_ci_high=ci.rel_high,
                     max_relative_increase=g.max_relative_increase,
                     passed=not failed,
+                    mode=g.mode,
+                    p_value=p,
+                    ci_level=1 - alpha,
+                )
+            )
+    return out
+
+
+def _heterogeneity(spec: ExperimentSpec, table: MetricTable) -> list[HeterogeneityResult]:
+    """Cochran's Q across segments of each challenger's log ratio on the primary metric."""
+    metric = spec.metric(spec.primary_metric)
+    if metric.kind == "ratio":  # Cochran's Q here is for proportions and means
+        return []
+    out = []
+    for ch in spec.challengers:
+        cells = []
+        for seg in table.segments:
+            try:
+                t = table.get(metric.name, ch.id, seg)
+                c = table.get(metric.name, spec.control, seg)
+            except KeyError:
+                continue
+            cells.append((seg, t.n, t.sum, t.sum_sq, c.n, c.sum, c.sum_sq))
+        result = cochran_q(metric.kind, cells)
+        if result is not None:
+            q, df, p, i2, used = result
+            out.append(
+                HeterogeneityResult(
+                    metric=metric.name,
+                    variant=ch.id,
+                    q=q,
+                    df=df,
+                    p_value=p,
+                    i_squared=i2,
+                    segments=used,
                 )
             )
     return out
@@ -221,8 +377,24 @@ def analyze_files(
     assignment_path: str | Path,
     quarantine_path: str | Path | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
-    """Compute the spec's metrics from files in DuckDB and analyse them; return both."""
-    table = compute_metrics(events_path, assignment_path, spec.metric_defs, quarantine_path)
+    """Compute the spec's metrics from files in DuckDB and analyse them; return both.
+
+    The inputs are held to the spec: assignment groups and segments it defines, at most
+    ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
+    recipient, DuckDB within ``data.memory_limit``.
+    """
+    table = compute_metrics(
+        events_path,
+        assignment_path,
+        spec.metric_defs,
+        quarantine_path,
+        segments=[s.value for s in spec.audience.segments],
+        variants=list(spec.expected_shares()),
+        max_quarantine_share=spec.data.max_quarantine_share,
+        require_match=True,
+        memory_limit=spec.data.memory_limit,
+        temp_directory=spec.data.temp_directory,
+    )
     results = analyze(
         spec,
         table,

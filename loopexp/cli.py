@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from loopexp.assign import assign, write_send_lists
+from loopexp.assign import AssignmentSummary, assign_recipients
+from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
 from loopexp.pipeline import IterationOutcome, run_iteration
 from loopexp.plan import sample_size_per_variant
+from loopexp.recipients import RecipientsError, read_recipients, read_table
 from loopexp.report import comparisons_table
 from loopexp.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
 from loopexp.spec import SpecError, load_spec
@@ -39,7 +43,7 @@ TrackingOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -54,10 +58,10 @@ def validate(
             spec = load_spec(path)
         except SpecError as exc:
             bad += 1
-            console.print(f"[red]✗[/] {exc}")
+            console.print(f"[red]✗[/] {escape(str(exc))}")
             continue
         console.print(
-            f"[green]✓[/] {path}: {spec.name} iteration {spec.iteration}, "
+            f"[green]✓[/] {escape(str(path))}: {escape(spec.name)} iteration {spec.iteration}, "
             f"{len(spec.variants)} variants, primary metric {spec.primary_metric}"
         )
     if bad:
@@ -85,24 +89,97 @@ def plan(
 @app.command("assign")
 def assign_cmd(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
-    recipients: Annotated[Path, typer.Option(help="CSV/Parquet with recipient_key, segment")],
-    out: Annotated[Path, typer.Option(help="folder for assignment.parquet and send lists")],
+    recipients: Annotated[
+        Path, typer.Option(help="recipient list, CSV or Parquet (columns: see audience.columns)")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for assignment.parquet, send lists, summary")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="file with the e-mail hashing key (default: $LOOPEXP_HASH_KEY(_FILE))"),
+    ] = None,
+    demo_key: Annotated[
+        bool, typer.Option("--demo-key", help="allow the public demo key (demos only)")
+    ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(help="contact history (recipient_key or email, sent_at), CSV or Parquet"),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="reference time of the recency exclusion, ISO 8601 (default: now)"),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the summary as JSON instead of tables")
+    ] = False,
 ) -> None:
-    """Assign recipients to variants (salted hash) and write one send list per variant."""
+    """Assign recipients to variants (salted hash); write send lists, exclusions and a summary.
+
+    Every input row is accounted for: assigned, or excluded with a reason (missing key, suppressed,
+    no consent, unmapped segment, outside the audience, recently tested, duplicate key).
+    """
     spec = _load(spec_path)
-    table = (
-        pd.read_parquet(recipients) if recipients.suffix == ".parquet" else pd.read_csv(recipients)
-    )
     try:
-        assignment = assign(table, spec)
-    except ValueError as exc:
-        _fail(f"{recipients}: {exc}")
-    out.mkdir(parents=True, exist_ok=True)
-    assignment.to_parquet(out / "assignment.parquet", index=False)
-    lists = write_send_lists(assignment, out)
-    for variant, path in lists.items():
-        console.print(f"{variant}: {path}")
-    console.print(assignment["variant_id"].value_counts().sort_index().to_string())
+        key = _hash_key(key_file, demo_key)
+        table = read_recipients(recipients)
+        past = read_table(history, "contact history") if history else None
+        reference = datetime.fromisoformat(as_of) if as_of else None
+        result = assign_recipients(table, spec, key, past, reference, source=str(recipients))
+    except (RecipientsError, HashKeyError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    except ValueError as exc:  # e.g. an --as-of that is not a date
+        _fail(f"{exc}")
+        raise
+    paths = result.write(out)
+    summary = result.summary
+    if json_out:
+        typer.echo(summary.to_json())
+        return
+    _print_assignment(summary, paths)
+
+
+def _hash_key(key_file: Path | None, demo_key: bool) -> HashKey | None:
+    """The e-mail hashing key, or None when none is set (needed only for lists of addresses)."""
+    if key_file or demo_key:
+        key = load_hash_key(key_file, allow_demo=demo_key)
+        if key.is_demo:  # on stderr, so that --json output stays parseable
+            Console(stderr=True).print(
+                "[bold yellow]warning:[/] hashing addresses with the public demo key: fine for a "
+                "demo, never for real recipients (set LOOPEXP_HASH_KEY)"
+            )
+        return key
+    try:
+        return load_hash_key()
+    except HashKeyError:
+        return None  # prepare_recipients asks again, with instructions, if addresses need it
+
+
+def _print_assignment(summary: AssignmentSummary, paths: dict[str, Path]) -> None:
+    table = Table(title=f"Assignment of {summary.source}", box=box.ROUNDED)
+    table.add_column("rows", style="bold")
+    table.add_column("count", justify="right")
+    table.add_row("input", f"{summary.input_rows:,}")
+    table.add_row("assigned", f"{summary.assigned:,}")
+    for reason, count in summary.excluded.items():
+        table.add_row(f"excluded: {reason}", f"{count:,}")
+    console.print(table)
+    groups = Table(title="Assigned per segment and group", box=box.ROUNDED)
+    groups.add_column("segment", style="bold")
+    for group in summary.groups:
+        groups.add_column(group, justify="right")
+    groups.add_column("SRM p", justify="right")
+    for segment, counts in summary.by_segment.items():
+        groups.add_row(
+            segment,
+            *(f"{counts.get(g, 0):,}" for g in summary.groups),
+            f"{summary.srm_p_values[segment]:.3g}",
+        )
+    groups.add_row("all", *(f"{n:,}" for n in summary.groups.values()), "", style="bold")
+    console.print(groups)
+    if summary.key_source:
+        console.print(f"e-mail addresses hashed with the key from {summary.key_source}")
+    for name, path in paths.items():
+        console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False, emoji=False)
 
 
 @app.command()
@@ -141,7 +218,7 @@ def run(
 ) -> None:
     """Analyse one iteration (papermill notebook), log it to MLflow, write the next spec."""
     spec = _load(spec_path)
-    out = out or Path("runs") / f"{spec.name}-iter{spec.iteration}"
+    out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
     outcome = _run(spec_path, events, assignment, out, tracking_uri, next_spec_dir)
     _print_outcome(outcome)
 
@@ -237,7 +314,7 @@ def demo(
     """Run one full iteration of the loop on a simulated subject-line campaign."""
     spec = _load(spec_path)
     console.print(
-        f"Simulating {recipients:,} recipients for [bold]{spec.name}[/]; the truth: "
+        f"Simulating {recipients:,} recipients for [bold]{escape(spec.name)}[/]; the truth: "
         f"{DEMO_EFFECTS.describe()}"
     )
     campaign = simulate_campaign(spec, recipients, DEMO_EFFECTS, seed=seed)
@@ -269,9 +346,12 @@ def _run(
         _fail(str(exc))
         raise  # unreachable: _fail exits
     except PapermillExecutionError as exc:
+        if exc.ename in ("EventsError", "QuarantineError", "SpecError"):  # bad input, not a bug
+            _fail(f"{exc.evalue}\n(the partly executed notebook is in {out})")
         console.print(
             f"[bold red]the analysis notebook failed[/] in cell {exc.exec_count}: "
-            f"{exc.ename}: {exc.evalue}\nThe partly executed notebook is in {out}; "
+            f"{exc.ename}: {escape(redact_addresses(exc.evalue))}\nThe partly executed notebook "
+            f"is in {out}; "
             "open it to see the traceback."
         )
         raise typer.Exit(code=1) from None
@@ -312,8 +392,21 @@ def _print_outcome(outcome: IterationOutcome) -> None:
             table.add_row("95% CI", f"{d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}")
         if d.p_value_adjusted is not None:
             table.add_row("adjusted p", f"{d.p_value_adjusted:.3g}")
-    table.add_row("reasons", "\n".join(f"• {r}" for r in d.reasons))
+    table.add_row("reasons", Text("\n".join(f"• {r}" for r in d.reasons)))
     console.print(table)
+    data = results.data
+    if data.quarantined:
+        quarantine_file = outcome.output_dir / "quarantine.parquet"
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in data.quarantine_reasons.items())
+        console.print(
+            Text.assemble(
+                ("Quarantined: ", "bold"),
+                f"{data.quarantined:,} of {data.events:,} events ({reasons}) → {quarantine_file}",
+            ),
+            soft_wrap=True,
+        )
+    else:
+        console.print(Text.assemble(("Quarantined: ", "bold"), f"none of {data.events:,} events"))
     for label, value in (
         ("Next spec", outcome.next_spec_path or f"not written: {outcome.next_spec_note}"),
         ("MLflow run", outcome.run_id),

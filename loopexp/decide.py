@@ -1,30 +1,71 @@
-"""Decision rule: comparisons, guardrails and the SRM check in, one Decision with reasons out.
+"""Decision rule: comparisons, guardrails and the SRM checks in, one Decision with reasons out.
 
 Order of precedence:
-1. ``invalid_srm``: the split is broken, nothing else can be trusted.
-2. ``ship``: a challenger beats control on the primary metric (adjusted p < alpha) and passes every
-   guardrail; the largest lift among those wins.
-3. ``guardrail_veto``: challengers won on the primary metric, but each broke a guardrail.
-4. ``no_difference``: no winner, and every challenger's CI rules out a lift as large as the MDE.
-5. ``keep_testing``: no winner yet, and the data cannot rule out a lift worth having.
+1. ``invalid_srm``: the split is broken (on the assignment, or on the delivered counts the metrics
+   divide by), nothing else can be trusted.
+2. ``keep_testing`` when a primary comparison could not be made (an arm with too few delivered
+   recipients): a comparison that was not made is never evidence of anything.
+3. ``ship``: a challenger beats control on the primary metric (adjusted p < alpha) and passes every
+   guardrail; the largest improvement among those wins (by the absolute difference, which is
+   defined even when the control rate is 0 and orders challengers as the relative lift does; ties
+   by smaller p-value, then by variant id).
+4. ``guardrail_veto``: challengers won on the primary metric, but each broke a guardrail.
+5. ``no_difference``: no winner, and every challenger's interval rules out a lift as large as the
+   MDE (an unbounded interval rules out nothing).
+6. ``keep_testing``: no winner yet, and the data cannot rule out a lift worth having.
+
+Every reason states the numbers it rests on and the level of the interval it quotes: the level the
+adjusted test used, so an interval excludes 0 exactly when the adjusted p-value is below alpha.
 """
 
 from __future__ import annotations
 
-from loopexp.results import Comparison, Decision, GuardrailResult, SRMResult, Status
+import math
+
+from loopexp.results import (
+    Comparison,
+    Decision,
+    GuardrailResult,
+    NotCompared,
+    SRMResult,
+    Status,
+)
 from loopexp.spec import ExperimentSpec
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.1%}"
+def _pct(x: float | None, undefined: str = "n/a") -> str:
+    if x is None or math.isnan(x):
+        return undefined
+    if math.isinf(x):
+        return "+inf" if x > 0 else "-inf"
+    return f"{x:+.1%}"
+
+
+def _level(level: float | None) -> str:
+    return f"{100 * (0.95 if level is None else level):.4g}%"
+
+
+def _lift(c: Comparison) -> str:
+    if c.rel_lift is None or math.isnan(c.rel_lift):
+        return f"n/a (control is 0; difference {c.estimate:+.4g})"
+    return _pct(c.rel_lift)
 
 
 def _describe(c: Comparison, alpha: float, correction: str) -> str:
     return (
-        f"{c.variant} vs {c.control} on {c.metric}: {_pct(c.rel_lift)} "
-        f"(95% CI {_pct(c.rel_ci_low)} to {_pct(c.rel_ci_high)}; "
-        f"{correction}-adjusted p = {c.p_value_adjusted:.3g}, alpha {alpha})"
+        f"{c.variant} vs {c.control} on {c.metric}: {_lift(c)} "
+        f"({_level(c.ci_level)} CI {_pct(c.rel_ci_low)} to {_pct(c.rel_ci_high)}; "
+        f"{correction}-adjusted p = {c.p_value_adjusted:.3g}, alpha {alpha:g})"
     )
+
+
+def _order_key(sign: int):
+    """Improvement order that never reads a NaN: absolute difference, then p-value, then id."""
+
+    def key(c: Comparison) -> tuple[float, float, str]:
+        return (sign * c.estimate, -c.p_value_adjusted, c.variant)
+
+    return key
 
 
 def decide(
@@ -32,29 +73,31 @@ def decide(
     primary: list[Comparison],
     guardrails: list[GuardrailResult],
     srm: SRMResult,
+    not_compared: list[NotCompared] | None = None,
+    delivery_srm: SRMResult | None = None,
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger."""
     rule = spec.decision
     metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
     base = {"primary_metric": spec.primary_metric, "guardrails": guardrails}
+    key = _order_key(sign)
+    missing = [n for n in not_compared or [] if n.metric == spec.primary_metric]
 
-    def improvement(c: Comparison) -> float:
-        return sign * (c.rel_lift if c.rel_lift is not None else c.estimate)
-
-    best = max(primary, key=improvement) if primary else None
-    best_fields = (
-        {
-            "best_challenger": best.variant,
-            "rel_lift": best.rel_lift,
-            "rel_ci_low": best.rel_ci_low,
-            "rel_ci_high": best.rel_ci_high,
-            "p_value_adjusted": best.p_value_adjusted,
-            "prob_beat_control": best.prob_beat_control,
+    def fields(c: Comparison | None) -> dict:
+        if c is None:
+            return {}
+        return {
+            "best_challenger": c.variant,
+            "rel_lift": c.rel_lift,
+            "rel_ci_low": c.rel_ci_low,
+            "rel_ci_high": c.rel_ci_high,
+            "p_value_adjusted": c.p_value_adjusted,
+            "prob_beat_control": c.prob_beat_control,
+            "ci_level": c.ci_level,
         }
-        if best
-        else {}
-    )
+
+    best_fields = fields(max(primary, key=key) if primary else None)
 
     if not srm.ok:
         return Decision(
@@ -63,11 +106,30 @@ def decide(
             reasons=[
                 f"Sample ratio mismatch: observed {srm.observed} against expected shares "
                 f"{ {k: round(v, 4) for k, v in srm.expected.items()} } (chi-square p = "
-                f"{srm.p_value:.2g} < {rule.srm_alpha}). The assignment or the send is broken; "
+                f"{srm.p_value:.2g} < {rule.srm_alpha:g}). The assignment or the send is broken; "
                 "fix it and re-run before reading any lift."
             ],
             **base,
             **best_fields,
+        )
+    if delivery_srm is not None and not delivery_srm.ok:
+        return Decision(
+            status=Status.INVALID_SRM,
+            winner=None,
+            reasons=[_delivery_reason(delivery_srm, rule.srm_alpha)],
+            **base,
+            **best_fields,
+        )
+    if missing or not primary:
+        reasons = [f"Not compared: {n.variant} on {n.metric}: {n.reason}" for n in missing] or [
+            f"No comparison on {spec.primary_metric} could be made."
+        ]
+        reasons.append(
+            "A comparison that could not be made is no evidence of no difference: keep testing "
+            "(fix the send or collect more recipients) before deciding."
+        )
+        return Decision(
+            status=Status.KEEP_TESTING, winner=None, reasons=reasons, **base, **best_fields
         )
 
     failed = {g.variant for g in guardrails if not g.passed}
@@ -75,24 +137,22 @@ def decide(
     winners = [c for c in significant if c.variant not in failed]
     reasons: list[str] = []
     if winners:
-        win = max(winners, key=improvement)
+        win = max(winners, key=key)
         reasons.append(f"{win.variant} wins: " + _describe(win, rule.alpha, rule.correction))
-        reasons += [f"{c.variant} also beat control but by less." for c in winners if c is not win]
-        reasons += [_veto_reason(g) for g in guardrails if not g.passed]
-        fields = {
-            **best_fields,
-            "best_challenger": win.variant,
-            "rel_lift": win.rel_lift,
-            "rel_ci_low": win.rel_ci_low,
-            "rel_ci_high": win.rel_ci_high,
-            "p_value_adjusted": win.p_value_adjusted,
-            "prob_beat_control": win.prob_beat_control,
-        }
-        return Decision(status=Status.SHIP, winner=win.variant, reasons=reasons, **base, **fields)
+        reasons += [
+            f"{c.variant} also beat control but by less: "
+            + _describe(c, rule.alpha, rule.correction)
+            for c in sorted(winners, key=key, reverse=True)
+            if c is not win
+        ]
+        reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
+        return Decision(
+            status=Status.SHIP, winner=win.variant, reasons=reasons, **base, **fields(win)
+        )
 
     if significant:
         reasons = [_describe(c, rule.alpha, rule.correction) for c in significant]
-        reasons += [_veto_reason(g) for g in guardrails if not g.passed]
+        reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
         reasons.append(
             "Every challenger that won on the primary metric broke a guardrail: keep the control."
         )
@@ -105,31 +165,59 @@ def decide(
     reasons = [_describe(c, rule.alpha, rule.correction) for c in primary]
     if ruled_out:
         reasons.append(
-            f"No challenger beats control, and every CI rules out a lift of {rule.mde_relative:.0%}"
-            " or more (the MDE): keep the control and test something bolder."
+            f"No challenger beats control, and every interval rules out a lift of "
+            f"{rule.mde_relative:.0%} or more (the MDE): keep the control and test something "
+            "bolder."
         )
         status = Status.NO_DIFFERENCE
     else:
         reasons.append(
             f"No challenger beats control yet, but a lift of {rule.mde_relative:.0%} (the MDE) is "
-            "still inside the CI: collect more recipients before deciding."
+            "still inside an interval: collect more recipients before deciding."
         )
         status = Status.KEEP_TESTING
-    reasons += [_veto_reason(g) for g in guardrails if not g.passed]
+    reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
     return Decision(status=status, winner=None, reasons=reasons, **base, **best_fields)
 
 
 def _upper_lift(c: Comparison, sign: int) -> float:
-    """Largest plausible improvement (relative) of a challenger, in the metric's good direction."""
+    """Largest plausible improvement (relative) of a challenger, in the metric's good direction.
+
+    +inf when the interval is unbounded or undefined (a zero control rate).
+    """
     bound = c.rel_ci_high if sign > 0 else c.rel_ci_low
-    if bound is None:
-        return float("inf")
+    if bound is None or math.isnan(bound):
+        return math.inf
     return sign * bound
 
 
-def _veto_reason(g: GuardrailResult) -> str:
+def _delivery_reason(s: SRMResult, srm_alpha: float) -> str:
+    total = sum(s.observed.values())
+    shares = {k: (v / total if total else 0.0) for k, v in s.observed.items()}
+    worst = max(s.expected, key=lambda k: abs(shares.get(k, 0.0) - s.expected[k]))
+    return (
+        f"Delivered counts do not match the split: delivered {s.observed} against expected "
+        f"shares { {k: round(v, 4) for k, v in s.expected.items()} } (chi-square p = "
+        f"{s.p_value:.2g} < {srm_alpha:g}); {worst} has {shares.get(worst, 0.0):.1%} of the "
+        f"delivered recipients instead of {s.expected[worst]:.1%}. A send that failed for one "
+        "variant makes every delivered-based metric compare different populations: check the "
+        "ESP's send report and re-send before reading any lift."
+    )
+
+
+def _veto_reason(g: GuardrailResult, alpha: float) -> str:
+    p = "n/a" if g.p_value is None else f"{g.p_value:.3g}"
+    if g.mode == "non_inferiority":
+        test = (
+            f"not shown to stay within the allowed {g.max_relative_increase:.0%} worsening "
+            f"(one-sided non-inferiority p = {p}, not below alpha/2 = {alpha / 2:g})"
+        )
+    else:
+        test = (
+            f"worse beyond the allowed {g.max_relative_increase:.0%} (one-sided p = {p} < "
+            f"alpha/2 = {alpha / 2:g})"
+        )
     return (
         f"Guardrail {g.metric}: {g.variant} moved it {_pct(g.rel_lift)} "
-        f"(95% CI {_pct(g.rel_ci_low)}"
-        f" to {_pct(g.rel_ci_high)}), beyond the allowed {g.max_relative_increase:.0%} worsening."
+        f"({_level(g.ci_level)} CI {_pct(g.rel_ci_low)} to {_pct(g.rel_ci_high)}): {test}."
     )

@@ -28,6 +28,11 @@ DEMO_KEY = b"loopexp-demo-key-not-for-production"
 EMAIL_PATTERN = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 
+def redact_addresses(text: str) -> str:
+    """``text`` with every e-mail address replaced, for error messages and logs."""
+    return EMAIL_PATTERN.sub("[e-mail address removed]", text)
+
+
 class HashKeyError(ValueError):
     """No usable hashing key: says where loopexp looked and how to provide one."""
 

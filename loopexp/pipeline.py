@@ -7,6 +7,7 @@ spec → (assignment, events) → notebook (metrics in DuckDB → statistics →
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ def write_html_report(results: ExperimentResults, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{results.experiment.name} · iteration {results.experiment.iteration}</title>"
+        f"<title>{html.escape(results.experiment.name)} · iteration "
+        f"{results.experiment.iteration}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd}"
         f"</style></head><body>{body}</body></html>",

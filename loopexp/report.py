@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import math
 from typing import TYPE_CHECKING
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from loopexp.metrics.definitions import resolve_metric
 from loopexp.results import COMPARISON_FIGURES
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.1%}"
+    return "–" if x is None or math.isnan(x) else f"{x:+.1%}"
 
 
 def _p(p: float) -> str:
@@ -26,7 +28,18 @@ def _p(p: float) -> str:
 
 
 def _num(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:+.1f}"
+    if x is None or math.isnan(x):
+        return "–"
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    return f"{100 * x:+.1f}"
+
+
+def _lvl(level: float | None) -> str:
+    """The interval's level when it is not 95 % (adjusted intervals are wider than 95 %)."""
+    if level is None or abs(level - 0.95) < 1e-9:
+        return ""
+    return f" {100 * level:.3g}%"
 
 
 def _value(metric: str, value: float | None) -> str:
@@ -44,10 +57,13 @@ def comparisons_table(
 ) -> Table:
     """A compact rich table of challenger-versus-control comparisons (fits 80 columns)."""
     title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False)
+    # Text, not str: a name like "[bold]" or "[/]" is shown literally, never parsed as markup.
+    table = Table(
+        title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False
+    )
     table.add_column("metric", no_wrap=True)
     table.add_column("variant", no_wrap=True)
-    for col in ("control", "value", "lift (95% CI)", "p adj."):
+    for col in ("control", "value", "lift (CI)", "p adj."):
         table.add_column(col, justify="right", no_wrap=True)
     if show_probability:
         table.add_column("P(win)", justify="right", no_wrap=True)
@@ -60,7 +76,7 @@ def comparisons_table(
             c.variant,
             _value(c.metric, values[c.control][c.metric].value),
             _value(c.metric, values[c.variant][c.metric].value),
-            f"{_pct(c.rel_lift)} ({_num(c.rel_ci_low)}, {_num(c.rel_ci_high)})",
+            f"{_pct(c.rel_lift)} ({_num(c.rel_ci_low)}, {_num(c.rel_ci_high)}){_lvl(c.ci_level)}",
             _p(c.p_value_adjusted),
         ]
         if show_probability:
@@ -85,7 +101,7 @@ def results_html(results: ExperimentResults) -> str:
 
 
 def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
-    """Relative lift of each challenger with its 95% CI on one metric (default: the primary)."""
+    """Relative lift of each challenger with its CI (at its adjusted level) on one metric."""
     from matplotlib.figure import Figure  # noqa: PLC0415 (import matplotlib only when plotting)
 
     metric = metric or results.decision.primary_metric
@@ -101,6 +117,6 @@ def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
     ax.set_yticks(range(len(rows)), [c.variant for c in rows])
     ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.xaxis.set_major_formatter(lambda x, _: f"{x:+.0%}")
-    ax.set_xlabel(f"relative lift in {metric} vs control (95% CI)")
+    ax.set_xlabel(f"relative lift in {metric} vs control (CI at each comparison's level)")
     fig.tight_layout()
     return fig

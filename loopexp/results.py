@@ -29,6 +29,7 @@ class Status(StrEnum):
     NO_DIFFERENCE = "no_difference"
     GUARDRAIL_VETO = "guardrail_veto"
     INVALID_SRM = "invalid_srm"
+    """The split is broken: on the assignment, or on the delivered counts the metrics divide by."""
 
 
 class _Record(BaseModel):
@@ -121,8 +122,11 @@ class Comparison(_Record):
     control: str
     estimate: float
     rel_lift: float | None
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    """Lower bound of the absolute difference's interval; null in JSON when unbounded (-inf) or
+    undefined, e.g. a segment arm with a single delivered recipient."""
+    ci_high: float | None
+    """Upper bound; null in JSON when unbounded (+inf) or undefined."""
     rel_ci_low: float | None
     rel_ci_high: float | None
     p_value: float
@@ -130,10 +134,48 @@ class Comparison(_Record):
     prob_beat_control: float | None
     expected_loss: float | None
     method: str
+    ci_level: float | None = None
+    """Confidence level of ``ci_*`` and ``rel_ci_*``: the level the adjusted test used (e.g. 0.975
+    for the smaller of two Holm-rejected p-values), so the interval excludes 0 exactly when
+    ``p_value_adjusted`` < alpha. None in results written before this field existed (then 0.95)."""
+    family_size: int | None = None
+    """Number of hypotheses in this comparison's multiplicity family."""
+    prob_best: float | None = None
+    """Posterior probability that this challenger is the best of all arms (control included)."""
+    expected_loss_abs: float | None = None
+    """Expected loss of shipping this challenger, in the metric's own units (rate or currency)."""
+    bayes_method: str | None = None
+    """How ``prob_beat_control``, ``prob_best`` and the expected losses were computed."""
+
+
+class NotCompared(_Record):
+    """A comparison that could not be made: it is never evidence of "no difference"."""
+
+    metric: str
+    variant: str
+    segment: str
+    reason: str
+
+
+class HeterogeneityResult(_Record):
+    """Does a challenger's effect differ between segments? Cochran's Q on the log ratio."""
+
+    metric: str
+    variant: str
+    q: float
+    df: int
+    p_value: float
+    i_squared: float
+    segments: list[str]
+    """Segments with events in both arms (a log ratio needs them)."""
 
 
 class SegmentResult(_Record):
-    """Per-segment variants and comparisons (exploratory: the decision uses the whole audience)."""
+    """Per-segment variants and comparisons (exploratory: the decision uses the whole audience).
+
+    P-values are adjusted across segments x challengers (x metrics for secondary metrics), and the
+    intervals are at the matching levels: a segment "win" is a win after looking at every segment.
+    """
 
     segment: str
     variants: list[VariantResult]
@@ -150,6 +192,14 @@ class GuardrailResult(_Record):
     rel_ci_high: float | None
     max_relative_increase: float
     passed: bool
+    mode: str = "harm"
+    """``harm``: veto when a worsening beyond the margin is shown; ``non_inferiority``: veto unless
+    the challenger is shown not to be worse by more than the margin."""
+    p_value: float | None = None
+    """One-sided p-value of the test the veto used, compared with alpha / 2."""
+    ci_level: float | None = None
+    """Two-sided level of ``rel_ci_*`` (1 - alpha): its end on the bad side is the one-sided
+    bound of the test (beyond the margin for a harm veto, within it for a non-inferiority pass)."""
 
 
 class Decision(_Record):
@@ -167,6 +217,8 @@ class Decision(_Record):
     rel_ci_high: float | None = None
     p_value_adjusted: float | None = None
     prob_beat_control: float | None = None
+    ci_level: float | None = None
+    """Level of ``rel_ci_*`` above (the level the decision's adjusted test used)."""
 
 
 class ExperimentResults(_Record):
@@ -180,6 +232,12 @@ class ExperimentResults(_Record):
     comparisons: list[Comparison]
     segments: list[SegmentResult] = Field(default_factory=list)
     decision: Decision
+    not_compared: list[NotCompared] = Field(default_factory=list)
+    """Comparisons that could not be made (too few recipients in an arm), with the reason."""
+    delivery_srm: SRMResult | None = None
+    """Sample-ratio check of the delivered counts (the denominator of delivered-based metrics)."""
+    heterogeneity: list[HeterogeneityResult] = Field(default_factory=list)
+    """Per challenger and metric: does the effect differ between lifecycle segments?"""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""

@@ -7,6 +7,7 @@ per-comparison metrics, ``loopexp.*`` tags, a Markdown description, and the arti
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,14 +100,27 @@ def results_metrics(results: ExperimentResults) -> dict[str, float]:
     return out
 
 
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown: one line, every markup character escaped.
+
+    Names and reasons come from specs and data: a newline could forge a "Decision: ship" line, and
+    ``<script>``, links or emphasis would be rendered by the MLflow UI.
+    """
+    one_line = re.sub(r"[\x00-\x1f\x7f]+", " ", str(text))
+    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", one_line)
+    # HTML's own characters as entities: every Markdown renderer leaves those as text.
+    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def run_description(results: ExperimentResults) -> str:
-    """Markdown for the run page (``mlflow.note.content``)."""
+    """Markdown for the run page (``mlflow.note.content``); spec and data text escaped."""
     d = results.decision
+    winner = f", winner **{markdown_text(d.winner)}**" if d.winner else ""
     lines = [
-        f"## {results.experiment.name}, iteration {results.experiment.iteration}",
-        f"**Decision: {d.status.value}**" + (f", winner **{d.winner}**" if d.winner else ""),
+        f"## {markdown_text(results.experiment.name)}, iteration {results.experiment.iteration}",
+        f"**Decision: {d.status.value}**" + winner,
         "",
-        *[f"- {r}" for r in d.reasons],
+        *[f"- {markdown_text(r)}" for r in d.reasons],
         "",
         f"Recipients {results.data.recipients:,}; events {results.data.events:,}; "
         f"quarantined {results.data.quarantined:,}; SRM p = {results.srm.p_value:.3g}.",

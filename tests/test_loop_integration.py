@@ -109,7 +109,9 @@ def test_aa_campaign_chooses_no_winner(tmp_path: Path) -> None:
 
 
 def test_loop_logs_to_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
-    outcome = _run(tmp_path, LARGE_EFFECT, seed=5, tracking_uri=mlflow_server)
+    # Seed 11 (as above) ships; seed 5 draws a chance excess of unsubscribes for "personal"
+    # (one-sided score p = 0.009) that the guardrail rightly vetoes at alpha/2 per challenger.
+    outcome = _run(tmp_path, LARGE_EFFECT, seed=11, tracking_uri=mlflow_server)
     client = MlflowClient(mlflow_server)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"

@@ -34,7 +34,7 @@ from loopexp.metrics import (
 )
 from loopexp.metrics.compile import DUCKDB, SPARK, make_plan, normalized_url_sql, per_recipient_sql
 from loopexp.spec import SpecError, load_spec, parse_spec
-from loopexp.stats.ratio import compare_ratios, ratio_and_variance
+from loopexp.stats.ratio import DeltaRatio, compare_ratios, ratio_and_variance
 from tests.test_engine import ASSIGNMENT, campaign_events, ev, frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def test_hillstrom_through_the_outcome_table_matches_its_reference_stats():
     results = analyze(spec, table)
     assert results.decision.status.value == "ship"  # visits: +72 % for the men's mailing
     assert {c.method for c in results.comparisons if c.metric == "spend_per_visit"} == {
-        "ratio of means, delta-method z-test and CI, delta-method relative CI"
+        DeltaRatio.description
     }
 
 
@@ -326,6 +326,18 @@ def test_ratio_ci_covers_at_the_nominal_rate():
     assert 0.935 <= covered / reps <= 0.965
     with pytest.raises(ValueError, match="non-zero denominator"):
         compare_ratios((5, 0, 0, 0, 0, 0), arms[1])
+
+
+def test_delta_ratio_method_agrees_with_compare_ratios_and_inverts_its_test():
+    t = (400, 120.0, 150.0, 600.0, 1100.0, 200.0)
+    c = (400, 100.0, 130.0, 600.0, 1150.0, 180.0)
+    m, e = DeltaRatio(t, c), compare_ratios(t, c)
+    assert m.p_value() == pytest.approx(e.p_value, rel=1e-12)
+    ci = m.interval(0.05)
+    assert (ci.diff_low, ci.diff_high) == (pytest.approx(e.ci_low), pytest.approx(e.ci_high))
+    # the interval at alpha = p touches "no difference" (ratio 1): the test, inverted
+    at_p = m.interval(m.p_value())
+    assert min(abs(at_p.ratio_low - 1), abs(at_p.ratio_high - 1)) < 1e-6
 
 
 # --- per-link clicks ------------------------------------------------------------------------------

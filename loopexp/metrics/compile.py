@@ -282,6 +282,7 @@ def _grouped(
         f"WITH {ctes}outcomes AS ({outcomes_sql})\n"
         f"SELECT variant_id, {seg}, sum(CASE WHEN is_assigned THEN 1 ELSE 0 END) AS assigned,\n"
         f"    sum(CASE WHEN is_assigned THEN 0 ELSE n_events END) AS unassigned_events,\n"
+        f"    sum(CASE WHEN is_assigned AND n_events > 0 THEN 1 ELSE 0 END) AS matched,\n"
         f"    {body}\n"
         f"FROM outcomes {group}"
     )

@@ -9,11 +9,11 @@ in the engine; the per-recipient frame never leaves it.
 
 from __future__ import annotations
 
-import duckdb
 import pandas as pd
 
+from loopexp.events.schema import REQUIRED_COLUMNS
 from loopexp.metrics.compile import DUCKDB, links_sql
-from loopexp.metrics.engine import Source, _attach, _check_columns, _validation_sql
+from loopexp.metrics.engine import Source, _attach, _connect, _validation_sql
 
 LINK_COLUMNS = ["variant_id", "link", "clicks", "clickers", "share"]
 
@@ -29,20 +29,29 @@ def order_links(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def link_clicks(events: Source, assignment: Source) -> pd.DataFrame:
+def link_clicks(
+    events: Source,
+    assignment: Source,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+) -> pd.DataFrame:
     """Human clicks per normalised link per variant (valid, deduplicated events of assigned people).
+
+    Events are validated exactly as for :func:`loopexp.metrics.compute_metrics` (quarantined and
+    duplicate events never count); DuckDB runs within ``memory_limit`` as there.
 
     Returns:
         Columns ``variant_id, link, clicks, clickers, share`` (share of the variant's human clicks
         on links), most-clicked first within each variant.
     """
-    with duckdb.connect() as con:
-        _attach(con, "raw_events", events, "events")
-        _attach(con, "assignment_src", assignment, "assignment")
-        _check_columns(
-            con, "assignment_src", ("recipient_key", "segment", "variant_id"), assignment
+    with _connect(memory_limit, temp_directory) as (con, _):
+        _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
+        _attach(con, "assignment_raw", assignment, "assignment", ("recipient_key", "variant_id"))
+        con.execute(
+            "CREATE VIEW assignment_src AS SELECT TRY_CAST(recipient_key AS VARCHAR) AS "
+            "recipient_key, TRY_CAST(variant_id AS VARCHAR) AS variant_id FROM assignment_raw"
         )
-        for statement in _validation_sql(con, events):
+        for statement in _validation_sql(con):
             con.execute(statement)
         query = links_sql(DUCKDB)
         frame = con.execute(query.sql, query.params).df()

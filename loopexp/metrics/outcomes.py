@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import duckdb
 import pandas as pd
 
 from loopexp.metrics.compile import (
@@ -26,7 +25,14 @@ from loopexp.metrics.compile import (
     outcome_stats_sql,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
-from loopexp.metrics.engine import MetricTable, Source, _attach, _columns, collect_stats
+from loopexp.metrics.engine import (
+    MetricTable,
+    Source,
+    _attach,
+    _columns,
+    _connect,
+    collect_stats,
+)
 
 
 def resolve(metrics: Sequence[str | MetricDef]) -> list[MetricDef]:
@@ -65,8 +71,8 @@ def compute_outcome_metrics(outcomes: Source, metrics: Sequence[str | MetricDef]
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
-    with duckdb.connect() as con:
-        _attach(con, "outcomes_src", outcomes, "outcome table")
+    with _connect(None, None) as (con, _):
+        _attach(con, "outcomes_src", outcomes, "outcome table", ("variant_id",))
         present = _columns(con, "outcomes_src")
         check_outcome_columns(present, defs, outcomes)
         query, columns = outcome_stats_sql(plan, DUCKDB, present)
