@@ -228,7 +228,7 @@ def _compute(
     for statement in _validation_sql(con):
         con.execute(statement)
     counts = dict(
-        con.execute("SELECT quarantine_reason, count(*) FROM checked_events GROUP BY 1").fetchall()
+        con.execute("SELECT quarantine_reason, n FROM event_summary WHERE by_reason").fetchall()
     )
     n_events = sum(counts.values())
     (duplicates,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
@@ -805,6 +805,8 @@ def _revenue_sql(col_type: str | None) -> tuple[str, str]:
 
 
 DUPLICATE = "duplicate (provider, event_id)"
+#: The duplicate check's hash of an event's key (DuckDB's 64-bit hash of both columns).
+_KEY_HASH = "hash(coalesce(provider, ''), event_id)"
 _TS_MIN, _TS_MAX = "2000-01-01", "2100-01-01"
 
 
@@ -815,8 +817,9 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     is parsed from whatever type the source has (ISO / epoch timestamps, 'yes'/'1' flags, text
     revenue); a value that does not parse quarantines its event with a reason, and the raw text of
     the parsed columns is kept for the quarantine file. Duplicates of ``(provider, event_id)``
-    among otherwise valid events are ranked by time (the first is kept); only keys that actually
-    repeat are ranked, so the common case costs one hash aggregate.
+    among otherwise valid events are ranked by time (the first is kept); only events whose key
+    hash repeats are ranked (by their exact key), so the common case costs one hash aggregate of
+    8-byte hashes, shared with the counts per quarantine reason (``event_summary``).
     """
     types = _column_types(con, "raw_events")
     parsed: dict[str, str] = {}
@@ -862,21 +865,35 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
                     {bad_revenue} AS bad_revenue
                 FROM raw_events
             )""",
-        """CREATE TEMP TABLE dup_keys AS
-            SELECT coalesce(provider, '') AS provider_key, event_id FROM checked_events
-            WHERE quarantine_reason IS NULL GROUP BY ALL HAVING count(*) > 1""",
-        """CREATE TEMP TABLE dup_rows AS
+        # One scan for both the counts per reason and the duplicate candidates: valid events
+        # grouped by an 8-byte hash of (provider, event_id), not by the strings themselves.
+        f"""CREATE TEMP TABLE event_summary AS
+            SELECT GROUPING(key_hash) = 1 AS by_reason, quarantine_reason, key_hash,
+                count(*) AS n
+            FROM (
+                SELECT quarantine_reason,
+                    CASE WHEN quarantine_reason IS NULL THEN {_KEY_HASH} END AS key_hash
+                FROM checked_events
+            )
+            GROUP BY GROUPING SETS ((quarantine_reason), (key_hash))
+            HAVING GROUPING(key_hash) = 1 OR (key_hash IS NOT NULL AND count(*) > 1)""",
+        """CREATE TEMP TABLE dup_hashes AS
+            SELECT key_hash FROM event_summary WHERE NOT by_reason""",
+        # Only the candidates (events whose key hash repeats) are ranked, by their exact key: a
+        # hash collision of two distinct keys leaves both at rank 1.
+        f"""CREATE TEMP TABLE dup_rows AS
             SELECT c.*, row_number() OVER (
                 PARTITION BY coalesce(c.provider, ''), c.event_id ORDER BY c.ts, c.recipient_key
             ) AS dup_rank
-            FROM checked_events c SEMI JOIN dup_keys d
-                ON d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id
-            WHERE c.quarantine_reason IS NULL""",
+            FROM checked_events c
+            WHERE c.quarantine_reason IS NULL
+                AND {_KEY_HASH} IN (SELECT key_hash FROM dup_hashes)""",
+        # An anti join on the small candidate set (a hash probe per event), not a correlated
+        # NOT EXISTS, which DuckDB plans as a hash aggregate over every event's key.
         f"""CREATE VIEW valid_events AS
             SELECT * EXCLUDE (quarantine_reason, {raw_cols}) FROM checked_events c
-            WHERE quarantine_reason IS NULL AND NOT EXISTS (
-                SELECT 1 FROM dup_keys d
-                WHERE d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id)
+            WHERE quarantine_reason IS NULL
+                AND {_KEY_HASH} NOT IN (SELECT key_hash FROM dup_hashes)
             UNION ALL
             SELECT * EXCLUDE (quarantine_reason, dup_rank, {raw_cols})
             FROM dup_rows WHERE dup_rank = 1""",
