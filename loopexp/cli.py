@@ -258,6 +258,15 @@ def metrics_cmd(
             assignment=assignment,
             outcomes=outcomes,
             engine=engine,  # type: ignore[arg-type]
+            **(
+                {
+                    "max_quarantine_share": spec.data.max_quarantine_share,
+                    "memory_limit": spec.data.memory_limit,
+                    "temp_directory": spec.data.temp_directory,
+                }
+                if engine == "duckdb" and outcomes is None
+                else {}
+            ),
         )
     except (EventsError, MetricsError) as exc:
         _fail(str(exc))

@@ -62,6 +62,7 @@ def compute(
     links: bool = True,
     quarantine_path: str | Path | None = None,
     spark: Any = None,
+    **checks: Any,
 ) -> MetricsReport:
     """Compute ``metrics`` from events + assignment, or from an outcome table, on either engine.
 
@@ -74,6 +75,9 @@ def compute(
         links: also return the per-link click table (event input only).
         quarantine_path: Parquet file for quarantined events (DuckDB, event input).
         spark: a ``SparkSession`` to use (default: the active one or a new one).
+        **checks: DuckDB event input: the run's checks and bounds of
+            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share``, ``memory_limit``,
+            ``temp_directory``, ``segments``, ``variants``, ``require_match``).
 
     Raises:
         ValueError: when the inputs are not exactly one of (events and assignment) or outcomes.
@@ -101,6 +105,7 @@ def compute(
 
     if outcomes is not None:
         return MetricsReport(compute_outcome_metrics(outcomes, metrics), None, "outcomes", engine)
-    table = compute_metrics(events, assignment, metrics, quarantine_path)
-    link_table = link_clicks(events, assignment) if links else None
+    table = compute_metrics(events, assignment, metrics, quarantine_path, **checks)
+    bounds = {k: checks[k] for k in ("memory_limit", "temp_directory") if k in checks}
+    link_table = link_clicks(events, assignment, **bounds) if links else None
     return MetricsReport(table, link_table, "events", engine)
