@@ -4,18 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench lab kernel
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loopexp demo
+
+# JupyterLab (from the dev extras, or `pip install 'loopexp[lab]'`) on the notebooks; its "Python 3"
+# kernel is this venv's Python. Files the notebooks write go to notebooks/runs/ (ignored by git).
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Registers this venv as the kernel "Python 3.11 (loopexp)" for a JupyterLab installed elsewhere.
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name loopexp --display-name "Python 3.11 (loopexp)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_metrics.py
 
 clean:
-	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) runs notebooks/runs mlflow.db mlartifacts .pytest_cache test-artifacts build dist

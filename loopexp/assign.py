@@ -68,9 +68,11 @@ def _top53(salt: str, keys: Iterable[str] | pa.Array) -> np.ndarray:
     """Top 53 bits of SHA-256(salt:key) per key, as uint64.
 
     Keys in Arrow (a list read from a file) are hashed in chunks: Arrow joins ``salt:key`` in C
-    and ``map`` runs hashlib's C functions with no Python bytecode per key, ~2x faster than one
-    Python expression per key at 10 M keys (bench/bench_assign.py). hashlib keeps the GIL for
-    inputs this short, so threads do not help; DuckDB's sha256() and forked processes were slower.
+    and ``map`` runs hashlib's C functions with no Python bytecode per key, which saves turning
+    them into Python strings first (×1.1 against one expression per key at 10 M keys, best of
+    interleaved rounds in bench/bench_assign.py). The cost is hashlib's, one call per key: it
+    keeps the GIL for inputs this short, so threads do not help, and DuckDB's sha256() and forked
+    processes were slower on two cores.
     """
     if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
         keys = pa.array(keys)
@@ -306,8 +308,9 @@ def assign_recipients(
     mark(suppressed, ExclusionReason.SUPPRESSED)
     mark(~prepared.consent, ExclusionReason.NO_CONSENT)
     mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
-    allowed = [SEGMENT_ORDER.index(s) for s in audience.segments]
-    outside = ~np.isin(prepared.segment_code, allowed) | ~prepared.in_filters
+    in_audience = np.zeros(len(SEGMENT_ORDER) + 1, dtype=bool)  # last entry: code -1, unmapped
+    in_audience[[SEGMENT_ORDER.index(s) for s in audience.segments]] = True
+    outside = ~in_audience[prepared.segment_code] | ~prepared.in_filters
     mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
     as_of_text = None
     if audience.exclude_tested_within_days is not None:
@@ -387,8 +390,10 @@ def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:
     exact, and much faster at 10 M rows than hashing every key into a table of strings.
     """
     out = np.zeros(len(top), dtype=bool)
-    candidates = np.flatnonzero(pd.Series(top).duplicated(keep=False).to_numpy())
-    if candidates.size:
+    ordered = np.sort(top)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        candidates = np.flatnonzero(np.isin(top, repeated))
         texts = pd.Series(keys.take(pa.array(candidates)).to_pylist())
         out[candidates[texts.duplicated().to_numpy()]] = True
     return out

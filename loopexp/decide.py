@@ -4,7 +4,10 @@ Order of precedence:
 1. ``invalid_srm``: the split is broken (on the assignment, or on the delivered counts the metrics
    divide by), nothing else can be trusted.
 2. ``keep_testing`` when a primary comparison could not be made (an arm with too few delivered
-   recipients): a comparison that was not made is never evidence of anything.
+   recipients): a comparison that was not made is never evidence of anything; and when a
+   fixed-horizon test is read before its planned sample ("n of N recipients"): its p-values are
+   only valid at that sample (read early and often, they ship false winners; the ``sequential``
+   method is the one that may be read at every look).
 3. ``ship``: a challenger beats control on the primary metric (adjusted p < alpha) and passes every
    guardrail; the largest improvement among those wins (by the absolute difference, which is
    defined even when the control rate is 0 and orders challengers as the relative lift does; ties
@@ -52,10 +55,13 @@ def _lift(c: Comparison) -> str:
 
 
 def _describe(c: Comparison, alpha: float, correction: str) -> str:
+    always_valid = "always-valid" in c.method
+    interval = "always-valid confidence sequence" if always_valid else "CI"
+    p = "always-valid p" if always_valid else "p"
     return (
         f"{c.variant} vs {c.control} on {c.metric}: {_lift(c)} "
-        f"({_level(c.ci_level)} CI {_pct(c.rel_ci_low)} to {_pct(c.rel_ci_high)}; "
-        f"{correction}-adjusted p = {c.p_value_adjusted:.3g}, alpha {alpha:g})"
+        f"({_level(c.ci_level)} {interval} {_pct(c.rel_ci_low)} to {_pct(c.rel_ci_high)}; "
+        f"{correction}-adjusted {p} = {c.p_value_adjusted:.3g}, alpha {alpha:g})"
     )
 
 
@@ -80,7 +86,14 @@ def decide(
     rule = spec.decision
     metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
-    base = {"primary_metric": spec.primary_metric, "guardrails": guardrails}
+    reached = min((srm.observed.get(v.id, 0) for v in spec.variants), default=0)
+    planned = spec.planned_recipients_per_variant
+    base = {
+        "primary_metric": spec.primary_metric,
+        "guardrails": guardrails,
+        "recipients_per_variant": reached,
+        "planned_recipients_per_variant": planned,
+    }
     key = _order_key(sign)
     missing = [n for n in not_compared or [] if n.metric == spec.primary_metric]
 
@@ -128,6 +141,17 @@ def decide(
             "A comparison that could not be made is no evidence of no difference: keep testing "
             "(fix the send or collect more recipients) before deciding."
         )
+        return Decision(
+            status=Status.KEEP_TESTING, winner=None, reasons=reasons, **base, **best_fields
+        )
+
+    if spec.decision_method == "fixed" and planned is not None and reached < planned:
+        reasons = [
+            f"Fixed-horizon test read before its planned sample: {reached:,} of {planned:,} "
+            "recipients per variant so far. Its p-values hold only at the planned sample; keep "
+            "testing until then (or use decision.method: sequential to read it at every look)."
+        ]
+        reasons += [_describe(c, rule.alpha, rule.correction) for c in primary]
         return Decision(
             status=Status.KEEP_TESTING, winner=None, reasons=reasons, **base, **best_fields
         )

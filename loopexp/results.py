@@ -51,6 +51,10 @@ class ExperimentInfo(_Record):
     iteration: int
     test_type: str
     spec_sha256: str
+    decision_method: str | None = None
+    """``fixed`` or ``sequential`` (always-valid); None in results written before it existed."""
+    enrolment: str | None = None
+    """``one_off`` or ``continuous`` (a lifecycle-flow step)."""
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec) -> ExperimentInfo:
@@ -61,6 +65,8 @@ class ExperimentInfo(_Record):
             iteration=spec.iteration,
             test_type=spec.test_type.value,
             spec_sha256=spec.sha256(),
+            decision_method=spec.decision_method,
+            enrolment=spec.enrolment,
         )
 
 
@@ -146,6 +152,39 @@ class Comparison(_Record):
     """Expected loss of shipping this challenger, in the metric's own units (rate or currency)."""
     bayes_method: str | None = None
     """How ``prob_beat_control``, ``prob_best`` and the expected losses were computed."""
+    covariates: list[str] | None = None
+    """Pre-period covariates of a regression-adjusted comparison (None: not adjusted)."""
+    ci_narrowing: float | None = None
+    """How much shorter the adjusted interval is than the unadjusted one (1 - se_adj / se)."""
+
+
+class IncrementalityResult(_Record):
+    """A mailed arm (or ``all_mailed``) against the no-mail holdout, per assigned recipient.
+
+    Intent to treat: everyone assigned is in the denominator, mailed or not, delivered or not.
+    ``incremental_*`` are the totals the mailing added over not mailing (difference × recipients
+    assigned to the arm): conversions for a rate, revenue for a mean.
+    """
+
+    metric: str
+    arm: str
+    n_arm: int
+    n_holdout: int
+    arm_value: float
+    holdout_value: float
+    estimate: float
+    ci_low: float | None
+    ci_high: float | None
+    rel_lift: float | None
+    rel_ci_low: float | None
+    rel_ci_high: float | None
+    p_value: float
+    p_value_adjusted: float
+    incremental_total: float
+    incremental_ci_low: float | None
+    incremental_ci_high: float | None
+    ci_level: float
+    method: str
 
 
 class NotCompared(_Record):
@@ -219,6 +258,10 @@ class Decision(_Record):
     prob_beat_control: float | None = None
     ci_level: float | None = None
     """Level of ``rel_ci_*`` above (the level the decision's adjusted test used)."""
+    recipients_per_variant: int | None = None
+    """Fewest recipients assigned to a variant at this analysis (for the planned-sample gate)."""
+    planned_recipients_per_variant: int | None = None
+    """The plan's sample per variant; a fixed-horizon test is read only once it is reached."""
 
 
 class ExperimentResults(_Record):
@@ -238,6 +281,8 @@ class ExperimentResults(_Record):
     """Sample-ratio check of the delivered counts (the denominator of delivered-based metrics)."""
     heterogeneity: list[HeterogeneityResult] = Field(default_factory=list)
     """Per challenger and metric: does the effect differ between lifecycle segments?"""
+    incrementality: list[IncrementalityResult] = Field(default_factory=list)
+    """Each mailed arm and all pooled against the no-mail holdout (when the spec has one)."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""
@@ -279,6 +324,10 @@ class ExperimentResults(_Record):
     def comparisons_frame(self) -> pd.DataFrame:
         """One row per (metric, challenger) comparison."""
         return pd.DataFrame([c.model_dump() for c in self.comparisons])
+
+    def incrementality_frame(self) -> pd.DataFrame:
+        """One row per (metric, mailed arm or all_mailed) comparison with the holdout."""
+        return pd.DataFrame([r.model_dump() for r in self.incrementality])
 
     def decision_dict(self) -> dict[str, Any]:
         """The decision with the lineage it came from: the content of ``decision.json``."""

@@ -5,6 +5,16 @@ clicks by how much, which one drives unsubscribes) must lead the loop to the rig
 A/A campaign to no winner. Rates per lifecycle segment are typical of newsletter programmes; about
 half of recipients read mail in Apple Mail with Privacy Protection (machine opens on delivery) and a
 few sit behind corporate link scanners (bot clicks seconds after delivery).
+
+Two options model lifecycle flows and what was known before the send:
+
+- continuous enrolment (``enrolment_days``): recipients enter the flow evenly over that many days
+  and each is mailed when they enter, so events arrive with a delay after each recipient's own
+  send; :meth:`SimulatedCampaign.as_of` cuts the campaign at a look (what a daily cron sees);
+- a persistent engagement level (``pre_period_days``): each recipient's open and click
+  probabilities are scaled by their own level (Gamma, mean 1), and their opens and clicks in the
+  pre-period (one mail a week) are recorded in ``covariates`` — so the pre-period predicts who
+  clicks, as e-mail history does, and regression adjustment has something to use.
 """
 
 from __future__ import annotations
@@ -92,16 +102,46 @@ class SimulatedCampaign:
     assignment: pd.DataFrame
     events: pd.DataFrame
     effects: TrueEffects
+    covariates: pd.DataFrame | None = None
+    """Pre-period opens and clicks per recipient (``recipient_key, pre_opens, pre_clicks``)."""
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write events (Parquet, canonical schema) and assignment (Parquet); return both paths."""
+        """Write events (Parquet, canonical schema) and assignment (Parquet); return both paths.
+
+        Pre-period covariates, when simulated, go to ``covariates.parquet`` beside them.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         events_path = folder / "events.parquet"
         assignment_path = folder / "assignment.parquet"
         write_events(self.events, events_path)
         self.assignment.to_parquet(assignment_path, index=False)
+        if self.covariates is not None:
+            self.covariates.to_parquet(folder / "covariates.parquet", index=False)
         return events_path, assignment_path
+
+    def as_of(self, cutoff: datetime | pd.Timestamp) -> SimulatedCampaign:
+        """The campaign as a look at ``cutoff`` sees it: recipients enrolled and events until then.
+
+        Needs an ``enrolled_at`` column on the assignment (continuous enrolment); a one-off send
+        is cut on events only.
+        """
+        cutoff = pd.Timestamp(cutoff)
+        cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+        assignment = self.assignment
+        if "enrolled_at" in assignment:
+            assignment = assignment[assignment["enrolled_at"] <= cutoff].reset_index(drop=True)
+        keys = set(assignment["recipient_key"])
+        events = self.events[
+            (self.events["ts"] <= cutoff) & self.events["recipient_key"].isin(keys)
+        ].reset_index(drop=True)
+        covariates = self.covariates
+        if covariates is not None:
+            covariates = covariates[covariates["recipient_key"].isin(keys)].reset_index(drop=True)
+        recipients = self.recipients[self.recipients["recipient_key"].isin(keys)]
+        return SimulatedCampaign(
+            recipients.reset_index(drop=True), assignment, events, self.effects, covariates
+        )
 
 
 def make_recipients(n: int, seed: int = 0) -> pd.DataFrame:
@@ -126,16 +166,71 @@ def simulate_campaign(
     effects: TrueEffects | None = None,
     seed: int = 0,
     send_at: datetime | None = None,
+    enrolment_days: int | None = None,
+    pre_period_days: int = 0,
+    engagement_shape: float = 0.6,
 ) -> SimulatedCampaign:
-    """Simulate a send of ``spec`` to ``n_recipients`` people with the given true effects."""
+    """Simulate a send of ``spec`` to ``n_recipients`` people with the given true effects.
+
+    Args:
+        spec: the experiment.
+        n_recipients: people on the list (or entering the flow).
+        effects: the true effects (default: none, an A/A test).
+        seed: numpy seed; the same arguments give the same campaign.
+        send_at: the send (or, with enrolment, the first entry) time, UTC.
+        enrolment_days: recipients enter evenly over this many days, each mailed on entry
+            (continuous enrolment); ``None`` for one send to everyone.
+        pre_period_days: when > 0, recipients have a persistent engagement level and a pre-period
+            of this many days (one mail a week) whose opens and clicks are in ``covariates``.
+        engagement_shape: Gamma shape of the engagement level (mean 1; smaller = more spread).
+    """
     effects = effects or TrueEffects()
     recipients = make_recipients(n_recipients, seed)
     assignment = assign(recipients, spec)
     people = assignment.merge(
         recipients[["recipient_key", "apple_mpp", "link_scanner"]], on="recipient_key"
     )
-    events = _simulate_events(people, spec, effects, np.random.default_rng(seed + 1), send_at)
-    return SimulatedCampaign(recipients, assignment, events, effects)
+    n = len(people)
+    start = pd.Timestamp(send_at or DEFAULT_SEND_AT)
+    offset = None
+    if enrolment_days:
+        entry = np.random.default_rng(seed + 3).uniform(0, enrolment_days * 86400, n)
+        offset = entry
+        assignment = assignment.assign(
+            enrolled_at=(start + pd.to_timedelta(entry, unit="s")).floor("us")
+        )
+    engagement = covariates = None
+    if pre_period_days > 0:
+        engagement, covariates = _engagement(people, pre_period_days, engagement_shape, seed + 2)
+    events = _simulate_events(
+        people, spec, effects, np.random.default_rng(seed + 1), start, offset, engagement
+    )
+    return SimulatedCampaign(recipients, assignment, events, effects, covariates)
+
+
+DEFAULT_SEND_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _engagement(
+    people: pd.DataFrame, pre_period_days: int, shape: float, seed: int
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Persistent engagement levels and the pre-period opens and clicks they produced."""
+    rng = np.random.default_rng(seed)
+    seg = people["segment"].to_numpy(dtype=object)
+    level = rng.gamma(shape, 1.0 / shape, len(people))
+    mails = max(1, pre_period_days // 7)
+    p_open = np.clip(_profile_array(seg, "open") * level, 0, 0.98)
+    p_click = np.clip(_profile_array(seg, "click_given_open") * level, 0, 0.98)
+    opens = rng.binomial(mails, p_open)
+    clicks = rng.binomial(opens, p_click)
+    covariates = pd.DataFrame(
+        {
+            "recipient_key": people["recipient_key"].to_numpy(),
+            "pre_opens": opens,
+            "pre_clicks": clicks,
+        }
+    )
+    return level, covariates
 
 
 def write_events(events: pd.DataFrame, path: str | Path) -> Path:
@@ -155,9 +250,10 @@ def _simulate_events(
     spec: ExperimentSpec,
     effects: TrueEffects,
     rng: np.random.Generator,
-    send_at: datetime | None,
+    send_ts: pd.Timestamp,
+    offset: np.ndarray | None = None,
+    engagement: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    send_ts = pd.Timestamp(send_at or datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     key = people["recipient_key"].to_numpy(dtype=object)
     variant = people["variant_id"].to_numpy(dtype=object)
     seg = people["segment"].to_numpy(dtype=object)
@@ -169,9 +265,10 @@ def _simulate_events(
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
+        seconds = ts[idx] if offset is None else ts[idx] + offset[idx]
         frame = {
             "event_type": event_type,
-            "ts": send_ts + pd.to_timedelta(ts[idx], unit="s"),
+            "ts": send_ts + pd.to_timedelta(seconds, unit="s"),
             "recipient_key": key[idx],
             "variant_id": variant[idx],
         }
@@ -206,7 +303,10 @@ def _simulate_events(
         ip="17.58.0.1",
     )
 
-    p_open = np.clip(_profile_array(seg, "open") * effects.multiplier("open", variant), 0, 0.98)
+    level = np.ones(n) if engagement is None else engagement
+    p_open = np.clip(
+        _profile_array(seg, "open") * effects.multiplier("open", variant) * level, 0, 0.98
+    )
     opened = delivered & (rng.random(n) < p_open)
     t_open = t_delivered + rng.exponential(6 * 3600, n)
     emit(opened, "open", t_open, is_machine_open=False)
@@ -214,7 +314,9 @@ def _simulate_events(
     emit(reopened, "open", t_open + rng.exponential(3600, n), is_machine_open=False)
 
     p_click = np.clip(
-        _profile_array(seg, "click_given_open") * effects.multiplier("click_given_open", variant),
+        _profile_array(seg, "click_given_open")
+        * effects.multiplier("click_given_open", variant)
+        * level,
         0,
         0.98,
     )

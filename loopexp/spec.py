@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
 SPEC_SCHEMA_VERSION = 1
@@ -57,6 +58,7 @@ class TestType(StrEnum):
 class _Model(BaseModel):
     # allow_inf_nan=False: `.inf` / `.nan` in YAML are floats, and no spec number may be one.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
 
 #: Largest variant weight: weights are relative, and a sum that overflows (1e308) breaks shares.
 MAX_WEIGHT = 1000.0
@@ -246,9 +248,21 @@ class DecisionRule(_Model):
     expected_delivery_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
     """Share of sent recipients expected to be delivered (from history): the plan counts the
     delivered population that delivered-based metrics divide by, then grosses up to sends."""
-    cap_percentile: Annotated[float, Field(gt=0.5, lt=1)] | None = None
+    method: Literal["fixed", "sequential"] | None = None
+    """``fixed``: fixed-horizon tests, read once the planned sample is reached (a run before then
+    says keep_testing, "n of N recipients"). ``sequential``: always-valid p-values and confidence
+    sequences (loopexp.stats.sequential), safe to read at every look — what a daily cron needs.
+    Default: ``sequential`` for continuous enrolment, ``fixed`` otherwise."""
+    sequential_tuning_n: Annotated[int, Field(ge=10)] | None = None
+    """Total recipients of a comparison (both arms) at which the confidence sequence is tightest
+    [default: twice planned_recipients_per_variant, else 5000]."""
+    cap_percentile: Annotated[float, Field(gt=0.5, lt=1)] | None = 0.99
     """Winsorise mean metrics (revenue) at this percentile of the non-zero per-recipient values,
-    pooled over arms (computed in the engine); None = no capping."""
+    pooled over arms (computed in the engine); None = no capping. Default 0.99: with a few percent
+    buyers and lognormal order values one large order can outweigh all others and flip the
+    decision; capped at the 99th percentile of order values, the Fieller interval of revenue per
+    delivered covers at 95 % on such data (bench/calibration.md). The metric is then revenue with
+    orders capped at that value, stated in each comparison's ``method``."""
 
 
 class DataRules(_Model):
@@ -287,12 +301,23 @@ class ExperimentSpec(_Model):
     decision: DecisionRule = Field(default_factory=DecisionRule)
     data: DataRules = Field(default_factory=DataRules)
     planned_recipients_per_variant: Annotated[int, Field(ge=1)] | None = None
+    enrolment: Literal["one_off", "continuous"] = "one_off"
+    """``one_off``: one send to the whole list. ``continuous``: a step of a lifecycle flow
+    (welcome, cart abandonment, reactivation) whose recipients enter over time and are analysed as
+    they accumulate; its decision method defaults to ``sequential``."""
+    covariates: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]] = Field(
+        default_factory=list
+    )
+    """Pre-period covariates for regression adjustment (CUPED / multi-covariate): columns of the
+    covariate table known before the send (e.g. ``pre_opens``, ``pre_clicks`` over 90 days)."""
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
     factors: list[Factor] | None = None
     """Multivariate (factorial) tests only: the factors; ``variants`` may then be left out and
     are generated as every combination of levels (see :func:`factorial_cells`)."""
+    ingest: IngestConfig | None = None
+    """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -349,6 +374,19 @@ class ExperimentSpec(_Model):
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
             raise ValueError(f"backlog ids {backlog_clash} are already variants of this iteration")
+        if (
+            self.enrolment == "continuous"
+            and self.decision_method == "fixed"
+            and self.planned_recipients_per_variant is None
+        ):
+            raise ValueError(
+                "a continuous-enrolment test with decision.method: fixed needs "
+                "planned_recipients_per_variant (a fixed-horizon test is read once, at its "
+                "planned sample); set it (`loopexp plan`), or use decision.method: sequential"
+            )
+        dupes = sorted({c for c in self.covariates if self.covariates.count(c) > 1})
+        if dupes:
+            raise ValueError(f"covariates must be unique; repeated: {dupes}")
         return self
 
     def _check_factorial(self) -> None:
@@ -369,6 +407,22 @@ class ExperimentSpec(_Model):
                 "the variants of a multivariate test are the cells of its factors; leave "
                 f"`variants:` out to generate them (expected cells {sorted(expected)})"
             )
+
+    @property
+    def decision_method(self) -> str:
+        """``fixed`` or ``sequential``: as set, else sequential for continuous enrolment."""
+        if self.decision.method is not None:
+            return self.decision.method
+        return "sequential" if self.enrolment == "continuous" else "fixed"
+
+    @property
+    def sequential_tuning_n(self) -> float:
+        """Total sample of a comparison at which its confidence sequence is tightest."""
+        if self.decision.sequential_tuning_n is not None:
+            return float(self.decision.sequential_tuning_n)
+        if self.planned_recipients_per_variant is not None:
+            return float(2 * self.planned_recipients_per_variant)
+        return 5000.0  # gbstats' default (loopexp.stats.sequential.DEFAULT_TUNING_N)
 
     @property
     def challengers(self) -> list[Variant]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -267,6 +268,17 @@ def _url_address(tmp: Path):
     return write(tmp, df)
 
 
+def _nan_revenue(tmp: Path):
+    # pandas/pyarrow turn NaN into null on write; DuckDB (like Spark) keeps a NaN a NaN.
+    ev, asg = write(tmp)
+    nan = tmp / "events-nan.parquet"
+    duckdb.execute(
+        f"COPY (SELECT * REPLACE (CASE WHEN event_type = 'order' THEN 'NaN'::DOUBLE "
+        f"ELSE revenue END AS revenue) FROM read_parquet('{ev}')) TO '{nan}' (FORMAT parquet)"
+    )
+    return nan, asg
+
+
 CLEAN = "missing or unparseable ts"
 
 CASES: list[Case] = [
@@ -297,8 +309,11 @@ CASES: list[Case] = [
          _mutate("ts", "n/a", lambda df: df.index[: int(len(df) * 0.6)]), "error",
          message=r"quarantined, more than the spec's data.max_quarantine_share"),
     # --- revenue ------------------------------------------------------------------------------
-    Case("revenue-nan", "revenue NaN on every order", _mutate("revenue", np.nan, _rows("order")),
-         "quarantine", {"order without a valid revenue": 16}),
+    Case("revenue-null", "revenue missing (null) on every order (a control: caught before too)",
+         _mutate("revenue", None, _rows("order")), "quarantine",
+         {"order without a valid revenue": 16}),
+    Case("revenue-nan", "revenue NaN (a real IEEE NaN, as Spark writes it) on every order",
+         _nan_revenue, "quarantine", {"unparseable or non-finite revenue": 16}),
     Case("revenue-inf", "revenue +inf on 5 orders",
          _mutate("revenue", np.inf, _rows("order", 5)), "quarantine",
          {"unparseable or non-finite revenue": 5}),
@@ -407,7 +422,11 @@ def summary(case: Case, tmp: Path) -> str:
             kind = f"raw {type(exc).__module__}.{kind}"
         return f"{kind}: {message[:110]}"
     reasons = ", ".join(f"{k}: {v}" for k, v in table.quarantine_reasons.items()) or "none"
+    leak = ""
+    quarantine = tmp / "quarantine.parquet"
+    if quarantine.exists() and ADDRESS in pd.read_parquet(quarantine).astype(str).to_csv():
+        leak = "; **quarantine.parquet holds the raw address**"
     return (
         f"decides {results.decision.status.value}; {table.quarantined}/{table.events} "
-        f"quarantined ({reasons})"
+        f"quarantined ({reasons}){leak}"
     )

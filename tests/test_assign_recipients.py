@@ -20,6 +20,7 @@ from loopexp.assign import (
     ASSIGNMENT_COLUMNS,
     HOLDOUT,
     ExclusionReason,
+    _later_duplicates,
     _top53,
     assign_groups,
     assign_recipients,
@@ -539,3 +540,12 @@ def test_recency_by_address_cannot_match_a_list_keyed_by_id():
     history = pd.DataFrame({"email": ["a@b.example"], "sent_at": ["2026-03-01"]})
     with pytest.raises(RecipientsError, match="keyed by id"):
         assign_recipients(frame, spec, KEY, history=history)
+
+
+def test_duplicates_are_decided_on_the_text_not_the_hash():
+    """A 53-bit hash collision between two different keys must not exclude either."""
+    keys = pa.array(["a", "b", "a", "c", "b"])
+    collided = np.array([7, 7, 7, 9, 7], dtype=np.uint64)  # "a" and "b" made to collide
+    assert _later_duplicates(keys, collided).tolist() == [False, False, True, False, True]
+    distinct = np.array([1, 2, 3, 4, 5], dtype=np.uint64)
+    assert not _later_duplicates(keys, distinct).any()  # only repeated hashes are compared

@@ -97,9 +97,9 @@ def test_preheader_and_from_name_tests_round_trip(test_type):
 
 
 def test_bad_segment_map_value_is_located():
-    text = DEMO_SPEC.read_text().replace(
-        "  holdout: 0.0", "  holdout: 0.0\n  segment_map:\n    VIP: vip_customer"
-    )
+    lines = DEMO_SPEC.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  holdout:")) + 1
+    text = "\n".join([*lines[:at], "  segment_map:", "    VIP: vip_customer", *lines[at:]])
     with pytest.raises(SpecError) as info:
         parse_spec(text, source="spec.yaml")
     message = str(info.value)

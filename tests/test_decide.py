@@ -319,3 +319,50 @@ def test_plan_counts_delivered_recipients():
     plan = sample_size_per_variant(0.04, 0.10, delivery_rate=0.8)
     assert plan.delivered_per_variant == full.per_variant
     assert plan.per_variant == math.ceil(full.per_variant / 0.8)
+
+
+def test_plan_for_spec_uses_its_expected_delivery_rate():
+    """plan_for reads the spec's expected delivery rate for a delivered-based primary metric."""
+    from loopexp.plan import plan_for, sample_size_per_variant
+
+    spec = make_spec(decision={"expected_delivery_rate": 0.9})
+    plan = plan_for(spec, 0.04)
+    assert plan.delivery_rate == 0.9
+    assert plan.delivered_per_variant == sample_size_per_variant(0.04, 0.10).per_variant
+    sent_based = make_spec(primary_metric="delivery_rate", decision={"expected_delivery_rate": 0.9})
+    assert plan_for(sent_based, 0.5).delivery_rate == 1.0
+
+
+def test_aa_segment_wins_are_controlled_across_segments():
+    """A/A with 3 arms in 4 segments (400 campaigns): a segment "win" (any segment comparison
+    with adjusted p < alpha) happens in at most 5 % + 4 SE of campaigns. Before, adjustment was
+    within each segment and ~18 % of A/A campaigns showed one; the within-segment-only rate of
+    the same campaigns is shown to be well above the bound (the check can fail)."""
+    from loopexp.stats import adjust_pvalues
+
+    spec = make_spec(("personal", "urgency"))
+    rng = np.random.default_rng(77)
+    sims, n, segments = 400, 2500, ["prospect", "new_customer", "existing_customer", "inactive"]
+    wins = within = 0
+    for _ in range(sims):
+        stats = []
+        for seg in segments:
+            for v in ("control", "personal", "urgency"):
+                x = float(rng.binomial(n, 0.04))
+                stats.append(GroupStats("click_rate", v, seg, n, x, x))
+        totals = {
+            v: sum(s.sum for s in stats if s.variant_id == v)
+            for v in ("control", "personal", "urgency")
+        }
+        table = make_table({v: (4 * n, x) for v, x in totals.items()}, extra=stats)
+        res = analyze(spec, table)
+        comps = [c for s in res.segments for c in s.comparisons]
+        wins += any(c.p_value_adjusted < ALPHA for c in comps)
+        within += any(
+            p < ALPHA
+            for s in res.segments
+            for p in adjust_pvalues([c.p_value for c in s.comparisons], "holm")
+        )
+    bound = ALPHA + 4 * math.sqrt(ALPHA * (1 - ALPHA) / sims)
+    assert wins / sims <= bound, wins / sims
+    assert within / sims > bound, within / sims

@@ -138,7 +138,9 @@ def test_every_metric_names_a_known_outcome_and_denominator():
     for name, m in METRICS.items():
         assert m.name == name
         assert m.numerator in OUTCOMES
-        assert m.denominator in ("sent", "delivered")
+        assert m.denominator in ("sent", "delivered", "assigned")
+        # Only the intent-to-treat metrics of the holdout comparison count everyone assigned.
+        assert (m.denominator == "assigned") == name.endswith("_per_assigned")
         assert m.kind in ("proportion", "mean")
     assert get_metric("click_rate").denominator == "delivered"
     assert get_metric("delivery_rate").denominator == "sent"

@@ -238,13 +238,24 @@ def test_a_job_larger_than_the_memory_limit_spills_and_finishes(tmp_path, monkey
     asg_path = tmp_path / "assignment.parquet"
     asg.to_parquet(asg_path, index=False)
     del ev, asg
-    # Without a spill folder the job does not fit in 100 MB: proof the limit binds.
+    # Without a spill folder the job does not fit in 150 MB: proof the limit binds.
     with pytest.raises(EventsError, match="ran out of memory"):
-        compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="100MB",
+        compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
                         temp_directory="")  # fmt: skip
     spill = tmp_path / "spill"
-    t = compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="100MB",
+    t = compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
                         temp_directory=spill)  # fmt: skip
     assert t.get("click_rate", "a").n == 300_000
     assert t.get("click_rate", "a").sum == 300_000
     assert t.events == 1_800_000
+
+
+def test_pipeline_refuses_an_unreadable_file_before_starting_a_kernel(tmp_path):
+    from loopexp.pipeline import run_iteration
+
+    events, assignment = hc.write(tmp_path)
+    events.write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(EventsError, match=r"events\.parquet: the file is empty \(0 bytes\)"):
+        run_iteration(hc.DEMO_SPEC, events, assignment, out)
+    assert not out.exists()  # refused before a notebook kernel started

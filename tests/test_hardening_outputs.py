@@ -170,7 +170,7 @@ def test_no_address_in_anything_a_run_writes_and_the_summary_names_the_quarantin
         ["run", str(spec), "--events", str(events), "--assignment", str(assignment),
          "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 3), result.output  # decided, or keep testing: both complete
     log = tmp_path / "cli.log"
     log.write_text(result.output)
     text = " ".join(result.output.split())
@@ -219,5 +219,6 @@ def test_a_failed_run_quoting_an_address_leaks_it_nowhere(tmp_path):
     assert "Traceback" not in result.output
     log = tmp_path / "cli.log"
     log.write_text(result.output)
-    assert (out / "analyze_experiment.ipynb").exists()
+    # The preflight refuses this file before a kernel starts, so no notebook was executed; every
+    # file the run did write (an attempt folder, if any) and the log are scanned.
     assert _leaks([out, log]) == {}

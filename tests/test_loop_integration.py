@@ -148,9 +148,12 @@ def test_two_iterations_chain_through_the_next_spec(tmp_path: Path) -> None:
     first = _run(tmp_path, LARGE_EFFECT, seed=11)
     second_spec = load_spec(first.next_spec_path)
     # In iteration 2 the new control ("personal") faces "question" and "benefit"; "benefit" works.
-    campaign = simulate_campaign(
-        second_spec, N_RECIPIENTS, TrueEffects(open={"benefit": 1.8}), seed=12
-    )
+    # Iteration 1 planned iteration 2's sample; a fixed-horizon test is read only once it is
+    # reached (before, keep_testing "n of N recipients"), so the send is the planned one.
+    planned = second_spec.planned_recipients_per_variant
+    assert planned is not None
+    n_second = int(1.05 * planned * len(second_spec.variants))
+    campaign = simulate_campaign(second_spec, n_second, TrueEffects(open={"benefit": 1.8}), seed=12)
     events, assignment = campaign.write(tmp_path / "data-2")
     second = run_iteration(
         first.next_spec_path,

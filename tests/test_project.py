@@ -74,7 +74,7 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch) -> None:
 def test_cli_help_lists_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "validate", "run", "plan", "assign", "simulate"):
+    for command in ("demo", "validate", "run", "plan", "assign", "simulate", "init"):
         assert command in result.output
 
 

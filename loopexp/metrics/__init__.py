@@ -19,6 +19,7 @@ from loopexp.metrics.engine import (
     EventsError,
     GroupStats,
     MetricTable,
+    QuarantineError,
     compute_metrics,
 )
 from loopexp.metrics.links import link_clicks
@@ -39,6 +40,7 @@ __all__ = [
     "MetricTable",
     "MetricsError",
     "MetricsReport",
+    "QuarantineError",
     "compute",
     "compute_metrics",
     "compute_outcome_metrics",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +62,7 @@ def compute(
     links: bool = True,
     quarantine_path: str | Path | None = None,
     spark: Any = None,
+    caps: Mapping[str, float] | None = None,
     **checks: Any,
 ) -> MetricsReport:
     """Compute ``metrics`` from events + assignment, or from an outcome table, on either engine.
@@ -75,6 +76,8 @@ def compute(
         links: also return the per-link click table (event input only).
         quarantine_path: Parquet file for quarantined events (DuckDB, event input).
         spark: a ``SparkSession`` to use (default: the active one or a new one).
+        caps: mean metric → percentile at which its per-recipient numerator is capped (event
+            input, both engines; see :func:`loopexp.metrics.compute_metrics`).
         **checks: DuckDB event input: the run's checks and bounds of
             :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share``, ``memory_limit``,
             ``temp_directory``, ``segments``, ``variants``, ``require_match``).
@@ -88,6 +91,8 @@ def compute(
         raise ValueError("give either events and assignment, or an outcome table, not both")
     if engine not in ("duckdb", "spark"):
         raise ValueError(f"unknown engine {engine!r}; use duckdb or spark")
+    if caps and outcomes is not None:
+        raise ValueError("percentile caps apply to event input; cap an outcome table's columns")
     if engine == "spark":
         from loopexp.metrics import spark as sp  # noqa: PLC0415 (pyspark is optional and slow)
 
@@ -99,13 +104,13 @@ def compute(
                 "outcomes",
                 engine,
             )
-        table = sp.compute_metrics_spark(events, assignment, metrics, session)
+        table = sp.compute_metrics_spark(events, assignment, metrics, session, caps=caps)
         link_table = sp.link_clicks_spark(events, assignment, session) if links else None
         return MetricsReport(table, link_table, "events", engine)
 
     if outcomes is not None:
         return MetricsReport(compute_outcome_metrics(outcomes, metrics), None, "outcomes", engine)
-    table = compute_metrics(events, assignment, metrics, quarantine_path, **checks)
+    table = compute_metrics(events, assignment, metrics, quarantine_path, caps=caps, **checks)
     bounds = {k: checks[k] for k in ("memory_limit", "temp_directory") if k in checks}
     link_table = link_clicks(events, assignment, **bounds) if links else None
     return MetricsReport(table, link_table, "events", engine)

@@ -16,7 +16,7 @@ holdout id) is bound as a named parameter. Generated aliases (``m0``, ``s12``) a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,6 +79,14 @@ class Dialect:
         """``regexp_replace`` of every match (Spark replaces all; DuckDB needs the ``g`` flag)."""
         flags = "" if self.name == "spark" else ", 'g'"
         return f"regexp_replace({expr}, '{pattern}', '{replacement}'{flags})"
+
+    def quantile(self, expr: str, q: float) -> str:
+        """Exact quantile ``q`` of ``expr`` with linear interpolation (R type 7) in both engines.
+
+        ``q`` is inlined as a float literal: Spark needs a constant there.
+        """
+        fn = "percentile" if self.name == "spark" else "quantile_cont"
+        return f"{fn}({expr}, {float(q)!r})"
 
 
 DUCKDB = Dialect("duckdb")
@@ -328,6 +336,54 @@ def events_stats_sql(
     exprs, columns = _stat_columns(plan, value_of)
     sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
     return Compiled(sql, p.values), columns
+
+
+def with_cap(d: MetricDef, cap: float) -> MetricDef:
+    """``d`` with its numerator capped at ``cap`` (the lower of it and a cap it already has)."""
+    old = d.numerator.cap
+    value = float(cap) if old is None else min(float(old), float(cap))
+    return d.model_copy(update={"numerator": d.numerator.model_copy(update={"cap": value})})
+
+
+def cap_quantiles_sql(
+    plan: Plan,
+    percentiles: Mapping[str, float],
+    dialect: Dialect,
+    source: str = "valid_events",
+    assignment: str = "assignment_src",
+) -> tuple[Compiled, dict[str, str]] | None:
+    """The percentile cap of each capped mean metric of ``plan``: one query, one row.
+
+    Per metric named in ``percentiles`` (metric → percentile, e.g. 0.99) and of kind ``mean``:
+    the percentile of its non-zero per-recipient numerator among the recipients of its
+    denominator population (mailed only, unless the population is ``assigned``), pooled over
+    arms, so one cap holds for every arm. Returns the query and the result column of each metric,
+    or None when no metric is capped.
+    """
+    capped = [d for d in plan.defs if d.name in percentiles and d.kind == "mean"]
+    if not capped:
+        return None
+    p = Params(dialect)
+    per_recipient = _per_recipient(plan, p, source)
+    outcomes = (
+        "SELECT a.recipient_key IS NOT NULL AS is_assigned, "
+        f"a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
+        f"p.{plan.alias(_DELIVERED)} > 0 AS is_delivered, "
+        f"p.{plan.alias(_OPENED)} > 0 AS is_opened, p.* "
+        f"FROM {assignment} a JOIN per_recipient p ON a.recipient_key = p.recipient_key"
+    )
+    exprs: list[str] = []
+    aliases: dict[str, str] = {}
+    for d in capped:
+        v = plan.alias(d.numerator)
+        value = f"CASE WHEN {_population(d)} AND {v} > 0 THEN {v} END"
+        aliases[d.name] = f"q{len(aliases)}"
+        exprs.append(f"{dialect.quantile(value, percentiles[d.name])} AS {aliases[d.name]}")
+    sql = (
+        f"WITH per_recipient AS ({per_recipient}),\noutcomes AS ({outcomes})\n"
+        f"SELECT {', '.join(exprs)} FROM outcomes"
+    )
+    return Compiled(sql, p.values), aliases
 
 
 def outcome_measure_column(m: Measure) -> str:

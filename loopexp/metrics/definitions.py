@@ -38,8 +38,9 @@ OUTCOMES: dict[str, str] = {
 HOLDOUT = "holdout"
 
 #: Denominator populations: "sent" is everyone on a variant's send list; "delivered" those with a
-#: delivery event.
-Population = Literal["sent", "delivered"]
+#: delivery event; "assigned" everyone assigned, the no-mail holdout included (intent to treat:
+#: the only population in which a mailed arm can be compared with not mailing).
+Population = Literal["sent", "delivered", "assigned"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,22 @@ _ALL = [
     ),
     Metric(
         "complaint_rate", "proportion", "complained", "delivered", False, "complaints / delivered"
+    ),
+    Metric(
+        "conversion_per_assigned",
+        "proportion",
+        "ordered",
+        "assigned",
+        True,
+        "buyers / everyone assigned, holdout included (intent to treat; for incrementality)",
+    ),
+    Metric(
+        "revenue_per_assigned",
+        "mean",
+        "revenue",
+        "assigned",
+        True,
+        "revenue / everyone assigned, holdout included (intent to treat; for incrementality)",
     ),
 ]
 

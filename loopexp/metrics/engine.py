@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,12 @@ from loopexp.keys import EMAIL_PATTERN, redact_addresses
 from loopexp.metrics.compile import (
     DUCKDB,
     MetricsError,
+    Plan,
     StatColumn,
+    cap_quantiles_sql,
     events_stats_sql,
     make_plan,
+    with_cap,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 
@@ -119,6 +122,8 @@ class MetricTable:
     """Valid events whose recipient is not on the assignment (other campaigns, seeds, typos)."""
     matched_recipients: int = 0
     """Assigned recipients with at least one valid event."""
+    caps: dict[str, float] = field(default_factory=dict)
+    """Per capped metric, the value its per-recipient numerator was winsorised at."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -155,6 +160,7 @@ def compute_metrics(
     require_match: bool = False,
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -171,6 +177,10 @@ def compute_metrics(
     run stops (:class:`QuarantineError`) instead of deciding on what is left; ``require_match``
     refuses events none of whose recipients is on the assignment. ``memory_limit`` and
     ``temp_directory`` bound DuckDB (see :func:`duckdb_resources`).
+
+    ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
+    winsorised at that percentile of its non-zero values among mailed recipients in the metric's
+    denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
     """
     defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with _connect(memory_limit, temp_directory) as (con, limit):
@@ -185,6 +195,7 @@ def compute_metrics(
                 variants=variants,
                 max_quarantine_share=max_quarantine_share,
                 require_match=require_match,
+                caps=caps,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -213,6 +224,7 @@ def _compute(
     variants: Sequence[str] | None,
     max_quarantine_share: float | None,
     require_match: bool,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
     plan = make_plan(defs)
@@ -246,6 +258,13 @@ def _compute(
         raise QuarantineError(
             _quarantine_message(events, n_events, reasons, max_quarantine_share, quarantine_path)
         )
+    # Capped mean metrics: the cap is a percentile of the per-recipient values (a first query),
+    # then applied through Measure.cap / least() in the one query from events to the statistics.
+    cap_values = _cap_values(con, plan, caps or {})
+    if cap_values:
+        plan = make_plan(
+            [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
+        )
     # One query from valid events to the statistics (and the unassigned / matched counts).
     query, columns = events_stats_sql(plan, DUCKDB)
     cursor = con.execute(query.sql, query.params)
@@ -263,6 +282,7 @@ def _compute(
         quarantine_reasons=reasons,
         unassigned_events=unassigned_events(rows),
         matched_recipients=matched,
+        caps=cap_values,
     )
 
 
@@ -366,6 +386,10 @@ def _connect(
         if threads.isdigit() and int(threads) > 0:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")  # less memory; results are ordered
+        # No progress bar in cron logs. (In a Jupyter kernel without ipywidgets DuckDB refuses to
+        # touch the setting at all; there it prints no bar anyway.)
+        with suppress(duckdb.Error):
+            con.execute("SET enable_progress_bar = false")
         yield con, limit
     finally:
         con.close()
@@ -379,12 +403,21 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = ("recipient_key", "segment", "variant_id")
 
 
 def require_source(source: Source, what: str) -> None:
-    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no file."""
-    if not isinstance(source, pd.DataFrame) and not glob.glob(str(source)):
+    """Raise :class:`EventsError` when a path (or glob) ``source`` matches no usable file.
+
+    Cheap checks only (existence, size, Parquet magic bytes), so that a pipeline can call it
+    before it starts a notebook kernel; the columns are checked when the data is read.
+    """
+    if isinstance(source, pd.DataFrame):
+        return
+    files = sorted(glob.glob(str(source)))
+    if not files:
         raise EventsError(
             f"{source}: file not found; no file matches this path (expected Parquet or CSV "
             f"for the {what})"
         )
+    for path in files:
+        _check_file(path, _reader(path))
 
 
 def _reader(path: str) -> str:
@@ -470,7 +503,6 @@ def _attach(
     (reader,) = readers
     file_columns: dict[str, dict[str, str]] = {}
     for path in files:
-        _check_file(path, reader)
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM {_read_sql([path], reader)}")
             file_columns[path] = {column: kind for column, kind, *_ in described.fetchall()}
@@ -593,18 +625,20 @@ def _check_assignment(
             "hashed keys. Make the assignment with `loopexp assign`, which hashes addresses "
             "(loopexp.keys), so that no address reaches the analysis or its outputs."
         )
-    dup_keys, extra_rows, cross = con.execute(
-        "SELECT count(*), coalesce(sum(n - 1), 0), count(*) FILTER (WHERE groups > 1) FROM ("
-        "SELECT recipient_key, count(*) AS n, count(DISTINCT variant_id) AS groups "
-        "FROM assignment_src GROUP BY 1 HAVING count(*) > 1)"
+    # One hash aggregate in the common case; the details only when there are duplicates.
+    twice = "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1"
+    dup_keys, extra_rows = con.execute(
+        "SELECT count(*), coalesce(sum(n - 1), 0) FROM "
+        "(SELECT count(*) AS n FROM assignment_src GROUP BY recipient_key HAVING count(*) > 1)"
     ).fetchone()
     if dup_keys:
+        (cross,) = con.execute(
+            "SELECT count(*) FROM (SELECT recipient_key FROM assignment_src "
+            f"WHERE recipient_key IN ({twice}) GROUP BY 1 HAVING count(DISTINCT variant_id) > 1)"
+        ).fetchone()
         examples = [
             _show_key(k)
-            for (k,) in con.execute(
-                "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1 "
-                "ORDER BY 1 LIMIT 3"
-            ).fetchall()
+            for (k,) in con.execute(f"SELECT * FROM ({twice}) ORDER BY 1 LIMIT 3").fetchall()
         ]
         raise EventsError(
             f"{where}: {dup_keys:,} recipient_key(s) appear more than once in the assignment "
@@ -825,9 +859,7 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     parsed: dict[str, str] = {}
     for f in EVENT_SCHEMA:
         duck = _DUCK_TYPES[str(f.type)]
-        parsed[f.name] = (
-            f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
-        )
+        parsed[f.name] = f"TRY_CAST({f.name} AS {duck})" if f.name in types else f"NULL::{duck}"
     parsed["ts"] = _ts_sql(types.get("ts"))
     machine, bad_machine = _flag_sql("is_machine_open", types.get("is_machine_open"))
     bot, bad_bot = _flag_sql("is_bot_click", types.get("is_bot_click"))
@@ -1002,3 +1034,17 @@ def collect_stats(
                 )
             )
     return stats, dict(sorted(assigned.items()))
+
+
+def _cap_values(
+    con: duckdb.DuckDBPyConnection, plan: Plan, caps: Mapping[str, float]
+) -> dict[str, float]:
+    """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
+    compiled = cap_quantiles_sql(plan, caps, DUCKDB)
+    if compiled is None:
+        return {}
+    query, aliases = compiled
+    cursor = con.execute(query.sql, query.params)
+    names = [d[0] for d in cursor.description]
+    row = dict(zip(names, cursor.fetchone(), strict=True))
+    return {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,12 @@ import pandas as pd
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.metrics.compile import (
     SPARK,
+    cap_quantiles_sql,
     events_stats_sql,
     links_sql,
     make_plan,
     outcome_stats_sql,
+    with_cap,
 )
 from loopexp.metrics.definitions import MetricDef
 from loopexp.metrics.engine import (
@@ -145,8 +147,13 @@ def compute_metrics_spark(
     assignment: Source,
     metrics: Sequence[str | MetricDef],
     spark: SparkSession | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
-    """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics."""
+    """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics.
+
+    ``caps`` (mean metric → percentile) are computed here, in Spark, by the same compiled query
+    as in DuckDB (Spark's exact ``percentile`` interpolates as DuckDB's ``quantile_cont``).
+    """
     defs = resolve(metrics)
     plan = make_plan(defs)
     spark = spark or spark_session()
@@ -170,6 +177,15 @@ def compute_metrics_spark(
             )
         }
         (dup,) = _rows(spark, "SELECT count(*) AS n FROM ranked_events WHERE dup_rank > 1", {})
+        cap_values: dict[str, float] = {}
+        compiled = cap_quantiles_sql(plan, caps or {}, SPARK)
+        if compiled is not None:
+            cap_query, aliases = compiled
+            (row,) = _rows(spark, cap_query.sql, cap_query.params)
+            cap_values = {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}
+            plan = make_plan(
+                [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
+            )
         query, columns = events_stats_sql(plan, SPARK)
         rows = _rows(spark, query.sql, query.params)
     stats, assigned = collect_stats(rows, columns)
@@ -184,6 +200,7 @@ def compute_metrics_spark(
         quarantined=sum(reasons.values()),
         quarantine_reasons=reasons,
         unassigned_events=unassigned_events(rows),
+        caps=cap_values,
     )
 
 

@@ -1,6 +1,6 @@
 """Statistics on sufficient statistics: tests and CIs, Bayesian summaries, multiplicity, SRM."""
 
-from loopexp.stats.bayes import best_and_loss, chance_to_beat, credible_interval, posterior_draws
+from loopexp.stats.bayes import best_and_loss, chance_to_beat, credible_interval, posteriors
 from loopexp.stats.comparison import (
     Intervals,
     ScoreProportions,
@@ -33,7 +33,7 @@ __all__ = [
     "interval_alphas",
     "mean_and_variance",
     "method_for",
-    "posterior_draws",
+    "posteriors",
     "relative_lift",
     "srm_check",
 ]

@@ -7,9 +7,14 @@ be best and the loss in metric units from per-arm posteriors (beta-binomial for 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 def chance_to_beat(
@@ -25,9 +30,10 @@ def chance_to_beat(
         return float("nan"), float("nan")
     d = rel_lift if higher_is_better else -rel_lift
     z = d / rel_se
-    prob = float(sps.norm.cdf(z))
-    loss = float(rel_se * sps.norm.pdf(z) - d * sps.norm.cdf(-z))
-    return prob, loss
+    # math.erfc rather than scipy.stats.norm: same values, ~100x less overhead per scalar call.
+    cdf_z, cdf_minus_z = 0.5 * math.erfc(-z / _SQRT2), 0.5 * math.erfc(z / _SQRT2)
+    pdf_z = math.exp(-0.5 * z * z) / _SQRT_2PI
+    return float(cdf_z), float(rel_se * pdf_z - d * cdf_minus_z)
 
 
 def credible_interval(rel_lift: float, rel_se: float, alpha: float = 0.05) -> tuple[float, float]:
@@ -36,42 +42,102 @@ def credible_interval(rel_lift: float, rel_se: float, alpha: float = 0.05) -> tu
     return rel_lift - z * rel_se, rel_lift + z * rel_se
 
 
-#: Posterior draws per arm for chance-to-be-best and expected loss (seeded: results reproduce).
-N_DRAWS = 20_000
+#: Grid points of the quadrature over the arms' posteriors.
+GRID = 2048
+#: The grid spans each posterior's mean ± this many standard deviations (tails beyond: < 1e-7).
+SPAN_SD = 15.0
 
 
-def posterior_draws(
-    kind: str,
-    arms: list[tuple[int, float, float]],
-    prior: tuple[float, float] = (1.0, 1.0),
-    seed: int = 0,
-) -> np.ndarray:
-    """Posterior draws (``N_DRAWS`` x arms) of each arm's metric value from ``(n, sum, sum_sq)``.
+class Posterior(NamedTuple):
+    """One arm's posterior: ``kind`` "beta" (params a, b) or "normal" (params mean, sd)."""
+
+    kind: str
+    p1: float
+    p2: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.p1 / (self.p1 + self.p2) if self.kind == "beta" else self.p1
+
+    @property
+    def sd(self) -> float:
+        """Posterior standard deviation."""
+        if self.kind == "normal":
+            return self.p2
+        a, b = self.p1, self.p2
+        return math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+
+    def log_pdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density on ``x`` (-inf outside the support)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.kind == "normal":
+                return -0.5 * ((x - self.p1) / self.p2) ** 2 - math.log(self.p2 * _SQRT_2PI)
+            a, b = self.p1, self.p2
+            out = (a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - special.betaln(a, b)
+        return np.where((x > 0) & (x < 1), out, -np.inf)
+
+
+def posteriors(
+    kind: str, arms: list[tuple[int, float, float]], prior: tuple[float, float] = (1.0, 1.0)
+) -> list[Posterior]:
+    """Posterior of each arm's metric value from ``(n, sum, sum_sq)``.
 
     Proportions: Beta(a + successes, b + failures), the conjugate beta-binomial posterior with the
-    spec's Beta(a, b) prior. Means: N(mean, var / n), the flat-prior Gaussian approximation.
+    spec's Beta(a, b) prior (default Beta(1, 1)). Means: N(mean, var / n), the flat-prior Gaussian
+    approximation.
     """
-    rng = np.random.default_rng(seed)
-    out = np.empty((N_DRAWS, len(arms)))
-    for j, (n, total, total_sq) in enumerate(arms):
+    out = []
+    for n, total, total_sq in arms:
         if kind == "proportion":
-            out[:, j] = rng.beta(prior[0] + total, prior[1] + n - total, size=N_DRAWS)
+            out.append(Posterior("beta", prior[0] + total, prior[1] + n - total))
         else:
             mean = total / n
             var = max(total_sq - n * mean * mean, 0.0) / (n - 1)
-            out[:, j] = rng.normal(mean, math.sqrt(var / n), size=N_DRAWS)
+            out.append(
+                Posterior("normal", mean, max(math.sqrt(var / n), 1e-12 * max(abs(mean), 1)))
+            )
     return out
 
 
 def best_and_loss(
-    draws: np.ndarray, higher_is_better: bool = True, control: int = 0
+    dists: list[Posterior], higher_is_better: bool = True, control: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per arm: P(best of all arms) and the expected loss of shipping it instead of the control.
 
-    The loss is E[max(0, control - arm)] in the metric's own units (sign flipped for
+    Quadrature on one grid over the posteriors (deterministic, no sampling; densities in closed
+    form, CDFs by cumulative trapezoid, which is ~50x faster than scipy's incomplete beta here):
+    P(arm j best) = ∫ f_j(x) Π_{k≠j} F_k(x) dx, and the loss, in the metric's own units, is
+    E[max(0, C - T)] = ∫ F_T(x) (1 - F_C(x)) dx for independent C and T (sign flipped for
     lower-is-better metrics).
     """
-    signed = draws if higher_is_better else -draws
-    best = np.bincount(np.argmax(signed, axis=1), minlength=draws.shape[1]) / draws.shape[0]
-    loss = np.maximum(signed[:, [control]] - signed, 0.0).mean(axis=0)
-    return best, loss
+    lo = min(d.mean - SPAN_SD * d.sd for d in dists)
+    hi = max(d.mean + SPAN_SD * d.sd for d in dists)
+    if dists[0].kind == "beta":
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    x = np.linspace(lo, hi, GRID)
+    dx = x[1] - x[0]
+    pdf = np.exp(np.array([d.log_pdf(x) for d in dists]))
+    # A posterior narrower than the grid step (e.g. an arm with no variance) is a point mass:
+    # put all of it on the nearest grid point.
+    for j, d in enumerate(dists):
+        if not np.trapezoid(pdf[j], dx=dx) > 0.5:
+            pdf[j] = 0.0
+            pdf[j, int(np.clip(round((d.mean - lo) / dx), 1, GRID - 2))] = 1.0 / dx
+    steps = (pdf[:, 1:] + pdf[:, :-1]) * (dx / 2)
+    cdf = np.concatenate([np.zeros((len(dists), 1)), np.cumsum(steps, axis=1)], axis=1)
+    mass = cdf[:, -1:].copy()
+    cdf, pdf = cdf / mass, pdf / mass
+    if not higher_is_better:  # mirror: the best arm is the lowest
+        cdf, pdf = 1.0 - cdf[:, ::-1], pdf[:, ::-1]
+    k = len(dists)
+    log_cdf = np.log(np.clip(cdf, 1e-300, 1.0))
+    total = log_cdf.sum(axis=0)
+    best = np.array([np.trapezoid(pdf[j] * np.exp(total - log_cdf[j]), dx=dx) for j in range(k)])
+    loss = np.array(
+        [
+            np.trapezoid(cdf[j] * (1.0 - cdf[control]), dx=dx) if j != control else 0.0
+            for j in range(k)
+        ]
+    )
+    return np.clip(best, 0.0, 1.0), loss

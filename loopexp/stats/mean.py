@@ -1,4 +1,8 @@
-"""Mean comparison from sufficient statistics: Welch t-test and delta-method relative lift."""
+"""Mean comparison from sufficient statistics: Welch t-test and delta-method relative lift.
+
+Kept as a public function (pinned by the reference tests against gbstats); the analysis reads
+:class:`loopexp.stats.comparison.WelchFieller`, whose Fieller ratio interval agrees with the test.
+"""
 
 from __future__ import annotations
 

@@ -23,11 +23,18 @@ survive. Bounds are found with scipy's ``brentq`` on the monotone statistic.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 from scipy import optimize
-from scipy import stats as sps
 
 _EPS = 1e-12
+# statistics.NormalDist / math.erfc rather than scipy.stats.norm for scalars: same values (AS241
+# quantile, erfc), ~50x less call overhead, which mattered for 1,000 comparisons in under 1 s.
+_NORMAL = NormalDist()
+
+
+def _norm_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def _constrained_rates_diff(x_t: float, n_t: int, x_c: float, n_c: int, delta: float):
@@ -99,7 +106,7 @@ def score_test(x_t: float, n_t: int, x_c: float, n_c: int) -> tuple[float, float
     0 and 1 when both rates are 0 (or both 1), which carry no evidence of a difference.
     """
     z = z_diff(x_t, n_t, x_c, n_c, 0.0)
-    return z, float(2 * sps.norm.sf(abs(z)))
+    return z, 2 * _norm_sf(abs(z))
 
 
 def _root(f, lo: float, hi: float) -> float:
@@ -110,7 +117,7 @@ def diff_interval(
     x_t: float, n_t: int, x_c: float, n_c: int, alpha: float = 0.05
 ) -> tuple[float, float]:
     """Two-sided ``1 - alpha`` score (Mee) interval of p_t - p_c: every delta the test keeps."""
-    q = float(sps.norm.ppf(1 - alpha / 2))
+    q = _NORMAL.inv_cdf(1 - alpha / 2)
     est = x_t / n_t - x_c / n_c
     span = 1.0 - 1e-12
 
@@ -131,7 +138,7 @@ def ratio_interval(
     A treatment with no successes has lower bound 0; a control with none has upper bound inf (the
     ratio is then unbounded above), and with no successes anywhere the interval is [0, inf].
     """
-    q = float(sps.norm.ppf(1 - alpha / 2))
+    q = _NORMAL.inv_cdf(1 - alpha / 2)
     if x_t == 0 and x_c == 0:
         return 0.0, math.inf
 
@@ -178,4 +185,4 @@ def one_sided_p_ratio(
     beyond ``ratio``.
     """
     z = z_ratio(x_t, n_t, x_c, n_c, ratio)
-    return float(sps.norm.cdf(z) if alternative == "less" else sps.norm.sf(z))
+    return _norm_sf(-z) if alternative == "less" else _norm_sf(z)

@@ -1,0 +1,188 @@
+"""Benchmark: ``loopexp ingest`` of a SendGrid NDJSON export against a bare DuckDB ``read_json``.
+
+Side by side on the same file, each run in a fresh Python process (so peak RSS is its own):
+
+- ``bare``: ``CREATE TABLE AS SELECT * FROM read_json(file)`` (DuckDB reads and parses, nothing
+  else);
+- ``bare+parquet``: the same, written to Parquet (what any ingest must at least do);
+- ``ingest``: loopexp's ingest (map to the canonical table, hash addresses, dedupe, bot rules,
+  quarantine, write Parquet), with its phases timed (read+map / hashing / dedupe+flags+write);
+- ``hash``: the keyed hash (HMAC-SHA-256 in Python) of the file's distinct addresses alone.
+
+CPU seconds are reported next to wall seconds: on a shared machine wall time depends on the
+neighbours, CPU time much less. Run:  .venv/bin/python bench/bench_ingest.py --events 10000000
+(the file, ~2 GB per 10 M events, is generated once in --workdir and reused). Results are printed
+and written to bench/results/ingest.json.
+
+Last run (10 M events, 2.79 GB, 2 M distinct addresses; 2 cores shared with five other jobs, load
+average ~13, so wall times are inflated and CPU seconds are the figure to compare):
+
+    bare read_json        7.7 CPU-s   55 s wall   1.29 M events/CPU-s   peak RSS 2.1 GB
+    bare read_json→Parquet 9.6 CPU-s  49 s wall                         peak RSS 0.5 GB
+    loopexp ingest       58.5 CPU-s  352 s wall   0.17 M events/CPU-s   peak RSS 8.2 GB
+    keyed hash alone      2.1 CPU-s  (2 M addresses; 4% of ingest)
+
+Ingest is 7.6× bare read_json in CPU (6.1× read_json→Parquet), not the 2× goal. The keyed hash
+does not dominate (each distinct address is hashed once); the cost is DuckDB work: mapping
+(~1.4× bare), the ``checked`` copy, dedupe, the bot-rule aggregates and joins, and the Parquet
+write, on an in-memory database (hence the RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate(path: Path, n_events: int, n_recipients: int) -> None:
+    """A SendGrid-shaped NDJSON export written by DuckDB (seconds, and 1% milliseconds)."""
+    import duckdb  # noqa: PLC0415
+
+    types = "['processed', 'delivered', 'open', 'open', 'click', 'bounce', 'unsubscribe']"
+    con = duckdb.connect()
+    con.execute(
+        f"""COPY (
+            SELECT 'first.last' || (i % {n_recipients}) || '@example.com' AS email,
+                CASE WHEN i % 100 = 0 THEN (1700000000 + i // 100) * 1000
+                     ELSE 1700000000 + i // 100 END AS timestamp,
+                {types}[1 + (hash(i) % 7)::INT] AS event,
+                'ev' || CASE WHEN i % 200 = 7 THEN i - 1 ELSE i END AS sg_event_id,
+                'msg' || (i % {n_recipients}) || '.filter0001' AS sg_message_id,
+                ['newsletter'] AS category,
+                CASE WHEN (i % {n_recipients}) % 2 = 0 THEN 'control' ELSE 'personal' END
+                    AS variant,
+                CASE WHEN hash(i) % 7 IN (2, 3, 4) THEN
+                    CASE WHEN i % 3 = 0 THEN 'Mozilla/5.0'
+                         ELSE 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120' END
+                END AS useragent,
+                CASE WHEN hash(i) % 7 IN (2, 3, 4) THEN '203.0.113.' || (i % 250) END AS ip,
+                CASE WHEN hash(i) % 7 = 4 THEN 'https://shop.example/item/' || (i % 9) END AS url,
+                CASE WHEN hash(i) % 7 IN (2, 3) THEN i % 3 = 0 END AS sg_machine_open
+            FROM range({n_events}) t(i)
+        ) TO '{path}' (FORMAT json)"""
+    )
+    con.close()
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+def child(kind: str, path: Path, out: Path) -> dict:
+    """One measurement in this (fresh) process."""
+    import duckdb  # noqa: PLC0415
+
+    from loopexp.events.ingest import ingest  # noqa: PLC0415
+    from loopexp.keys import HashKey, hash_addresses  # noqa: PLC0415
+
+    cpu0, _ = _usage()
+    t0 = time.perf_counter()
+    extra: dict = {}
+    if kind == "bare":
+        con = duckdb.connect()
+        con.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{path}')")
+        extra["rows"] = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    elif kind == "bare+parquet":
+        con = duckdb.connect()
+        con.execute(f"COPY (SELECT * FROM read_json('{path}')) TO '{out}' (FORMAT parquet)")
+    elif kind == "ingest":
+        s = ingest(path, out, key=HashKey(b"bench-secret", "bench"), fmt="sendgrid")
+        extra = {
+            "rows": s.input_records,
+            "events": s.events,
+            "duplicates": s.duplicates,
+            "quarantined": s.quarantined,
+            "machine_opens": s.machine_opens,
+            "bot_clicks": s.bot_clicks,
+            "distinct_addresses": s.distinct_addresses,
+            "phases_wall_s": s.timings_s,
+        }
+    elif kind == "hash":
+        con = duckdb.connect()
+        addresses = [
+            a for (a,) in con.execute(f"SELECT DISTINCT email FROM read_json('{path}')").fetchall()
+        ]
+        cpu0, _ = _usage()
+        t0 = time.perf_counter()
+        hash_addresses(addresses, HashKey(b"bench-secret", "bench"))
+        extra["distinct_addresses"] = len(addresses)
+    cpu1, rss = _usage()
+    return {
+        "kind": kind,
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "cpu_s": round(cpu1 - cpu0, 3),
+        "peak_rss_mb": round(rss, 1),
+        **extra,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--recipients", type=int, default=0, help="default: events / 5")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "FILE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, file, out = args.child
+        print(json.dumps(child(kind, Path(file), Path(out))))
+        return
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    data = args.workdir / f"sendgrid_{args.events}.ndjson"
+    if not data.exists():
+        t0 = time.perf_counter()
+        generate(data, args.events, args.recipients or max(args.events // 5, 1))
+        print(
+            f"generated {data} ({data.stat().st_size / 1e9:.2f} GB) in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):  # interleaved, so load from neighbours hits all alike
+        for kind in ("bare", "bare+parquet", "ingest", "hash"):
+            out = args.workdir / ("ingest_out" if kind == "ingest" else "bare.parquet")
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", kind, str(data), str(out)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs.setdefault(kind, []).append(result)
+            print(json.dumps(result))
+    best = {k: min(v, key=lambda r: r["cpu_s"]) for k, v in runs.items()}
+    n = args.events
+    report = {
+        "events": n,
+        "file_bytes": data.stat().st_size,
+        "best_of": args.repeats,
+        "best": best,
+        "events_per_s_wall": {
+            k: round(n / min(r["wall_s"] for r in v)) for k, v in runs.items() if k != "hash"
+        },
+        "events_per_s_cpu": {k: round(n / v["cpu_s"]) for k, v in best.items() if k != "hash"},
+        "ratio_ingest_to_bare_cpu": round(best["ingest"]["cpu_s"] / best["bare"]["cpu_s"], 2),
+        "ratio_ingest_to_bare_parquet_cpu": round(
+            best["ingest"]["cpu_s"] / best["bare+parquet"]["cpu_s"], 2
+        ),
+        "ratio_ingest_to_bare_wall": round(
+            min(r["wall_s"] for r in runs["ingest"]) / min(r["wall_s"] for r in runs["bare"]), 2
+        ),
+        "hash_share_of_ingest_cpu": round(best["hash"]["cpu_s"] / best["ingest"]["cpu_s"], 2),
+        "machine": "2 cores shared with other jobs; CPU seconds are the steadier figure",
+    }
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "ingest.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""SendGrid Event Webhook: JSON arrays (webhook batches) and NDJSON (one event per line), in SQL.
+
+Exports run to millions of lines, so the mapping is one DuckDB query: ``read_json`` with the
+columns loopexp needs when the file is clean; line by line (``json_extract`` per line, keeping the
+raw line for the quarantine) when it is not, or when any record must be quarantined. Dedupe on
+``sg_event_id``; ``timestamp`` in seconds or milliseconds (both occur); ``sg_machine_open`` marks
+machine opens; the variant is the custom arg named ``variant_field``, else the A/B
+``marketing_campaign_version``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from loopexp.events.config import IngestConfig
+
+NAME = "sendgrid"
+
+#: JSON fields read from each event (custom args are flattened into the event by SendGrid).
+FIELDS: tuple[str, ...] = (
+    "email",
+    "timestamp",
+    "event",
+    "sg_event_id",
+    "sg_message_id",
+    "marketing_campaign_id",
+    "singlesend_id",
+    "marketing_campaign_version",
+    "url",
+    "useragent",
+    "ip",
+    "sg_machine_open",
+    "type",
+    "bounce_classification",
+)
+
+_TYPES = {
+    "processed": "send",
+    "delivered": "delivered",
+    "deferred": "deferred",
+    "open": "open",
+    "click": "click",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "unsubscribe",
+    "spamreport": "complaint",
+}
+
+
+def detect(value: Any) -> bool:
+    """A SendGrid event object: ``event`` with ``sg_event_id`` or ``email`` (not Mailgun's)."""
+    return (
+        isinstance(value, dict)
+        and "event" in value
+        and ("sg_event_id" in value or "email" in value)
+        and "recipient" not in value
+        and "event-data" not in value
+    )
+
+
+def fields(config: IngestConfig) -> list[str]:
+    """The fields to read: :data:`FIELDS` plus the variant's custom arg."""
+    return list(dict.fromkeys([*FIELDS, config.variant_field]))
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def fast_relation_sql(path: str, shape: str, config: IngestConfig) -> str:
+    """A relation of the fields, straight from ``read_json`` (fails on any malformed record).
+
+    Every row gets the file's first record number: numbering rows costs a single-threaded
+    window, and it only matters for the quarantine, which a clean file does not reach.
+    """
+    cols = ", ".join(f"{_lit(f)}: 'VARCHAR'" for f in fields(config))
+    fmt = "array" if shape == "array" else "newline_delimited"
+    select = ", ".join(f"{_q(f)} AS f{i}" for i, f in enumerate(fields(config)))
+    return (
+        f"SELECT 1 AS rec_no, NULL::VARCHAR AS raw, TRUE AS is_object, "
+        f"{select} FROM read_json({_lit(path)}, format='{fmt}', columns={{{cols}}}, "
+        "maximum_object_size=16777216)"
+    )
+
+
+def lines_relation_sql(path: str) -> str:
+    """Every non-blank line of a file as ``raw`` (nothing parsed yet, nothing can fail)."""
+    return (
+        "SELECT row_number() OVER () AS rec_no, line AS raw FROM read_csv("
+        f"{_lit(path)}, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
+        "header=false, auto_detect=false, strict_mode=false, all_varchar=true, "
+        "max_line_size=16777216) WHERE trim(coalesce(line, '')) <> ''"
+    )
+
+
+def parsed_relation_sql(raw_relation: str, config: IngestConfig) -> str:
+    """Fields extracted from a relation of raw JSON texts (``rec_no``, ``raw``)."""
+    paths = ", ".join(_lit("$." + _q(f)) for f in fields(config))
+    select = ", ".join(
+        f"CASE WHEN ok THEN v[{i + 1}] END AS f{i}" for i, f in enumerate(fields(config))
+    )
+    return f"""
+        SELECT rec_no, raw, ok AS is_object, {select} FROM (
+            SELECT rec_no, raw, ok,
+                CASE WHEN ok THEN json_extract_string(raw, [{paths}]) END AS v
+            FROM (SELECT rec_no, raw,
+                    coalesce(json_valid(raw) AND json_type(raw) = 'OBJECT', FALSE) AS ok
+                  FROM ({raw_relation})))"""
+
+
+def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -> str:
+    """Staged rows (see ``adapters.base.STAGE_FIELDS``) from a field relation.
+
+    Built in layers so each expensive expression (casting the timestamp) is computed once.
+    """
+    f = {name: f"f{i}" for i, name in enumerate(fields(config))}
+    types = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _TYPES.items())
+    event_type = (
+        f"CASE WHEN {f['event']} = 'bounce' THEN "
+        f"CASE WHEN {f['type']} = 'blocked' THEN 'bounce_soft' ELSE 'bounce_hard' END "
+        f"ELSE CASE {f['event']} {types} END END"
+    )
+    secs = (
+        "CASE WHEN abs(num) >= 1e14 THEN num / 1e6 "
+        "WHEN abs(num) >= 1e11 THEN num / 1e3 ELSE num END"
+    )
+    ts = (
+        "CASE WHEN secs BETWEEN 946684800 AND 4102444799 THEN to_timestamp(secs) "
+        f"WHEN num IS NULL THEN TRY_CAST({f['timestamp']} AS TIMESTAMPTZ) END"
+    )
+    variant = f"coalesce(nullif({f[config.variant_field]}, ''), {f['marketing_campaign_version']})"
+    if config.variant_map:
+        cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in config.variant_map.items())
+        variant = f"CASE {variant} {cases} ELSE {variant} END"
+    machine = f"CASE WHEN et = 'open' THEN TRY_CAST({f['sg_machine_open']} AS BOOLEAN) END"
+    basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
+    event_id = f"nullif({f['sg_event_id']}, '')"
+    return f"""
+        SELECT {first_no} + rec_no - 1 AS input_no, {_lit(source)} AS source,
+            'sendgrid' AS provider, {event_id} AS event_id,
+            CASE WHEN {event_id} IS NULL THEN {basis} END AS id_basis,
+            et AS event_type, ts_parsed AS ts, nullif({f["email"]}, '') AS address,
+            NULL::VARCHAR AS recipient_key, trim({f["sg_message_id"]}) AS message_id,
+            coalesce({f["marketing_campaign_id"]}, {f["singlesend_id"]}) AS campaign_id,
+            {variant} AS variant_id, {f["url"]} AS url, {f["useragent"]} AS user_agent,
+            {f["ip"]} AS ip, machine AS is_machine_open, NULL::BOOLEAN AS is_bot_click,
+            CASE WHEN machine THEN 'provider_flag' END AS bot_reason,
+            CASE WHEN et LIKE 'bounce%' THEN coalesce({f["bounce_classification"]}, {f["type"]})
+                END AS bounce_class,
+            NULL::DOUBLE AS revenue, NULL::VARCHAR AS currency,
+            CASE
+                WHEN NOT is_object THEN CASE WHEN raw IS NOT NULL AND json_valid(raw)
+                    THEN 'not a JSON object' ELSE 'unparseable JSON' END
+                WHEN et IS NULL THEN 'unmapped sendgrid event type '
+                    || coalesce({_lit("'")} || {f["event"]} || {_lit("'")}, '(missing)')
+                WHEN ts_parsed IS NULL THEN CASE WHEN {f["timestamp"]} IS NULL
+                    THEN 'missing timestamp' ELSE 'unparseable or out-of-range timestamp' END
+            END AS quarantine_reason,
+            raw
+        FROM (SELECT *, {ts} AS ts_parsed, {machine} AS machine FROM (
+              SELECT *, {secs} AS secs FROM (
+              SELECT *, TRY_CAST({f["timestamp"]} AS DOUBLE) AS num, {event_type} AS et
+              FROM ({relation}))))"""
+
+
+def stage_fast(
+    con: duckdb.DuckDBPyConnection, path: str, shape: str, config: IngestConfig, first_no: int
+) -> int | None:
+    """Stage a clean file through ``read_json``; None when it is not clean (use the slow path)."""
+    sql = stage_sql(fast_relation_sql(path, shape, config), config, first_no, path)
+    table = f"staged_fast_{first_no}"  # its own table: no second copy into staged_rows
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
+    except (duckdb.Error, UnicodeError):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        return None
+    (n, bad) = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NOT NULL) FROM {table}"
+    ).fetchone()
+    if bad:
+        con.execute(f"DROP TABLE {table}")
+        return None  # re-read line by line so the quarantine holds the raw records
+    return int(n)
+
+
+def stage_lines(
+    con: duckdb.DuckDBPyConnection, path: str, config: IngestConfig, first_no: int
+) -> int:
+    """Stage an NDJSON file line by line: every line is one input record, parseable or not."""
+    sql = stage_sql(parsed_relation_sql(lines_relation_sql(path), config), config, first_no, path)
+    (before,) = con.execute("SELECT count(*) FROM staged_rows").fetchone()
+    con.execute(f"INSERT INTO staged_rows BY NAME {sql}")
+    (after,) = con.execute("SELECT count(*) FROM staged_rows").fetchone()
+    return int(after - before)
+
+
+def stage_texts(
+    con: duckdb.DuckDBPyConnection,
+    texts: list[tuple[int, str]],
+    config: IngestConfig,
+    first_no: int,
+    source: str,
+) -> int:
+    """Stage records split in Python (array elements), as (offset in the file, raw JSON text)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    table = pa.table(
+        {
+            "rec_no": pa.array([i + 1 for i, _ in texts], pa.int64()),
+            "raw": pa.array([t for _, t in texts], pa.string()),
+        }
+    )
+    con.register("sg_texts", table)
+    try:
+        sql = stage_sql(
+            parsed_relation_sql("SELECT * FROM sg_texts", config), config, first_no, source
+        )
+        con.execute(f"INSERT INTO staged_rows BY NAME {sql}")
+    finally:
+        con.unregister("sg_texts")
+    return len(texts)

@@ -1,0 +1,684 @@
+"""``loopexp ingest``: ESP exports in, one canonical event table out, nothing lost on the way.
+
+Every input record ends up in exactly one place: the events (``events.parquet``), the duplicates
+(counted; same provider event id, or same content when the provider gives no id), or the quarantine
+(``quarantine.parquet``, with the reason and the raw record). So
+``input_records == events + duplicates + quarantined`` always holds, and the summary says so.
+
+Addresses are hashed on the way in with :func:`loopexp.keys.hash_addresses` (distinct addresses
+once, then joined back in DuckDB), the same keyed hash ``loopexp assign`` uses. No raw address is
+written anywhere: in quarantined raw records every address is replaced by its keyed hash too.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import hmac
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopexp.events import bots, reader
+from loopexp.events.adapters import (
+    braze,
+    klaviyo,
+    mailchimp,
+    mailgun,
+    postmark,
+    sendgrid,
+    ses,
+    table,
+)
+from loopexp.events.adapters.base import STAGE_FIELDS, Context, RecordError
+from loopexp.events.config import IngestConfig
+from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
+from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses
+
+#: Python adapters of nested / irregular JSON payloads, in detection order.
+JSON_ADAPTERS: tuple[ModuleType, ...] = (mailgun, ses, postmark, braze, klaviyo, mailchimp)
+#: Every value ``--format`` accepts.
+FORMATS: tuple[str, ...] = (
+    "auto",
+    "sendgrid",
+    *(a.NAME for a in JSON_ADAPTERS if a is not mailchimp),
+    "mailchimp",
+    "mailchimp-csv",
+    "table",
+    "canonical",
+)
+SUMMARY_VERSION = "1"
+
+_STAGE_TYPES = {
+    "ts": "TIMESTAMPTZ",
+    "is_machine_open": "BOOLEAN",
+    "is_bot_click": "BOOLEAN",
+    "revenue": "DOUBLE",
+}
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+_JSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz", ".txt")
+
+
+class IngestError(ValueError):
+    """An export that cannot be read at all: which file, what is wrong, what to do."""
+
+
+@dataclass
+class FileReport:
+    """One input file: the format it was read as and how many records it held."""
+
+    path: str
+    format: str
+    input_records: int
+
+
+@dataclass
+class IngestSummary:
+    """What ``loopexp ingest`` did; ``input_records == events + duplicates + quarantined``."""
+
+    input_records: int
+    events: int
+    duplicates: int
+    quarantined: int
+    machine_opens: int
+    bot_clicks: int
+    by_type: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    removed_by_rule: dict[str, dict[str, dict[str, int]]]
+    """rule → variant → {"open": n, "click": n}: opens and clicks each rule flagged."""
+    files: list[FileReport]
+    events_path: str
+    quarantine_path: str
+    hash_key: str
+    """Where the hashing key came from (``env ...``, ``file ...`` or ``demo``), never the key."""
+    schema_version: str = SUMMARY_VERSION
+    warnings: list[str] = field(default_factory=list)
+    distinct_addresses: int = 0
+    """Addresses hashed (each distinct address once)."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Seconds spent reading + mapping, hashing addresses, and deduping/flagging/writing."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``--json`` output)."""
+        return asdict(self)
+
+
+def ingest(
+    paths: list[str | Path] | str | Path,
+    out_dir: str | Path,
+    *,
+    key: HashKey,
+    fmt: str = "auto",
+    config: IngestConfig | None = None,
+    assignment: str | Path | None = None,
+) -> IngestSummary:
+    """Read ESP exports into ``out_dir/events.parquet`` (canonical) and ``quarantine.parquet``.
+
+    Args:
+        paths: files, folders (every export file inside) or globs.
+        out_dir: folder for ``events.parquet``, ``quarantine.parquet`` and ``ingest_summary.json``.
+        key: the hashing key (:func:`loopexp.keys.load_hash_key`), the one ``assign`` used.
+        fmt: one of :data:`FORMATS`; ``auto`` recognises each file by its content.
+        config: variant fields and bot-rule thresholds (defaults when None).
+        assignment: optional assignment Parquet/CSV, to report bot removals per variant for
+            events that carry no variant.
+    """
+    config = config or IngestConfig()
+    if fmt not in FORMATS:
+        raise IngestError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    files = expand_paths(paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")  # less memory; order is not kept
+        cols = ", ".join(f'"{c}" {_STAGE_TYPES.get(c, "VARCHAR")}' for c in STAGE_FIELDS)
+        con.execute(f"CREATE TEMP TABLE staged_rows (input_no BIGINT, source VARCHAR, {cols})")
+        reports = []
+        next_no = 1
+        started = time.perf_counter()
+        for path in files:
+            file_format, n = _stage_file(con, path, fmt, config, next_no)
+            reports.append(FileReport(str(path), file_format, n))
+            next_no += n
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_fast_%'"
+            ).fetchall()
+        ]
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {t}" for t in ["staged_rows", *tables])
+        con.execute(f"CREATE TEMP VIEW staged AS {union}")
+        read_done = time.perf_counter()
+        n_addresses = _hash_addresses(con, key)
+        hash_done = time.perf_counter()
+        summary = _finish(con, out, config, key, reports, assignment)
+        summary.distinct_addresses = n_addresses
+        summary.timings_s = {
+            "read": round(read_done - started, 3),
+            "hash": round(hash_done - read_done, 3),
+            "finish": round(time.perf_counter() - hash_done, 3),
+        }
+        _write_summary(summary, out)
+        return summary
+    finally:
+        con.close()
+
+
+def ingest_to_canonical(
+    paths: list[str | Path] | str | Path,
+    out_dir: str | Path,
+    *,
+    key: HashKey,
+    fmt: str = "auto",
+    config: IngestConfig | None = None,
+) -> Path:
+    """Ingest raw exports and return the path of the canonical ``events.parquet`` (for ``run``)."""
+    return Path(ingest(paths, out_dir, key=key, fmt=fmt, config=config).events_path)
+
+
+def expand_paths(paths: list[str | Path] | str | Path) -> list[Path]:
+    """Files named, found by glob, or inside a folder (export files only); error when none."""
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    found: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            inside = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and not f.name.startswith(".")
+                and f.name.lower().endswith(_TABLE_SUFFIXES + _JSON_SUFFIXES)
+            )
+            if not inside:
+                raise IngestError(
+                    f"{p}: folder holds no export file (.json, .ndjson, .jsonl, .csv, .parquet)"
+                )
+            found += inside
+        elif p.is_file():
+            found.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(p)) if Path(m).is_file())
+            if not matches:
+                raise IngestError(f"{p}: no such file; check the path (globs are allowed)")
+            found += matches
+    return list(dict.fromkeys(found))
+
+
+# --- reading files --------------------------------------------------------------------------
+
+
+def _stage_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
+) -> tuple[str, int]:
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return _stage_parquet(con, path, fmt, config, first_no)
+        if name.endswith((".csv", ".csv.gz")) or fmt in ("mailchimp-csv", "table"):
+            return _stage_csv(con, path, fmt, config, first_no)
+        return _stage_json(con, path, fmt, config, first_no)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _stage_json(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
+) -> tuple[str, int]:
+    text = reader.read_text(path)
+    if not text.strip():
+        return fmt if fmt != "auto" else "empty", 0
+    shape = reader.shape_of(text)
+    provider = fmt if fmt != "auto" else _detect_json(path, text)
+    if provider == "sendgrid":
+        plain = not path.name.lower().endswith(".gz") and not reader.has_bom(path)
+        if plain and shape in ("array", "ndjson"):
+            del text  # DuckDB reads the file itself
+            n = sendgrid.stage_fast(con, str(path), shape, config, first_no)
+            if n is not None:
+                return provider, n
+            if shape == "ndjson":
+                try:
+                    return provider, sendgrid.stage_lines(con, str(path), config, first_no)
+                except (duckdb.Error, UnicodeError):
+                    pass  # e.g. invalid UTF-8: split in Python, which quarantines per line
+            text = reader.read_text(path)
+        return provider, _stage_sendgrid_units(con, path, text, config, first_no)
+    adapter = {a.NAME: a for a in JSON_ADAPTERS}.get(provider)
+    if adapter is None:
+        raise IngestError(
+            f"{path}: format {provider!r} is for CSV / Parquet files, not JSON; "
+            "use --format auto or a JSON format"
+        )
+    rows = []
+    for unit in reader.json_units(text):
+        rows += _normalize_unit(adapter, unit, config, str(path))
+    return provider, _insert_rows(con, rows, first_no, str(path))
+
+
+def _stage_sendgrid_units(
+    con: duckdb.DuckDBPyConnection, path: Path, text: str, config: IngestConfig, first_no: int
+) -> int:
+    """Split in Python (salvaging truncated arrays, catching bad bytes), map in SQL."""
+    units = list(reader.json_units(text))
+    # Records that failed to split are staged as quarantine rows; the rest go through SQL.
+    good = [(i, u.raw) for i, u in enumerate(units) if u.reason is None]
+    bad = [
+        (i, _quarantine_row(u.raw, u.reason or "", "sendgrid"))
+        for i, u in enumerate(units)
+        if u.reason
+    ]
+    if good:
+        sendgrid.stage_texts(con, good, config, first_no, str(path))
+    if bad:
+        _insert_rows(con, [r for _, r in bad], first_no, str(path), [i for i, _ in bad])
+    return len(units)
+
+
+def _detect_json(path: Path, text: str) -> str:
+    for unit in reader.json_units(text):
+        if unit.reason is not None:
+            continue
+        value = unit.value
+        if sendgrid.detect(value):
+            return "sendgrid"
+        for adapter in JSON_ADAPTERS:
+            if adapter.detect(value):
+                return adapter.NAME
+        break
+    raise IngestError(
+        f"{path}: not recognised as any supported ESP export (SendGrid, Mailgun, SES, Postmark, "
+        "Mailchimp, Braze, Klaviyo); the first record's keys do not match. Pass --format to "
+        "name it, or map a CSV/Parquet table's columns in the spec's ingest.columns"
+    )
+
+
+def _normalize_unit(adapter: ModuleType, unit: reader.Unit, config: IngestConfig, source: str):
+    if unit.reason is not None:
+        return [_quarantine_row(unit.raw, unit.reason, adapter.NAME)]
+    rows = []
+    try:
+        expanded = list(adapter.expand(unit.value))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return [_quarantine_row(unit.raw, f"malformed {adapter.NAME} page ({exc})", adapter.NAME)]
+    for record, ctx in expanded:
+        rows += _normalize_record(adapter, record, ctx, config, adapter.NAME)
+    return rows
+
+
+def _normalize_record(
+    adapter: ModuleType, record: Any, ctx: Context, config: IngestConfig, provider: str
+) -> list[dict]:
+    raw = _raw_text(record)
+    try:
+        rows = adapter.normalize(record, ctx, config)
+    except RecordError as exc:
+        return [_quarantine_row(raw, str(exc), provider)]
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        return [
+            _quarantine_row(
+                raw, f"malformed {provider} record ({type(exc).__name__}: {exc})", provider
+            )
+        ]
+    if not rows:
+        return [_quarantine_row(raw, f"{provider} record without an event", provider)]
+    for r in rows:
+        r.setdefault("provider", provider)
+        r["raw"] = raw
+    return rows
+
+
+def _raw_text(record: Any) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(record)
+
+
+def _quarantine_row(raw: str, reason: str, provider: str) -> dict:
+    return {"provider": provider, "raw": raw, "quarantine_reason": reason}
+
+
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict],
+    first_no: int,
+    source: str,
+    offsets: list[int] | None = None,
+) -> int:
+    if not rows:
+        return 0
+    columns: dict[str, list] = {c: [] for c in STAGE_FIELDS}
+    for r in rows:
+        for c in STAGE_FIELDS:
+            columns[c].append(r.get(c))
+    arrow_types = {
+        "ts": pa.timestamp("us", tz="UTC"),
+        "is_machine_open": pa.bool_(),
+        "is_bot_click": pa.bool_(),
+        "revenue": pa.float64(),
+    }
+    data = {c: pa.array(v, arrow_types.get(c, pa.string())) for c, v in columns.items()}
+    offsets = offsets if offsets is not None else list(range(len(rows)))
+    data["input_no"] = pa.array([first_no + i for i in offsets], pa.int64())
+    data["source"] = pa.array([source] * len(rows), pa.string())
+    con.register("py_rows", pa.table(data))
+    try:
+        con.execute("INSERT INTO staged_rows BY NAME SELECT * FROM py_rows")
+    finally:
+        con.unregister("py_rows")
+    return len(rows)
+
+
+def _stage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
+) -> tuple[str, int]:
+    text = reader.read_text(path)
+    header = [reader.normalise_header(h) for h in reader.csv_header(text)]
+    if not header:
+        return fmt if fmt != "auto" else "empty", 0
+    is_mailchimp = fmt in ("mailchimp-csv", "mailchimp") or (
+        fmt == "auto" and set(header) >= mailchimp.CSV_COLUMNS and not config.columns
+    )
+    rows: list[dict] = []
+    if is_mailchimp:
+        missing = sorted(mailchimp.CSV_COLUMNS - set(header))
+        if missing:
+            raise IngestError(
+                f"{path}: a Mailchimp activity CSV needs columns {sorted(mailchimp.CSV_COLUMNS)}; "
+                f"missing {missing} (header: {header})"
+            )
+        for unit in reader.csv_units(text):
+            if unit.reason:
+                rows.append(_quarantine_row(unit.raw, unit.reason, "mailchimp"))
+            else:
+                rows += _normalize_record(mailchimp, unit.value, Context(), config, "mailchimp")
+                for r in rows[-1:]:
+                    r["raw"] = unit.raw
+        return "mailchimp-csv", _insert_rows(con, rows, first_no, str(path))
+    mapping = _table_mapping(path, header, config)
+    ctx = Context({"mapping": mapping, "provider": "csv"})
+    for unit in reader.csv_units(text):
+        if unit.reason:
+            rows.append(_quarantine_row(unit.raw, unit.reason, "csv"))
+        else:
+            rows += _normalize_record(table, unit.value, ctx, config, "csv")
+            rows[-1]["raw"] = unit.raw
+    return "table", _insert_rows(con, rows, first_no, str(path))
+
+
+def _table_mapping(path: Path, header: list[str], config: IngestConfig) -> dict[str, str]:
+    norm = IngestConfig(
+        **{
+            **config.model_dump(),
+            "columns": {k: reader.normalise_header(v) for k, v in config.columns.items()},
+        }
+    )
+    missing = table.missing_columns(header, norm)
+    if missing:
+        raise IngestError(
+            f"{path}: cannot find column(s) {missing} (header: {header}). Map the file's columns "
+            "to canonical ones in the spec's ingest.columns (e.g. email: 'Email Address', "
+            f"ts: 'Timestamp', event_type: 'Action'), or pass --format with its provider. "
+            f"Canonical columns: {', '.join(REQUIRED_COLUMNS)}"
+        )
+    return table.mapping(header, norm)
+
+
+def _stage_parquet(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
+) -> tuple[str, int]:
+    try:
+        data = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(f"{path}: not a readable Parquet file ({exc}); re-export it") from None
+    header = [reader.normalise_header(c) for c in data.column_names]
+    data = data.rename_columns(header)
+    mapping = _table_mapping(path, header, config)
+    ctx = Context({"mapping": mapping, "provider": "parquet"})
+    rows: list[dict] = []
+    for record in data.to_pylist():
+        rows += _normalize_record(table, record, ctx, config, "parquet")
+    kind = "canonical" if set(REQUIRED_COLUMNS) <= set(header) else "table"
+    return kind, _insert_rows(con, rows, first_no, str(path))
+
+
+# --- hashing, dedupe, bots, output -----------------------------------------------------------
+
+
+def _hash_addresses(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
+    """Hash each distinct address once (the expensive part, in Python) into ``address_keys``."""
+    addresses = [
+        a
+        for (a,) in con.execute(
+            "SELECT DISTINCT address FROM staged WHERE nullif(trim(address), '') IS NOT NULL "
+            "AND recipient_key IS NULL AND quarantine_reason IS NULL"
+        ).fetchall()
+    ]
+    keys = pa.table(
+        {
+            "address": pa.array(addresses, pa.string()),
+            "hashed": pa.array(hash_addresses(addresses, key), pa.string()),
+        }
+    )
+    con.register("address_keys_src", keys)
+    con.execute("CREATE TEMP TABLE address_keys AS SELECT * FROM address_keys_src")
+    con.unregister("address_keys_src")
+    return len(addresses)
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    config: IngestConfig,
+    key: HashKey,
+    reports: list[FileReport],
+    assignment: str | Path | None,
+) -> IngestSummary:
+    """Check, dedupe, flag and write; each expression computed once.
+
+    ``checked`` (every record) is a table; duplicates and their ranking are small tables.
+
+    Duplicates are ranked (first in input order kept; ties broken on content, so the result
+    does not depend on thread scheduling) only for ids that actually repeat.
+    """
+    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    email_re = EMAIL_PATTERN.pattern.replace("'", "''")
+    # Content-hash ids are keyed too (a salt derived from the hashing key): a plain hash of a
+    # record holding an address could be reversed by hashing guessed addresses.
+    salt = hmac.new(key.secret, b"loopexp-event-id", hashlib.sha256).hexdigest()
+    con.execute(
+        f"""CREATE TEMP TABLE checked AS
+            SELECT * REPLACE (
+                CASE
+                    WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
+                    WHEN who IS NULL THEN 'missing recipient'
+                    WHEN ts IS NULL THEN 'missing or unparseable timestamp'
+                    WHEN event_type IS NULL OR event_type NOT IN ({known})
+                        THEN 'unknown event type'
+                END AS quarantine_reason,
+                CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
+                    '{salt}' || chr(31) || coalesce(who, '') || chr(31)
+                    || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)
+                    ELSE event_id END AS event_id)
+            FROM (SELECT *, coalesce(nullif(recipient_key, ''), lower(nullif(trim(address), '')))
+                  AS who FROM staged)"""
+    )
+    # Candidates by a 64-bit hash of the id (an integer aggregate is far cheaper than one on
+    # strings); a hash collision only adds a candidate, which the ranking by the id itself keeps.
+    con.execute("DROP VIEW staged")
+    for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_%'"
+    ).fetchall():
+        con.execute(f"DROP TABLE {name}")  # memory back before the next copy
+    con.execute(
+        """CREATE TEMP TABLE dup_keys AS
+           SELECT hash(provider, event_id) AS id_hash FROM checked
+           WHERE quarantine_reason IS NULL GROUP BY ALL HAVING count(*) > 1"""
+    )
+    con.execute(
+        """CREATE TEMP TABLE dup_rows AS
+           SELECT c.*, row_number() OVER (
+               PARTITION BY c.provider, c.event_id
+               ORDER BY c.input_no, c.ts, c.event_type, c.who, c.message_id, c.url, c.user_agent,
+                   c.ip, c.variant_id) AS dup_rank
+           FROM checked c SEMI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
+           WHERE c.quarantine_reason IS NULL"""
+    )
+    (n_dup_ids,) = con.execute("SELECT count(*) FROM dup_keys").fetchone()
+    if n_dup_ids == 0:  # the common case: no anti-join at all
+        con.execute(
+            "CREATE TEMP VIEW unique_events AS SELECT * FROM checked "
+            "WHERE quarantine_reason IS NULL"
+        )
+    else:
+        con.execute(
+            """CREATE TEMP TABLE unique_events AS
+               SELECT c.* FROM checked c
+               ANTI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
+               WHERE c.quarantine_reason IS NULL
+               UNION ALL
+               SELECT * EXCLUDE (dup_rank) FROM dup_rows WHERE dup_rank = 1"""
+        )
+    events_path = out / "events.parquet"
+    select = ", ".join(
+        f"regexp_replace(f.url, '{email_re}', '[address removed]', 'g') AS url"
+        if f.name == "url"
+        else "coalesce(f.recipient_key, k.hashed) AS recipient_key"
+        if f.name == "recipient_key"
+        else f"f.{f.name}"
+        for f in EVENT_SCHEMA
+    )
+    con.execute(
+        f"COPY (SELECT {select} FROM ({bots.flag_sql('unique_events', config)}) f "
+        "LEFT JOIN address_keys k ON k.address = f.address) "
+        f"TO '{_sql_path(events_path)}' (FORMAT parquet)"
+    )
+    con.execute(
+        f"CREATE TEMP VIEW flagged AS SELECT * FROM read_parquet('{_sql_path(events_path)}')"
+    )
+    quarantine_path = out / "quarantine.parquet"
+    _write_quarantine(con, quarantine_path, key)
+
+    per_reason = con.execute(
+        "SELECT quarantine_reason, count(*) FROM checked GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    n_input = sum(n for _, n in per_reason)
+    reasons = {str(r): int(n) for r, n in per_reason if r is not None}
+    n_quarantined = sum(reasons.values())
+    (n_dup,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
+    n_events, machine, bot = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE is_machine_open), "
+        "count(*) FILTER (WHERE is_bot_click) FROM flagged"
+    ).fetchone()
+    by_type = dict(
+        con.execute("SELECT event_type, count(*) FROM flagged GROUP BY 1 ORDER BY 1").fetchall()
+    )
+    removed = _removed_by_rule(con, assignment)
+    warnings = []
+    if key.is_demo:
+        warnings.append("addresses hashed with the public demo key: fine for simulated data only")
+    summary = IngestSummary(
+        input_records=int(n_input),
+        events=int(n_events),
+        duplicates=int(n_dup),
+        quarantined=int(n_quarantined),
+        machine_opens=int(machine),
+        bot_clicks=int(bot),
+        by_type={str(k): int(v) for k, v in by_type.items()},
+        quarantine_reasons={str(k): int(v) for k, v in reasons.items()},
+        removed_by_rule=removed,
+        files=reports,
+        events_path=str(events_path),
+        quarantine_path=str(quarantine_path),
+        hash_key=key.source,
+        warnings=warnings,
+    )
+    return summary
+
+
+def _write_summary(summary: IngestSummary, out: Path) -> None:
+    (out / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2), "utf-8")
+
+
+def _removed_by_rule(
+    con: duckdb.DuckDBPyConnection, assignment: str | Path | None
+) -> dict[str, dict[str, dict[str, int]]]:
+    variant = "coalesce(f.variant_id, 'unknown')"
+    join = ""
+    if assignment is not None:
+        path = _sql_path(assignment)
+        fn = "read_csv_auto" if str(assignment).endswith((".csv", ".csv.gz")) else "read_parquet"
+        try:
+            con.execute(
+                f"CREATE TEMP VIEW assign_src AS SELECT recipient_key, any_value(variant_id) AS "
+                f"variant_id FROM {fn}('{path}') GROUP BY 1"
+            )
+        except duckdb.Error as exc:
+            raise IngestError(
+                f"{assignment}: cannot read the assignment (needs recipient_key, variant_id): {exc}"
+            ) from None
+        join = "LEFT JOIN assign_src a USING (recipient_key)"
+        variant = "coalesce(f.variant_id, a.variant_id, 'unassigned')"
+    rows = con.execute(
+        f"SELECT bot_reason, {variant} AS v, event_type, count(*) FROM flagged f {join} "
+        "WHERE bot_reason IS NOT NULL GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    removed: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
+    for rule, v, event_type, n in rows:
+        removed[rule].setdefault(str(v), {"open": 0, "click": 0})[event_type] = int(n)
+    return dict(removed)
+
+
+def _write_quarantine(con: duckdb.DuckDBPyConnection, path: Path, key: HashKey) -> None:
+    """Quarantined records with reason and raw text, every address in it replaced by its hash."""
+    rows = con.execute(
+        "SELECT input_no, source, provider, quarantine_reason, raw FROM checked "
+        "WHERE quarantine_reason IS NOT NULL ORDER BY input_no"
+    ).to_arrow_table()
+    raws = rows.column("raw").to_pylist()
+    found = sorted({m.group(0) for r in raws if r for m in EMAIL_PATTERN.finditer(r)})
+    hashed = dict(zip(found, hash_addresses(found, key), strict=True))
+    masked = [
+        EMAIL_PATTERN.sub(lambda m: f"<address {hashed[m.group(0)]}>", r) if r else r for r in raws
+    ]
+    reason = [_mask(r, hashed) for r in rows.column("quarantine_reason").to_pylist()]
+    result = pa.table(
+        {
+            "input_no": rows.column("input_no"),
+            "source": rows.column("source"),
+            "provider": rows.column("provider"),
+            "reason": pa.array(reason, pa.string()),
+            "raw": pa.array(masked, pa.string()),
+        }
+    )
+    pq.write_table(result, path)
+
+
+def _mask(text: str | None, hashed: dict[str, str]) -> str | None:
+    if not text:
+        return text
+    return EMAIL_PATTERN.sub(lambda m: f"<address {hashed.get(m.group(0), '')}>", text)
+
+
+def _sql_path(path: str | Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def canonical_columns_ok(path: str | Path) -> bool:
+    """True when ``path`` is a Parquet file with the canonical required columns."""
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError):
+        return False
+    return set(REQUIRED_COLUMNS) <= set(names)
