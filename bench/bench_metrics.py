@@ -47,8 +47,8 @@ Stats = dict[str, dict[str, list[float]]]  # metric -> variant -> [n, sum, sum_s
 
 
 def run_engine(events: str, assignment: str, all_metrics: bool = False) -> dict:
-    from loopexp.metrics import METRICS as ALL
-    from loopexp.metrics import compute_metrics
+    from loopexp.metrics import METRICS as ALL  # noqa: PLC0415
+    from loopexp.metrics import compute_metrics  # noqa: PLC0415
 
     table = compute_metrics(events, assignment, list(ALL) if all_metrics else METRICS)
     stats: Stats = {}
@@ -64,7 +64,7 @@ def run_engine(events: str, assignment: str, all_metrics: bool = False) -> dict:
 
 
 def run_spark(events: str, assignment: str) -> dict:
-    from loopexp.metrics.spark import compute_metrics_spark, spark_session
+    from loopexp.metrics.spark import compute_metrics_spark, spark_session  # noqa: PLC0415
 
     spark = spark_session(os.environ.get("LOOPEXP_SPARK_MASTER", "local[2]"))
     spark.sparkContext.setLogLevel("ERROR")
@@ -98,7 +98,7 @@ _SUMS = ", ".join(
 
 def run_duck_same(events: str, assignment: str) -> dict:
     """Hand-written: everything the engine returns, as one would write it for this job."""
-    import duckdb
+    import duckdb  # noqa: PLC0415
 
     con = duckdb.connect()
     con.execute(f"""
@@ -160,7 +160,7 @@ def run_duck_same(events: str, assignment: str) -> dict:
 
 
 def run_duck_bare(events: str, assignment: str) -> dict:
-    import duckdb
+    import duckdb  # noqa: PLC0415
 
     rows = duckdb.execute(f"""
         WITH per AS (
@@ -176,7 +176,7 @@ def run_duck_bare(events: str, assignment: str) -> dict:
 
 
 def run_polars(events: str, assignment: str) -> dict:
-    import polars as pl
+    import polars as pl  # noqa: PLC0415
 
     ev = pl.scan_parquet(events).select(
         "recipient_key", "event_type", "is_machine_open", "is_bot_click", "revenue"
@@ -280,7 +280,7 @@ RUNNERS = {
 
 def prepare(folder: Path, n: int, dups: bool) -> tuple[Path, Path]:
     """Simulate ``n`` recipients (~3 events each); ``dups`` repeats 10 % of the event ids."""
-    from loopexp import load_spec, simulate_campaign
+    from loopexp import load_spec, simulate_campaign  # noqa: PLC0415
 
     events, assignment = folder / "events.parquet", folder / "assignment.parquet"
     if events.exists():
