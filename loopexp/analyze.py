@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loopexp.decide import decide
-from loopexp.metrics.definitions import HOLDOUT
+from loopexp.metrics.definitions import HOLDOUT, MetricDef
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
 from loopexp.results import (
     Comparison,
@@ -45,6 +45,45 @@ INCREMENTALITY_METRICS = ("conversion_per_assigned", "revenue_per_assigned")
 CovariateMoments = Mapping[tuple[str, str], Moments]
 
 
+def moments_from_table(
+    table: MetricTable, covariates: Sequence[str]
+) -> dict[tuple[str, str], Moments]:
+    """Regression-adjustment moments per (metric, variant) from the engine's covariate sums.
+
+    The one source of covariate sums: :class:`GroupStats` ``covariates`` (whole audience), as the
+    compiled query returns them when the metrics name ``covariates``. Metrics without sums for
+    every covariate, and ratio metrics (adjusted on two measures, not one), are left out.
+    """
+    out: dict[tuple[str, str], Moments] = {}
+    if not covariates:
+        return out
+    for s in table.stats:
+        sums = s.covariates
+        if s.segment != ALL_SEGMENTS or s.den_sum is not None:
+            continue
+        if any(c not in sums for c in covariates):
+            continue
+
+        def pair(a: str, b: str, sums: dict = sums) -> float | None:
+            if a == b:
+                return sums[a].sum_sq
+            got = sums[a].with_covariates.get(b)
+            return sums[b].with_covariates.get(a) if got is None else got
+
+        xx = [[pair(a, b) for b in covariates] for a in covariates]
+        if any(v is None for row in xx for v in row):
+            continue
+        out[(s.metric, s.variant_id)] = Moments.from_sums(
+            s.n,
+            s.sum,
+            s.sum_sq,
+            [sums[c].sum for c in covariates],
+            xx,
+            [sums[c].cross for c in covariates],
+        )
+    return out
+
+
 def analyze(
     spec: ExperimentSpec,
     table: MetricTable,
@@ -61,6 +100,8 @@ def analyze(
     regression-adjusted ones. With a holdout, ``incrementality`` compares each mailed arm and all
     of them pooled with it on the per-assigned metrics the table has.
     """
+    if covariate_moments is None and spec.covariates:
+        covariate_moments = moments_from_table(table, spec.covariates)
     table = _IndexedTable.of(table)
     unknown = set(table.assigned) - set(spec.expected_shares())
     if unknown:
@@ -131,6 +172,25 @@ def engine_metrics(spec: ExperimentSpec) -> list[str]:
     """Metrics the engine computes for ``spec``: its own, plus the holdout's per-assigned ones."""
     extra = INCREMENTALITY_METRICS if spec.audience.holdout > 0 else ()
     return list(dict.fromkeys([*spec.all_metrics, *extra]))
+
+
+def engine_defs(spec: ExperimentSpec) -> list[MetricDef]:
+    """Definitions of :func:`engine_metrics`, with the spec's covariates on non-ratio metrics.
+
+    With ``spec.covariates`` (columns of the assignment), the compiled query then returns the
+    regression adjustment's covariate sums (see :func:`moments_from_table`).
+    """
+    defs = [spec.metric(n) for n in engine_metrics(spec)]
+    if not spec.covariates:
+        return defs
+    return [
+        d
+        if d.kind == "ratio"
+        else d.model_copy(
+            update={"covariates": list(dict.fromkeys([*d.covariates, *spec.covariates]))}
+        )
+        for d in defs
+    ]
 
 
 def _incrementality(spec: ExperimentSpec, table: MetricTable) -> list[IncrementalityResult]:
@@ -533,7 +593,7 @@ def analyze_files(
     table = compute_metrics(
         events_path,
         assignment_path,
-        [spec.metric(n) for n in engine_metrics(spec)],
+        engine_defs(spec),
         quarantine_path,
         caps=caps,
         segments=[s.value for s in spec.audience.segments],

@@ -309,7 +309,8 @@ class ExperimentSpec(_Model):
         default_factory=list
     )
     """Pre-period covariates for regression adjustment (CUPED / multi-covariate): columns of the
-    covariate table known before the send (e.g. ``pre_opens``, ``pre_clicks`` over 90 days)."""
+    assignment known before the send (e.g. ``pre_opens``, ``pre_clicks`` over 90 days); the
+    engine returns their sums with each non-ratio metric and the analysis adjusts on them."""
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None

@@ -452,3 +452,17 @@ def test_cli_metrics_json_from_outcomes_and_events(tmp_path, events):
     assert bad.exit_code == 2 and "--outcomes" in bad.output
     wrong = runner.invoke(app, ["metrics", str(DEMO), "--outcomes", str(hill)])
     assert wrong.exit_code == 2 and "missing column" in wrong.output
+
+
+def test_a_metric_named_as_its_outcome_column_is_computed():
+    """Regression: the missing-value check of column ``spend`` was keyed like a metric named
+    ``spend``, so that metric came back with no statistics at all."""
+    import pandas as pd
+
+    from loopexp.metrics import Measure, MetricDef, compute_outcome_metrics
+
+    frame = pd.DataFrame({"variant_id": ["a", "a", "b"], "spend": [1.0, 3.0, 5.0]})
+    metric = MetricDef(name="spend", kind="mean", numerator=Measure(column="spend"))
+    metric = metric.model_copy(update={"denominator": "assigned"})
+    table = compute_outcome_metrics(frame, [metric])
+    assert table.get("spend", "a").mean == 2.0 and table.get("spend", "b").n == 1

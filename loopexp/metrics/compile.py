@@ -224,7 +224,7 @@ class StatColumn:
     """Where one sufficient statistic of one metric lands in the result row."""
 
     metric: str
-    stat: str  # n, sum, sum_sq, den_sum, den_sum_sq, cross_sum, cov:<x>:<stat>
+    stat: str  # n, sum, sum_sq, den_sum, den_sum_sq, cross_sum, cov:<x>:<stat>, cov:<x>:with:<z>
     alias: str
 
 
@@ -272,6 +272,15 @@ def _stat_columns(plan: Plan, value_of: dict[int, str]) -> tuple[list[str], list
             add(d.name, f"cov:{c}:cross", total(f"coalesce({x}, 0) * {y}"))
             if den is not None:
                 add(d.name, f"cov:{c}:cross_den", total(f"coalesce({x}, 0) * {den}"))
+            # Σ x·x' with each later covariate: with sum_sq, the whole Σxxᵀ of multi-covariate
+            # regression adjustment (loopexp.stats.adjustment.Moments).
+            for other in d.covariates[d.covariates.index(c) + 1 :]:
+                xo = f"cov_{plan.covariates.index(other)}"
+                add(
+                    d.name,
+                    f"cov:{c}:with:{other}",
+                    total(f"coalesce({x}, 0) * coalesce({xo}, 0)"),
+                )
     return exprs, columns
 
 
@@ -461,7 +470,8 @@ def outcome_stats_sql(
     # Missing outcome values are counted (and refused) rather than averaged over silently.
     for key, alias in names.items():
         column = key.split("|")[0]
-        stat_cols.append(StatColumn(column, "missing_value", f"s{len(stat_cols)}"))
+        # (keyed "column:<name>", never a metric's name: a metric may be named as its column)
+        stat_cols.append(StatColumn(f"column:{column}", "missing_value", f"s{len(stat_cols)}"))
         exprs.append(f"sum(CASE WHEN {alias} IS NULL THEN 1 ELSE 0 END) AS {stat_cols[-1].alias}")
     return Compiled(_grouped(outcomes, exprs, segmented), p.values), stat_cols
 

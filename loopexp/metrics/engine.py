@@ -59,12 +59,15 @@ class CovariateSums:
         sum_sq: sum of x².
         cross: sum of x · numerator.
         cross_den: sum of x · ratio denominator (ratio metrics only).
+        with_covariates: sum of x · z for each covariate z listed after x in the metric's
+            covariates (with ``sum_sq``, the Σxxᵀ of multi-covariate regression adjustment).
     """
 
     sum: float
     sum_sq: float
     cross: float
     cross_den: float | None = None
+    with_covariates: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -996,14 +999,16 @@ def collect_stats(
             if "missing_value" in values:
                 if values["missing_value"]:
                     raise MetricsError(
-                        f"outcome column {metric!r} has {int(values['missing_value'])} missing "
+                        f"outcome column {metric.removeprefix('column:')!r} has "
+                        f"{int(values['missing_value'])} missing "
                         f"value(s) in variant {variant!r}; fill them (0 when nothing happened) or "
                         "drop those rows"
                     )
                 continue
             covariates = {}
             for key, value in values.items():
-                if key.startswith("cov:") and key.endswith(":missing") and value:
+                missing = key.endswith(":missing") and key.count(":") == 2
+                if key.startswith("cov:") and missing and value:
                     raise MetricsError(
                         f"covariate {key.split(':')[1]!r} of metric {metric!r} is missing for "
                         f"{int(value)} recipient(s) of variant {variant!r}; fill or impute it"
@@ -1015,6 +1020,11 @@ def collect_stats(
                     sum_sq=float(values[f"cov:{name}:sum_sq"] or 0.0),
                     cross=float(values[f"cov:{name}:cross"] or 0.0),
                     cross_den=None if cross_den is None else float(cross_den),
+                    with_covariates={
+                        k.split(":")[3]: float(v or 0.0)
+                        for k, v in values.items()
+                        if k.startswith(f"cov:{name}:with:")
+                    },
                 )
             optional = {
                 k: (None if k not in values else float(values[k] or 0.0))
