@@ -80,10 +80,11 @@ def test_readme_command_lines_run_as_written(tmp_path: Path) -> None:
         ok = (0, 3) if command.startswith("loopexp run") else (0,)
         assert done.returncode in ok, f"README line failed: {command}\n{done.stdout}{done.stderr}"
     assert load_spec(tmp_path / "experiments" / "autumn-sale.yaml").test_type == "content"
-    assert sorted(p.name for p in (tmp_path / "sends").glob("send_list_*.csv")) == [
-        "send_list_control.csv",
-        "send_list_personal.csv",
-        "send_list_urgency.csv",
+    assert sorted(p.name for p in (tmp_path / "sends" / "send_lists").glob("*.csv")) == [
+        "control.csv",
+        "personal.csv",
+        "urgency.csv",
     ]
+    assert (tmp_path / "sends" / "assignment_summary.json").is_file()
     assert (tmp_path / "runs" / "papermill" / "results.json").is_file()
     assert load_spec(tmp_path / "experiments" / "spring-newsletter-iter2.yaml").iteration == 2
