@@ -760,6 +760,9 @@ def _print_metrics(spec, report) -> None:
         f"assigned {t.assigned}; {t.events:,} events, {t.quarantined:,} quarantined "
         f"{t.quarantine_reasons or ''}; {t.unassigned_events:,} events of unassigned recipients"
     )
+    if t.caps:
+        caps = ", ".join(f"{m} at {v:.6g}" for m, v in t.caps.items())
+        console.print(f"per-recipient values capped (decision.cap_percentile): {caps}")
     if report.links is not None and not report.links.empty:
         links = Table(title="Human clicks per link", box=box.SIMPLE_HEAD)
         for col in ("variant", "link", "clicks", "share"):

@@ -447,6 +447,13 @@ def test_cli_metrics_json_from_outcomes_and_events(tmp_path, events):
     )
     assert out.exit_code == 0, out.output
     assert "Human clicks per link" in out.output and "https://x/1" in out.output
+    # The spec's percentile cap (decision.cap_percentile) applies, as in `loopexp run`.
+    as_json = runner.invoke(
+        app,
+        ["metrics", str(DEMO), "--events", str(ev_path), "--assignment", str(as_path), "--json"],
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert set(json.loads(as_json.output)["caps"]) == {"revenue_per_delivered"}
 
     bad = runner.invoke(app, ["metrics", str(DEMO), "--events", str(ev_path)])
     assert bad.exit_code == 2 and "--outcomes" in bad.output

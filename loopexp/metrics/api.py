@@ -27,7 +27,7 @@ class MetricsReport:
     engine: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (statistics, counts, links); no per-recipient rows."""
+        """Plain JSON-ready data (statistics, counts, caps, links); no per-recipient rows."""
         t = self.table
         stats = []
         for s in t.stats:
@@ -47,6 +47,7 @@ class MetricsReport:
             "quarantined": t.quarantined,
             "quarantine_reasons": t.quarantine_reasons,
             "unassigned_events": t.unassigned_events,
+            "caps": t.caps,
             "stats": stats,
             "links": None if self.links is None else self.links.to_dict(orient="records"),
         }
