@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loopexp.decide import decide
-from loopexp.metrics.definitions import HOLDOUT, get_metric
+from loopexp.metrics.definitions import HOLDOUT, MetricDef
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
 from loopexp.results import (
     Comparison,
@@ -45,6 +45,45 @@ INCREMENTALITY_METRICS = ("conversion_per_assigned", "revenue_per_assigned")
 CovariateMoments = Mapping[tuple[str, str], Moments]
 
 
+def moments_from_table(
+    table: MetricTable, covariates: Sequence[str]
+) -> dict[tuple[str, str], Moments]:
+    """Regression-adjustment moments per (metric, variant) from the engine's covariate sums.
+
+    The one source of covariate sums: :class:`GroupStats` ``covariates`` (whole audience), as the
+    compiled query returns them when the metrics name ``covariates``. Metrics without sums for
+    every covariate, and ratio metrics (adjusted on two measures, not one), are left out.
+    """
+    out: dict[tuple[str, str], Moments] = {}
+    if not covariates:
+        return out
+    for s in table.stats:
+        sums = s.covariates
+        if s.segment != ALL_SEGMENTS or s.den_sum is not None:
+            continue
+        if any(c not in sums for c in covariates):
+            continue
+
+        def pair(a: str, b: str, sums: dict = sums) -> float | None:
+            if a == b:
+                return sums[a].sum_sq
+            got = sums[a].with_covariates.get(b)
+            return sums[b].with_covariates.get(a) if got is None else got
+
+        xx = [[pair(a, b) for b in covariates] for a in covariates]
+        if any(v is None for row in xx for v in row):
+            continue
+        out[(s.metric, s.variant_id)] = Moments.from_sums(
+            s.n,
+            s.sum,
+            s.sum_sq,
+            [sums[c].sum for c in covariates],
+            xx,
+            [sums[c].cross for c in covariates],
+        )
+    return out
+
+
 def analyze(
     spec: ExperimentSpec,
     table: MetricTable,
@@ -61,6 +100,8 @@ def analyze(
     regression-adjusted ones. With a holdout, ``incrementality`` compares each mailed arm and all
     of them pooled with it on the per-assigned metrics the table has.
     """
+    if covariate_moments is None and spec.covariates:
+        covariate_moments = moments_from_table(table, spec.covariates)
     table = _IndexedTable.of(table)
     unknown = set(table.assigned) - set(spec.expected_shares())
     if unknown:
@@ -133,6 +174,25 @@ def engine_metrics(spec: ExperimentSpec) -> list[str]:
     return list(dict.fromkeys([*spec.all_metrics, *extra]))
 
 
+def engine_defs(spec: ExperimentSpec) -> list[MetricDef]:
+    """Definitions of :func:`engine_metrics`, with the spec's covariates on non-ratio metrics.
+
+    With ``spec.covariates`` (columns of the assignment), the compiled query then returns the
+    regression adjustment's covariate sums (see :func:`moments_from_table`).
+    """
+    defs = [spec.metric(n) for n in engine_metrics(spec)]
+    if not spec.covariates:
+        return defs
+    return [
+        d
+        if d.kind == "ratio"
+        else d.model_copy(
+            update={"covariates": list(dict.fromkeys([*d.covariates, *spec.covariates]))}
+        )
+        for d in defs
+    ]
+
+
 def _incrementality(spec: ExperimentSpec, table: MetricTable) -> list[IncrementalityResult]:
     """Each mailed arm and all pooled against the holdout, per assigned recipient."""
     if spec.audience.holdout <= 0 or table.assigned.get(HOLDOUT, 0) < MIN_PER_ARM:
@@ -148,7 +208,7 @@ def _incrementality(spec: ExperimentSpec, table: MetricTable) -> list[Incrementa
         if min(s.n for s in groups.values()) < MIN_PER_ARM:
             continue
         records = holdout_comparisons(
-            name, get_metric(name).kind, groups, HOLDOUT, rule.alpha, rule.correction, tuning_n
+            name, spec.metric(name).kind, groups, HOLDOUT, rule.alpha, rule.correction, tuning_n
         )
         out += [
             IncrementalityResult(
@@ -206,7 +266,7 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
     A send that failed for one variant leaves the assignment balanced but the delivered
     population not: every delivered-based comparison would then compare different populations.
     """
-    name = next((m for m in spec.all_metrics if get_metric(m).denominator == "delivered"), None)
+    name = next((m for m in spec.all_metrics if spec.metric(m).denominator == "delivered"), None)
     if name is None:
         return None
     observed = {}
@@ -234,9 +294,9 @@ def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Va
             except KeyError:
                 continue
             metrics[name] = MetricValue(
-                value=s.mean if s.n else None, numerator=s.sum, denominator=s.n
+                value=s.value if s.n else None, numerator=s.sum, denominator=s.n
             )
-            if get_metric(name).denominator == "sent":
+            if spec.metric(name).denominator == "sent":
                 n = s.n
         if segment == ALL_SEGMENTS:
             n = table.assigned.get(v.id, 0)
@@ -271,7 +331,7 @@ def _comparisons(
     narrowing: dict[tuple[str, str, str], float] = {}
     for segment in segments:
         for name in spec.all_metrics:
-            metric = get_metric(name)
+            metric = spec.metric(name)
             arms: dict[str, GroupStats] = {}
             for v in spec.variants:
                 try:
@@ -304,7 +364,8 @@ def _comparisons(
                     )
                 raw.append((segment, name, ch.id, method))
                 usable.append(ch.id)
-            if len(usable) > 1 and usable[0] == spec.control:
+            # (ratio metrics: the Gaussian view on the relative lift only, no per-arm posteriors)
+            if metric.kind != "ratio" and len(usable) > 1 and usable[0] == spec.control:
                 bayes.update(_bayes(spec, metric, segment, [arms[u] for u in usable], usable))
 
     p_values = [m.p_value() for *_, m in raw]
@@ -330,7 +391,7 @@ def _comparisons(
     ):
         ci = m.interval(level)
         lift, rel_se = m.rel_lift, m.relative_se()
-        prob, loss = chance_to_beat(lift, rel_se, get_metric(name).higher_is_better)
+        prob, loss = chance_to_beat(lift, rel_se, spec.metric(name).higher_is_better)
         best, loss_abs = bayes.get((segment, name, variant), (None, None))
         out[segment].append(
             Comparison(
@@ -352,7 +413,7 @@ def _comparisons(
                 family_size=size,
                 prob_best=best,
                 expected_loss_abs=loss_abs,
-                bayes_method=_BAYES_METHOD[get_metric(name).kind],
+                bayes_method=_BAYES_METHOD[spec.metric(name).kind],
                 covariates=(
                     list(spec.covariates) if (segment, name, variant) in narrowing else None
                 ),
@@ -377,6 +438,7 @@ _BAYES_METHOD = {
     "(quadrature); "
     "prob_beat_control, expected_loss: Gaussian on the relative lift (flat prior)",
     "mean": "Gaussian posteriors (flat prior) of each arm's mean and of the relative lift",
+    "ratio": "prob_beat_control, expected_loss: Gaussian on the relative lift (flat prior)",
 }
 
 
@@ -390,6 +452,11 @@ def _why_not(metric, variant: str, t, control_id: str, c) -> str | None:
             return (
                 f"arm {arm!r} has {stats.n} {population} on {metric.name} (at least "
                 f"{MIN_PER_ARM} per arm are needed): was its send made, and delivered?"
+            )
+        if metric.kind == "ratio" and not stats.den_sum:
+            return (
+                f"arm {arm!r} has a zero denominator sum on the ratio metric {metric.name}: "
+                "the ratio is undefined there"
             )
     return None
 
@@ -420,7 +487,7 @@ def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResul
     alpha = spec.decision.alpha
     out = []
     for g in spec.guardrails:
-        metric = get_metric(g.metric)
+        metric = spec.metric(g.metric)
         worse_is_up = not metric.higher_is_better
         bad_ratio = 1 + g.max_relative_increase if worse_is_up else 1 - g.max_relative_increase
         for ch in spec.challengers:
@@ -458,7 +525,9 @@ def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResul
 
 def _heterogeneity(spec: ExperimentSpec, table: MetricTable) -> list[HeterogeneityResult]:
     """Cochran's Q across segments of each challenger's log ratio on the primary metric."""
-    metric = get_metric(spec.primary_metric)
+    metric = spec.metric(spec.primary_metric)
+    if metric.kind == "ratio":  # Cochran's Q here is for proportions and means
+        return []
     out = []
     for ch in spec.challengers:
         cells = []
@@ -499,6 +568,14 @@ def data_fingerprint(*sources: str | Path) -> str:
     return digest.hexdigest()
 
 
+def spec_caps(spec: ExperimentSpec) -> dict[str, float] | None:
+    """Percentile caps of the spec's mean metrics (``decision.cap_percentile``; None: uncapped)."""
+    pct = spec.decision.cap_percentile
+    if pct is None:
+        return None
+    return {m: pct for m in spec.all_metrics if spec.metric(m).kind == "mean"}
+
+
 def analyze_files(
     spec: ExperimentSpec,
     events_path: str | Path,
@@ -512,16 +589,11 @@ def analyze_files(
     recipient, DuckDB within ``data.memory_limit``; mean metrics are capped at
     ``decision.cap_percentile``.
     """
-    rule = spec.decision
-    caps = (
-        {m: rule.cap_percentile for m in spec.all_metrics if get_metric(m).kind == "mean"}
-        if rule.cap_percentile is not None
-        else None
-    )
+    caps = spec_caps(spec)
     table = compute_metrics(
         events_path,
         assignment_path,
-        engine_metrics(spec),
+        engine_defs(spec),
         quarantine_path,
         caps=caps,
         segments=[s.value for s in spec.audience.segments],

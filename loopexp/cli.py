@@ -29,7 +29,7 @@ from rich.text import Text
 from loopexp.assign import AssignmentSummary, assign_recipients
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
-from loopexp.metrics.engine import EventsError
+from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
 from loopexp.notebook import NotebookFailedError
 from loopexp.pipeline import (
     ExperimentBusyError,
@@ -678,6 +678,98 @@ def _print_ingest(summary: IngestSummary) -> None:
     console.print(table)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command("metrics")
+def metrics_cmd(
+    spec_path: Annotated[Path, typer.Argument(help="spec file (YAML): which metrics, defined how")],
+    events: Annotated[
+        str | None, typer.Option(help="canonical events, Parquet (globs allowed)")
+    ] = None,
+    assignment: Annotated[
+        Path | None, typer.Option(help="assignment with recipient_key, segment, variant_id")
+    ] = None,
+    outcomes: Annotated[
+        str | None, typer.Option(help="outcome table instead: one row per recipient")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="duckdb (one machine) or spark ($LOOPEXP_SPARK_MASTER)")
+    ] = "duckdb",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Compute a spec's metrics (sufficient statistics per variant) and the per-link clicks."""
+    from loopexp.analyze import spec_caps  # noqa: PLC0415
+    from loopexp.metrics.api import compute  # noqa: PLC0415 (keeps `loopexp --help` fast)
+    from loopexp.metrics.compile import MetricsError  # noqa: PLC0415
+
+    spec = _load(spec_path)
+    if (outcomes is None) == (events is None and assignment is None) or (
+        outcomes is None and (events is None or assignment is None)
+    ):
+        _fail("give --events and --assignment, or --outcomes (an outcome table), not both")
+    if engine not in ("duckdb", "spark"):
+        _fail(f"--engine {engine}: use duckdb or spark")
+    try:
+        report = compute(
+            spec.metric_defs,
+            events=events,
+            assignment=assignment,
+            outcomes=outcomes,
+            engine=engine,  # type: ignore[arg-type]
+            caps=spec_caps(spec) if outcomes is None else None,
+            **(
+                {
+                    "max_quarantine_share": spec.data.max_quarantine_share,
+                    "memory_limit": spec.data.memory_limit,
+                    "temp_directory": spec.data.temp_directory,
+                }
+                if engine == "duckdb" and outcomes is None
+                else {}
+            ),
+        )
+    except (EventsError, MetricsError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    except ImportError as exc:
+        _fail(f"{exc}; the Spark engine needs pyspark: pip install 'loopexp[spark]'")
+        raise
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        return
+    _print_metrics(spec, report)
+
+
+def _print_metrics(spec, report) -> None:
+    t = report.table
+    table = Table(
+        title=f"{spec.name}: metrics ({report.input}, {report.engine})", box=box.SIMPLE_HEAD
+    )
+    for col, justify in (
+        ("metric", "left"),
+        ("variant", "left"),
+        ("n", "right"),
+        ("value", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for s in t.stats:
+        if s.segment == ALL_SEGMENTS:
+            value = "–" if s.value != s.value else f"{s.value:.4g}"
+            table.add_row(s.metric, s.variant_id, f"{s.n:,}", value)
+    console.print(table)
+    console.print(
+        f"assigned {t.assigned}; {t.events:,} events, {t.quarantined:,} quarantined "
+        f"{t.quarantine_reasons or ''}; {t.unassigned_events:,} events of unassigned recipients"
+    )
+    if t.caps:
+        caps = ", ".join(f"{m} at {v:.6g}" for m, v in t.caps.items())
+        console.print(f"per-recipient values capped (decision.cap_percentile): {caps}")
+    if report.links is not None and not report.links.empty:
+        links = Table(title="Human clicks per link", box=box.SIMPLE_HEAD)
+        for col in ("variant", "link", "clicks", "share"):
+            links.add_column(col, justify="right" if col in ("clicks", "share") else "left")
+        for row in report.links.itertuples(index=False):
+            links.add_row(row.variant_id, row.link, f"{row.clicks:,}", f"{row.share:.1%}")
+        console.print(links)
 
 
 @app.command()

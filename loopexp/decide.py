@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 
-from loopexp.metrics.definitions import get_metric
 from loopexp.results import (
     Comparison,
     Decision,
@@ -85,7 +84,7 @@ def decide(
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger."""
     rule = spec.decision
-    metric = get_metric(spec.primary_metric)
+    metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
     reached = min((srm.observed.get(v.id, 0) for v in spec.variants), default=0)
     planned = spec.planned_recipients_per_variant

@@ -12,8 +12,6 @@ from statsmodels.stats.proportion import (
     samplesize_proportions_2indep_onetail,
 )
 
-from loopexp.metrics.definitions import get_metric
-
 if TYPE_CHECKING:
     from loopexp.spec import ExperimentSpec
 
@@ -268,7 +266,7 @@ def plan_for(spec: ExperimentSpec, baseline: float) -> SamplePlan:
     its expected delivery rate.
     """
     rule = spec.decision
-    delivered_based = get_metric(spec.primary_metric).denominator == "delivered"
+    delivered_based = spec.metric(spec.primary_metric).denominator == "delivered"
     return sample_size_per_variant(
         baseline,
         rule.mde_relative,

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from loopexp.metrics.definitions import get_metric
+from loopexp.metrics.definitions import resolve_metric
 from loopexp.results import COMPARISON_FIGURES, Status
 
 if TYPE_CHECKING:
@@ -56,7 +56,11 @@ def _lvl(level: float | None) -> str:
 def _value(metric: str, value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.2%}" if get_metric(metric).kind == "proportion" else f"{value:.3f}"
+    try:
+        proportion = resolve_metric(metric).kind == "proportion"
+    except KeyError:  # a spec-defined metric: shown as a plain number
+        proportion = False
+    return f"{value:.2%}" if proportion else f"{value:.3f}"
 
 
 def comparisons_table(

@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from loopexp.events.config import IngestConfig
-from loopexp.metrics.definitions import HOLDOUT, METRICS
+from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -200,8 +208,12 @@ class Guardrail(_Model):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, name: str) -> str:
-        return _check_metric(name)
+    def _known_metric(cls, name: str, info: ValidationInfo) -> str:
+        # The spec's own `metrics:` reach here through the validation context (parse_spec); the
+        # spec-level check below is the authoritative one when there is no context.
+        if info.context is None:
+            return name
+        return _check_metric(name, info.context.get("custom_metrics", ()))
 
     @model_validator(mode="after")
     def _margin_for_non_inferiority(self) -> Guardrail:
@@ -317,6 +329,8 @@ class ExperimentSpec(_Model):
     control: str
     variants: Annotated[list[Variant], Field(min_length=2)]
     audience: Audience = Field(default_factory=Audience)
+    metrics: list[MetricDef] = Field(default_factory=list)
+    """Metrics this spec defines (beyond the standard library, loopexp.metrics.LIBRARY)."""
     primary_metric: str = "click_rate"
     secondary_metrics: list[str] = Field(default_factory=list)
     guardrails: list[Guardrail] = Field(default_factory=list)
@@ -331,7 +345,8 @@ class ExperimentSpec(_Model):
         default_factory=list
     )
     """Pre-period covariates for regression adjustment (CUPED / multi-covariate): columns of the
-    covariate table known before the send (e.g. ``pre_opens``, ``pre_clicks`` over 90 days)."""
+    assignment known before the send (e.g. ``pre_opens``, ``pre_clicks`` over 90 days); the
+    engine returns their sums with each non-ratio metric and the analysis adjusts on them."""
     backlog: list[Variant] = Field(default_factory=list)
     """Challengers waiting for a later iteration; ``loop.next_spec`` draws from here."""
     parent_run_id: str | None = None
@@ -361,15 +376,27 @@ class ExperimentSpec(_Model):
             raise ValueError("must be one line, without newlines, tabs or control characters")
         return name
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_new(cls, defs: list[MetricDef]) -> list[MetricDef]:
+        names = [d.name for d in defs]
+        clash = sorted({n for n in names if n in LIBRARY or names.count(n) > 1})
+        if clash:
+            raise ValueError(
+                f"metric name(s) {clash} repeat or are standard metrics; give them new names"
+            )
+        return defs
+
     @field_validator("primary_metric")
     @classmethod
-    def _primary_known(cls, name: str) -> str:
-        return _check_metric(name)
+    def _primary_known(cls, name: str, info: ValidationInfo) -> str:
+        return _check_metric(name, [d.name for d in info.data.get("metrics", [])])
 
     @field_validator("secondary_metrics")
     @classmethod
-    def _secondary_known(cls, names: list[str]) -> list[str]:
-        return [_check_metric(n) for n in names]
+    def _secondary_known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        custom = [d.name for d in info.data.get("metrics", [])]
+        return [_check_metric(n, custom) for n in names]
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -381,6 +408,8 @@ class ExperimentSpec(_Model):
             raise ValueError(f"{HOLDOUT!r} is reserved for the no-mail group; rename that variant")
         if self.control not in ids:
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
+        for g in self.guardrails:
+            _check_metric(g.metric, [d.name for d in self.metrics])
         self._check_factorial()
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
@@ -446,6 +475,15 @@ class ExperimentSpec(_Model):
         names = [self.primary_metric, *self.secondary_metrics, *(g.metric for g in self.guardrails)]
         return list(dict.fromkeys(names))
 
+    def metric(self, name: str) -> MetricDef:
+        """The definition of metric ``name``: this spec's own first, else the standard library."""
+        return resolve_metric(name, self.metrics)
+
+    @property
+    def metric_defs(self) -> list[MetricDef]:
+        """Definitions of :attr:`all_metrics`, in that order (what the engines compute)."""
+        return [self.metric(n) for n in self.all_metrics]
+
     def expected_shares(self) -> dict[str, float]:
         """Expected share of the audience per group, holdout included when there is one."""
         mailed = 1.0 - self.audience.holdout
@@ -484,6 +522,8 @@ class ExperimentSpec(_Model):
             exclude["factors"] = True
         if self.send_time is None:
             exclude["send_time"] = True
+        if not self.metrics:  # the spec's own metric definitions (issue 16)
+            exclude["metrics"] = True
         variant_fields = {
             i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
             for i, v in enumerate(self.variants)
@@ -537,9 +577,10 @@ _NEW_AUDIENCE_FIELDS = (
 _NEW_VARIANT_FIELDS = ("preheader", "from_name", "cell")
 
 
-def _check_metric(name: str) -> str:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}")
+def _check_metric(name: str, custom: list[str] | tuple[str, ...] = ()) -> str:
+    if name not in LIBRARY and name not in custom:
+        known = sorted({*LIBRARY, *custom})
+        raise ValueError(f"unknown metric {name!r}; known metrics: {known}")
     return name
 
 
@@ -604,7 +645,13 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
     if duplicates:
         raise SpecError(source, duplicates)
     try:
-        return ExperimentSpec.model_validate(data)
+        metrics = data.get("metrics")
+        custom = (
+            [m["name"] for m in metrics if isinstance(m, dict) and isinstance(m.get("name"), str)]
+            if isinstance(metrics, list)
+            else []
+        )
+        return ExperimentSpec.model_validate(data, context={"custom_metrics": custom})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

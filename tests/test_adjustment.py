@@ -152,3 +152,39 @@ def test_adjusted_test_aa_calibration():
     tol = 4 * math.sqrt(0.05 * 0.95 / 600)
     assert abs(out["false_positive_rate"] - 0.05) <= tol, out
     assert abs(out["coverage_95"] - 0.95) <= tol, out
+
+
+@pytest.mark.parametrize("outcome", ["spend", "visit"])
+def test_engine_covariate_sums_give_the_same_moments_and_ols_agreement(hillstrom, outcome):
+    """The engine's GroupStats covariate sums (the compiled query, outcome-table input) are the one
+    source of the adjustment's moments: equal to the hand-written SQL's, and the adjusted estimate
+    and SE still equal statsmodels OLS to 1e-6 on Hillstrom."""
+    from loopexp.analyze import moments_from_table
+    from loopexp.metrics import Measure, MetricDef, compute_outcome_metrics
+
+    frame = hillstrom.rename(columns={"segment": "variant_id"})
+    kind = "mean" if outcome == "spend" else "proportion"
+    metric = MetricDef(
+        name=outcome,
+        kind=kind,
+        numerator=Measure(column=outcome),
+        denominator="assigned",
+        covariates=COVARIATES,
+    )
+    table = compute_outcome_metrics(frame, [metric])
+    moments = moments_from_table(table, COVARIATES)
+    arm, control = "Womens E-Mail", "No E-Mail"
+    for variant in (arm, control):
+        got = moments[(outcome, variant)]
+        ref = _duckdb_moments(hillstrom, variant, outcome, COVARIATES)
+        assert got.n == ref.n
+        np.testing.assert_allclose([got.sum_y, got.sum_y2], [ref.sum_y, ref.sum_y2], rtol=1e-12)
+        np.testing.assert_allclose(got.sum_x, ref.sum_x, rtol=1e-12)
+        np.testing.assert_allclose(got.sum_xx, ref.sum_xx, rtol=1e-12)
+        np.testing.assert_allclose(got.sum_xy, ref.sum_xy, rtol=1e-12)
+    out = regression_adjusted(moments[(outcome, arm)], moments[(outcome, control)])
+    coef, se_ref, _ = _statsmodels_reference(hillstrom, arm, control, outcome, COVARIATES)
+    assert out.effect.estimate == pytest.approx(coef, rel=1e-6, abs=1e-9)
+    assert out.se == pytest.approx(se_ref, rel=1e-6)
+    # Fewer covariates than the metric carries: the sub-matrix, still complete.
+    assert set(moments_from_table(table, ["newbie", "history"])) == set(moments)

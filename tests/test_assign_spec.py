@@ -33,6 +33,8 @@ def fingerprint_without_new_fields(spec: ExperimentSpec) -> str:
             variant.pop(name)
     data.pop("factors")
     data.pop("send_time")  # issue 18
+    if not data.get("metrics"):  # issue 16's own-metrics field, also left out at its default
+        data.pop("metrics", None)
     canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     assert canonical != spec.model_dump_json()  # the new fields were there to remove
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -18,13 +18,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.keys import EMAIL_PATTERN, redact_addresses
-from loopexp.metrics.definitions import HOLDOUT, OUTCOMES, get_metric
+from loopexp.metrics.compile import (
+    DUCKDB,
+    MetricsError,
+    Plan,
+    StatColumn,
+    cap_quantiles_sql,
+    events_stats_sql,
+    make_plan,
+    with_cap,
+)
+from loopexp.metrics.definitions import MetricDef, resolve_metric
 
 ALL_SEGMENTS = "all"
 
@@ -40,6 +51,26 @@ class QuarantineError(EventsError):
 
 
 @dataclass(frozen=True)
+class CovariateSums:
+    """Sums of one pre-period covariate ``x`` over a metric's population (regression adjustment).
+
+    Attributes:
+        sum: sum of x.
+        sum_sq: sum of x².
+        cross: sum of x · numerator.
+        cross_den: sum of x · ratio denominator (ratio metrics only).
+        with_covariates: sum of x · z for each covariate z listed after x in the metric's
+            covariates (with ``sum_sq``, the Σxxᵀ of multi-covariate regression adjustment).
+    """
+
+    sum: float
+    sum_sq: float
+    cross: float
+    cross_den: float | None = None
+    with_covariates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GroupStats:
     """Sufficient statistics of one metric in one variant (and segment).
 
@@ -50,6 +81,10 @@ class GroupStats:
         n: recipients in the metric's denominator population.
         sum: sum of the per-recipient numerator (successes, for a proportion).
         sum_sq: sum of squares of the numerator (equals ``sum`` for a proportion).
+        den_sum: ratio metrics: sum of the per-recipient ratio denominator (else None).
+        den_sum_sq: ratio metrics: its sum of squares.
+        cross_sum: ratio metrics: sum of numerator · denominator (the delta method's covariance).
+        covariates: per covariate name, its sums and cross sums with the numerator.
     """
 
     metric: str
@@ -58,11 +93,22 @@ class GroupStats:
     n: int
     sum: float
     sum_sq: float
+    den_sum: float | None = None
+    den_sum_sq: float | None = None
+    cross_sum: float | None = None
+    covariates: dict[str, CovariateSums] = field(default_factory=dict, compare=False)
 
     @property
     def mean(self) -> float:
-        """The metric's value: numerator sum over denominator (NaN when ``n`` is 0)."""
+        """Numerator sum over the population count (NaN when ``n`` is 0)."""
         return self.sum / self.n if self.n else float("nan")
+
+    @property
+    def value(self) -> float:
+        """The metric's value: the mean, or for a ratio metric numerator sum / denominator sum."""
+        if self.den_sum is None:
+            return self.mean
+        return self.sum / self.den_sum if self.den_sum else float("nan")
 
 
 @dataclass
@@ -95,16 +141,20 @@ class MetricTable:
         return sorted({s.segment for s in self.stats} - {ALL_SEGMENTS})
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (segment, variant, metric) with n, sum, sum_sq and value."""
-        frame = pd.DataFrame([s.__dict__ for s in self.stats])
-        frame["value"] = frame["sum"] / frame["n"].where(frame["n"] > 0)
+        """One row per (segment, variant, metric) with n, sum, sum_sq, value (and ratio sums)."""
+        columns = ["metric", "variant_id", "segment", "n", "sum", "sum_sq"]
+        ratio = ["den_sum", "den_sum_sq", "cross_sum"]
+        has_ratio = any(s.den_sum is not None for s in self.stats)
+        keep = columns + ratio if has_ratio else columns
+        frame = pd.DataFrame([{k: getattr(s, k) for k in keep} for s in self.stats], columns=keep)
+        frame["value"] = [s.value for s in self.stats]
         return frame
 
 
 def compute_metrics(
     events: Source,
     assignment: Source,
-    metrics: Sequence[str],
+    metrics: Sequence[str | MetricDef],
     quarantine_path: str | Path | None = None,
     *,
     segments: Sequence[str] | None = None,
@@ -119,7 +169,9 @@ def compute_metrics(
 
     ``events`` is a Parquet or CSV path (globs allowed; files may differ in their columns) or a
     DataFrame in the canonical schema; ``assignment`` a Parquet/CSV path or DataFrame with
-    ``recipient_key, segment, variant_id``. Every input is checked before it is used (see
+    ``recipient_key, segment, variant_id`` (and any covariate columns the metrics name).
+    ``metrics`` are names from the standard library (:data:`loopexp.metrics.LIBRARY`) or
+    :class:`MetricDef` objects (a spec's own). Every input is checked before it is used (see
     ``tests/HARDENING.md``): a bad file or assignment raises :class:`EventsError` saying which
     file, what is wrong and what to do; a malformed event is quarantined with a reason.
 
@@ -133,7 +185,7 @@ def compute_metrics(
     winsorised at that percentile of its non-zero values among mailed recipients in the metric's
     denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
     """
-    defs = [get_metric(m) for m in metrics]
+    defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with _connect(memory_limit, temp_directory) as (con, limit):
         try:
             return _compute(
@@ -178,17 +230,20 @@ def _compute(
     caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
     _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
+    plan = make_plan(defs)
     _attach(con, "assignment_raw", assignment, "assignment", ASSIGNMENT_COLUMNS)
+    _check_columns(con, "assignment_raw", plan.covariates, assignment)  # the metrics' covariates
     con.execute(
         "CREATE VIEW assignment_src AS SELECT "
         + ", ".join(f"TRY_CAST({c} AS VARCHAR) AS {c}" for c in ASSIGNMENT_COLUMNS)
+        + "".join(f", {DUCKDB.quote(c)}" for c in plan.covariates if c not in ASSIGNMENT_COLUMNS)
         + " FROM assignment_raw"
     )
     _check_assignment(con, assignment, segments, variants)
     for statement in _validation_sql(con):
         con.execute(statement)
     counts = dict(
-        con.execute("SELECT quarantine_reason, count(*) FROM checked_events GROUP BY 1").fetchall()
+        con.execute("SELECT quarantine_reason, n FROM event_summary WHERE by_reason").fetchall()
     )
     n_events = sum(counts.values())
     (duplicates,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
@@ -206,43 +261,30 @@ def _compute(
         raise QuarantineError(
             _quarantine_message(events, n_events, reasons, max_quarantine_share, quarantine_path)
         )
-    con.execute(_per_recipient_sql())
-    (unassigned, matched) = con.execute(
-        "SELECT coalesce(sum(p.n_events) FILTER (WHERE a.recipient_key IS NULL), 0), "
-        "count(a.recipient_key) FROM per_recipient p "
-        "LEFT JOIN assignment_src a USING (recipient_key)"  # keys are unique: checked above
-    ).fetchone()
+    # Capped mean metrics: the cap is a percentile of the per-recipient values (a first query),
+    # then applied through Measure.cap / least() in the one query from events to the statistics.
+    cap_values = _cap_values(con, plan, caps or {})
+    if cap_values:
+        plan = make_plan(
+            [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
+        )
+    # One query from valid events to the statistics (and the unassigned / matched counts).
+    query, columns = events_stats_sql(plan, DUCKDB)
+    cursor = con.execute(query.sql, query.params)
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    matched = sum(int(r["matched"] or 0) for r in rows if int(r["all_segments"]))
     if require_match and not matched:
         raise EventsError(_no_match_message(con, events, assignment, n_events, quarantined))
-    cap_values = _cap_values(con, defs, caps or {})
-    rows = con.execute(_aggregate_sql(defs, cap_values)).fetchdf()
-
-    stats: list[GroupStats] = []
-    assigned: dict[str, int] = {}
-    for row in rows.itertuples(index=False):
-        segment = ALL_SEGMENTS if row.all_segments else str(row.segment)
-        if segment == ALL_SEGMENTS:
-            assigned[str(row.variant_id)] = int(row.assigned)
-        for m in defs:
-            n = int(getattr(row, f"{m.name}__n"))
-            stats.append(
-                GroupStats(
-                    metric=m.name,
-                    variant_id=str(row.variant_id),
-                    segment=segment,
-                    n=n,
-                    sum=float(getattr(row, f"{m.name}__sum") or 0.0),
-                    sum_sq=float(getattr(row, f"{m.name}__sum_sq") or 0.0),
-                )
-            )
+    stats, assigned = collect_stats(rows, columns)
     return MetricTable(
         stats=stats,
-        assigned=dict(sorted(assigned.items())),
+        assigned=assigned,
         events=int(n_events),
         quarantined=quarantined,
         quarantine_reasons=reasons,
-        unassigned_events=int(unassigned),
-        matched_recipients=int(matched),
+        unassigned_events=unassigned_events(rows),
+        matched_recipients=matched,
         caps=cap_values,
     )
 
@@ -686,7 +728,7 @@ def _no_match_message(
     event_keys = [
         _show_key(k)
         for (k,) in con.execute(
-            "SELECT recipient_key FROM per_recipient ORDER BY recipient_key LIMIT 3"
+            "SELECT DISTINCT recipient_key FROM valid_events ORDER BY recipient_key LIMIT 3"
         ).fetchall()
     ]
     assigned_keys = [
@@ -800,6 +842,8 @@ def _revenue_sql(col_type: str | None) -> tuple[str, str]:
 
 
 DUPLICATE = "duplicate (provider, event_id)"
+#: The duplicate check's hash of an event's key (DuckDB's 64-bit hash of both columns).
+_KEY_HASH = "hash(coalesce(provider, ''), event_id)"
 _TS_MIN, _TS_MAX = "2000-01-01", "2100-01-01"
 
 
@@ -810,8 +854,9 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     is parsed from whatever type the source has (ISO / epoch timestamps, 'yes'/'1' flags, text
     revenue); a value that does not parse quarantines its event with a reason, and the raw text of
     the parsed columns is kept for the quarantine file. Duplicates of ``(provider, event_id)``
-    among otherwise valid events are ranked by time (the first is kept); only keys that actually
-    repeat are ranked, so the common case costs one hash aggregate.
+    among otherwise valid events are ranked by time (the first is kept); only events whose key
+    hash repeats are ranked (by their exact key), so the common case costs one hash aggregate of
+    8-byte hashes, shared with the counts per quarantine reason (``event_summary``).
     """
     types = _column_types(con, "raw_events")
     parsed: dict[str, str] = {}
@@ -855,21 +900,35 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
                     {bad_revenue} AS bad_revenue
                 FROM raw_events
             )""",
-        """CREATE TEMP TABLE dup_keys AS
-            SELECT coalesce(provider, '') AS provider_key, event_id FROM checked_events
-            WHERE quarantine_reason IS NULL GROUP BY ALL HAVING count(*) > 1""",
-        """CREATE TEMP TABLE dup_rows AS
+        # One scan for both the counts per reason and the duplicate candidates: valid events
+        # grouped by an 8-byte hash of (provider, event_id), not by the strings themselves.
+        f"""CREATE TEMP TABLE event_summary AS
+            SELECT GROUPING(key_hash) = 1 AS by_reason, quarantine_reason, key_hash,
+                count(*) AS n
+            FROM (
+                SELECT quarantine_reason,
+                    CASE WHEN quarantine_reason IS NULL THEN {_KEY_HASH} END AS key_hash
+                FROM checked_events
+            )
+            GROUP BY GROUPING SETS ((quarantine_reason), (key_hash))
+            HAVING GROUPING(key_hash) = 1 OR (key_hash IS NOT NULL AND count(*) > 1)""",
+        """CREATE TEMP TABLE dup_hashes AS
+            SELECT key_hash FROM event_summary WHERE NOT by_reason""",
+        # Only the candidates (events whose key hash repeats) are ranked, by their exact key: a
+        # hash collision of two distinct keys leaves both at rank 1.
+        f"""CREATE TEMP TABLE dup_rows AS
             SELECT c.*, row_number() OVER (
                 PARTITION BY coalesce(c.provider, ''), c.event_id ORDER BY c.ts, c.recipient_key
             ) AS dup_rank
-            FROM checked_events c SEMI JOIN dup_keys d
-                ON d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id
-            WHERE c.quarantine_reason IS NULL""",
+            FROM checked_events c
+            WHERE c.quarantine_reason IS NULL
+                AND {_KEY_HASH} IN (SELECT key_hash FROM dup_hashes)""",
+        # An anti join on the small candidate set (a hash probe per event), not a correlated
+        # NOT EXISTS, which DuckDB plans as a hash aggregate over every event's key.
         f"""CREATE VIEW valid_events AS
             SELECT * EXCLUDE (quarantine_reason, {raw_cols}) FROM checked_events c
-            WHERE quarantine_reason IS NULL AND NOT EXISTS (
-                SELECT 1 FROM dup_keys d
-                WHERE d.provider_key = coalesce(c.provider, '') AND d.event_id = c.event_id)
+            WHERE quarantine_reason IS NULL
+                AND {_KEY_HASH} NOT IN (SELECT key_hash FROM dup_hashes)
             UNION ALL
             SELECT * EXCLUDE (quarantine_reason, dup_rank, {raw_cols})
             FROM dup_rows WHERE dup_rank = 1""",
@@ -899,63 +958,103 @@ def _quarantine_select(con: duckdb.DuckDBPyConnection) -> str:
     return f"SELECT * REPLACE ({replace}) FROM quarantined_events"
 
 
-def _per_recipient_sql() -> str:
-    outcome_cols = ",\n".join(f"{expr} AS {name}" for name, expr in OUTCOMES.items())
-    return f"""
-        CREATE TEMP TABLE per_recipient AS
-        SELECT recipient_key, count(*) AS n_events, {outcome_cols}
-        FROM valid_events GROUP BY recipient_key
+def unassigned_events(rows: Sequence[dict[str, Any]]) -> int:
+    """Valid events of recipients not on the assignment, from a compiled statistics query."""
+    return sum(
+        int(r["unassigned_events"] or 0)
+        for r in rows
+        if r["variant_id"] is None and int(r["all_segments"])
+    )
+
+
+def collect_stats(
+    rows: Sequence[dict[str, Any]], columns: Sequence[StatColumn]
+) -> tuple[list[GroupStats], dict[str, int]]:
+    """GroupStats (and recipients per group) from the rows of a compiled statistics query.
+
+    Shared by every engine and input, so DuckDB and Spark return identical records. Raises
+    :class:`MetricsError` when a covariate or outcome value is missing in some population.
     """
+    if any(r["variant_id"] is None and r["assigned"] for r in rows):
+        raise MetricsError(
+            "some rows have no variant_id; every recipient of the assignment or outcome table "
+            "needs one (drop the rows, or assign them)"
+        )
+    rows = [r for r in rows if r["variant_id"] is not None]  # the unassigned events' group
+    ordered = sorted(
+        rows, key=lambda r: (-int(r["all_segments"]), str(r["segment"]), str(r["variant_id"]))
+    )
+    stats: list[GroupStats] = []
+    assigned: dict[str, int] = {}
+    by_metric: dict[str, list[StatColumn]] = {}
+    for c in columns:
+        by_metric.setdefault(c.metric, []).append(c)
+    for row in ordered:
+        segment = ALL_SEGMENTS if int(row["all_segments"]) else str(row["segment"])
+        variant = str(row["variant_id"])
+        if segment == ALL_SEGMENTS:
+            assigned[variant] = int(row["assigned"])
+        for metric, cols in by_metric.items():
+            values = {c.stat: row[c.alias] for c in cols}
+            if "missing_value" in values:
+                if values["missing_value"]:
+                    raise MetricsError(
+                        f"outcome column {metric.removeprefix('column:')!r} has "
+                        f"{int(values['missing_value'])} missing "
+                        f"value(s) in variant {variant!r}; fill them (0 when nothing happened) or "
+                        "drop those rows"
+                    )
+                continue
+            covariates = {}
+            for key, value in values.items():
+                missing = key.endswith(":missing") and key.count(":") == 2
+                if key.startswith("cov:") and missing and value:
+                    raise MetricsError(
+                        f"covariate {key.split(':')[1]!r} of metric {metric!r} is missing for "
+                        f"{int(value)} recipient(s) of variant {variant!r}; fill or impute it"
+                    )
+            for name in dict.fromkeys(k.split(":")[1] for k in values if k.startswith("cov:")):
+                cross_den = values.get(f"cov:{name}:cross_den")
+                covariates[name] = CovariateSums(
+                    sum=float(values[f"cov:{name}:sum"] or 0.0),
+                    sum_sq=float(values[f"cov:{name}:sum_sq"] or 0.0),
+                    cross=float(values[f"cov:{name}:cross"] or 0.0),
+                    cross_den=None if cross_den is None else float(cross_den),
+                    with_covariates={
+                        k.split(":")[3]: float(v or 0.0)
+                        for k, v in values.items()
+                        if k.startswith(f"cov:{name}:with:")
+                    },
+                )
+            optional = {
+                k: (None if k not in values else float(values[k] or 0.0))
+                for k in ("den_sum", "den_sum_sq", "cross_sum")
+            }
+            stats.append(
+                GroupStats(
+                    metric=metric,
+                    variant_id=variant,
+                    segment=segment,
+                    n=int(values["n"] or 0),
+                    # an empty group sums to 0 (SQL gives NULL)
+                    sum=float(values["sum"] or 0.0),
+                    sum_sq=float(values["sum_sq"] or 0.0),
+                    covariates=covariates,
+                    **optional,
+                )
+            )
+    return stats, dict(sorted(assigned.items()))
 
 
 def _cap_values(
-    con: duckdb.DuckDBPyConnection, defs: Sequence, caps: Mapping[str, float]
+    con: duckdb.DuckDBPyConnection, plan: Plan, caps: Mapping[str, float]
 ) -> dict[str, float]:
     """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
-    out: dict[str, float] = {}
-    for m in defs:
-        if m.name not in caps or m.kind != "mean":
-            continue
-        cond = "AND p.delivered" if m.denominator == "delivered" else ""
-        # Intent-to-treat metrics pool the holdout too: it is in their denominator.
-        mailed = "" if m.denominator == "assigned" else f"AND a.variant_id <> '{HOLDOUT}'"
-        (value,) = con.execute(
-            f"SELECT quantile_cont(p.{m.numerator}, ?) FROM per_recipient p "
-            f"SEMI JOIN assignment_src a ON a.recipient_key = p.recipient_key "
-            f"{mailed} WHERE p.{m.numerator} > 0 {cond}",
-            [float(caps[m.name])],
-        ).fetchone()
-        if value is not None:
-            out[m.name] = float(value)
-    return out
-
-
-def _aggregate_sql(defs: Sequence, caps: Mapping[str, float] | None = None) -> str:
-    joined_cols = ",\n".join(f"coalesce(p.{name}, 0)::DOUBLE AS {name}" for name in OUTCOMES)
-    aggregates = []
-    for m in defs:
-        # Holdout recipients were not mailed: they are in no sent/delivered denominator, even with
-        # a stray event; "assigned" (intent to treat) counts everyone, holdout included.
-        cond = {"sent": "sent", "delivered": "sent AND delivered > 0", "assigned": "TRUE"}[
-            m.denominator
-        ]
-        num = m.numerator
-        if caps and m.name in caps:
-            num = f"least({num}, {float(caps[m.name])!r}::DOUBLE)"
-        aggregates += [
-            f'count(*) FILTER (WHERE {cond}) AS "{m.name}__n"',
-            # coalesce: an empty group sums to 0 (SQL gives NULL, which fetchdf turns into NaN).
-            f'coalesce(sum({num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum"',
-            f'coalesce(sum({num} * {num}) FILTER (WHERE {cond}), 0) AS "{m.name}__sum_sq"',
-        ]
-    return f"""
-        WITH outcomes AS (
-            SELECT a.variant_id, a.segment, a.variant_id <> '{HOLDOUT}' AS sent, {joined_cols}
-            FROM assignment_src a LEFT JOIN per_recipient p USING (recipient_key)
-        )
-        SELECT variant_id, segment, GROUPING(segment) = 1 AS all_segments, count(*) AS assigned,
-            {", ".join(aggregates)}
-        FROM outcomes
-        GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))
-        ORDER BY all_segments DESC, segment, variant_id
-    """
+    compiled = cap_quantiles_sql(plan, caps, DUCKDB)
+    if compiled is None:
+        return {}
+    query, aliases = compiled
+    cursor = con.execute(query.sql, query.params)
+    names = [d[0] for d in cursor.description]
+    row = dict(zip(names, cursor.fetchone(), strict=True))
+    return {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}

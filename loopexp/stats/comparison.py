@@ -172,7 +172,11 @@ class WelchFieller(TwoSampleMethod):
 
 
 def method_for(kind: str, t, c) -> TwoSampleMethod:
-    """The method for a metric of ``kind`` ("proportion" or "mean") on two ``GroupStats``."""
+    """The method for a metric of ``kind`` (proportion, mean or ratio) on two ``GroupStats``."""
+    if kind == "ratio":
+        from loopexp.stats.ratio import DeltaRatio  # noqa: PLC0415 (ratio builds on this module)
+
+        return DeltaRatio.from_stats(t, c)
     if kind == "proportion":
         return ScoreProportions(t.sum, t.n, c.sum, c.n)
     return WelchFieller(t.n, t.sum, t.sum_sq, c.n, c.sum, c.sum_sq)

@@ -1,0 +1,542 @@
+"""Compile metric definitions (:class:`~loopexp.metrics.definitions.MetricDef`) to SQL.
+
+One compiler, two dialects: DuckDB (the default engine) and Spark SQL (clusters). We generate SQL
+rather than go through an expression layer such as ibis because the engine already is SQL (the
+validation views, quarantine and dedupe are SQL), the query shapes are few and portable (CASE
+aggregates, GROUPING SETS, window functions), and ibis would add a large dependency whose Spark
+and DuckDB backends move at their own pace; the two dialects differ here only in quoting,
+parameter markers, epoch seconds and ``regexp_replace``'s "replace all" flag.
+
+Nothing from a spec reaches the SQL text: event types and filter columns are checked against the
+canonical schema, outcome columns and covariates against :data:`IDENTIFIER` and the table's real
+columns and then quoted, and every value (event types, filter values, window hours, caps, the
+holdout id) is bound as a named parameter. Generated aliases (``m0``, ``s12``) are ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loopexp.metrics.definitions import (
+    FILTER_COLUMNS,
+    HOLDOUT,
+    IDENTIFIER,
+    STANDARD_MEASURES,
+    Measure,
+    MetricDef,
+)
+
+DialectName = Literal["duckdb", "spark"]
+
+#: Query parameters that mark a link as tracked rather than a different page; stripped by
+#: :func:`normalize_url` (and its SQL twin) before clicks are counted per link.
+TRACKING_PARAMS: tuple[str, ...] = (
+    "utm_*",
+    "gclid",
+    "dclid",
+    "fbclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "yclid",
+    "igshid",
+)
+
+
+class MetricsError(ValueError):
+    """A metric that cannot be computed from the given input (with what to do about it)."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few places where DuckDB and Spark SQL differ."""
+
+    name: DialectName
+
+    def quote(self, identifier: str) -> str:
+        """Quote a validated identifier (raise for anything that is not a plain name)."""
+        if not re.fullmatch(IDENTIFIER, identifier):
+            raise MetricsError(f"{identifier!r} is not a valid column name (letters, digits, _)")
+        return f"`{identifier}`" if self.name == "spark" else f'"{identifier}"'
+
+    def marker(self, key: str) -> str:
+        """A named parameter marker: ``$key`` in DuckDB, ``:key`` in Spark."""
+        return f":{key}" if self.name == "spark" else f"${key}"
+
+    def epoch(self, expr: str) -> str:
+        """Seconds since the epoch of a timestamp, as a double."""
+        if self.name == "spark":
+            return f"(unix_micros({expr}) / 1000000.0)"
+        return f"epoch({expr})"
+
+    def replace_all(self, expr: str, pattern: str, replacement: str) -> str:
+        """``regexp_replace`` of every match (Spark replaces all; DuckDB needs the ``g`` flag)."""
+        flags = "" if self.name == "spark" else ", 'g'"
+        return f"regexp_replace({expr}, '{pattern}', '{replacement}'{flags})"
+
+    def quantile(self, expr: str, q: float) -> str:
+        """Exact quantile ``q`` of ``expr`` with linear interpolation (R type 7) in both engines.
+
+        ``q`` is inlined as a float literal: Spark needs a constant there.
+        """
+        fn = "percentile" if self.name == "spark" else "quantile_cont"
+        return f"{fn}({expr}, {float(q)!r})"
+
+
+DUCKDB = Dialect("duckdb")
+SPARK = Dialect("spark")
+
+
+@dataclass
+class Params:
+    """Values bound to the query, collected while compiling."""
+
+    dialect: Dialect
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any) -> str:
+        """Add ``value`` and return its marker."""
+        key = f"p{len(self.values)}"
+        self.values[key] = value
+        return self.dialect.marker(key)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One SQL statement and its parameters."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+# --- measures on events ------------------------------------------------------------------------
+
+
+def _event_condition(m: Measure, p: Params, anchor: str | None) -> str:
+    assert m.events is not None
+    types = ", ".join(p.bind(t) for t in m.events)
+    parts = [f"event_type IN ({types})"]
+    if m.human_only and "open" in m.events:
+        parts.append("(event_type <> 'open' OR is_machine_open IS NOT TRUE)")
+    if m.human_only and "click" in m.events:
+        parts.append("(event_type <> 'click' OR is_bot_click IS NOT TRUE)")
+    for column, value in sorted(m.where.items()):
+        if column not in FILTER_COLUMNS:  # also checked by the model; never trust one layer
+            raise MetricsError(f"cannot filter on column {column!r}")
+        parts.append(f"{p.dialect.quote(column)} = {p.bind(value)}")
+    if m.window is not None:
+        assert anchor is not None
+        seconds = p.bind(float(m.window.hours) * 3600.0)
+        ep = p.dialect.epoch
+        parts.append(
+            f"{anchor} IS NOT NULL AND {ep('ts')} >= {ep(anchor)} "
+            f"AND {ep('ts')} <= {ep(anchor)} + {seconds}"
+        )
+    return " AND ".join(parts)
+
+
+def _event_aggregate(m: Measure, p: Params) -> str:
+    anchor = None if m.window is None else f"anchor_{m.window.after}"
+    cond = _event_condition(m, p, anchor)
+    if m.aggregate == "any":
+        expr = f"max(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+    elif m.aggregate == "count":
+        expr = f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+    else:
+        expr = f"sum(CASE WHEN {cond} THEN coalesce(revenue, 0) ELSE 0 END)"
+    return f"CAST({expr} AS DOUBLE)"
+
+
+def _capped(expr: str, m: Measure, p: Params) -> str:
+    return expr if m.cap is None else f"least({expr}, {p.bind(float(m.cap))})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The measures a set of metrics needs, each computed once, with generated aliases."""
+
+    defs: tuple[MetricDef, ...]
+    measures: tuple[Measure, ...]
+    covariates: tuple[str, ...]
+
+    def alias(self, m: Measure) -> str:
+        """The per-recipient column of measure ``m``."""
+        return f"m{self.measures.index(m)}"
+
+
+#: Population indicators every plan carries (event input).
+_DELIVERED = STANDARD_MEASURES["delivered"]
+_OPENED = STANDARD_MEASURES["opened_human"]
+
+
+def make_plan(defs: Sequence[MetricDef]) -> Plan:
+    """Collect the distinct measures and covariates of ``defs`` (shared measures computed once)."""
+    measures: list[Measure] = [_DELIVERED, _OPENED]
+    covariates: list[str] = []
+    for d in defs:
+        for m in (d.numerator, d.ratio_denominator):
+            if m is not None and m not in measures:
+                measures.append(m)
+        covariates += [c for c in d.covariates if c not in covariates]
+    return Plan(tuple(defs), tuple(measures), tuple(covariates))
+
+
+def _per_recipient(plan: Plan, p: Params, source: str) -> str:
+    windows = sorted({m.window.after for m in plan.measures if m.window is not None})
+    cols = ",\n    ".join(
+        f"{_capped(_event_aggregate(m, p), m, p)} AS {plan.alias(m)}" for m in plan.measures
+    )
+    if not windows:
+        return (
+            f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
+            f"FROM {source} GROUP BY recipient_key"
+        )
+    # Attribution windows need each recipient's anchor (first send / delivery) before the events
+    # are filtered: a window function over the recipient's events, then the same single aggregate.
+    anchors = ", ".join(
+        f"min(CASE WHEN event_type = '{w}' THEN ts END) "
+        f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
+        for w in windows
+    )
+    return (
+        f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
+        f"FROM (SELECT *, {anchors} FROM {source}) e GROUP BY recipient_key"
+    )
+
+
+def per_recipient_sql(plan: Plan, dialect: Dialect, source: str = "valid_events") -> Compiled:
+    """One pass over valid events to one row per recipient with every measure of the plan."""
+    p = Params(dialect)
+    return Compiled(_per_recipient(plan, p, source), p.values)
+
+
+# --- sufficient statistics ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatColumn:
+    """Where one sufficient statistic of one metric lands in the result row."""
+
+    metric: str
+    stat: str  # n, sum, sum_sq, den_sum, den_sum_sq, cross_sum, cov:<x>:<stat>, cov:<x>:with:<z>
+    alias: str
+
+
+def _population(d: MetricDef) -> str:
+    return {
+        "assigned": "is_assigned",
+        "sent": "is_sent",
+        "delivered": "is_sent AND is_delivered",
+        "opened": "is_sent AND is_opened",
+    }[d.denominator]
+
+
+def _stat_columns(plan: Plan, value_of: dict[int, str]) -> tuple[list[str], list[StatColumn]]:
+    """Aggregates of every metric: n, sums, squares and cross sums, filtered to its population."""
+    exprs: list[str] = []
+    columns: list[StatColumn] = []
+
+    def add(metric: str, stat: str, expr: str) -> None:
+        alias = f"s{len(columns)}"
+        columns.append(StatColumn(metric, stat, alias))
+        exprs.append(f"{expr} AS {alias}")
+
+    for d in plan.defs:
+        pop = _population(d)
+        y = value_of[id(d.numerator)]
+
+        def total(expr: str, pop: str = pop) -> str:
+            return f"sum(CASE WHEN {pop} THEN {expr} ELSE 0 END)"
+
+        add(d.name, "n", f"sum(CASE WHEN {pop} THEN 1 ELSE 0 END)")
+        add(d.name, "sum", total(y))
+        add(d.name, "sum_sq", total(f"{y} * {y}"))
+        den = None
+        if d.ratio_denominator is not None:
+            den = value_of[id(d.ratio_denominator)]
+            add(d.name, "den_sum", total(den))
+            add(d.name, "den_sum_sq", total(f"{den} * {den}"))
+            add(d.name, "cross_sum", total(f"{y} * {den}"))
+        for c in d.covariates:
+            x = f"cov_{plan.covariates.index(c)}"
+            missing = f"sum(CASE WHEN {pop} AND {x} IS NULL THEN 1 ELSE 0 END)"
+            add(d.name, f"cov:{c}:missing", missing)
+            add(d.name, f"cov:{c}:sum", total(f"coalesce({x}, 0)"))
+            add(d.name, f"cov:{c}:sum_sq", total(f"coalesce({x}, 0) * coalesce({x}, 0)"))
+            add(d.name, f"cov:{c}:cross", total(f"coalesce({x}, 0) * {y}"))
+            if den is not None:
+                add(d.name, f"cov:{c}:cross_den", total(f"coalesce({x}, 0) * {den}"))
+            # Σ x·x' with each later covariate: with sum_sq, the whole Σxxᵀ of multi-covariate
+            # regression adjustment (loopexp.stats.adjustment.Moments).
+            for other in d.covariates[d.covariates.index(c) + 1 :]:
+                xo = f"cov_{plan.covariates.index(other)}"
+                add(
+                    d.name,
+                    f"cov:{c}:with:{other}",
+                    total(f"coalesce({x}, 0) * coalesce({xo}, 0)"),
+                )
+    return exprs, columns
+
+
+def _grouped(
+    outcomes_sql: str, exprs: list[str], segmented: bool, per_recipient: str | None = None
+) -> str:
+    if segmented:
+        group = "GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))"
+        seg = "segment, GROUPING(segment) AS all_segments"
+    else:
+        group = "GROUP BY variant_id"
+        seg = "CAST(NULL AS STRING) AS segment, 1 AS all_segments"
+    body = ",\n    ".join(exprs)
+    ctes = f"per_recipient AS ({per_recipient}),\n" if per_recipient else ""
+    return (
+        f"WITH {ctes}outcomes AS ({outcomes_sql})\n"
+        f"SELECT variant_id, {seg}, sum(CASE WHEN is_assigned THEN 1 ELSE 0 END) AS assigned,\n"
+        f"    sum(CASE WHEN is_assigned THEN 0 ELSE n_events END) AS unassigned_events,\n"
+        f"    sum(CASE WHEN is_assigned AND n_events > 0 THEN 1 ELSE 0 END) AS matched,\n"
+        f"    {body}\n"
+        f"FROM outcomes {group}"
+    )
+
+
+def events_stats_sql(
+    plan: Plan,
+    dialect: Dialect,
+    source: str = "valid_events",
+    assignment: str = "assignment_src",
+) -> tuple[Compiled, list[StatColumn]]:
+    """One query from valid events and the assignment to the sufficient statistics.
+
+    Events → one row per recipient (a hash aggregate, never materialised) → full outer join with
+    the assignment → per variant (and segment) sums. Recipients on the assignment without any
+    event have every measure 0; events of recipients not on it land in the ``variant_id IS NULL``
+    group, whose ``unassigned_events`` counts them. Holdout recipients were not mailed: they are
+    in the ``assigned`` population only, even with a stray event.
+    """
+    p = Params(dialect)
+    per_recipient = _per_recipient(plan, p, source)
+    q = dialect.quote
+    value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
+    for d in plan.defs:  # identical measures share a column; map each def's objects to it
+        for m in (d.numerator, d.ratio_denominator):
+            if m is not None:
+                value_of[id(m)] = f"v{plan.alias(m)}"
+    cols = [
+        f"CAST(coalesce(p.{plan.alias(m)}, 0) AS DOUBLE) AS v{plan.alias(m)}"
+        for m in plan.measures
+    ]
+    cols += [f"CAST(a.{q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
+    outcomes = (
+        "SELECT a.variant_id, a.segment, a.recipient_key IS NOT NULL AS is_assigned, "
+        f"a.recipient_key IS NOT NULL AND a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
+        f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
+        f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
+        "coalesce(p.n_events, 0) AS n_events, "
+        + ", ".join(cols)
+        + f" FROM {assignment} a FULL OUTER JOIN per_recipient p"
+        " ON a.recipient_key = p.recipient_key"
+    )
+    exprs, columns = _stat_columns(plan, value_of)
+    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
+    return Compiled(sql, p.values), columns
+
+
+def with_cap(d: MetricDef, cap: float) -> MetricDef:
+    """``d`` with its numerator capped at ``cap`` (the lower of it and a cap it already has)."""
+    old = d.numerator.cap
+    value = float(cap) if old is None else min(float(old), float(cap))
+    return d.model_copy(update={"numerator": d.numerator.model_copy(update={"cap": value})})
+
+
+def cap_quantiles_sql(
+    plan: Plan,
+    percentiles: Mapping[str, float],
+    dialect: Dialect,
+    source: str = "valid_events",
+    assignment: str = "assignment_src",
+) -> tuple[Compiled, dict[str, str]] | None:
+    """The percentile cap of each capped mean metric of ``plan``: one query, one row.
+
+    Per metric named in ``percentiles`` (metric → percentile, e.g. 0.99) and of kind ``mean``:
+    the percentile of its non-zero per-recipient numerator among the recipients of its
+    denominator population (mailed only, unless the population is ``assigned``), pooled over
+    arms, so one cap holds for every arm. Returns the query and the result column of each metric,
+    or None when no metric is capped.
+    """
+    capped = [d for d in plan.defs if d.name in percentiles and d.kind == "mean"]
+    if not capped:
+        return None
+    p = Params(dialect)
+    per_recipient = _per_recipient(plan, p, source)
+    outcomes = (
+        "SELECT a.recipient_key IS NOT NULL AS is_assigned, "
+        f"a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
+        f"p.{plan.alias(_DELIVERED)} > 0 AS is_delivered, "
+        f"p.{plan.alias(_OPENED)} > 0 AS is_opened, p.* "
+        f"FROM {assignment} a JOIN per_recipient p ON a.recipient_key = p.recipient_key"
+    )
+    exprs: list[str] = []
+    aliases: dict[str, str] = {}
+    for d in capped:
+        v = plan.alias(d.numerator)
+        value = f"CASE WHEN {_population(d)} AND {v} > 0 THEN {v} END"
+        aliases[d.name] = f"q{len(aliases)}"
+        exprs.append(f"{dialect.quantile(value, percentiles[d.name])} AS {aliases[d.name]}")
+    sql = (
+        f"WITH per_recipient AS ({per_recipient}),\noutcomes AS ({outcomes})\n"
+        f"SELECT {', '.join(exprs)} FROM outcomes"
+    )
+    return Compiled(sql, p.values), aliases
+
+
+def outcome_measure_column(m: Measure) -> str:
+    """The outcome-table column a measure reads: its ``column``, or a standard measure's name."""
+    if m.column is not None:
+        return m.column
+    for name, standard in STANDARD_MEASURES.items():
+        if standard == m:
+            return name
+    raise MetricsError(
+        "this metric counts events (numerator `events: ...`), which an outcome table does not "
+        "have; define it with `column: <outcome column>` instead"
+    )
+
+
+def outcome_columns_needed(plan: Plan) -> dict[str, str]:
+    """Outcome-table columns the plan reads, with the metric that needs each (for errors)."""
+    need: dict[str, str] = {"variant_id": "every metric"}
+    for d in plan.defs:
+        for m in (d.numerator, d.ratio_denominator):
+            if m is not None:
+                try:
+                    need.setdefault(outcome_measure_column(m), d.name)
+                except MetricsError as exc:
+                    raise MetricsError(f"metric {d.name!r}: {exc}") from None
+        if d.denominator in ("delivered", "opened"):
+            need.setdefault(d.denominator, f"{d.name} (denominator {d.denominator})")
+        for c in d.covariates:
+            need.setdefault(c, f"{d.name} (covariate)")
+    return need
+
+
+def outcome_stats_sql(
+    plan: Plan, dialect: Dialect, columns: Iterable[str], table: str = "outcomes_src"
+) -> tuple[Compiled, list[StatColumn]]:
+    """Sufficient statistics from an outcome table (one row per recipient, metric columns).
+
+    ``columns`` are the table's actual columns: a ``segment`` column adds the per-segment rows;
+    ``delivered`` / ``opened`` (0/1 or boolean) define those populations when a metric uses them.
+    """
+    present = set(columns)
+    p = Params(dialect)
+    q = dialect.quote
+    value_of: dict[int, str] = {}
+    cols: list[str] = []
+    names: dict[str, str] = {}
+    for d in plan.defs:
+        for m in (d.numerator, d.ratio_denominator):
+            if m is None:
+                continue
+            column = outcome_measure_column(m)
+            key = f"{column}|{m.cap}"
+            if key not in names:
+                names[key] = f"y{len(names)}"
+                expr = _capped(f"CAST({q(column)} AS DOUBLE)", m, p)
+                cols.append(f"{expr} AS {names[key]}")
+            value_of[id(m)] = names[key]
+    flags = {
+        f"is_{c}": f"CAST({q(c)} AS DOUBLE) > 0" if c in present else "NULL"
+        for c in ("delivered", "opened")
+    }
+    cols += [f"CAST({q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
+    segmented = "segment" in present
+    outcomes = (
+        "SELECT CAST(variant_id AS STRING) AS variant_id, "
+        + (f"CAST({q('segment')} AS STRING) AS segment, " if segmented else "")
+        + f"CAST(variant_id AS STRING) <> {p.bind(HOLDOUT)} AS is_sent, TRUE AS is_assigned, "
+        + "0 AS n_events, "
+        + ", ".join(f"{v} AS {k}" for k, v in flags.items())
+        + (", " if cols else "")
+        + ", ".join(cols)
+        + f" FROM {table}"
+    )
+    exprs, stat_cols = _stat_columns(plan, value_of)
+    # Missing outcome values are counted (and refused) rather than averaged over silently.
+    for key, alias in names.items():
+        column = key.split("|")[0]
+        # (keyed "column:<name>", never a metric's name: a metric may be named as its column)
+        stat_cols.append(StatColumn(f"column:{column}", "missing_value", f"s{len(stat_cols)}"))
+        exprs.append(f"sum(CASE WHEN {alias} IS NULL THEN 1 ELSE 0 END) AS {stat_cols[-1].alias}")
+    return Compiled(_grouped(outcomes, exprs, segmented), p.values), stat_cols
+
+
+# --- per-link clicks ---------------------------------------------------------------------------
+
+
+def _tracking_alternation() -> str:
+    return "|".join(t.replace("*", "[^=&]*") for t in TRACKING_PARAMS)
+
+
+def normalized_url_sql(expr: str, dialect: Dialect) -> str:
+    """SQL for :func:`normalize_url` (same result in DuckDB and Spark; no backslashes needed).
+
+    The query string is wrapped in ``&`` and every ``&`` doubled so that each parameter sits
+    between its own pair of separators: one ``regexp_replace`` then drops every tracking parameter
+    (RE2, DuckDB's regex engine, has no look-ahead).
+    """
+    r = dialect.replace_all
+    no_fragment = f"regexp_replace({expr}, '#.*$', '')"
+    base = f"regexp_extract({no_fragment}, '^[^?]*', 0)"
+    query = f"regexp_extract({no_fragment}, '[?](.*)$', 1)"
+    wrapped = f"concat('&', replace({query}, '&', '&&'), '&')"
+    stripped = r(wrapped, f"(?i)&({_tracking_alternation()})(=[^&]*)?&", "&")
+    clean = r(r(stripped, "&+", "&"), "^&|&$", "")
+    host = f"regexp_extract({base}, '^[A-Za-z][A-Za-z0-9+.-]*://[^/]*', 0)"
+    path = r(f"substr({base}, length({host}) + 1)", "/+$", "")
+    return (
+        f"concat(lower({host}), {path}, "
+        f"CASE WHEN {clean} = '' THEN '' ELSE concat('?', {clean}) END)"
+    )
+
+
+def links_sql(
+    dialect: Dialect, events: str = "valid_events", assignment: str = "assignment_src"
+) -> Compiled:
+    """Human clicks per normalised link per variant, and each link's share of its variant's."""
+    p = Params(dialect)
+    link = normalized_url_sql("e.url", dialect)
+    sql = f"""
+        WITH clicks AS (
+            SELECT a.variant_id, {link} AS link, e.recipient_key
+            FROM {events} e JOIN {assignment} a ON a.recipient_key = e.recipient_key
+            WHERE e.event_type = {p.bind("click")} AND e.is_bot_click IS NOT TRUE
+                AND e.url IS NOT NULL AND e.url <> ''
+        )
+        SELECT variant_id, link, count(*) AS clicks, count(DISTINCT recipient_key) AS clickers,
+            CAST(count(*) AS DOUBLE) / sum(count(*)) OVER (PARTITION BY variant_id) AS share
+        FROM clicks GROUP BY variant_id, link
+    """
+    return Compiled(sql, p.values)
+
+
+def normalize_url(url: str) -> str:
+    """A link as a page, not a tracked click: fragment and tracking parameters dropped.
+
+    Tracking parameters are :data:`TRACKING_PARAMS` (``utm_*`` and click ids), case-insensitive;
+    the scheme and host are lower-cased; trailing slashes of the path are dropped; the remaining
+    query keeps its order. The reference for :func:`normalized_url_sql`.
+    """
+    no_fragment = url.split("#", 1)[0]
+    base, _, query = no_fragment.partition("?")
+    pattern = re.compile(f"^({_tracking_alternation()})$", re.IGNORECASE)
+    kept = [kv for kv in query.split("&") if kv and not pattern.match(kv.split("=", 1)[0])]
+    host = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", base)
+    head = host.group(0) if host else ""
+    path = base[len(head) :].rstrip("/")
+    return head.lower() + path + ("?" + "&".join(kept) if kept else "")

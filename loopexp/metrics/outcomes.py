@@ -1,0 +1,83 @@
+"""Outcome tables: one row per recipient with variant, segment, metric columns and covariates.
+
+How many teams hold their data (a warehouse table per campaign) and how experiments such as
+Hillstrom's come. No events, so no quarantine: the table is read as is, every value it uses must be
+present (a missing value is an error naming the column and variant, never a silent zero), and only
+sufficient statistics leave the engine, exactly as from events.
+
+Columns: ``variant_id`` (required), ``segment`` (optional: adds per-segment rows), the metric
+columns the definitions name (``numerator.column``; a standard metric such as ``click_rate`` reads
+the column named after its measure, ``clicked_human``), ``delivered`` / ``opened`` (0/1) when a
+metric's population needs them, and covariates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from loopexp.metrics.compile import (
+    DUCKDB,
+    MetricsError,
+    make_plan,
+    outcome_columns_needed,
+    outcome_stats_sql,
+)
+from loopexp.metrics.definitions import MetricDef, resolve_metric
+from loopexp.metrics.engine import (
+    MetricTable,
+    Source,
+    _attach,
+    _columns,
+    _connect,
+    collect_stats,
+)
+
+
+def resolve(metrics: Sequence[str | MetricDef]) -> list[MetricDef]:
+    """Metric names (standard library) or definitions, as definitions."""
+    return [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
+
+
+def check_outcome_columns(
+    present: Sequence[str], defs: Sequence[MetricDef], source: Source
+) -> None:
+    """Raise :class:`MetricsError` naming the table and metric when a needed column is absent."""
+    need = outcome_columns_needed(make_plan(defs))
+    missing = {c: why for c, why in need.items() if c not in present}
+    if missing:
+        where = "outcome table (DataFrame)" if isinstance(source, pd.DataFrame) else str(source)
+        detail = "; ".join(f"{c!r} (for {why})" for c, why in missing.items())
+        raise MetricsError(
+            f"{where}: missing column(s) {detail}; the table has {list(present)}. Add the "
+            "columns, or point the metric at an existing one with `numerator: {column: NAME}`."
+        )
+
+
+def compute_outcome_metrics(outcomes: Source, metrics: Sequence[str | MetricDef]) -> MetricTable:
+    """Sufficient statistics per variant (and segment) of ``metrics`` from an outcome table.
+
+    Args:
+        outcomes: a Parquet/CSV path (globs allowed) or a DataFrame, one row per recipient.
+        metrics: standard metric names or :class:`MetricDef` objects (e.g. ``spec.metric_defs``).
+
+    Returns:
+        A :class:`MetricTable` with ``events`` and ``quarantined`` 0 (an outcome table has no
+        events) and ``assigned`` counting the table's rows per variant.
+
+    Raises:
+        MetricsError: a needed column is missing, or a used value is NULL.
+    """
+    defs = resolve(metrics)
+    plan = make_plan(defs)
+    with _connect(None, None) as (con, _):
+        _attach(con, "outcomes_src", outcomes, "outcome table", ("variant_id",))
+        present = _columns(con, "outcomes_src")
+        check_outcome_columns(present, defs, outcomes)
+        query, columns = outcome_stats_sql(plan, DUCKDB, present)
+        cursor = con.execute(query.sql, query.params)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    stats, assigned = collect_stats(rows, columns)
+    return MetricTable(stats=stats, assigned=assigned, events=0, quarantined=0)
