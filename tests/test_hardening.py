@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -228,26 +230,40 @@ def _big(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ev, asg
 
 
-def test_a_job_larger_than_the_memory_limit_spills_and_finishes(tmp_path, monkeypatch):
-    from loopexp.metrics.engine import THREADS_ENV
+def test_a_job_larger_than_the_memory_limit_spills_and_finishes(tmp_path):
+    # In a fresh interpreter: DuckDB state left by earlier tests in this process (allocator,
+    # caches) changed whether the first call ran out of memory, which made the test order-dependent.
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from pathlib import Path
+import pytest
+from loopexp.metrics import EventsError, compute_metrics
+from loopexp.metrics.engine import THREADS_ENV
+from tests.test_hardening import _big
 
-    monkeypatch.setenv(THREADS_ENV, "2")  # memory per thread: the same job on any machine
-    ev, asg = _big(600_000)
-    events_path = tmp_path / "events.parquet"
-    ev.to_parquet(events_path, index=False)
-    asg_path = tmp_path / "assignment.parquet"
-    asg.to_parquet(asg_path, index=False)
-    del ev, asg
-    # Without a spill folder the job does not fit in 150 MB: proof the limit binds.
-    with pytest.raises(EventsError, match="ran out of memory"):
-        compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
-                        temp_directory="")  # fmt: skip
-    spill = tmp_path / "spill"
-    t = compute_metrics(events_path, asg_path, ["click_rate"], memory_limit="150MB",
-                        temp_directory=spill)  # fmt: skip
-    assert t.get("click_rate", "a").n == 300_000
-    assert t.get("click_rate", "a").sum == 300_000
-    assert t.events == 1_800_000
+os.environ[THREADS_ENV] = "2"  # memory per thread: the same job on any machine
+tmp = Path({str(tmp_path)!r})
+ev, asg = _big(600_000)
+ev.to_parquet(tmp / "events.parquet", index=False)
+asg.to_parquet(tmp / "assignment.parquet", index=False)
+del ev, asg
+# Without a spill folder the job does not fit in 150 MB: proof the limit binds.
+with pytest.raises(EventsError, match="ran out of memory"):
+    compute_metrics(tmp / "events.parquet", tmp / "assignment.parquet", ["click_rate"],
+                    memory_limit="150MB", temp_directory="")
+t = compute_metrics(tmp / "events.parquet", tmp / "assignment.parquet", ["click_rate"],
+                    memory_limit="150MB", temp_directory=tmp / "spill")
+assert t.get("click_rate", "a").n == 300_000
+assert t.get("click_rate", "a").sum == 300_000
+assert t.events == 1_800_000
+print("spilled and finished")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "spilled and finished" in done.stdout
 
 
 def test_pipeline_refuses_an_unreadable_file_before_starting_a_kernel(tmp_path):
