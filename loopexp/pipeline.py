@@ -164,19 +164,12 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
             ("asg", assignment, "assignment", ("recipient_key", "segment", "variant_id")),
         ):
             try:
-                _attach(con, view, source, what, needed)
-                columns = [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
+                _attach(con, view, source, what, needed)  # names the file and any missing column
             except duckdb.Error as exc:
                 raise EventsError(
                     f"{source}: cannot read the {what} file "
                     f"({str(exc).strip().splitlines()[0][:300]}); expected Parquet or CSV"
                 ) from None
-            missing = [c for c in needed if c not in columns]
-            if missing:
-                raise EventsError(
-                    f"{source}: the {what} lack column(s) {missing} (found {columns}); "
-                    f"the {what} need {list(needed)}"
-                )
         a_columns = [r[0] for r in con.execute("DESCRIBE asg").fetchall()]
         if "salt" in a_columns:
             salts = [r[0] for r in con.execute("SELECT DISTINCT salt FROM asg LIMIT 5").fetchall()]
