@@ -217,8 +217,18 @@ def _record(run: Any, results: ExperimentResults, previous: str | None, st: dict
         send_time_notes=notes,
         vetoed=sorted({g.variant for g in d.guardrails if not g.passed}),
         incremental_revenue=_incremental_revenue(results),
-        link_clicks=None,
+        link_clicks=_link_shares(results),
     )
+
+
+def _link_shares(results: ExperimentResults) -> dict[str, dict[str, float]] | None:
+    """Each variant's share of human clicks per link, most-clicked first (None: no link data)."""
+    if not results.links:
+        return None
+    shares: dict[str, dict[str, float]] = {}
+    for row in sorted(results.links, key=lambda r: (r.variant_id, -r.clicks, r.link)):
+        shares.setdefault(row.variant_id, {})[row.link] = row.share
+    return shares
 
 
 def _incremental_revenue(results: ExperimentResults) -> Incremental | None:
@@ -378,8 +388,8 @@ def build_report(
         )
     if all(r.link_clicks is None for r in records):
         notes.append(
-            "per-link click distribution: not in these results (needs the per-link outcome "
-            "table of the metric engine)"
+            "per-link click distribution: not in these results (the events carry no clicked "
+            "URL, or the results were written before loopexp logged the link table)"
         )
     return ClosedLoopReport(
         campaign=campaign,
@@ -443,7 +453,23 @@ def _next_steps(records: list[IterationRecord]) -> list[str]:
         steps.append(
             f"{', '.join(last.vetoed)} broke a guardrail: do not reuse its approach without a fix."
         )
+    steps += _hardly_clicked(last)
     return steps
+
+
+def _hardly_clicked(record: IterationRecord) -> list[str]:
+    """Links of the mail going out next that drew under half an even share of its human clicks."""
+    arm = record.winner if record.status == Status.SHIP.value and record.winner else record.control
+    shares = (record.link_clicks or {}).get(arm, {})
+    if len(shares) < 2:
+        return []
+    even = 1 / len(shares)
+    return [
+        f"The link {url} drew only {share:.0%} of the human clicks in {arm!r} (an even share "
+        f"would be {even:.0%}): rework or replace what it offers in the next mailing."
+        for url, share in shares.items()
+        if share < even / 2
+    ]
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -619,13 +645,24 @@ def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
     links = [r for r in report.iterations if r.link_clicks]
     parts.append("<h2>Link click distribution</h2>")
     if links:
+        parts.append("<p>Each link's share of the variant's human clicks (bots excluded).</p>")
         for r in links:
-            rows = "".join(
-                f"<tr><td>{e(v)}</td><td>{e(url)}</td><td>{share:.1%}</td></tr>"
-                for v, by_url in (r.link_clicks or {}).items()
-                for url, share in by_url.items()
+            by_variant = r.link_clicks or {}
+            variants = sorted(by_variant, key=lambda v: (v != r.control, v))
+            urls = sorted(
+                {u for shares in by_variant.values() for u in shares},
+                key=lambda u: (-by_variant.get(r.control, {}).get(u, 0.0), u),
             )
-            parts.append(f"<h3>Iteration {r.iteration}</h3><table>{rows}</table>")
+            head = "".join(f"<th>{e(v)}</th>" for v in variants)
+            rows = "".join(
+                f"<tr><td>{e(u)}</td>"
+                + "".join(f"<td>{by_variant[v].get(u, 0.0):.1%}</td>" for v in variants)
+                + "</tr>"
+                for u in urls
+            )
+            parts.append(
+                f"<h3>Iteration {r.iteration}</h3><table><tr><th>link</th>{head}</tr>{rows}</table>"
+            )
     else:
         parts.append("<p>Not available in these results.</p>")
     parts.append("<h2>What to test next</h2><ul>")

@@ -40,7 +40,7 @@ from loopexp.loop import LoopError, next_spec
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.metrics.engine import EventsError, require_source
 from loopexp.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
-from loopexp.report import lift_plot, results_html
+from loopexp.report import lift_plot, links_html, results_html
 from loopexp.results import ExperimentResults
 from loopexp.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.tracking import (
@@ -490,13 +490,19 @@ def _fail_attempt(
 def _write_decision(
     results: ExperimentResults, attempt: Path, attempt_id: str, run_id: str | None
 ) -> None:
-    """decision.json and report.html, each naming the attempt (and the MLflow run once known)."""
+    """decision.json and report.html, each naming the attempt (and the MLflow run once known).
+
+    Also ``links.csv``, the per-link click distribution, when the events carried clicked URLs:
+    a marketer opens it in MLflow's artifact view.
+    """
     _write_json(
         attempt / "decision.json",
         {**results.decision_dict(), "attempt_id": attempt_id, "mlflow_run_id": run_id},
     )
     label = f"attempt {attempt_id}" + (f" · MLflow run {run_id}" if run_id else "")
     write_html_report(results, attempt / "report.html", footer=label)
+    if results.links:
+        results.links_frame().to_csv(attempt / "links.csv", index=False)
 
 
 def _log_attempt(
@@ -537,6 +543,7 @@ def _log_attempt(
             attempt / "results.json",
             attempt / "decision.json",
             attempt / "report.html",
+            attempt / "links.csv",
             attempt / "spec.yaml",
             attempt / "figures",
         ]
@@ -649,7 +656,11 @@ def write_html_report(results: ExperimentResults, path: str | Path, footer: str 
     buffer = io.BytesIO()
     lift_plot(results).savefig(buffer, format="png", dpi=110)
     image = base64.b64encode(buffer.getvalue()).decode()
-    body = results_html(results) + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
+    body = (
+        results_html(results)
+        + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
+        + links_html(results)
+    )
     if footer:
         body += f"<p style='color:#666;font-size:small'>{html.escape(footer)}</p>"
     path = Path(path)

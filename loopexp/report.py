@@ -96,6 +96,36 @@ def comparisons_table(
     return table
 
 
+def links_table(results: ExperimentResults) -> pd.DataFrame:
+    """Links × variants: each link's share of the variant's human clicks (control first).
+
+    Links are ordered by the control's share, most-clicked first, so the hardly-clicked ones sit
+    at the bottom. Empty when the events carried no clicked URL.
+    """
+    frame = results.links_frame()
+    if frame.empty:
+        return pd.DataFrame()
+    control = next((v.id for v in results.variants if v.is_control), None)
+    table = frame.pivot_table(index="link", columns="variant_id", values="share", fill_value=0.0)
+    order = sorted(table.columns, key=lambda v: (v != control, v))
+    table = table[order]
+    by = [control] if control in table.columns else order[:1]
+    table = table.sort_values(by, ascending=False)
+    table.columns.name = None
+    return table
+
+
+def links_html(results: ExperimentResults) -> str:
+    """The per-link click distribution as an HTML table (nothing when there are no links)."""
+    table = links_table(results)
+    if table.empty:
+        return ""
+    return (
+        "<h4>Which links drew the human clicks (share of each variant's)</h4>"
+        + table.to_html(float_format=lambda x: f"{x:.1%}")
+    )
+
+
 def results_html(results: ExperimentResults) -> str:
     """An HTML summary (decision, reasons, comparison table) for Jupyter and the HTML report."""
     d = results.decision

@@ -187,6 +187,20 @@ class IncrementalityResult(_Record):
     method: str
 
 
+class LinkClicks(_Record):
+    """Human clicks on one normalised link in one variant: which links drew the clicks.
+
+    ``share`` is the link's share of the variant's human clicks on links; bot clicks,
+    quarantined and duplicate events never count (see :mod:`loopexp.metrics.links`).
+    """
+
+    variant_id: str
+    link: str
+    clicks: int
+    clickers: int
+    share: float
+
+
 class NotCompared(_Record):
     """A comparison that could not be made: it is never evidence of "no difference"."""
 
@@ -283,6 +297,8 @@ class ExperimentResults(_Record):
     """Per challenger and metric: does the effect differ between lifecycle segments?"""
     incrementality: list[IncrementalityResult] = Field(default_factory=list)
     """Each mailed arm and all pooled against the no-mail holdout (when the spec has one)."""
+    links: list[LinkClicks] = Field(default_factory=list)
+    """Per-link human clicks per variant, most-clicked first (empty when events carry no URL)."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""
@@ -328,6 +344,11 @@ class ExperimentResults(_Record):
     def incrementality_frame(self) -> pd.DataFrame:
         """One row per (metric, mailed arm or all_mailed) comparison with the holdout."""
         return pd.DataFrame([r.model_dump() for r in self.incrementality])
+
+    def links_frame(self) -> pd.DataFrame:
+        """One row per (variant, link): human clicks, distinct clickers, share of the variant's."""
+        columns = list(LinkClicks.model_fields)
+        return pd.DataFrame([r.model_dump() for r in self.links], columns=columns)
 
     def decision_dict(self) -> dict[str, Any]:
         """The decision with the lineage it came from: the content of ``decision.json``."""

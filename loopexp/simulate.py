@@ -59,6 +59,9 @@ SEGMENT_PROFILES: dict[Segment, SegmentProfile] = {
 APPLE_MPP_SHARE = 0.45
 SCANNER_SHARE = 0.03
 LINKS = ("https://shop.example/new", "https://shop.example/sale", "https://shop.example/account")
+#: Which link a human click goes to, in tenths: new 5, sale 4, account 1 (the hardly-clicked one
+#: the per-link distribution should reveal). Indexed by one draw of integers(0, 10).
+LINK_OF_TENTH = np.array([0] * 5 + [1] * 4 + [2], dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ def _simulate_events(
     )
     clicked = opened & (rng.random(n) < p_click)
     t_click = t_open + rng.exponential(120, n)
-    link = np.array(LINKS, dtype=object)[rng.integers(0, len(LINKS), n)]
+    link = np.array(LINKS, dtype=object)[LINK_OF_TENTH[rng.integers(0, 10, n)]]
     emit(clicked, "click", t_click, url=link, is_bot_click=False)
     emit(clicked & (rng.random(n) < 0.25), "click", t_click + 60, url=link, is_bot_click=False)
 
