@@ -547,6 +547,29 @@ def decisions_frame(report: ClosedLoopReport) -> Any:
     ).set_index("iteration")
 
 
+def links_frame(report: ClosedLoopReport, iteration: int | None = None) -> Any:
+    """Links × variants of one iteration (default: the latest with link data): share of clicks.
+
+    Each cell is the link's share of the variant's human clicks; the control comes first and
+    links are ordered by its share, so the hardly-clicked ones sit at the bottom. Empty when no
+    iteration has link data.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    with_links = [r for r in report.iterations if r.link_clicks]
+    if iteration is not None:
+        with_links = [r for r in with_links if r.iteration == iteration]
+    if not with_links:
+        return pd.DataFrame()
+    record = with_links[-1]
+    by_variant = record.link_clicks or {}
+    variants = sorted(by_variant, key=lambda v: (v != record.control, v))
+    frame = pd.DataFrame(by_variant).reindex(columns=variants).fillna(0.0)
+    frame = frame.sort_values(variants[0], ascending=False, kind="stable")
+    frame.index.name = "link"
+    return frame
+
+
 def shrinkage_frame(report: ClosedLoopReport) -> Any:
     """One row per primary comparison: raw and shrunk lift with intervals."""
     import pandas as pd  # noqa: PLC0415
@@ -647,18 +670,11 @@ def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
     if links:
         parts.append("<p>Each link's share of the variant's human clicks (bots excluded).</p>")
         for r in links:
-            by_variant = r.link_clicks or {}
-            variants = sorted(by_variant, key=lambda v: (v != r.control, v))
-            urls = sorted(
-                {u for shares in by_variant.values() for u in shares},
-                key=lambda u: (-by_variant.get(r.control, {}).get(u, 0.0), u),
-            )
-            head = "".join(f"<th>{e(v)}</th>" for v in variants)
+            frame = links_frame(report, r.iteration)
+            head = "".join(f"<th>{e(v)}</th>" for v in frame.columns)
             rows = "".join(
-                f"<tr><td>{e(u)}</td>"
-                + "".join(f"<td>{by_variant[v].get(u, 0.0):.1%}</td>" for v in variants)
-                + "</tr>"
-                for u in urls
+                f"<tr><td>{e(link)}</td>" + "".join(f"<td>{x:.1%}</td>" for x in row) + "</tr>"
+                for link, row in zip(frame.index, frame.to_numpy(), strict=True)
             )
             parts.append(
                 f"<h3>Iteration {r.iteration}</h3><table><tr><th>link</th>{head}</tr>{rows}</table>"
@@ -735,6 +751,7 @@ __all__ = [
     "campaign_runs",
     "decisions_frame",
     "empirical_bayes_prior",
+    "links_frame",
     "log_report",
     "planning_baseline",
     "report_html",

@@ -26,6 +26,7 @@ from loopexp.closed_loop import (
     build_report,
     campaign_runs,
     empirical_bayes_prior,
+    links_frame,
     report_html,
     shrink,
 )
@@ -162,6 +163,7 @@ def test_report_read_back_from_mlflow_shows_the_climb(demo, mlflow_server: str) 
     assert sum(shares.values()) == pytest.approx(1.0)
     assert min(shares, key=shares.get) == "https://shop.example/account"
     assert any("https://shop.example/account drew only" in s for s in report.next_steps)
+    assert links_frame(report).index[-1] == "https://shop.example/account"
     # incremental revenue against the 10 % no-mail holdout, with its interval (issue 15's table)
     incremental = [r.incremental_revenue for r in report.iterations]
     assert all(i is not None and i.low is not None for i in incremental)
@@ -178,6 +180,7 @@ def test_report_read_back_from_mlflow_shows_the_climb(demo, mlflow_server: str) 
     assert len(campaign_runs("weekly-offers", mlflow_server)) == 3
     page = demo.report_path.read_text(encoding="utf-8")
     assert "Cumulative lift" in page and "What to test next" in page
+    assert "Link click distribution" in page and "https://shop.example/account" in page
 
 
 @pytest.mark.integration
