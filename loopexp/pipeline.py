@@ -40,7 +40,7 @@ from loopexp.loop import LoopError, next_spec
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.metrics.engine import EventsError, require_source
 from loopexp.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
-from loopexp.report import lift_plot, links_html, results_html
+from loopexp.report import incrementality_html, lift_plot, links_html, results_html
 from loopexp.results import ExperimentResults
 from loopexp.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.tracking import (
@@ -659,6 +659,7 @@ def write_html_report(results: ExperimentResults, path: str | Path, footer: str 
     body = (
         results_html(results)
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
+        + incrementality_html(results)
         + links_html(results)
     )
     if footer:

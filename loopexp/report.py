@@ -96,6 +96,36 @@ def comparisons_table(
     return table
 
 
+def incrementality_html(results: ExperimentResults) -> str:
+    """What the mailing added over the no-mail holdout, per arm (nothing without a holdout)."""
+    if not results.incrementality:
+        return ""
+    rows = []
+    for r in results.incrementality:
+        money = r.metric.startswith("revenue")
+        total = f"{r.incremental_total:+,.2f}" if money else f"{r.incremental_total:+,.0f}"
+        if r.incremental_ci_low is None or r.incremental_ci_high is None:
+            interval = "–"
+        elif money:
+            interval = f"{r.incremental_ci_low:+,.2f} to {r.incremental_ci_high:+,.2f}"
+        else:
+            interval = f"{r.incremental_ci_low:+,.0f} to {r.incremental_ci_high:+,.0f}"
+        rows.append(
+            {
+                "metric": metric_label(r.metric),
+                "arm": "all mailed" if r.arm == "all_mailed" else r.arm,
+                "added over not mailing": total,
+                "interval": f"{interval} ({r.ci_level:.0%})" if interval != "–" else interval,
+                "lift": _pct(r.rel_lift),
+                "p adj.": _p(r.p_value_adjusted),
+            }
+        )
+    return (
+        "<h4>What the mailing added over the no-mail holdout (per assigned recipient, "
+        "intent to treat)</h4>" + pd.DataFrame(rows).to_html(index=False)
+    )
+
+
 def links_table(results: ExperimentResults) -> pd.DataFrame:
     """Links × variants: each link's share of the variant's human clicks (control first).
 

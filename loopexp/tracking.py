@@ -255,6 +255,17 @@ def headline_metrics(results: ExperimentResults) -> dict[str, float]:
         value = getattr(d, field)
         if value is not None and math.isfinite(value):
             out[f"decision.{field}"] = value
+    # What all mailed arms added over the no-mail holdout, named the same in every iteration.
+    for r in results.incrementality:
+        if r.arm == "all_mailed" and r.metric == "revenue_per_assigned":
+            for field, name in (
+                ("incremental_total", "holdout.revenue_added"),
+                ("incremental_ci_low", "holdout.revenue_added_low"),
+                ("incremental_ci_high", "holdout.revenue_added_high"),
+            ):
+                value = getattr(r, field)
+                if value is not None and math.isfinite(value):
+                    out[name] = value
     by_id = {v.id: v for v in results.variants}
     control = next((v for v in results.variants if v.is_control), None)
     for label, variant in (("control", control), ("best", by_id.get(d.best_challenger or ""))):
@@ -288,6 +299,19 @@ def results_metrics(results: ExperimentResults) -> dict[str, float]:
         prefix = f"{c.metric}.{c.variant}_vs_{c.control}"
         for field in COMPARISON_FIGURES:
             value = getattr(c, field)
+            if value is not None and math.isfinite(value):
+                out[f"{prefix}.{field}"] = value
+    for r in results.incrementality:
+        prefix = f"holdout.{r.metric}.{r.arm}"
+        for field in (
+            "estimate",
+            "rel_lift",
+            "p_value_adjusted",
+            "incremental_total",
+            "incremental_ci_low",
+            "incremental_ci_high",
+        ):
+            value = getattr(r, field)
             if value is not None and math.isfinite(value):
                 out[f"{prefix}.{field}"] = value
     out.update(headline_metrics(results))

@@ -289,3 +289,23 @@ def test_engine_covariate_sums_drive_the_adjustment(tmp_path):
     sim.assignment.to_parquet(tmp_path / "bare.parquet")
     with pytest.raises(EventsError, match="pre_clicks"):
         analyze_files(spec, tmp_path / "events.parquet", tmp_path / "bare.parquet")
+
+
+def test_incrementality_reaches_mlflow_metrics_and_the_html_report(holdout_run, tmp_path) -> None:
+    from loopexp.pipeline import write_html_report
+    from loopexp.tracking import headline_metrics, results_metrics
+
+    _, _, results, _ = holdout_run
+    rev = {r.arm: r for r in results.incrementality if r.metric == "revenue_per_assigned"}
+    metrics = results_metrics(results)
+    pooled = rev["all_mailed"]
+    assert metrics["holdout.revenue_per_assigned.all_mailed.incremental_total"] == pytest.approx(
+        pooled.incremental_total
+    )
+    assert metrics["holdout.conversion_per_assigned.personal.p_value_adjusted"] <= 1
+    headline = headline_metrics(results)
+    assert headline["holdout.revenue_added"] == pytest.approx(pooled.incremental_total)
+    assert headline["holdout.revenue_added_low"] < headline["holdout.revenue_added_high"]
+    page = write_html_report(results, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "What the mailing added over the no-mail holdout" in page
+    assert f"{pooled.incremental_total:+,.2f}" in page
