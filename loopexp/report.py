@@ -168,7 +168,33 @@ def results_html(results: ExperimentResults) -> str:
         f"<p>Decision: <b>{d.status.value}</b>{winner}. SRM p = {results.srm.p_value:.3g} "
         f"({'ok' if results.srm.ok else 'MISMATCH'}).</p><ul>{reasons}</ul>"
         + frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–")
+        + guardrails_html(results)
     )
+
+
+def guardrails_table(results: ExperimentResults) -> pd.DataFrame:
+    """The guardrails as the veto read them: lift, interval at its level, margin, one-sided p."""
+    rows = [
+        {
+            "guardrail": metric_label(g.metric),
+            "variant": g.variant,
+            "lift": _pct(g.rel_lift),
+            "interval": _interval(g.rel_ci_low, g.rel_ci_high)
+            + (f" ({g.ci_level:.0%})" if g.ci_level else ""),
+            "margin": f"+{g.max_relative_increase:.0%}",
+            "mode": g.mode.replace("_", "-"),
+            "p (one-sided)": "–" if g.p_value is None else _p(g.p_value),
+            "verdict": "passed" if g.passed else "VETO",
+        }
+        for g in results.decision.guardrails
+    ]
+    return pd.DataFrame(rows)
+
+
+def guardrails_html(results: ExperimentResults) -> str:
+    """:func:`guardrails_table` as HTML (nothing when the spec has no guardrails)."""
+    table = guardrails_table(results)
+    return "" if table.empty else "<h4>Guardrails</h4>" + table.to_html(index=False)
 
 
 def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
