@@ -867,7 +867,8 @@ def _demo_loop(
     if c.value is not None:
         console.print(
             f"[bold]Cumulative lift of the control over iteration 1:[/] {c.value:+.1%} "
-            f"(95% CI {c.low:+.1%} to {c.high:+.1%}); shrunk for winner's curse {cs.value:+.1%}"
+            f"({100 * c.level:.3g}% CI {c.low:+.1%} to {c.high:+.1%}); "
+            f"shrunk for winner's curse {cs.value:+.1%}"
         )
     for step in demo.report.next_steps:
         console.print(f"[bold]Next:[/] {escape(step)}", soft_wrap=True)

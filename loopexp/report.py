@@ -240,6 +240,12 @@ def _interval(low: float | None, high: float | None) -> str:
     return "–" if low is None or high is None else f"{low:+.1%} to {high:+.1%}"
 
 
+def _leveled(low: float | None, high: float | None, level: float | None) -> str:
+    """An interval with its level, e.g. "+3.6% to +28.9% (97.5%)": adjusted ones are wider."""
+    text = _interval(low, high)
+    return text if level is None or text == "–" else f"{text} ({100 * level:.3g}%)"
+
+
 def _chance(p: float | None) -> str:
     # Rounded to whole percents, but never to a certain 0% or 100%: it is an estimate.
     if p is None:
@@ -279,7 +285,7 @@ def readable_comparisons(
                 "control": _value(c.metric, values[c.control][c.metric].value),
                 "variant's": _value(c.metric, values[c.variant][c.metric].value),
                 "lift": _pct(c.rel_lift),
-                "95% interval of the lift": _interval(c.rel_ci_low, c.rel_ci_high),
+                "interval of the lift": _leveled(c.rel_ci_low, c.rel_ci_high, c.ci_level),
                 "chance to beat control": _chance(c.prob_beat_control),
                 "significant": "yes" if c.p_value_adjusted < alpha else "no",
                 "p (adjusted)": _p(c.p_value_adjusted),
@@ -289,15 +295,19 @@ def readable_comparisons(
 
 
 def readable_segment_lifts(results: ExperimentResults, metric: str) -> pd.DataFrame:
-    """Lift of each challenger on ``metric`` per segment, in percentages (exploratory)."""
+    """Lift of each challenger on ``metric`` per segment, in percentages (exploratory).
+
+    Segment comparisons are adjusted across segments × challengers: the p-value shown is the
+    adjusted one, and the interval is at the level that adjusted test used (wider than 95 %).
+    """
     rows = pd.DataFrame(
         [
             {
                 "segment": s.segment.replace("_", " "),
                 "variant": c.variant,
                 "lift": _pct(c.rel_lift),
-                "95% interval of the lift": _interval(c.rel_ci_low, c.rel_ci_high),
-                "p (unadjusted)": _p(c.p_value),
+                "interval of the lift": _leveled(c.rel_ci_low, c.rel_ci_high, c.ci_level),
+                "p (adjusted)": _p(c.p_value_adjusted),
             }
             for s in results.segments
             for c in s.comparisons
@@ -321,7 +331,8 @@ def decision_summary(results: ExperimentResults) -> str:
             f"{d.rel_lift:+.1%} against the control"
         )
         if d.rel_ci_low is not None and d.rel_ci_high is not None:
-            evidence += f" (95% interval {_interval(d.rel_ci_low, d.rel_ci_high)})"
+            level = d.ci_level if d.ci_level is not None else 0.95
+            evidence += f" ({100 * level:.3g}% interval {_interval(d.rel_ci_low, d.rel_ci_high)})"
         if d.prob_beat_control is not None:
             evidence += f"; chance it beats the control: {_chance(d.prob_beat_control)}"
         lines.append(evidence + ".")

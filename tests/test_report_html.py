@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from loopexp import analyze_files, load_spec, simulate_campaign
-from loopexp.report import guardrails_html, guardrails_table
+from loopexp.report import (
+    _p,
+    decision_summary,
+    guardrails_html,
+    guardrails_table,
+    metric_label,
+    readable_comparisons,
+    readable_segment_lifts,
+)
 from loopexp.simulate import DEMO_EFFECTS
 from tests.conftest import DEMO_SPEC
 
@@ -46,3 +54,38 @@ def test_report_page_has_the_guardrail_section(results, tmp_path: Path) -> None:
 
     page = write_html_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<h4>Guardrails</h4>" in page and "VETO" in page
+
+
+# --- the notebook's plain-words tables quote each interval at the level its test used ----------
+
+
+def _level_text(level: float) -> str:
+    return f"({100 * level:.3g}%)"
+
+
+def test_decision_summary_quotes_the_level_the_decision_used(results) -> None:
+    d = results.decision
+    assert d.ci_level is not None and abs(d.ci_level - 0.95) > 1e-9  # Holm over two challengers
+    text = decision_summary(results)
+    assert f"{100 * d.ci_level:.3g}% interval" in text
+    assert "95% interval" not in text
+
+
+def test_readable_comparisons_intervals_carry_their_levels(results) -> None:
+    table = readable_comparisons(results).reset_index()
+    by_key = {(metric_label(c.metric), c.variant): c for c in results.comparisons}
+    assert "95% interval of the lift" not in table.columns
+    for row in table.to_dict(orient="records"):
+        c = by_key[(row["metric"], row["variant"])]
+        assert row["interval of the lift"].endswith(_level_text(c.ci_level))
+
+
+def test_segment_lifts_show_the_adjusted_p_beside_the_adjusted_interval(results) -> None:
+    metric = results.decision.primary_metric
+    table = readable_segment_lifts(results, metric).reset_index()
+    comparisons = [c for s in results.segments for c in s.comparisons if c.metric == metric]
+    assert len(table) == len(comparisons) > 0
+    assert "p (adjusted)" in table.columns and "p (unadjusted)" not in table.columns
+    for row, c in zip(table.to_dict(orient="records"), comparisons, strict=True):
+        assert row["interval of the lift"].endswith(_level_text(c.ci_level))
+        assert row["p (adjusted)"] == _p(c.p_value_adjusted)

@@ -49,7 +49,10 @@ def test_comparisons_read_as_percentages_and_words(results) -> None:
     assert PERCENT.match(click["lift"]) and click["lift"].startswith("+")
     lift = results.comparison("click_rate", "personal").rel_lift
     assert click["lift"] == f"{lift:+.1%}"
-    assert re.match(r"^[+-]?\d+\.\d% to [+-]?\d+\.\d%$", click["95% interval of the lift"])
+    level = results.comparison("click_rate", "personal").ci_level
+    assert re.match(
+        rf"^[+-]?\d+\.\d% to [+-]?\d+\.\d% \({100 * level:.3g}%\)$", click["interval of the lift"]
+    )
     assert click["significant"] == "yes"
     assert re.match(r"^(>99%|<1%|\d{1,2}%)$", click["chance to beat control"])
     assert readable_comparisons(results, ["click_rate"]).index.get_level_values(
@@ -76,7 +79,8 @@ def test_decision_summary_says_what_to_do_and_why(results) -> None:
     text = decision_summary(results)
     d = results.decision
     assert text.startswith(f"Decision: {STATUS_WORDS[d.status]}: personal.")
-    assert f"{d.rel_lift:+.1%}" in text and "95% interval" in text and "click rate" in text
+    assert f"{d.rel_lift:+.1%}" in text and "click rate" in text
+    assert f"{100 * d.ci_level:.3g}% interval" in text  # the level the decision's test used
     assert all(reason in text for reason in d.reasons)
 
 
