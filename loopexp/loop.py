@@ -16,7 +16,7 @@ run id, and a sample size re-planned from the next control's observed rate of th
 
 from __future__ import annotations
 
-from loopexp.plan import sample_size_per_variant
+from loopexp.plan import plan_for
 from loopexp.results import ExperimentResults, Status
 from loopexp.spec import ExperimentSpec, SendTimeSettings
 
@@ -67,12 +67,6 @@ def next_spec(
     observed = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
     seen = observed.get(new_control.id)
     rate = baseline if baseline is not None else (seen.value if seen is not None else None)
-    if rate is not None and 0 < rate < 1:
-        rule = spec.decision
-        planned = sample_size_per_variant(
-            rate, rule.mde_relative, rule.alpha, rule.power, len(challengers)
-        ).per_variant
-
     iteration = spec.iteration + 1
     variants = [v.model_dump(mode="json") for v in (new_control, *challengers)]
     for v in variants:
@@ -89,4 +83,10 @@ def next_spec(
     )
     if send_time is not None:
         data["send_time"] = send_time.model_dump(mode="json")
-    return ExperimentSpec.model_validate(data)
+    next_spec = ExperimentSpec.model_validate(data)
+    if rate is not None and 0 < rate < 1:
+        # Re-planned as `loopexp plan` would: the next spec's challengers, decision method (a
+        # sequential test needs ~1.9x) and delivery rate (sends grossed up to delivered).
+        data["planned_recipients_per_variant"] = plan_for(next_spec, rate).per_variant
+        next_spec = ExperimentSpec.model_validate(data)
+    return next_spec

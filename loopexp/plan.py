@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
+from scipy.stats import norm
 from statsmodels.stats.proportion import (
     power_proportions_2indep,
     samplesize_proportions_2indep_onetail,
 )
+
+from loopexp.stats.sequential import cs_halfwidth
 
 if TYPE_CHECKING:
     from loopexp.spec import ExperimentSpec
@@ -51,6 +54,7 @@ def sample_size_per_variant(
     power: float = 0.8,
     n_challengers: int = 1,
     delivery_rate: float = 1.0,
+    sequential: bool = False,
 ) -> SamplePlan:
     """Recipients per variant to detect a relative lift of ``mde_relative`` over ``baseline``.
 
@@ -59,6 +63,11 @@ def sample_size_per_variant(
     metric's denominator is the delivered population: the test needs that many *delivered*
     recipients, so sends are grossed up by ``delivery_rate`` (the spec's
     ``decision.expected_delivery_rate``) and planned power is real power.
+
+    ``sequential``: the always-valid test (:mod:`loopexp.stats.sequential`), tuned at the planned
+    total as the spec does by default, must push |z| past its boundary ``c`` there instead of
+    z₁₋α/₂ (c ≈ 3.04 against 1.96 at α = 0.05): n = (c + z_power)² (p₁q₁ + p₂q₂) / δ², about 1.9×
+    the fixed-horizon n. Planning with the fixed-horizon n would give ~41 % power, not 80 %.
     """
     if not 0 < delivery_rate <= 1:
         raise ValueError(f"delivery_rate must be in (0, 1]; got {delivery_rate}")
@@ -68,9 +77,14 @@ def sample_size_per_variant(
     if not 0 < treated < 1:
         raise ValueError(f"baseline x (1 + mde) = {treated:.4f} is not a rate; lower the MDE")
     alpha_each = alpha / max(n_challengers, 1)
-    n = samplesize_proportions_2indep_onetail(
-        treated - baseline, baseline, power, alpha=alpha_each, alternative="two-sided"
-    )
+    if sequential:
+        boundary = sequential_z_boundary(alpha_each, alpha)
+        variance = baseline * (1 - baseline) + treated * (1 - treated)
+        n = (boundary + float(norm.ppf(power))) ** 2 * variance / (treated - baseline) ** 2
+    else:
+        n = samplesize_proportions_2indep_onetail(
+            treated - baseline, baseline, power, alpha=alpha_each, alternative="two-sided"
+        )
     delivered = math.ceil(n)
     per_variant = math.ceil(delivered / delivery_rate)
     return SamplePlan(
@@ -83,6 +97,16 @@ def sample_size_per_variant(
         delivered,
         delivery_rate,
     )
+
+
+def sequential_z_boundary(alpha: float, design_alpha: float = 0.05) -> float:
+    """|z| that an always-valid test must exceed at the sample its mixture is tuned for.
+
+    With the mixture tuned at the look's own total N (Nρ² fixed by ``design_alpha``) the
+    boundary does not depend on N: it is the confidence sequence's half-width in standard errors.
+    """
+    # se = 1 and any N: cs_halfwidth then returns the half-width in standard errors.
+    return cs_halfwidth(1.0, 1000.0, alpha, 1000.0, design_alpha)
 
 
 def guardrail_sample_size(
@@ -174,6 +198,10 @@ class ExperimentPlan(BaseModel):
     audience_size: int | None = None
     mde_at_audience: float | None = None
     """Smallest relative lift that ``audience_size`` recipients can detect (None: none can)."""
+    decision_method: str = "fixed"
+    """``fixed`` or ``sequential`` (always-valid, safe at every look: needs more recipients)."""
+    fixed_horizon_per_variant: int | None = None
+    """For a sequential plan: what a single-look test would need, for comparison."""
 
     def write_json(self, path: str | Path) -> Path:
         """Write the plan as indented JSON (creating folders) and return its path."""
@@ -223,6 +251,8 @@ def plan_experiment(
     """
     rule = spec.decision
     sizing = plan_for(spec, baseline)  # the delivered population for delivered-based metrics
+    sequential = spec.decision_method == "sequential"
+    fixed = plan_for(spec, baseline, sequential=False).per_variant if sequential else None
     weights = [v.weight for v in spec.variants]
     mailed = math.ceil(sizing.per_variant * sum(weights) / min(weights))
     total = math.ceil(mailed / (1 - spec.audience.holdout))
@@ -231,11 +261,12 @@ def plan_experiment(
     if audience_size:
         mailed_share = (1 - spec.audience.holdout) * min(weights) / sum(weights)
         smallest_arm = int(audience_size * mailed_share)
-        mde_audience = (
-            mde_at(baseline, smallest_arm, sizing.alpha_per_comparison, rule.power)
-            if smallest_arm > 1
-            else None
-        )
+        if smallest_arm <= 1:
+            mde_audience = None
+        elif sequential:
+            mde_audience = _sequential_mde(spec, baseline, smallest_arm)
+        else:
+            mde_audience = mde_at(baseline, smallest_arm, sizing.alpha_per_comparison, rule.power)
     return ExperimentPlan(
         experiment=spec.name,
         campaign=spec.campaign,
@@ -256,22 +287,46 @@ def plan_experiment(
         days=days,
         audience_size=audience_size,
         mde_at_audience=mde_audience,
+        decision_method=spec.decision_method,
+        fixed_horizon_per_variant=fixed,
     )
 
 
-def plan_for(spec: ExperimentSpec, baseline: float) -> SamplePlan:
+def _sequential_mde(spec: ExperimentSpec, baseline: float, arm: int) -> float | None:
+    """Smallest relative lift a sequential test reaches with ``arm`` recipients per variant."""
+    from scipy.optimize import brentq  # noqa: PLC0415 (only for this inversion)
+
+    top = (1 - 1e-9) / baseline - 1
+
+    def excess(mde: float) -> float:
+        return plan_for(spec, baseline, mde_relative=mde).per_variant - arm
+
+    if excess(top) > 0:
+        return None
+    return float(brentq(excess, 1e-6, top, xtol=1e-6))
+
+
+def plan_for(
+    spec: ExperimentSpec,
+    baseline: float,
+    sequential: bool | None = None,
+    mde_relative: float | None = None,
+) -> SamplePlan:
     """The sample plan of ``spec``'s primary metric from a baseline rate.
 
-    Uses the spec's alpha, power, MDE, number of challengers and, for a delivered-based metric,
-    its expected delivery rate.
+    Uses the spec's alpha, power, MDE, number of challengers, decision method (a sequential test
+    needs more recipients) and, for a delivered-based metric, its expected delivery rate.
     """
     rule = spec.decision
     delivered_based = spec.metric(spec.primary_metric).denominator == "delivered"
+    if sequential is None:
+        sequential = spec.decision_method == "sequential"
     return sample_size_per_variant(
         baseline,
-        rule.mde_relative,
+        rule.mde_relative if mde_relative is None else mde_relative,
         rule.alpha,
         rule.power,
         len(spec.challengers),
         delivery_rate=rule.expected_delivery_rate if delivered_based else 1.0,
+        sequential=sequential,
     )

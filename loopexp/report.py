@@ -349,6 +349,11 @@ def plan_summary(plan: ExperimentPlan) -> str:
         f"each of the {plan.variants} variants needs {plan.per_variant:,} recipients: "
         f"{plan.total:,} in all.",
     ]
+    if plan.decision_method == "sequential" and plan.fixed_horizon_per_variant:
+        lines.append(
+            "The test is sequential (always-valid: safe to read at every look), so it needs "
+            f"more than a single-look test would ({plan.fixed_horizon_per_variant:,} per variant)."
+        )
     if plan.days is not None:
         lines.append(
             f"At {plan.recipients_per_day:,} recipients a day that is {plan.days} day(s) of "
