@@ -278,24 +278,57 @@ RUNNERS = {
 # --- data --------------------------------------------------------------------------------------
 
 
+CHUNK = 2_500_000  # recipients simulated at a time above this size: pandas' memory stays bounded
+
+
 def prepare(folder: Path, n: int, dups: bool) -> tuple[Path, Path]:
-    """Simulate ``n`` recipients (~3 events each); ``dups`` repeats 10 % of the event ids."""
+    """Simulate ``n`` recipients (~3 events each); ``dups`` repeats 10 % of the event ids.
+
+    Above ``CHUNK`` recipients the campaign is simulated in chunks (seed 1, 2, ...: distinct
+    recipient keys; event ids prefixed with the chunk) appended to one Parquet file, so 30 M
+    recipients need no more memory than 2.5 M.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+
     from loopexp import load_spec, simulate_campaign  # noqa: PLC0415
 
     events, assignment = folder / "events.parquet", folder / "assignment.parquet"
-    if events.exists():
+    if events.exists() and assignment.exists():
         return events, assignment
     folder.mkdir(parents=True, exist_ok=True)
     spec = load_spec(ROOT / "experiments" / "subject_line_demo.yaml")
-    campaign = simulate_campaign(spec, n, seed=1)
-    ev = campaign.events
-    if dups:
-        rng = np.random.default_rng(2)
-        copies = ev.iloc[np.sort(rng.choice(len(ev), len(ev) // 10, replace=False))].copy()
-        copies["ts"] = copies["ts"] + pd.Timedelta(minutes=5)  # a later resend: dropped
-        ev = pd.concat([ev, copies], ignore_index=True)
-    ev.to_parquet(events, index=False, coerce_timestamps="us", row_group_size=1_000_000)
-    campaign.assignment.to_parquet(assignment, index=False)
+    chunks = [CHUNK] * (n // CHUNK) + ([n % CHUNK] if n % CHUNK else []) if n > CHUNK else [n]
+    writers: dict[str, pq.ParquetWriter] = {}
+    schemas: dict[str, pa.Schema] = {}
+    part_e, part_a = folder / "events.parquet.part", folder / "assignment.parquet.part"
+    for k, size in enumerate(chunks):
+        campaign = simulate_campaign(spec, size, seed=1 + k)
+        ev = campaign.events
+        if len(chunks) > 1:
+            ev["event_id"] = f"c{k:02d}-" + ev["event_id"].astype(str)
+        if dups:
+            rng = np.random.default_rng(2 + k)
+            copies = ev.iloc[np.sort(rng.choice(len(ev), len(ev) // 10, replace=False))].copy()
+            copies["ts"] = copies["ts"] + pd.Timedelta(minutes=5)  # a later resend: dropped
+            ev = pd.concat([ev, copies], ignore_index=True)
+        for name, frame, path in [("e", ev, part_e), ("a", campaign.assignment, part_a)]:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if name not in schemas:  # microsecond timestamps, as the single-file writer did
+                schemas[name] = pa.schema(
+                    [
+                        f.with_type(pa.timestamp("us", tz=f.type.tz))
+                        if pa.types.is_timestamp(f.type)
+                        else f
+                        for f in table.schema
+                    ]
+                )
+                writers[name] = pq.ParquetWriter(path, schemas[name])
+            writers[name].write_table(table.cast(schemas[name], safe=False), 1_000_000)
+        del campaign, ev
+    for writer in writers.values():
+        writer.close()
+    part_a.rename(assignment)
+    part_e.rename(events)
     return events, assignment
 
 
@@ -357,6 +390,7 @@ def main() -> None:
         default=[],
         help="NAME=DIR: also run the engine from source tree DIR, reported as engine@NAME",
     )
+    parser.add_argument("--prepare-only", action="store_true", help="only simulate the data")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -380,6 +414,8 @@ def main() -> None:
             events, assignment = prepare(args.workdir / name, n, dups)
             n_events = pq.ParquetFile(events).metadata.num_rows
             print(f"{name}: {n_events:,} events (ready in {time.perf_counter() - start:.0f} s)")
+            if args.prepare_only:
+                continue
             impls = [
                 *args.impls,
                 *(f"engine@{name}" for name in sources),
