@@ -335,6 +335,17 @@ def prepare(folder: Path, n: int, dups: bool) -> tuple[Path, Path]:
 # --- driver ------------------------------------------------------------------------------------
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) and its waited-for children:
+    what can be compared on a shared machine, where wall seconds depend on the neighbours."""
+    import resource  # noqa: PLC0415
+
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_rss_mib() -> float:
     """This process's peak RSS (VmHWM: per address space, so not inherited through fork+exec,
     unlike ``ru_maxrss``, which would report the driver's size for a small child)."""
@@ -348,7 +359,7 @@ def measure(
     impl: str, events: Path, assignment: Path, out: Path, sources: dict[str, str]
 ) -> tuple[float, float, dict]:
     """Run one implementation in a fresh process: (seconds of the computation, imports
-    excluded; peak RSS in MiB; result)."""
+    excluded; peak RSS in MiB; result with its CPU seconds and the load average)."""
     # "engine@main": the engine of another source tree (e.g. `git archive main`), same data
     runner, _, source = impl.partition("@")
     env = dict(os.environ)
@@ -362,6 +373,7 @@ def measure(
     if status != 0:
         raise RuntimeError(f"{impl} failed with status {status}")
     result = json.loads(out.read_text())
+    result["loadavg"] = float(Path("/proc/loadavg").read_text().split()[0])
     return result.pop("seconds"), result.pop("peak_rss_mib"), result
 
 
@@ -398,9 +410,10 @@ def main() -> None:
         # Imports are not the computation (loopexp's package import pulls in MLflow & co).
         for module in IMPORTS[impl]:
             __import__(module)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         result = RUNNERS[impl](events, assignment)
         result["seconds"] = time.perf_counter() - start
+        result["cpu_s"] = _cpu_seconds() - cpu
         result["peak_rss_mib"] = peak_rss_mib()
         Path(out).write_text(json.dumps(result))
         return
@@ -440,6 +453,8 @@ def main() -> None:
                     "impl": impl,
                     "median_s": round(statistics.median(r[0] for r in measured), 2),
                     "runs": [round(r[0], 2) for r in measured],
+                    "cpu_s": [round(r[2]["cpu_s"], 2) for r in measured],
+                    "loadavg": [r[2]["loadavg"] for r in measured],
                     "peak_rss_mib": round(max(r[1] for r in measured)),
                     "same_numbers_as_engine": same_numbers(
                         (reference or result)["stats"], result["stats"]
