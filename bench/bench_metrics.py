@@ -394,7 +394,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--impls", nargs="+", default=IMPLS)
     parser.add_argument("--dups", action="store_true", help="also the duplicate-heavy variant")
-    parser.add_argument("--spark", action="store_true", help="also Spark local mode (once)")
+    parser.add_argument(
+        "--spark", action="store_true", help="also Spark local mode (once; not on --dups data)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--src",
@@ -402,6 +404,7 @@ def main() -> None:
         default=[],
         help="NAME=DIR: also run the engine from source tree DIR, reported as engine@NAME",
     )
+    parser.add_argument("--out", type=Path, help="the report (default: WORKDIR/metrics.json)")
     parser.add_argument("--prepare-only", action="store_true", help="only simulate the data")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -432,7 +435,7 @@ def main() -> None:
             impls = [
                 *args.impls,
                 *(f"engine@{name}" for name in sources),
-                *(["spark"] if args.spark else []),
+                *(["spark"] if args.spark and not dups else []),
             ]
             # Round robin (every implementation once, then again): on a shared machine a burst
             # of load then hits all implementations alike instead of all runs of one.
@@ -465,7 +468,7 @@ def main() -> None:
                 report.append(entry)
                 print(json.dumps(entry), flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "metrics.json").write_text(json.dumps(report, indent=2))
+    (args.out or args.workdir / "metrics.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -101,3 +101,23 @@ def test_colliding_assignment_hashes_are_verified_exactly(monkeypatch):
     doubled = pd.concat([ASSIGNMENT, ASSIGNMENT.iloc[:1]], ignore_index=True)
     with pytest.raises(engine.EventsError, match="1 recipient_key"):
         compute_metrics(events, doubled, ["click_rate"])
+
+
+@pytest.mark.parametrize("blank", [None, "", " ", "   ", "\u00a0", "\u3000 "])
+def test_blank_assignment_fields_are_refused(blank):
+    # The blank check runs trim() only on values starting with a space or non-ASCII character;
+    # it must refuse exactly what NULL-or-trim(x)='' refuses.
+    events = frame(campaign_events())
+    for column in ("recipient_key", "segment", "variant_id"):
+        bad = ASSIGNMENT.copy()
+        bad.loc[2, column] = blank
+        with pytest.raises(engine.EventsError, match=rf"1 row\(s\) without a {column}"):
+            compute_metrics(events, bad, ["click_rate"])
+
+
+def test_keys_with_inner_or_leading_characters_are_not_blank():
+    events = frame(campaign_events())
+    odd = ASSIGNMENT.copy()
+    odd.loc[6, "recipient_key"] = " h1"  # not blank: an unmatched key, not an error
+    table = compute_metrics(events, odd, ["click_rate"])
+    assert table.assigned["holdout"] == 1

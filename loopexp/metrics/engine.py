@@ -602,6 +602,18 @@ def _address_sql(column: str) -> str:
     return f"(contains({column}, '@') AND regexp_matches({column}, {pattern}))"
 
 
+def _blank_sql(column: str) -> str:
+    """NULL, empty, or only what trim() removes (spaces, also Unicode ones).
+
+    trim() copies every string: at 10 M keys the plain ``trim(x) = ''`` took 1.5 s alone, so it
+    runs only on values starting with a space or a non-ASCII character.
+    """
+    return (
+        f"({column} IS NULL OR {column} = '' "
+        f"OR ((ascii({column}) = 32 OR ascii({column}) > 127) AND trim({column}) = ''))"
+    )
+
+
 def _check_assignment(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -626,9 +638,9 @@ def _check_assignment(
         segments_seen,
         variants_seen,
     ) = con.execute(
-        "SELECT count(*) FILTER (WHERE recipient_key IS NULL OR trim(recipient_key) = ''), "
-        "count(*) FILTER (WHERE segment IS NULL OR trim(segment) = ''), "
-        "count(*) FILTER (WHERE variant_id IS NULL OR trim(variant_id) = ''), "
+        f"SELECT count(*) FILTER (WHERE {_blank_sql('recipient_key')}), "
+        f"count(*) FILTER (WHERE {_blank_sql('segment')}), "
+        f"count(*) FILTER (WHERE {_blank_sql('variant_id')}), "
         f"count(*) FILTER (WHERE {_address_sql('recipient_key')}), "
         f"count(*), count(DISTINCT {_ASSIGNMENT_KEY_HASH}), "
         "list(DISTINCT segment), list(DISTINCT variant_id) FROM assignment_src"
