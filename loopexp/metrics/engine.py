@@ -240,11 +240,7 @@ def _compute(
         + " FROM assignment_raw"
     )
     _check_assignment(con, assignment, segments, variants)
-    for statement in _validation_sql(con):
-        con.execute(statement)
-    dedupe, has_candidates = _dedupe_sql(con)
-    for statement in dedupe:
-        con.execute(statement)
+    has_candidates = validate_events(con)
     counts = dict(
         con.execute("SELECT quarantine_reason, n FROM event_summary WHERE by_reason").fetchall()
     )
@@ -884,6 +880,19 @@ _KEY_HASH = "hash(coalesce(provider, ''), event_id)"
 #: The assignment check's hash of a recipient key (distinct hashes < rows: verify exactly).
 _ASSIGNMENT_KEY_HASH = "hash(recipient_key)"
 _TS_MIN, _TS_MAX = "2000-01-01", "2100-01-01"
+
+
+def validate_events(con: duckdb.DuckDBPyConnection) -> bool:
+    """Define ``checked_events``, ``valid_events`` and ``quarantined_events`` over ``raw_events``.
+
+    Returns whether some events are duplicate candidates (``dup_candidates`` is then defined).
+    """
+    for statement in _validation_sql(con):
+        con.execute(statement)
+    dedupe, has_candidates = _dedupe_sql(con)
+    for statement in dedupe:
+        con.execute(statement)
+    return has_candidates
 
 
 def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
