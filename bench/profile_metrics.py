@@ -1,7 +1,8 @@
 """Profile the metrics engine statement by statement with DuckDB's JSON profiler.
 
 Every statement the engine sends to DuckDB is timed (execute to the next statement, so fetching
-is included) and its profile read back: the slowest operators of each are printed.
+is included) and its profile read back: the slowest operators of each are printed, with the
+process's peak RSS so far (VmHWM) after the statement.
 
 Run:  .venv/bin/python bench/profile_metrics.py EVENTS ASSIGNMENT [METRIC ...]
 """
@@ -27,6 +28,13 @@ def _operators(node: dict, out: list) -> list:
     return out
 
 
+def _peak_rss_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
 class _Profiled:
     """A DuckDB connection whose statements are timed and profiled."""
 
@@ -36,6 +44,7 @@ class _Profiled:
     def _close_last(self) -> None:
         if self.log and "seconds" not in self.log[-1]:
             self.log[-1]["seconds"] = time.perf_counter() - self.log[-1]["start"]
+            self.log[-1]["hwm_mib"] = _peak_rss_mib()
             if self._profile.exists():
                 tree = json.loads(self._profile.read_text())
                 ops = sorted(_operators(tree, []), key=lambda t: -t[0])[:4]
@@ -73,7 +82,7 @@ def main() -> None:
     total = time.perf_counter() - start
     for entry in runs[0].log:
         if entry["seconds"] >= 0.05:
-            print(f"{entry['seconds']:7.2f} s  {entry['sql']}")
+            print(f"{entry['seconds']:7.2f} s  peak {entry['hwm_mib']:5d} MiB  {entry['sql']}")
             for seconds, name in entry.get("operators", []):
                 print(f"{'':12}{seconds:6.2f} s  {name}")
     print(f"{total:7.2f} s  in all")
