@@ -388,6 +388,45 @@ def same_numbers(a: Stats, b: Stats) -> bool:
     return True
 
 
+def markdown(report: list[dict]) -> str:
+    """The report as bench/README.md's tables: per data set, per implementation, with the
+    ratios to ``duck_same`` and ``duck_bare`` (per round, median over rounds; CPU seconds
+    beside wall seconds)."""
+    lines = []
+    for name in dict.fromkeys(e["data"] for e in report):
+        rows = [e for e in report if e["data"] == name]
+        by_impl = {e["impl"]: e for e in rows}
+        lines += [
+            "",
+            f"{name}: {rows[0]['events']:,} events; load average "
+            f"{min(x for e in rows for x in e['loadavg']):.1f}–"
+            f"{max(x for e in rows for x in e['loadavg']):.1f}",
+            "",
+            "| impl | wall s (runs) | CPU s (runs) | median wall / CPU | ÷ duck_same wall / CPU "
+            "| ÷ duck_bare wall / CPU | peak RSS MiB | same |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for e in rows:
+            cpu = statistics.median(e["cpu_s"])
+            ratios = []
+            for base in ("duck_same", "duck_bare"):
+                b = by_impl.get(base)
+                if not b or e["impl"] == base or len(b["runs"]) != len(e["runs"]):
+                    ratios.append("")
+                    continue
+                # per round (round robin: the same minute of the machine), then the median
+                wall = statistics.median(x / y for x, y in zip(e["runs"], b["runs"], strict=True))
+                cpus = statistics.median(x / y for x, y in zip(e["cpu_s"], b["cpu_s"], strict=True))
+                ratios.append(f"{wall:.2f} / {cpus:.2f}")
+            lines.append(
+                f"| {e['impl']} | {', '.join(f'{x:.2f}' for x in e['runs'])} "
+                f"| {', '.join(f'{x:.2f}' for x in e['cpu_s'])} | {e['median_s']:.2f} / {cpu:.2f} "
+                f"| {ratios[0]} | {ratios[1]} | {e['peak_rss_mib']:,} "
+                f"| {'✓' if e['same_numbers_as_engine'] else '✗'} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, nargs="+", default=[1_000_000])
@@ -406,8 +445,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="the report (default: WORKDIR/metrics.json)")
     parser.add_argument("--prepare-only", action="store_true", help="only simulate the data")
+    parser.add_argument("--table", nargs="+", type=Path, help="print REPORT.json(s) as markdown")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(markdown([e for path in args.table for e in json.loads(path.read_text())]))
+        return
     if args.one:
         impl, events, assignment, out = args.one
         # Imports are not the computation (loopexp's package import pulls in MLflow & co).
