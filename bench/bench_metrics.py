@@ -278,28 +278,72 @@ RUNNERS = {
 # --- data --------------------------------------------------------------------------------------
 
 
+CHUNK = 2_500_000  # recipients simulated at a time above this size: pandas' memory stays bounded
+
+
 def prepare(folder: Path, n: int, dups: bool) -> tuple[Path, Path]:
-    """Simulate ``n`` recipients (~3 events each); ``dups`` repeats 10 % of the event ids."""
+    """Simulate ``n`` recipients (~3 events each); ``dups`` repeats 10 % of the event ids.
+
+    Above ``CHUNK`` recipients the campaign is simulated in chunks (seed 1, 2, ...: distinct
+    recipient keys; event ids prefixed with the chunk) appended to one Parquet file, so 30 M
+    recipients need no more memory than 2.5 M.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+
     from loopexp import load_spec, simulate_campaign  # noqa: PLC0415
 
     events, assignment = folder / "events.parquet", folder / "assignment.parquet"
-    if events.exists():
+    if events.exists() and assignment.exists():
         return events, assignment
     folder.mkdir(parents=True, exist_ok=True)
     spec = load_spec(ROOT / "experiments" / "subject_line_demo.yaml")
-    campaign = simulate_campaign(spec, n, seed=1)
-    ev = campaign.events
-    if dups:
-        rng = np.random.default_rng(2)
-        copies = ev.iloc[np.sort(rng.choice(len(ev), len(ev) // 10, replace=False))].copy()
-        copies["ts"] = copies["ts"] + pd.Timedelta(minutes=5)  # a later resend: dropped
-        ev = pd.concat([ev, copies], ignore_index=True)
-    ev.to_parquet(events, index=False, coerce_timestamps="us", row_group_size=1_000_000)
-    campaign.assignment.to_parquet(assignment, index=False)
+    chunks = [CHUNK] * (n // CHUNK) + ([n % CHUNK] if n % CHUNK else []) if n > CHUNK else [n]
+    writers: dict[str, pq.ParquetWriter] = {}
+    schemas: dict[str, pa.Schema] = {}
+    part_e, part_a = folder / "events.parquet.part", folder / "assignment.parquet.part"
+    for k, size in enumerate(chunks):
+        campaign = simulate_campaign(spec, size, seed=1 + k)
+        ev = campaign.events
+        if len(chunks) > 1:
+            ev["event_id"] = f"c{k:02d}-" + ev["event_id"].astype(str)
+        if dups:
+            rng = np.random.default_rng(2 + k)
+            copies = ev.iloc[np.sort(rng.choice(len(ev), len(ev) // 10, replace=False))].copy()
+            copies["ts"] = copies["ts"] + pd.Timedelta(minutes=5)  # a later resend: dropped
+            ev = pd.concat([ev, copies], ignore_index=True)
+        for name, frame, path in [("e", ev, part_e), ("a", campaign.assignment, part_a)]:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if name not in schemas:  # microsecond timestamps, as the single-file writer did
+                schemas[name] = pa.schema(
+                    [
+                        f.with_type(pa.timestamp("us", tz=f.type.tz))
+                        if pa.types.is_timestamp(f.type)
+                        else f
+                        for f in table.schema
+                    ]
+                )
+                writers[name] = pq.ParquetWriter(path, schemas[name])
+            writers[name].write_table(table.cast(schemas[name], safe=False), 1_000_000)
+        del campaign, ev
+    for writer in writers.values():
+        writer.close()
+    part_a.rename(assignment)
+    part_e.rename(events)
     return events, assignment
 
 
 # --- driver ------------------------------------------------------------------------------------
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) and its waited-for children:
+    what can be compared on a shared machine, where wall seconds depend on the neighbours."""
+    import resource  # noqa: PLC0415
+
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def peak_rss_mib() -> float:
@@ -315,7 +359,7 @@ def measure(
     impl: str, events: Path, assignment: Path, out: Path, sources: dict[str, str]
 ) -> tuple[float, float, dict]:
     """Run one implementation in a fresh process: (seconds of the computation, imports
-    excluded; peak RSS in MiB; result)."""
+    excluded; peak RSS in MiB; result with its CPU seconds and the load average)."""
     # "engine@main": the engine of another source tree (e.g. `git archive main`), same data
     runner, _, source = impl.partition("@")
     env = dict(os.environ)
@@ -329,6 +373,7 @@ def measure(
     if status != 0:
         raise RuntimeError(f"{impl} failed with status {status}")
     result = json.loads(out.read_text())
+    result["loadavg"] = float(Path("/proc/loadavg").read_text().split()[0])
     return result.pop("seconds"), result.pop("peak_rss_mib"), result
 
 
@@ -343,13 +388,54 @@ def same_numbers(a: Stats, b: Stats) -> bool:
     return True
 
 
+def markdown(report: list[dict]) -> str:
+    """The report as bench/README.md's tables: per data set, per implementation, with the
+    ratios to ``duck_same`` and ``duck_bare`` (per round, median over rounds; CPU seconds
+    beside wall seconds)."""
+    lines = []
+    for name in dict.fromkeys(e["data"] for e in report):
+        rows = [e for e in report if e["data"] == name]
+        by_impl = {e["impl"]: e for e in rows}
+        lines += [
+            "",
+            f"{name}: {rows[0]['events']:,} events; load average "
+            f"{min(x for e in rows for x in e['loadavg']):.1f}–"
+            f"{max(x for e in rows for x in e['loadavg']):.1f}",
+            "",
+            "| impl | wall s (runs) | CPU s (runs) | median wall / CPU | ÷ duck_same wall / CPU "
+            "| ÷ duck_bare wall / CPU | peak RSS MiB | same |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for e in rows:
+            cpu = statistics.median(e["cpu_s"])
+            ratios = []
+            for base in ("duck_same", "duck_bare"):
+                b = by_impl.get(base)
+                if not b or e["impl"] == base or len(b["runs"]) != len(e["runs"]):
+                    ratios.append("")
+                    continue
+                # per round (round robin: the same minute of the machine), then the median
+                wall = statistics.median(x / y for x, y in zip(e["runs"], b["runs"], strict=True))
+                cpus = statistics.median(x / y for x, y in zip(e["cpu_s"], b["cpu_s"], strict=True))
+                ratios.append(f"{wall:.2f} / {cpus:.2f}")
+            lines.append(
+                f"| {e['impl']} | {', '.join(f'{x:.2f}' for x in e['runs'])} "
+                f"| {', '.join(f'{x:.2f}' for x in e['cpu_s'])} | {e['median_s']:.2f} / {cpu:.2f} "
+                f"| {ratios[0]} | {ratios[1]} | {e['peak_rss_mib']:,} "
+                f"| {'✓' if e['same_numbers_as_engine'] else '✗'} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--impls", nargs="+", default=IMPLS)
     parser.add_argument("--dups", action="store_true", help="also the duplicate-heavy variant")
-    parser.add_argument("--spark", action="store_true", help="also Spark local mode (once)")
+    parser.add_argument(
+        "--spark", action="store_true", help="also Spark local mode (once; not on --dups data)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--src",
@@ -357,16 +443,23 @@ def main() -> None:
         default=[],
         help="NAME=DIR: also run the engine from source tree DIR, reported as engine@NAME",
     )
+    parser.add_argument("--out", type=Path, help="the report (default: WORKDIR/metrics.json)")
+    parser.add_argument("--prepare-only", action="store_true", help="only simulate the data")
+    parser.add_argument("--table", nargs="+", type=Path, help="print REPORT.json(s) as markdown")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(markdown([e for path in args.table for e in json.loads(path.read_text())]))
+        return
     if args.one:
         impl, events, assignment, out = args.one
         # Imports are not the computation (loopexp's package import pulls in MLflow & co).
         for module in IMPORTS[impl]:
             __import__(module)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         result = RUNNERS[impl](events, assignment)
         result["seconds"] = time.perf_counter() - start
+        result["cpu_s"] = _cpu_seconds() - cpu
         result["peak_rss_mib"] = peak_rss_mib()
         Path(out).write_text(json.dumps(result))
         return
@@ -380,10 +473,12 @@ def main() -> None:
             events, assignment = prepare(args.workdir / name, n, dups)
             n_events = pq.ParquetFile(events).metadata.num_rows
             print(f"{name}: {n_events:,} events (ready in {time.perf_counter() - start:.0f} s)")
+            if args.prepare_only:
+                continue
             impls = [
                 *args.impls,
                 *(f"engine@{name}" for name in sources),
-                *(["spark"] if args.spark else []),
+                *(["spark"] if args.spark and not dups else []),
             ]
             # Round robin (every implementation once, then again): on a shared machine a burst
             # of load then hits all implementations alike instead of all runs of one.
@@ -404,6 +499,8 @@ def main() -> None:
                     "impl": impl,
                     "median_s": round(statistics.median(r[0] for r in measured), 2),
                     "runs": [round(r[0], 2) for r in measured],
+                    "cpu_s": [round(r[2]["cpu_s"], 2) for r in measured],
+                    "loadavg": [r[2]["loadavg"] for r in measured],
                     "peak_rss_mib": round(max(r[1] for r in measured)),
                     "same_numbers_as_engine": same_numbers(
                         (reference or result)["stats"], result["stats"]
@@ -414,7 +511,7 @@ def main() -> None:
                 report.append(entry)
                 print(json.dumps(entry), flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "metrics.json").write_text(json.dumps(report, indent=2))
+    (args.out or args.workdir / "metrics.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -279,6 +279,34 @@ def test_hillstrom_through_the_outcome_table_matches_its_reference_stats():
     }
 
 
+def test_percentile_caps_on_an_outcome_table():
+    # The cap is the percentile (R type 7 = numpy's default) of the non-zero spend of every
+    # customer in the population (assigned: all arms pooled, the no-mail arm too); a metric's
+    # static cap is kept when it is lower.
+    spec = load_spec(HILLSTROM_SPEC)
+    raw = hillstrom_outcomes(None)
+    caps = {"spend_per_customer": 0.9, "spend_per_customer_capped": 0.999, "visit_rate": 0.5}
+    table = compute_outcome_metrics(raw, spec.metric_defs, caps=caps)
+    cap = float(np.quantile(raw.spend[raw.spend > 0], 0.9))
+    high = float(np.quantile(raw.spend[raw.spend > 0], 0.999))
+    assert table.caps == {
+        "spend_per_customer": pytest.approx(cap, rel=1e-12),
+        "spend_per_customer_capped": pytest.approx(min(high, 250.0), rel=1e-12),
+    }  # a proportion is never capped
+    assert 0 < cap < raw.spend.max()
+    for variant in ("mens", "womens", "no_email"):
+        spend = raw[raw.variant_id == variant].spend
+        got = table.get("spend_per_customer", variant)
+        assert got.n == len(spend)
+        assert got.sum == pytest.approx(spend.clip(upper=cap).sum(), rel=1e-12)
+        assert got.sum_sq == pytest.approx((spend.clip(upper=cap) ** 2).sum(), rel=1e-12)
+        assert table.get("spend_per_customer_capped", variant).sum == pytest.approx(
+            spend.clip(upper=min(high, 250.0)).sum(), rel=1e-12
+        )
+    report = compute(spec.metric_defs, outcomes=raw, caps=caps, links=False)
+    assert report.table.caps == table.caps
+
+
 def test_outcome_table_errors_name_the_column():
     spec = load_spec(HILLSTROM_SPEC)
     table = hillstrom_outcomes(None).drop(columns=["spend"])

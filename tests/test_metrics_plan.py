@@ -8,6 +8,7 @@ candidate) must not change a single number.
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from loopexp.metrics import compute_metrics, engine
 from loopexp.metrics.definitions import LIBRARY
@@ -50,3 +51,73 @@ def test_quarantine_file_still_holds_the_dropped_copies(tmp_path):
     assert sorted(q["event_id"]) == ["e06", "e18"]
     assert set(q["quarantine_reason"]) == {engine.DUPLICATE}
     assert sorted(q["revenue"]) == [10.0, 99.0]
+
+
+def test_exact_copies_keep_one_event():
+    # Exact copies (same key, time, recipient: a webhook delivered twice) tie in the ranking:
+    # exactly one of them must be kept, under exact and under colliding hashes alike.
+    rows = campaign_events()
+    rows += [
+        ev("e06", "order", "a1", 40, revenue=10.0, currency="USD"),
+        ev("e06", "order", "a1", 40, revenue=10.0, currency="USD"),
+        ev("e18", "order", "b1", 60, revenue=20.0, currency="USD"),
+    ]
+    table = compute_metrics(frame(rows), ASSIGNMENT, ["revenue_per_recipient"])
+    assert table.quarantine_reasons == {engine.DUPLICATE: 3}
+    assert table.get("revenue_per_recipient", "a").sum == 15.5  # a1: 10 + 5.5, not 25.5
+    assert table.get("revenue_per_recipient", "b").sum == 20.0
+
+
+def test_exact_copies_keep_one_event_with_colliding_hashes(monkeypatch):
+    monkeypatch.setattr(engine, "_KEY_HASH", "hash(coalesce(provider, ''))")
+    test_exact_copies_keep_one_event()
+
+
+def test_no_duplicate_candidates_means_no_dedupe_in_the_plan(monkeypatch):
+    seen = []
+    original = engine._dedupe_sql
+
+    def spy(con):
+        statements, has_candidates = original(con)
+        seen.append((statements, has_candidates))
+        return statements, has_candidates
+
+    monkeypatch.setattr(engine, "_dedupe_sql", spy)
+    clean = compute_metrics(frame(campaign_events()), ASSIGNMENT, list(LIBRARY))
+    ((statements, has_candidates),) = seen
+    assert not has_candidates
+    assert not any("dup_hashes" in s or "row_number" in s for s in statements)
+    assert clean.quarantine_reasons == {}
+    compute_metrics(events_with_duplicates(), ASSIGNMENT, list(LIBRARY))
+    assert seen[1][1]
+
+
+def test_colliding_assignment_hashes_are_verified_exactly(monkeypatch):
+    # Every key hashing alike suggests repeated keys; the exact check must clear them.
+    events = frame(campaign_events())
+    exact = compute_metrics(events, ASSIGNMENT, list(LIBRARY))
+    monkeypatch.setattr(engine, "_ASSIGNMENT_KEY_HASH", "hash(1)")
+    assert stats(compute_metrics(events, ASSIGNMENT, list(LIBRARY))) == stats(exact)
+    doubled = pd.concat([ASSIGNMENT, ASSIGNMENT.iloc[:1]], ignore_index=True)
+    with pytest.raises(engine.EventsError, match="1 recipient_key"):
+        compute_metrics(events, doubled, ["click_rate"])
+
+
+@pytest.mark.parametrize("blank", [None, "", " ", "   ", "\u00a0", "\u3000 "])
+def test_blank_assignment_fields_are_refused(blank):
+    # The blank check runs trim() only on values starting with a space or non-ASCII character;
+    # it must refuse exactly what NULL-or-trim(x)='' refuses.
+    events = frame(campaign_events())
+    for column in ("recipient_key", "segment", "variant_id"):
+        bad = ASSIGNMENT.copy()
+        bad.loc[2, column] = blank
+        with pytest.raises(engine.EventsError, match=rf"1 row\(s\) without a {column}"):
+            compute_metrics(events, bad, ["click_rate"])
+
+
+def test_keys_with_inner_or_leading_characters_are_not_blank():
+    events = frame(campaign_events())
+    odd = ASSIGNMENT.copy()
+    odd.loc[6, "recipient_key"] = " h1"  # not blank: an unmatched key, not an error
+    table = compute_metrics(events, odd, ["click_rate"])
+    assert table.assigned["holdout"] == 1

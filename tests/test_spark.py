@@ -175,6 +175,18 @@ def test_outcome_table_on_spark_equals_duckdb(spark):
     )
 
 
+def test_outcome_table_percentile_caps_on_spark_equal_duckdb(spark):
+    spec = load_spec(ROOT / "experiments" / "hillstrom_outcomes.yaml")
+    table = hillstrom_outcomes(None)
+    caps = {"spend_per_customer": 0.9, "spend_per_customer_capped": 0.99}
+    duck = compute_outcome_metrics(table, spec.metric_defs, caps=caps)
+    on_spark = compute_outcome_metrics_spark(table, spec.metric_defs, spark, caps=caps)
+    assert duck.caps.keys() == on_spark.caps.keys() == caps.keys()
+    for name, value in duck.caps.items():
+        assert math.isclose(value, on_spark.caps[name], rel_tol=1e-12), name
+    assert_same(duck, on_spark)
+
+
 def test_link_clicks_on_spark_equal_duckdb(spark, campaign):
     events, assignment = campaign
     duck = link_clicks(events, assignment)

@@ -77,7 +77,7 @@ def compute(
         links: also return the per-link click table (event input only).
         quarantine_path: Parquet file for quarantined events (DuckDB, event input).
         spark: a ``SparkSession`` to use (default: the active one or a new one).
-        caps: mean metric → percentile at which its per-recipient numerator is capped (event
+        caps: mean metric → percentile at which its per-recipient numerator is capped (either
             input, both engines; see :func:`loopexp.metrics.compute_metrics`).
         **checks: DuckDB event input: the run's checks and bounds of
             :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share``, ``memory_limit``,
@@ -92,15 +92,13 @@ def compute(
         raise ValueError("give either events and assignment, or an outcome table, not both")
     if engine not in ("duckdb", "spark"):
         raise ValueError(f"unknown engine {engine!r}; use duckdb or spark")
-    if caps and outcomes is not None:
-        raise ValueError("percentile caps apply to event input; cap an outcome table's columns")
     if engine == "spark":
         from loopexp.metrics import spark as sp  # noqa: PLC0415 (pyspark is optional and slow)
 
         session = spark or sp.spark_session()
         if outcomes is not None:
             return MetricsReport(
-                sp.compute_outcome_metrics_spark(outcomes, metrics, session),
+                sp.compute_outcome_metrics_spark(outcomes, metrics, session, caps=caps),
                 None,
                 "outcomes",
                 engine,
@@ -110,7 +108,8 @@ def compute(
         return MetricsReport(table, link_table, "events", engine)
 
     if outcomes is not None:
-        return MetricsReport(compute_outcome_metrics(outcomes, metrics), None, "outcomes", engine)
+        table = compute_outcome_metrics(outcomes, metrics, caps=caps)
+        return MetricsReport(table, None, "outcomes", engine)
     table = compute_metrics(events, assignment, metrics, quarantine_path, caps=caps, **checks)
     bounds = {k: checks[k] for k in ("memory_limit", "temp_directory") if k in checks}
     link_table = link_clicks(events, assignment, **bounds) if links else None

@@ -328,8 +328,7 @@ def events_stats_sql(
             if m is not None:
                 value_of[id(m)] = f"v{plan.alias(m)}"
     cols = [
-        f"CAST(coalesce(p.{plan.alias(m)}, 0) AS DOUBLE) AS v{plan.alias(m)}"
-        for m in plan.measures
+        f"CAST(coalesce(p.{plan.alias(m)}, 0) AS DOUBLE) AS v{plan.alias(m)}" for m in plan.measures
     ]
     cols += [f"CAST(a.{q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
     outcomes = (
@@ -425,17 +424,16 @@ def outcome_columns_needed(plan: Plan) -> dict[str, str]:
     return need
 
 
-def outcome_stats_sql(
-    plan: Plan, dialect: Dialect, columns: Iterable[str], table: str = "outcomes_src"
-) -> tuple[Compiled, list[StatColumn]]:
-    """Sufficient statistics from an outcome table (one row per recipient, metric columns).
+def _outcome_rows(
+    plan: Plan, p: Params, columns: Iterable[str], table: str
+) -> tuple[str, dict[int, str], dict[str, str], bool]:
+    """The outcome table as the statistics read it.
 
-    ``columns`` are the table's actual columns: a ``segment`` column adds the per-segment rows;
-    ``delivered`` / ``opened`` (0/1 or boolean) define those populations when a metric uses them.
+    Returns the query, each measure's value column, the columns read (``name|cap`` → alias) and
+    whether the table has segments.
     """
     present = set(columns)
-    p = Params(dialect)
-    q = dialect.quote
+    q = p.dialect.quote
     value_of: dict[int, str] = {}
     cols: list[str] = []
     names: dict[str, str] = {}
@@ -466,6 +464,19 @@ def outcome_stats_sql(
         + ", ".join(cols)
         + f" FROM {table}"
     )
+    return outcomes, value_of, names, segmented
+
+
+def outcome_stats_sql(
+    plan: Plan, dialect: Dialect, columns: Iterable[str], table: str = "outcomes_src"
+) -> tuple[Compiled, list[StatColumn]]:
+    """Sufficient statistics from an outcome table (one row per recipient, metric columns).
+
+    ``columns`` are the table's actual columns: a ``segment`` column adds the per-segment rows;
+    ``delivered`` / ``opened`` (0/1 or boolean) define those populations when a metric uses them.
+    """
+    p = Params(dialect)
+    outcomes, value_of, names, segmented = _outcome_rows(plan, p, columns, table)
     exprs, stat_cols = _stat_columns(plan, value_of)
     # Missing outcome values are counted (and refused) rather than averaged over silently.
     for key, alias in names.items():
@@ -474,6 +485,35 @@ def outcome_stats_sql(
         stat_cols.append(StatColumn(f"column:{column}", "missing_value", f"s{len(stat_cols)}"))
         exprs.append(f"sum(CASE WHEN {alias} IS NULL THEN 1 ELSE 0 END) AS {stat_cols[-1].alias}")
     return Compiled(_grouped(outcomes, exprs, segmented), p.values), stat_cols
+
+
+def outcome_cap_quantiles_sql(
+    plan: Plan,
+    percentiles: Mapping[str, float],
+    dialect: Dialect,
+    columns: Iterable[str],
+    table: str = "outcomes_src",
+) -> tuple[Compiled, dict[str, str]] | None:
+    """:func:`cap_quantiles_sql` for an outcome table: the same percentile, population and pooling.
+
+    Per capped mean metric: the percentile of its non-zero numerator column among the rows of its
+    denominator population (mailed rows only, unless the population is ``assigned``), pooled over
+    arms. None when no metric is capped.
+    """
+    capped = [d for d in plan.defs if d.name in percentiles and d.kind == "mean"]
+    if not capped:
+        return None
+    p = Params(dialect)
+    outcomes, value_of, _, _ = _outcome_rows(plan, p, columns, table)
+    exprs: list[str] = []
+    aliases: dict[str, str] = {}
+    for d in capped:
+        v = value_of[id(d.numerator)]
+        value = f"CASE WHEN {_population(d)} AND {v} > 0 THEN {v} END"
+        aliases[d.name] = f"q{len(aliases)}"
+        exprs.append(f"{dialect.quantile(value, percentiles[d.name])} AS {aliases[d.name]}")
+    sql = f"WITH outcomes AS ({outcomes})\nSELECT {', '.join(exprs)} FROM outcomes"
+    return Compiled(sql, p.values), aliases
 
 
 # --- per-link clicks ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pandas as pd
 
 from loopexp.events.schema import REQUIRED_COLUMNS
 from loopexp.metrics.compile import DUCKDB, links_sql
-from loopexp.metrics.engine import Source, _attach, _connect, _validation_sql
+from loopexp.metrics.engine import Source, _attach, _connect, validate_events
 
 LINK_COLUMNS = ["variant_id", "link", "clicks", "clickers", "share"]
 
@@ -51,8 +51,7 @@ def link_clicks(
             "CREATE VIEW assignment_src AS SELECT TRY_CAST(recipient_key AS VARCHAR) AS "
             "recipient_key, TRY_CAST(variant_id AS VARCHAR) AS variant_id FROM assignment_raw"
         )
-        for statement in _validation_sql(con):
-            con.execute(statement)
+        validate_events(con)
         query = links_sql(DUCKDB)
         frame = con.execute(query.sql, query.params).df()
     return order_links(frame)

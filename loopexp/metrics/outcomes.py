@@ -13,16 +13,20 @@ metric's population needs them, and covariates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import duckdb
 import pandas as pd
 
 from loopexp.metrics.compile import (
     DUCKDB,
     MetricsError,
+    Plan,
     make_plan,
+    outcome_cap_quantiles_sql,
     outcome_columns_needed,
     outcome_stats_sql,
+    with_cap,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.engine import (
@@ -55,12 +59,19 @@ def check_outcome_columns(
         )
 
 
-def compute_outcome_metrics(outcomes: Source, metrics: Sequence[str | MetricDef]) -> MetricTable:
+def compute_outcome_metrics(
+    outcomes: Source,
+    metrics: Sequence[str | MetricDef],
+    caps: Mapping[str, float] | None = None,
+) -> MetricTable:
     """Sufficient statistics per variant (and segment) of ``metrics`` from an outcome table.
 
     Args:
         outcomes: a Parquet/CSV path (globs allowed) or a DataFrame, one row per recipient.
         metrics: standard metric names or :class:`MetricDef` objects (e.g. ``spec.metric_defs``).
+        caps: mean metric → percentile (e.g. 0.99) at which its numerator column is winsorised:
+            the percentile of its non-zero values among the rows of the metric's population,
+            pooled over arms, as :func:`loopexp.metrics.compute_metrics` does for events.
 
     Returns:
         A :class:`MetricTable` with ``events`` and ``quarantined`` 0 (an outcome table has no
@@ -75,9 +86,30 @@ def compute_outcome_metrics(outcomes: Source, metrics: Sequence[str | MetricDef]
         _attach(con, "outcomes_src", outcomes, "outcome table", ("variant_id",))
         present = _columns(con, "outcomes_src")
         check_outcome_columns(present, defs, outcomes)
+        cap_values = _outcome_caps(con, plan, caps or {}, present)
+        if cap_values:
+            plan = capped_plan(defs, cap_values)
         query, columns = outcome_stats_sql(plan, DUCKDB, present)
         cursor = con.execute(query.sql, query.params)
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     stats, assigned = collect_stats(rows, columns)
-    return MetricTable(stats=stats, assigned=assigned, events=0, quarantined=0)
+    return MetricTable(stats=stats, assigned=assigned, events=0, quarantined=0, caps=cap_values)
+
+
+def capped_plan(defs: Sequence[MetricDef], cap_values: Mapping[str, float]) -> Plan:
+    """The plan of ``defs`` with each capped metric's numerator winsorised at its cap value."""
+    return make_plan([with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs])
+
+
+def _outcome_caps(
+    con: duckdb.DuckDBPyConnection, plan: Plan, caps: Mapping[str, float], present: Sequence[str]
+) -> dict[str, float]:
+    compiled = outcome_cap_quantiles_sql(plan, caps, DUCKDB, present)
+    if compiled is None:
+        return {}
+    query, aliases = compiled
+    cursor = con.execute(query.sql, query.params)
+    names = [d[0] for d in cursor.description]
+    row = dict(zip(names, cursor.fetchone(), strict=True))
+    return {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}

@@ -31,6 +31,7 @@ from loopexp.metrics.compile import (
     events_stats_sql,
     links_sql,
     make_plan,
+    outcome_cap_quantiles_sql,
     outcome_stats_sql,
     with_cap,
 )
@@ -45,7 +46,7 @@ from loopexp.metrics.engine import (
     unassigned_events,
 )
 from loopexp.metrics.links import order_links
-from loopexp.metrics.outcomes import check_outcome_columns, resolve
+from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -205,9 +206,12 @@ def compute_metrics_spark(
 
 
 def compute_outcome_metrics_spark(
-    outcomes: Source, metrics: Sequence[str | MetricDef], spark: SparkSession | None = None
+    outcomes: Source,
+    metrics: Sequence[str | MetricDef],
+    spark: SparkSession | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> MetricTable:
-    """:func:`loopexp.metrics.compute_outcome_metrics` on Spark."""
+    """:func:`loopexp.metrics.compute_outcome_metrics` on Spark (percentile ``caps`` too)."""
     defs = resolve(metrics)
     plan = make_plan(defs)
     spark = spark or spark_session()
@@ -215,10 +219,17 @@ def compute_outcome_metrics_spark(
         table = _read(spark, outcomes, "outcome table", Path(scratch))
         check_outcome_columns(table.columns, defs, outcomes)
         table.createOrReplaceTempView("outcomes_src")
+        cap_values: dict[str, float] = {}
+        compiled = outcome_cap_quantiles_sql(plan, caps or {}, SPARK, table.columns)
+        if compiled is not None:
+            cap_query, aliases = compiled
+            (row,) = _rows(spark, cap_query.sql, cap_query.params)
+            cap_values = {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}
+            plan = capped_plan(defs, cap_values)
         query, columns = outcome_stats_sql(plan, SPARK, table.columns)
         rows = _rows(spark, query.sql, query.params)
     stats, assigned = collect_stats(rows, columns)
-    return MetricTable(stats=stats, assigned=assigned, events=0, quarantined=0)
+    return MetricTable(stats=stats, assigned=assigned, events=0, quarantined=0, caps=cap_values)
 
 
 def link_clicks_spark(
