@@ -716,7 +716,7 @@ def metrics_cmd(
             assignment=assignment,
             outcomes=outcomes,
             engine=engine,  # type: ignore[arg-type]
-            caps=spec_caps(spec) if outcomes is None else None,
+            caps=spec_caps(spec),  # decision.cap_percentile, on either input (as in `run`)
             **(
                 {
                     "max_quarantine_share": spec.data.max_quarantine_share,

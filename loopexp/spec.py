@@ -542,12 +542,28 @@ class ExperimentSpec(_Model):
 
         The audience fields added for recipient lists are left out while at their defaults.
         """
-        return yaml.safe_dump(
-            self.model_dump(mode="json", exclude_none=True, exclude=self._defaulted_new_fields()),
-            sort_keys=False,
-            allow_unicode=True,
-            width=100,
-        )
+        data = self.model_dump(mode="json", exclude_none=True, exclude=self._defaulted_new_fields())
+        _restore_explicit_nulls(self, data)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _restore_explicit_nulls(model: BaseModel, data: dict[str, Any]) -> None:
+    """Put back the nulls that mean something: a field set to None whose default is not None.
+
+    ``exclude_none`` drops every None, and for e.g. ``decision.cap_percentile: null`` (default
+    0.99) the re-read spec would silently cap again. Walks nested models and lists of them.
+    """
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            if name not in data and field.default is not None and field.default_factory is None:
+                data[name] = None
+        elif isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            _restore_explicit_nulls(value, data[name])
+        elif isinstance(value, list) and isinstance(data.get(name), list):
+            for item, item_data in zip(value, data[name], strict=False):
+                if isinstance(item, BaseModel) and isinstance(item_data, dict):
+                    _restore_explicit_nulls(item, item_data)
 
 
 def safe_slug(text: str, max_length: int = 80) -> str:

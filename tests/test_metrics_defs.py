@@ -501,3 +501,33 @@ def test_a_metric_named_as_its_outcome_column_is_computed():
     metric = metric.model_copy(update={"denominator": "assigned"})
     table = compute_outcome_metrics(frame, [metric])
     assert table.get("spend", "a").mean == 2.0 and table.get("spend", "b").n == 1
+
+
+def test_cli_metrics_caps_an_outcome_table_as_it_caps_events(tmp_path):
+    """The spec's decision.cap_percentile applies to either input: same spec, same numbers."""
+    import yaml
+
+    hill = tmp_path / "hill.parquet"
+    hillstrom_outcomes(None).to_parquet(hill)
+    doc = yaml.safe_load(HILLSTROM_SPEC.read_text())
+    doc["decision"]["cap_percentile"] = 0.75  # Hillstrom's spend tops out at $499 = its p99
+    capped_spec = tmp_path / "hillstrom_capped.yaml"
+    capped_spec.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    raw, capped = (
+        json.loads(
+            runner.invoke(app, ["metrics", str(path), "--outcomes", str(hill), "--json"]).output
+        )
+        for path in (HILLSTROM_SPEC, capped_spec)
+    )
+    assert not raw["caps"] and "spend_per_customer" in capped["caps"]
+
+    def spend(data):
+        return next(
+            s["value"]
+            for s in data["stats"]
+            if (s["metric"], s["variant_id"], s["segment"]) == ("spend_per_customer", "mens", "all")
+        )
+
+    assert spend(raw) == pytest.approx(1.422617, abs=1e-6)  # published (SOURCES.md)
+    assert spend(capped) < spend(raw)

@@ -596,3 +596,13 @@ def test_next_spec_from_analyze_keep_testing(demo):
     assert new.variants == demo.variants
     assert new.iteration == 2
     assert_plan(new.planned_recipients_per_variant, 0.05, demo, k=2)
+
+
+def test_an_explicit_null_survives_the_yaml_round_trip():
+    """``cap_percentile: null`` (default 0.99) must not come back capped in a written spec."""
+    data = load_spec(DEMO).model_dump(mode="json")
+    data["decision"]["cap_percentile"] = None
+    spec = ExperimentSpec.model_validate(data)
+    again = parse_spec(spec.to_yaml())
+    assert again.decision.cap_percentile is None
+    assert again == spec
