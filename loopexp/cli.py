@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loopexp.assign import AssignmentSummary, assign_recipients
+from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
@@ -602,7 +603,13 @@ def ingest_cmd(
     demo_key: Annotated[
         bool, typer.Option(help="allow the public demo key (simulated data only)")
     ] = False,
-    strict: Annotated[bool, typer.Option(help="exit 1 when any record is quarantined")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="exit 1 when any record is quarantined as an error (ignored provider types, "
+            "e.g. SendGrid dropped, are not errors)"
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Read ESP exports into the canonical event table; quarantine what cannot be used."""
@@ -621,9 +628,9 @@ def ingest_cmd(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         _print_ingest(summary)
-    if strict and summary.quarantined:
+    if strict and summary.errors:
         Console(stderr=True).print(
-            f"[bold red]--strict:[/] {summary.quarantined:,} record(s) quarantined; see "
+            f"[bold red]--strict:[/] {summary.errors:,} record(s) quarantined as errors; see "
             f"{summary.quarantine_path} (column reason) and fix the export or the mapping"
         )
         raise typer.Exit(code=1)
@@ -641,8 +648,8 @@ def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
     summary = json.loads((folder / "ingest_summary.json").read_text(encoding="utf-8"))
     console.print(
         f"ingested {summary['input_records']:,} records → {summary['events']:,} events, "
-        f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined "
-        f"({folder})",
+        f"{summary['duplicates']:,} duplicates, {summary['errors']:,} quarantined as errors, "
+        f"{summary['ignored']:,} ignored (not an outcome) ({folder})",
         highlight=False,
     )
     return path
@@ -665,9 +672,15 @@ def _print_ingest(summary: IngestSummary) -> None:
     table.add_row("input records", f"{summary.input_records:,}")
     table.add_row("events", f"{summary.events:,}")
     table.add_row("duplicates", f"{summary.duplicates:,}")
-    table.add_row("quarantined", f"{summary.quarantined:,}")
-    for reason, n in list(summary.quarantine_reasons.items())[:8]:
-        table.add_row("", f"{n:,} × {reason}")
+    errors = {r: n for r, n in summary.quarantine_reasons.items() if not r.startswith(IGNORED_TYPE)}
+    table.add_row("quarantined (errors)", f"{summary.errors:,}")
+    for reason, n in list(errors.items())[:8]:
+        table.add_row("", f"{n:,} × {escape(reason)}")
+    if summary.ignored:
+        table.add_row("ignored (not an outcome)", f"{summary.ignored:,}")
+        table.add_row(
+            "", ", ".join(f"{escape(t)} {n:,}" for t, n in summary.ignored_by_type.items())
+        )
     table.add_row("by type", ", ".join(f"{k} {v:,}" for k, v in summary.by_type.items()))
     table.add_row("machine opens", f"{summary.machine_opens:,}")
     table.add_row("bot clicks", f"{summary.bot_clicks:,}")

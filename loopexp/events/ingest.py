@@ -38,7 +38,7 @@ from loopexp.events.adapters import (
     ses,
     table,
 )
-from loopexp.events.adapters.base import STAGE_FIELDS, Context, RecordError
+from loopexp.events.adapters.base import IGNORED_TYPE, STAGE_FIELDS, Context, RecordError
 from loopexp.events.config import IngestConfig
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses
@@ -105,10 +105,21 @@ class IngestSummary:
     """Addresses hashed (each distinct address once)."""
     timings_s: dict[str, float] = field(default_factory=dict)
     """Seconds spent reading + mapping, hashing addresses, and deduping/flagging/writing."""
+    ignored: int = 0
+    """Of ``quarantined``: records of documented provider types that are not outcomes (SendGrid
+    ``dropped``, SES ``Reject``, ...). In the quarantine file (reason ``ignored_type: ...``) so
+    nothing is lost, but not errors: ``--strict`` fails only on :attr:`errors`."""
+    ignored_by_type: dict[str, int] = field(default_factory=dict)
+    """``provider:type`` → records ignored."""
+
+    @property
+    def errors(self) -> int:
+        """Quarantined records that are errors (unparseable, unknown type, no recipient, ...)."""
+        return self.quarantined - self.ignored
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the ``--json`` output)."""
-        return asdict(self)
+        """JSON-ready dict (the ``--json`` output), with ``errors`` = quarantined - ignored."""
+        return {**asdict(self), "errors": self.errors}
 
 
 def ingest(
@@ -576,6 +587,10 @@ def _finish(
     n_input = sum(n for _, n in per_reason)
     reasons = {str(r): int(n) for r, n in per_reason if r is not None}
     n_quarantined = sum(reasons.values())
+    prefix = f"{IGNORED_TYPE}: "
+    ignored_by_type = {
+        r.removeprefix(prefix): n for r, n in sorted(reasons.items()) if r.startswith(prefix)
+    }
     (n_dup,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
     n_events, machine, bot = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_machine_open), "
@@ -603,6 +618,8 @@ def _finish(
         quarantine_path=str(quarantine_path),
         hash_key=key.source,
         warnings=warnings,
+        ignored=sum(ignored_by_type.values()),
+        ignored_by_type=ignored_by_type,
     )
     return summary
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from loopexp.events.adapters.base import ignored_reason
 from loopexp.events.config import IngestConfig
 
 NAME = "sendgrid"
@@ -46,6 +47,9 @@ _TYPES = {
     "group_unsubscribe": "unsubscribe",
     "spamreport": "complaint",
 }
+#: Documented events that are not an outcome of a send (dropped before sending, a resubscription,
+#: account status): ignored, not errors (quarantined with an ``ignored_type`` reason).
+IGNORED: tuple[str, ...] = ("dropped", "group_resubscribe", "account_status_change")
 
 
 def detect(value: Any) -> bool:
@@ -140,6 +144,7 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
     machine = f"CASE WHEN et = 'open' THEN TRY_CAST({f['sg_machine_open']} AS BOOLEAN) END"
     basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
     event_id = f"nullif({f['sg_event_id']}, '')"
+    ignored = ", ".join(_lit(t) for t in IGNORED)
     return f"""
         SELECT {first_no} + rec_no - 1 AS input_no, {_lit(source)} AS source,
             'sendgrid' AS provider, {event_id} AS event_id,
@@ -156,6 +161,8 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
             CASE
                 WHEN NOT is_object THEN CASE WHEN raw IS NOT NULL AND json_valid(raw)
                     THEN 'not a JSON object' ELSE 'unparseable JSON' END
+                WHEN et IS NULL AND {f["event"]} IN ({ignored})
+                    THEN {_lit(ignored_reason(NAME, ""))} || {f["event"]}
                 WHEN et IS NULL THEN 'unmapped sendgrid event type '
                     || coalesce({_lit("'")} || {f["event"]} || {_lit("'")}, '(missing)')
                 WHEN ts_parsed IS NULL THEN CASE WHEN {f["timestamp"]} IS NULL

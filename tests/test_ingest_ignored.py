@@ -1,0 +1,139 @@
+"""Documented provider types that are not outcomes (SendGrid ``dropped``, SES ``Reject``, ...).
+
+They stay in the quarantine (nothing lost, the invariant holds literally) with an ``ignored_type``
+reason, are counted as ``ignored`` / ``ignored_by_type``, and do not fail ``--strict``; malformed
+records and genuinely unknown types still do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from loopexp.cli import app
+from loopexp.events.config import IngestConfig
+from loopexp.events.ingest import ingest
+from loopexp.keys import HashKey
+
+ESP = Path(__file__).parent / "data" / "esp"
+KEY = HashKey(b"test-secret-for-ingest", "test")
+
+
+def _sendgrid(i: int, event: str) -> dict:
+    return {
+        "email": f"user{i}@example.com",
+        "timestamp": 1_700_000_000 + i,
+        "event": event,
+        "sg_event_id": f"ev{i}",
+        "sg_message_id": f"msg{i}.filter0001",
+    }
+
+
+def _export(path: Path, extra_lines: list[str] = ()) -> Path:
+    lines = [json.dumps(_sendgrid(i, e)) for i, e in enumerate(["processed"] * 3 + ["dropped"])]
+    lines += [json.dumps(_sendgrid(9, "delivered")), *extra_lines]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ingest_cli(tmp_path: Path, export: Path, monkeypatch, *extra: str):
+    monkeypatch.setenv("LOOPEXP_HASH_KEY", "a-test-secret")
+    out = tmp_path / "out"
+    return CliRunner().invoke(app, ["ingest", str(export), "--out", str(out), "--strict", *extra])
+
+
+def test_processed_and_dropped_pass_strict_and_are_counted(tmp_path: Path, monkeypatch) -> None:
+    export = _export(tmp_path / "sendgrid.ndjson")
+    res = _ingest_cli(tmp_path, export, monkeypatch, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["input_records"] == 5
+    assert (summary["events"], summary["duplicates"], summary["quarantined"]) == (4, 0, 1)
+    assert (summary["ignored"], summary["errors"]) == (1, 0)
+    assert summary["ignored_by_type"] == {"sendgrid:dropped": 1}
+    assert summary["by_type"] == {"delivered": 1, "send": 3}
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert list(quarantine["reason"]) == ["ignored_type: sendgrid:dropped"]
+    assert "user3@example.com" not in quarantine["raw"][0]  # still hashed in the raw record
+    # the table says "ignored (not an outcome)", not an error
+    res = _ingest_cli(tmp_path, export, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert "ignored (not an outcome)" in res.output and "sendgrid:dropped" in res.output
+    assert "quarantined (errors)" in res.output
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "reason"),
+    [
+        ('{"email": "x@example.com", "event": "open", "timestamp"', "unparseable JSON"),
+        (json.dumps(_sendgrid(7, "teleported")), "unmapped sendgrid event type 'teleported'"),
+    ],
+)
+def test_malformed_or_unknown_still_fails_strict(
+    tmp_path: Path, monkeypatch, bad_line: str, reason: str
+) -> None:
+    export = _export(tmp_path / "sendgrid.ndjson", [bad_line])
+    res = _ingest_cli(tmp_path, export, monkeypatch, "--json")
+    assert res.exit_code == 1, res.output
+    summary = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
+    assert (summary["quarantined"], summary["ignored"], summary["errors"]) == (2, 1, 1)
+    assert any(r.startswith(reason) for r in summary["quarantine_reasons"])
+    assert "1 record(s) quarantined as errors" in res.output
+
+
+def test_every_provider_names_its_ignored_types(tmp_path: Path) -> None:
+    """One documented non-outcome type per provider, from the samples or built on them."""
+    files = [
+        ESP / "sendgrid" / "event_webhook_dropped.json",
+        ESP / "ses" / "event_record_Reject.json",
+        ESP / "ses" / "event_record_RenderingFailure.json",
+    ]
+    mailgun = json.loads((ESP / "mailgun" / "webhook_event_data_delivered.json").read_text())
+    mailgun["event"] = "rejected"
+    (tmp_path / "mailgun.json").write_text(json.dumps(mailgun))
+    braze = json.loads(
+        (ESP / "braze" / "currents_custom_http_users.messages.email.Send.json").read_text()
+    )
+    braze_events = braze.get("events", [braze])
+    braze_events[0]["event_type"] = "users.messages.email.Abort"
+    (tmp_path / "braze.json").write_text(json.dumps(braze_events[0]))
+    postmark = {
+        "RecordType": "SubscriptionChange",
+        "MessageID": "m1",
+        "Recipient": "john@example.com",
+        "ChangedAt": "2024-01-01T00:00:00Z",
+        "SuppressSending": False,
+    }
+    (tmp_path / "postmark.json").write_text(json.dumps(postmark))
+    klaviyo = json.loads((ESP / "constructed" / "klaviyo_events_page.json").read_text())
+    for item in klaviyo["included"]:
+        if item["type"] == "metric":
+            item["attributes"]["name"] = "Dropped Email"
+    (tmp_path / "klaviyo.json").write_text(json.dumps(klaviyo))
+    csv = tmp_path / "table.csv"
+    csv.write_text("email,ts,event_type\na@example.com,1700000000,Skipped\n")
+    summary = ingest(
+        [*files, *(tmp_path / f"{n}.json" for n in ("mailgun", "braze", "postmark", "klaviyo"))],
+        tmp_path / "out",
+        key=KEY,
+    )
+    assert summary.input_records == summary.events + summary.duplicates + summary.quarantined
+    assert summary.errors == 0, summary.quarantine_reasons
+    n_klaviyo = len(klaviyo["data"])
+    assert summary.ignored_by_type == {
+        "braze:Abort": 1,
+        "klaviyo:Dropped Email": n_klaviyo,
+        "mailgun:rejected": 1,
+        "postmark:SubscriptionChange": 1,
+        "sendgrid:dropped": 1,
+        "ses:Reject": 1,
+        "ses:Rendering Failure": 1,
+    }
+    table = ingest(
+        csv, tmp_path / "t", key=KEY, config=IngestConfig(event_types={"Skipped": "ignore"})
+    )
+    assert (table.ignored_by_type, table.errors) == ({"csv:Skipped": 1}, 0)
