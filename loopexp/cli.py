@@ -436,10 +436,16 @@ def simulate(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML) of the iteration to analyse")],
-    events: Annotated[Path, typer.Option(help="canonical events, Parquet (globs allowed)")],
     assignment: Annotated[
         Path, typer.Option(help="assignment with recipient_key, segment, variant_id")
     ],
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            help="canonical events, Parquet (globs allowed)",
+            show_default="the spec's events: path (an ESP export folder), ingested first",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="output folder", show_default="runs/<name>-iter<N>")
     ] = None,
@@ -464,6 +470,21 @@ def run(
     """
     spec = _load(spec_path)
     out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
+    if events is None:
+        if spec.events is None:
+            _fail(
+                f"{spec_path}: no events: give --events, or name the ESP export folder in the "
+                "spec, e.g. `events: {path: exports/sendgrid/, format: auto}` (relative to the "
+                "spec's folder)"
+            )
+        events, events_format = spec.events.resolve(spec_path), spec.events.format
+        if not events.exists() and not any(ch in str(events) for ch in "*?["):
+            _fail(
+                f"{events}: the export folder named in {spec_path} (events.path "
+                f"{spec.events.path!r}, relative to the spec's folder) does not exist"
+            )
+        if events_format == "canonical" and events.is_dir():
+            events = events / "*.parquet"
     if events_format != "canonical":
         events = _ingest_for_run(events, out / "ingest", events_format, spec.ingest)
     outcome = _run(
@@ -646,6 +667,14 @@ def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
         _fail(str(exc))
         raise  # unreachable: _fail exits
     summary = json.loads((folder / "ingest_summary.json").read_text(encoding="utf-8"))
+    for f in summary["files"]:
+        console.print(
+            f"  {f['path']} ({f['format']}): {f['input_records']:,} records → "
+            f"{f['events']:,} events, {f['duplicates']:,} duplicates, "
+            f"{f['quarantined'] - f['ignored']:,} quarantined as errors, {f['ignored']:,} ignored",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"ingested {summary['input_records']:,} records → {summary['events']:,} events, "
         f"{summary['duplicates']:,} duplicates, {summary['errors']:,} quarantined as errors, "

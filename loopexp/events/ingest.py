@@ -78,6 +78,12 @@ class FileReport:
     path: str
     format: str
     input_records: int
+    events: int = 0
+    """Records of this file kept as events (a duplicate of an earlier file's event is not)."""
+    duplicates: int = 0
+    quarantined: int = 0
+    ignored: int = 0
+    """Of ``quarantined``: documented provider types that are not outcomes."""
 
 
 @dataclass
@@ -600,6 +606,7 @@ def _finish(
         con.execute("SELECT event_type, count(*) FROM flagged GROUP BY 1 ORDER BY 1").fetchall()
     )
     removed = _removed_by_rule(con, assignment)
+    _count_per_file(con, reports)
     warnings = []
     if key.is_demo:
         warnings.append("addresses hashed with the public demo key: fine for simulated data only")
@@ -622,6 +629,27 @@ def _finish(
         ignored_by_type=ignored_by_type,
     )
     return summary
+
+
+def _count_per_file(con: duckdb.DuckDBPyConnection, reports: list[FileReport]) -> None:
+    """Each file's quarantined, ignored and duplicate records; its events are the rest."""
+    counts = {
+        source: (int(q), int(i))
+        for source, q, i in con.execute(
+            f"""SELECT source, count(*) FILTER (WHERE quarantine_reason IS NOT NULL),
+                    count(*) FILTER (WHERE starts_with(quarantine_reason, '{IGNORED_TYPE}'))
+                FROM checked GROUP BY 1"""
+        ).fetchall()
+    }
+    dups = dict(
+        con.execute(
+            "SELECT source, count(*) FROM dup_rows WHERE dup_rank > 1 GROUP BY 1"
+        ).fetchall()
+    )
+    for r in reports:
+        r.quarantined, r.ignored = counts.get(r.path, (0, 0))
+        r.duplicates = int(dups.get(r.path, 0))
+        r.events = r.input_records - r.quarantined - r.duplicates
 
 
 def _write_summary(summary: IngestSummary, out: Path) -> None:
