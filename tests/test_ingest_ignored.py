@@ -137,3 +137,62 @@ def test_every_provider_names_its_ignored_types(tmp_path: Path) -> None:
         csv, tmp_path / "t", key=KEY, config=IngestConfig(event_types={"Skipped": "ignore"})
     )
     assert (table.ignored_by_type, table.errors) == ({"csv:Skipped": 1}, 0)
+
+
+@pytest.mark.parametrize("shape", ["ndjson", "array"])
+def test_bulk_read_quarantines_with_the_raw_record_and_its_position(
+    tmp_path: Path, shape: str, monkeypatch
+) -> None:
+    """Well-formed JSON with records to quarantine stays on the bulk (DuckDB) path: the raw
+    record and its number in the file still reach the quarantine."""
+    from loopexp.events import ingest as ingest_module
+    from loopexp.events.adapters import sendgrid
+
+    def slow_path(*args, **kwargs):
+        raise AssertionError("left the bulk path")
+
+    monkeypatch.setattr(sendgrid, "stage_lines", slow_path)
+    monkeypatch.setattr(ingest_module, "_stage_sendgrid_units", slow_path)
+    records = [_sendgrid(i, "delivered") for i in range(6)]
+    records[1]["event"] = "dropped"
+    records[3]["timestamp"] = "soon"
+    records[4]["event"] = "teleported"
+    texts = [json.dumps(r) for r in records]
+    path = tmp_path / f"export.{'ndjson' if shape == 'ndjson' else 'json'}"
+    path.write_text("\n".join(texts) + "\n" if shape == "ndjson" else "[" + ",\n".join(texts) + "]")
+    summary = ingest(path, tmp_path / "out", key=KEY, fmt="sendgrid")
+    assert (summary.events, summary.quarantined, summary.ignored) == (3, 3, 1)
+    q = pd.read_parquet(summary.quarantine_path)
+    assert list(q["input_no"]) == [2, 4, 5]
+    assert list(q["reason"]) == [
+        "ignored_type: sendgrid:dropped",
+        "unparseable or out-of-range timestamp",
+        "unmapped sendgrid event type 'teleported'",
+    ]
+    for raw, i in zip(q["raw"], [1, 3, 4], strict=True):
+        assert json.loads(raw.replace(f"<address {_hashed(i)}>", f"user{i}@example.com")) == (
+            records[i]
+        )
+
+
+def _hashed(i: int) -> str:
+    from loopexp.keys import hash_address
+
+    return hash_address(f"user{i}@example.com", KEY)
+
+
+def test_files_larger_than_the_head_are_told_apart_by_it(tmp_path: Path, monkeypatch) -> None:
+    """Shape and provider come from the file's head; a first record longer than the head (a
+    one-line Mailgun page) is read whole."""
+    from loopexp.events import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "_HEAD_BYTES", 300)
+    sendgrid = _export(tmp_path / "sg.ndjson")
+    assert sendgrid.stat().st_size > 300
+    mailgun = json.loads((ESP / "mailgun" / "events_api_v2_page_accepted_legacy.json").read_text())
+    (tmp_path / "mg.json").write_text(json.dumps(mailgun))  # one line, longer than the head
+    assert (tmp_path / "mg.json").stat().st_size > 300
+    summary = ingest([sendgrid, tmp_path / "mg.json"], tmp_path / "out", key=KEY)
+    assert [f.format for f in summary.files] == ["sendgrid", "mailgun"]
+    assert summary.files[0].input_records == 5 and summary.files[1].input_records >= 1
+    assert summary.input_records == summary.events + summary.duplicates + summary.quarantined

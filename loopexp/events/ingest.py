@@ -12,10 +12,13 @@ written anywhere: in quarantined raw records every address is replaced by its ke
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import hmac
 import json
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -42,6 +45,7 @@ from loopexp.events.adapters.base import IGNORED_TYPE, STAGE_FIELDS, Context, Re
 from loopexp.events.config import IngestConfig
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses
+from loopexp.metrics.engine import duckdb_resources
 
 #: Python adapters of nested / irregular JSON payloads, in detection order.
 JSON_ADAPTERS: tuple[ModuleType, ...] = (mailgun, ses, postmark, braze, klaviyo, mailchimp)
@@ -154,27 +158,32 @@ def ingest(
     files = expand_paths(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    limit, spill = duckdb_resources()
+    own_spill = spill is None
+    spill = spill if spill is not None else tempfile.mkdtemp(prefix="loopexp-ingest-")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET preserve_insertion_order = false")  # less memory; order is not kept
+        # Bounded memory: past the limit DuckDB spills to disk instead of growing without end.
+        con.execute(f"SET memory_limit = '{_sql_path(limit)}'")
+        con.execute(f"SET temp_directory = '{_sql_path(spill)}'")
+        with contextlib.suppress(duckdb.Error):
+            con.execute("SET enable_progress_bar = false")
         cols = ", ".join(f'"{c}" {_STAGE_TYPES.get(c, "VARCHAR")}' for c in STAGE_FIELDS)
         con.execute(f"CREATE TEMP TABLE staged_rows (input_no BIGINT, source VARCHAR, {cols})")
+        salt = _id_salt(key)
         reports = []
+        parts: list[tuple[str, int]] = []  # checked tables staged in bulk, with their first no
         next_no = 1
         started = time.perf_counter()
         for path in files:
-            file_format, n = _stage_file(con, path, fmt, config, next_no)
+            file_format, n, table_name = _stage_file(con, path, fmt, config, next_no, salt)
             reports.append(FileReport(str(path), file_format, n))
+            if table_name:
+                parts.append((table_name, next_no))
             next_no += n
-        tables = [
-            t
-            for (t,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_fast_%'"
-            ).fetchall()
-        ]
-        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {t}" for t in ["staged_rows", *tables])
-        con.execute(f"CREATE TEMP VIEW staged AS {union}")
+        _create_checked(con, salt, parts)
         read_done = time.perf_counter()
         n_addresses = _hash_addresses(con, key)
         hash_done = time.perf_counter()
@@ -189,6 +198,62 @@ def ingest(
         return summary
     finally:
         con.close()
+        if own_spill:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
+def _id_salt(key: HashKey) -> str:
+    # Content-hash ids are keyed too (a salt derived from the hashing key): a plain hash of a
+    # record holding an address could be reversed by hashing guessed addresses.
+    return hmac.new(key.secret, b"loopexp-event-id", hashlib.sha256).hexdigest()
+
+
+def _checked_sql(relation: str, salt: str) -> str:
+    """Staged rows → checked rows, in SQL.
+
+    Adds the recipient (``who``), the common quarantine checks, a keyed content-hash id where the
+    provider gives none; ``raw`` is kept for quarantined rows only.
+    """
+    # list_contains, not NOT IN: an IN list is planned as a join, which need not keep row order
+    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    return f"""
+        SELECT * REPLACE (CASE WHEN quarantine_reason IS NOT NULL THEN raw END AS raw) FROM (
+        SELECT * REPLACE (
+                CASE
+                    WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
+                    WHEN who IS NULL THEN 'missing recipient'
+                    WHEN ts IS NULL THEN 'missing or unparseable timestamp'
+                    WHEN event_type IS NULL OR NOT list_contains([{known}], event_type)
+                        THEN 'unknown event type'
+                END AS quarantine_reason,
+                CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
+                    '{salt}' || chr(31) || coalesce(who, '') || chr(31)
+                    || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)
+                    ELSE event_id END AS event_id)
+            FROM (SELECT *, coalesce(nullif(recipient_key, ''), lower(nullif(trim(address), '')))
+                  AS who FROM ({relation})))"""
+
+
+def _create_checked(
+    con: duckdb.DuckDBPyConnection, salt: str, parts: list[tuple[str, int]]
+) -> None:
+    """The ``checked`` view: every input record once, with ``part`` and ``rid`` naming its row.
+
+    Rows staged one by one (``staged_rows``) are checked into a table here; files staged in bulk
+    were checked as they were read (no second copy). ``input_no`` of a bulk-staged row is its
+    file's first number plus its position in the file (the table keeps file order).
+    """
+    con.execute(
+        f"CREATE TEMP TABLE checked_rows AS {_checked_sql('SELECT * FROM staged_rows', salt)}"
+    )
+    con.execute("DROP TABLE staged_rows")
+    selects = ["SELECT *, 0 AS part, rowid AS rid FROM checked_rows"]
+    selects += [
+        f"SELECT * REPLACE ({first_no} + rowid AS input_no), {i} AS part, rowid AS rid "
+        f"FROM {table}"
+        for i, (table, first_no) in enumerate(parts, start=1)
+    ]
+    con.execute(f"CREATE TEMP VIEW checked AS {' UNION ALL BY NAME '.join(selects)}")
 
 
 def ingest_to_canonical(
@@ -236,41 +301,70 @@ def expand_paths(paths: list[str | Path] | str | Path) -> list[Path]:
 
 
 def _stage_file(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
-) -> tuple[str, int]:
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    config: IngestConfig,
+    first_no: int,
+    salt: str,
+) -> tuple[str, int, str | None]:
+    """Stage one file: its format, its record count, and its checked table.
+
+    The table is None when the file's rows went to ``staged_rows`` (checked later).
+    """
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            return _stage_parquet(con, path, fmt, config, first_no)
+            return (*_stage_parquet(con, path, fmt, config, first_no), None)
         if name.endswith((".csv", ".csv.gz")) or fmt in ("mailchimp-csv", "table"):
-            return _stage_csv(con, path, fmt, config, first_no)
-        return _stage_json(con, path, fmt, config, first_no)
+            return (*_stage_csv(con, path, fmt, config, first_no), None)
+        return _stage_json(con, path, fmt, config, first_no, salt)
     except OSError as exc:
         raise IngestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
+#: Bytes read to tell a JSON file's shape and provider (the whole file only when not enough).
+_HEAD_BYTES = 1 << 20
+
+
 def _stage_json(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, config: IngestConfig, first_no: int
-) -> tuple[str, int]:
-    text = reader.read_text(path)
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    config: IngestConfig,
+    first_no: int,
+    salt: str,
+) -> tuple[str, int, str | None]:
+    # A plain file's shape and provider are told from its head: a SendGrid export of gigabytes is
+    # then read by DuckDB alone, never decoded in Python.
+    plain = not path.name.lower().endswith(".gz") and not reader.has_bom(path)
+    whole = not plain or path.stat().st_size <= _HEAD_BYTES
+    text = reader.read_text(path) if whole else reader.read_head(path, _HEAD_BYTES)
+    if not whole and (not text.strip() or ("\n" not in text and text.lstrip()[:1] != "[")):
+        text, whole = reader.read_text(path), True  # no whole first record in the head
     if not text.strip():
-        return fmt if fmt != "auto" else "empty", 0
+        return fmt if fmt != "auto" else "empty", 0, None
     shape = reader.shape_of(text)
-    provider = fmt if fmt != "auto" else _detect_json(path, text)
+    provider = fmt if fmt != "auto" else _detect_json(path, text, final=whole)
+    if provider is None or (shape == "document" and not whole):
+        text, whole = reader.read_text(path), True
+        shape = reader.shape_of(text)
+        provider = provider or _detect_json(path, text)
     if provider == "sendgrid":
-        plain = not path.name.lower().endswith(".gz") and not reader.has_bom(path)
         if plain and shape in ("array", "ndjson"):
-            del text  # DuckDB reads the file itself
-            n = sendgrid.stage_fast(con, str(path), shape, config, first_no)
+            table = f"staged_fast_{first_no}"
+            wrap = lambda sql: _checked_sql(sql, salt)  # noqa: E731
+            n = sendgrid.stage_fast(con, str(path), shape, config, first_no, table, wrap)
             if n is not None:
-                return provider, n
+                return provider, n, table
             if shape == "ndjson":
                 try:
-                    return provider, sendgrid.stage_lines(con, str(path), config, first_no)
+                    return provider, sendgrid.stage_lines(con, str(path), config, first_no), None
                 except (duckdb.Error, UnicodeError):
                     pass  # e.g. invalid UTF-8: split in Python, which quarantines per line
-            text = reader.read_text(path)
-        return provider, _stage_sendgrid_units(con, path, text, config, first_no)
+        text = text if whole else reader.read_text(path)
+        return provider, _stage_sendgrid_units(con, path, text, config, first_no), None
+    text = text if whole else reader.read_text(path)
     adapter = {a.NAME: a for a in JSON_ADAPTERS}.get(provider)
     if adapter is None:
         raise IngestError(
@@ -280,7 +374,7 @@ def _stage_json(
     rows = []
     for unit in reader.json_units(text):
         rows += _normalize_unit(adapter, unit, config, str(path))
-    return provider, _insert_rows(con, rows, first_no, str(path))
+    return provider, _insert_rows(con, rows, first_no, str(path)), None
 
 
 def _stage_sendgrid_units(
@@ -302,9 +396,16 @@ def _stage_sendgrid_units(
     return len(units)
 
 
-def _detect_json(path: Path, text: str) -> str:
+def _detect_json(path: Path, text: str, *, final: bool = True) -> str | None:
+    """The provider of the first parseable record.
+
+    None when ``text`` is only the file's head and its first record is not complete in it
+    (``final`` False); an :class:`IngestError` when the record is no known provider's.
+    """
     for unit in reader.json_units(text):
         if unit.reason is not None:
+            if not final:
+                return None
             continue
         value = unit.value
         if sendgrid.detect(value):
@@ -313,6 +414,8 @@ def _detect_json(path: Path, text: str) -> str:
             if adapter.detect(value):
                 return adapter.NAME
         break
+    if not final:
+        return None
     raise IngestError(
         f"{path}: not recognised as any supported ESP export (SendGrid, Mailgun, SES, Postmark, "
         "Mailchimp, Braze, Klaviyo); the first record's keys do not match. Pass --format to "
@@ -478,7 +581,7 @@ def _hash_addresses(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
     addresses = [
         a
         for (a,) in con.execute(
-            "SELECT DISTINCT address FROM staged WHERE nullif(trim(address), '') IS NOT NULL "
+            "SELECT DISTINCT address FROM checked WHERE nullif(trim(address), '') IS NOT NULL "
             "AND recipient_key IS NULL AND quarantine_reason IS NULL"
         ).fetchall()
     ]
@@ -502,42 +605,15 @@ def _finish(
     reports: list[FileReport],
     assignment: str | Path | None,
 ) -> IngestSummary:
-    """Check, dedupe, flag and write; each expression computed once.
-
-    ``checked`` (every record) is a table; duplicates and their ranking are small tables.
+    """Dedupe, flag and write, reading the ``checked`` view (no copy of every record).
 
     Duplicates are ranked (first in input order kept; ties broken on content, so the result
-    does not depend on thread scheduling) only for ids that actually repeat.
+    does not depend on thread scheduling) only for ids that actually repeat; the events are the
+    valid records less the duplicates ranked after the first, by their row (``part``, ``rid``).
     """
-    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     email_re = EMAIL_PATTERN.pattern.replace("'", "''")
-    # Content-hash ids are keyed too (a salt derived from the hashing key): a plain hash of a
-    # record holding an address could be reversed by hashing guessed addresses.
-    salt = hmac.new(key.secret, b"loopexp-event-id", hashlib.sha256).hexdigest()
-    con.execute(
-        f"""CREATE TEMP TABLE checked AS
-            SELECT * REPLACE (
-                CASE
-                    WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
-                    WHEN who IS NULL THEN 'missing recipient'
-                    WHEN ts IS NULL THEN 'missing or unparseable timestamp'
-                    WHEN event_type IS NULL OR event_type NOT IN ({known})
-                        THEN 'unknown event type'
-                END AS quarantine_reason,
-                CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
-                    '{salt}' || chr(31) || coalesce(who, '') || chr(31)
-                    || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)
-                    ELSE event_id END AS event_id)
-            FROM (SELECT *, coalesce(nullif(recipient_key, ''), lower(nullif(trim(address), '')))
-                  AS who FROM staged)"""
-    )
     # Candidates by a 64-bit hash of the id (an integer aggregate is far cheaper than one on
     # strings); a hash collision only adds a candidate, which the ranking by the id itself keeps.
-    con.execute("DROP VIEW staged")
-    for (name,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'staged_%'"
-    ).fetchall():
-        con.execute(f"DROP TABLE {name}")  # memory back before the next copy
     con.execute(
         """CREATE TEMP TABLE dup_keys AS
            SELECT hash(provider, event_id) AS id_hash FROM checked
@@ -545,27 +621,26 @@ def _finish(
     )
     con.execute(
         """CREATE TEMP TABLE dup_rows AS
-           SELECT c.*, row_number() OVER (
+           SELECT c.source, c.part, c.rid, row_number() OVER (
                PARTITION BY c.provider, c.event_id
                ORDER BY c.input_no, c.ts, c.event_type, c.who, c.message_id, c.url, c.user_agent,
                    c.ip, c.variant_id) AS dup_rank
            FROM checked c SEMI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
            WHERE c.quarantine_reason IS NULL"""
     )
-    (n_dup_ids,) = con.execute("SELECT count(*) FROM dup_keys").fetchone()
-    if n_dup_ids == 0:  # the common case: no anti-join at all
+    (n_dup,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
+    if n_dup == 0:  # the common case: no anti-join at all
         con.execute(
             "CREATE TEMP VIEW unique_events AS SELECT * FROM checked "
             "WHERE quarantine_reason IS NULL"
         )
     else:
         con.execute(
-            """CREATE TEMP TABLE unique_events AS
+            """CREATE TEMP VIEW unique_events AS
                SELECT c.* FROM checked c
-               ANTI JOIN dup_keys d ON d.id_hash = hash(c.provider, c.event_id)
-               WHERE c.quarantine_reason IS NULL
-               UNION ALL
-               SELECT * EXCLUDE (dup_rank) FROM dup_rows WHERE dup_rank = 1"""
+               ANTI JOIN (SELECT part, rid FROM dup_rows WHERE dup_rank > 1) d
+                   ON d.part = c.part AND d.rid = c.rid
+               WHERE c.quarantine_reason IS NULL"""
         )
     events_path = out / "events.parquet"
     select = ", ".join(
@@ -597,7 +672,6 @@ def _finish(
     ignored_by_type = {
         r.removeprefix(prefix): n for r, n in sorted(reasons.items()) if r.startswith(prefix)
     }
-    (n_dup,) = con.execute("SELECT count(*) FROM dup_rows WHERE dup_rank > 1").fetchone()
     n_events, machine, bot = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_machine_open), "
         "count(*) FILTER (WHERE is_bot_click) FROM flagged"
