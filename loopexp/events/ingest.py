@@ -174,14 +174,14 @@ def ingest(
         con.execute(f"CREATE TEMP TABLE staged_rows (input_no BIGINT, source VARCHAR, {cols})")
         salt = _id_salt(key)
         reports = []
-        parts: list[tuple[str, int]] = []  # checked tables staged in bulk, with their first no
+        parts: list[tuple[str, int, str]] = []  # tables staged in bulk: first number, source
         next_no = 1
         started = time.perf_counter()
         for path in files:
             file_format, n, table_name = _stage_file(con, path, fmt, config, next_no, salt)
             reports.append(FileReport(str(path), file_format, n))
             if table_name:
-                parts.append((table_name, next_no))
+                parts.append((table_name, next_no, str(path)))
             next_no += n
         _create_checked(con, salt, parts)
         read_done = time.perf_counter()
@@ -235,7 +235,7 @@ def _checked_sql(relation: str, salt: str) -> str:
 
 
 def _create_checked(
-    con: duckdb.DuckDBPyConnection, salt: str, parts: list[tuple[str, int]]
+    con: duckdb.DuckDBPyConnection, salt: str, parts: list[tuple[str, int, str]]
 ) -> None:
     """The ``checked`` view: every input record once, with ``part`` and ``rid`` naming its row.
 
@@ -249,9 +249,9 @@ def _create_checked(
     con.execute("DROP TABLE staged_rows")
     selects = ["SELECT *, 0 AS part, rowid AS rid FROM checked_rows"]
     selects += [
-        f"SELECT * REPLACE ({first_no} + rowid AS input_no), {i} AS part, rowid AS rid "
-        f"FROM {table}"
-        for i, (table, first_no) in enumerate(parts, start=1)
+        f"SELECT * REPLACE ({first_no} + rowid AS input_no), '{_sql_path(source)}' AS source, "
+        f"{i} AS part, rowid AS rid FROM {table}"
+        for i, (table, first_no, source) in enumerate(parts, start=1)
     ]
     con.execute(f"CREATE TEMP VIEW checked AS {' UNION ALL BY NAME '.join(selects)}")
 

@@ -197,7 +197,8 @@ def stage_fast(
     sql = wrap(stage_sql(fast_relation_sql(path, shape, config), config, first_no, path))
     try:
         con.execute("SET preserve_insertion_order = true")  # row id = position in the file
-        con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
+        # the path is the same on every row: the reader adds it (see ingest._create_checked)
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * EXCLUDE (source) FROM ({sql})")
     except (duckdb.Error, UnicodeError):
         con.execute(f"DROP TABLE IF EXISTS {table}")
         return None
