@@ -486,7 +486,7 @@ def run(
         if events_format == "canonical" and events.is_dir():
             events = events / "*.parquet"
     if events_format != "canonical":
-        events = _ingest_for_run(events, out / "ingest", events_format, spec.ingest)
+        events = _ingest_for_run(events, out / "ingest", events_format, spec)
     outcome = _run(
         spec_path, events, assignment, out, tracking_uri, next_spec_dir, force, lock_timeout
     )
@@ -657,12 +657,20 @@ def ingest_cmd(
         raise typer.Exit(code=1)
 
 
-def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
+def _ingest_for_run(events: Path, folder: Path, fmt: str, spec) -> Path:
     from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
 
     _check_format(fmt)
     try:
-        path = ingest_to_canonical([events], folder, key=load_hash_key(), fmt=fmt, config=config)
+        path = ingest_to_canonical(
+            [events],
+            folder,
+            key=load_hash_key(),
+            fmt=fmt,
+            config=spec.ingest,
+            memory_limit=spec.data.memory_limit,
+            temp_directory=spec.data.temp_directory,
+        )
     except (IngestError, HashKeyError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits

@@ -196,3 +196,42 @@ def test_files_larger_than_the_head_are_told_apart_by_it(tmp_path: Path, monkeyp
     assert [f.format for f in summary.files] == ["sendgrid", "mailgun"]
     assert summary.files[0].input_records == 5 and summary.files[1].input_records >= 1
     assert summary.input_records == summary.events + summary.duplicates + summary.quarantined
+
+
+def test_a_memory_limit_duckdb_cannot_read_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from loopexp.events.ingest import IngestError
+
+    export = _export(tmp_path / "sendgrid.ndjson")
+    with pytest.raises(IngestError, match="not a size DuckDB understands"):
+        ingest(export, tmp_path / "out", key=KEY, memory_limit="lots")
+    monkeypatch.setenv("LOOPEXP_DUCKDB_MEMORY_LIMIT", "64MB")  # small: spills, same result
+    summary = ingest(export, tmp_path / "out", key=KEY)
+    assert (summary.events, summary.ignored) == (4, 1)
+
+
+def test_under_a_small_memory_limit_ingest_gives_the_same_result(
+    tmp_path: Path,
+) -> None:
+    import duckdb
+
+    path = tmp_path / "big.ndjson"
+    duckdb.sql(
+        f"""COPY (SELECT 'user' || (i % 30000) || '@example.com' AS email,
+                1700000000 + i AS timestamp,
+                ['processed', 'delivered', 'open', 'click', 'dropped'][1 + (i % 5)::INT] AS event,
+                'ev' || (i - (i % 997 = 5)::INT) AS sg_event_id,
+                'msg' || (i % 30000) AS sg_message_id,
+                CASE WHEN i % 5 = 3 THEN 'https://shop.example/' || (i % 7) END AS url,
+                'Mozilla/5.0 (X11) Firefox/' || (i % 50) AS useragent
+            FROM range(300000) t(i)) TO '{path}' (FORMAT json)"""
+    )
+    free = ingest(path, tmp_path / "free", key=KEY, fmt="sendgrid")
+    capped = ingest(path, tmp_path / "capped", key=KEY, fmt="sendgrid", memory_limit="150MB")
+    assert capped.ignored == free.ignored == 60000 and free.duplicates > 0
+    for name in ("input_records", "events", "duplicates", "quarantined", "by_type"):
+        assert getattr(capped, name) == getattr(free, name), name
+    a, b = (
+        pd.read_parquet(s.events_path).sort_values("event_id").reset_index(drop=True)
+        for s in (free, capped)
+    )
+    pd.testing.assert_frame_equal(a, b)

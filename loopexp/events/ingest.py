@@ -45,7 +45,7 @@ from loopexp.events.adapters.base import IGNORED_TYPE, STAGE_FIELDS, Context, Re
 from loopexp.events.config import IngestConfig
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses
-from loopexp.metrics.engine import duckdb_resources
+from loopexp.metrics.engine import MEMORY_LIMIT_ENV, duckdb_resources
 
 #: Python adapters of nested / irregular JSON payloads, in detection order.
 JSON_ADAPTERS: tuple[ModuleType, ...] = (mailgun, ses, postmark, braze, klaviyo, mailchimp)
@@ -140,6 +140,8 @@ def ingest(
     fmt: str = "auto",
     config: IngestConfig | None = None,
     assignment: str | Path | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | Path | None = None,
 ) -> IngestSummary:
     """Read ESP exports into ``out_dir/events.parquet`` (canonical) and ``quarantine.parquet``.
 
@@ -151,6 +153,10 @@ def ingest(
         config: variant fields and bot-rule thresholds (defaults when None).
         assignment: optional assignment Parquet/CSV, to report bot removals per variant for
             events that carry no variant.
+        memory_limit: DuckDB's memory limit, past which it spills to ``temp_directory``
+            [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half the memory available].
+        temp_directory: where to spill [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a temporary
+            folder removed afterwards].
     """
     config = config or IngestConfig()
     if fmt not in FORMATS:
@@ -158,7 +164,7 @@ def ingest(
     files = expand_paths(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    limit, spill = duckdb_resources()
+    limit, spill = duckdb_resources(memory_limit, temp_directory)
     own_spill = spill is None
     spill = spill if spill is not None else tempfile.mkdtemp(prefix="loopexp-ingest-")
     con = duckdb.connect()
@@ -166,7 +172,13 @@ def ingest(
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET preserve_insertion_order = false")  # less memory; order is not kept
         # Bounded memory: past the limit DuckDB spills to disk instead of growing without end.
-        con.execute(f"SET memory_limit = '{_sql_path(limit)}'")
+        try:
+            con.execute(f"SET memory_limit = '{_sql_path(limit)}'")
+        except duckdb.Error:
+            raise IngestError(
+                f"memory limit {limit!r} is not a size DuckDB understands; write it like '2GB' "
+                f"or '512MiB' (spec data.memory_limit or ${MEMORY_LIMIT_ENV})"
+            ) from None
         con.execute(f"SET temp_directory = '{_sql_path(spill)}'")
         with contextlib.suppress(duckdb.Error):
             con.execute("SET enable_progress_bar = false")
@@ -263,9 +275,20 @@ def ingest_to_canonical(
     key: HashKey,
     fmt: str = "auto",
     config: IngestConfig | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | Path | None = None,
 ) -> Path:
     """Ingest raw exports and return the path of the canonical ``events.parquet`` (for ``run``)."""
-    return Path(ingest(paths, out_dir, key=key, fmt=fmt, config=config).events_path)
+    summary = ingest(
+        paths,
+        out_dir,
+        key=key,
+        fmt=fmt,
+        config=config,
+        memory_limit=memory_limit,
+        temp_directory=temp_directory,
+    )
+    return Path(summary.events_path)
 
 
 def expand_paths(paths: list[str | Path] | str | Path) -> list[Path]:
