@@ -14,18 +14,25 @@ neighbours, CPU time much less. Run:  .venv/bin/python bench/bench_ingest.py --e
 (the file, ~2 GB per 10 M events, is generated once in --workdir and reused). Results are printed
 and written to bench/results/ingest.json.
 
-Last run (10 M events, 2.79 GB, 2 M distinct addresses; 2 cores shared with five other jobs, load
-average ~13, so wall times are inflated and CPU seconds are the figure to compare):
+Last run (2026-11-26 15:52 UTC, commit 46a12b6; 10 M events, 2.79 GB, 2 M distinct addresses;
+2 cores shared with two other engineers' jobs, load average 3.3-4.2 during the run; CPU seconds
+of the measured part, user+sys of all threads; best of 1):
 
-    bare read_json        7.7 CPU-s   55 s wall   1.29 M events/CPU-s   peak RSS 2.1 GB
-    bare read_json→Parquet 9.6 CPU-s  49 s wall                         peak RSS 0.5 GB
-    loopexp ingest       58.5 CPU-s  352 s wall   0.17 M events/CPU-s   peak RSS 8.2 GB
-    keyed hash alone      2.1 CPU-s  (2 M addresses; 4% of ingest)
+    bare read_json          7.1 CPU-s    9.2 s wall   1.41 M events/CPU-s   peak RSS 2.2 GB
+    bare read_json→Parquet  9.0 CPU-s    8.5 s wall                         peak RSS 0.6 GB
+    loopexp ingest         36.4 CPU-s   39.1 s wall   0.27 M events/CPU-s   peak RSS 3.9 GB
+    ingest, 2 GB limit     42.1 CPU-s   45.6 s wall   (spills)              peak RSS 2.6 GB
+    keyed hash alone        2.1 CPU-s   (2 M addresses; 6% of ingest)
 
-Ingest is 7.6× bare read_json in CPU (6.1× read_json→Parquet), not the 2× goal. The keyed hash
-does not dominate (each distinct address is hashed once); the cost is DuckDB work: mapping
-(~1.4× bare), the ``checked`` copy, dedupe, the bot-rule aggregates and joins, and the Parquet
-write, on an in-memory database (hence the RSS).
+Ingest is 5.1x bare read_json in CPU (4.0x read_json→Parquet; it was 7.6x and 8.2 GB RSS before
+the one-pass staging, in a run at load ~13: 58.5 CPU-s). Not the 2x goal; what is left, per 1 M
+events (profiled with cProfile and EXPLAIN ANALYZE at 1 M): reading the 15 fields loopexp needs
+in file order (~0.77 CPU-s; 0.60 without keeping the order, which the quarantine's record numbers
+and "first duplicate wins" need), mapping + checks (~0.45), the keyed hash (0.21 in Python, plus
+0.35 for the distinct addresses and ~0.2 to join the keys back), dedupe candidates (~0.23),
+bot rules + Parquet write (~1.0), summary counts (~0.3). The read, the keyed hash of each
+distinct address and the Parquet write alone come to ~1.8 CPU-s per 1 M, already 2.3x bare
+read_json (0.77): 2x is below the floor of what ingest must do. See bench/README.md (Ingest).
 """
 
 from __future__ import annotations
