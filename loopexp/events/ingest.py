@@ -601,13 +601,15 @@ def _stage_parquet(
 
 def _hash_addresses(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
     """Hash each distinct address once (the expensive part, in Python) into ``address_keys``."""
-    addresses = [
-        a
-        for (a,) in con.execute(
+    addresses = (
+        con.execute(
             "SELECT DISTINCT address FROM checked WHERE nullif(trim(address), '') IS NOT NULL "
             "AND recipient_key IS NULL AND quarantine_reason IS NULL"
-        ).fetchall()
-    ]
+        )
+        .to_arrow_table()
+        .column("address")
+        .to_pylist()
+    )
     keys = pa.table(
         {
             "address": pa.array(addresses, pa.string()),
@@ -685,25 +687,31 @@ def _finish(
     quarantine_path = out / "quarantine.parquet"
     _write_quarantine(con, quarantine_path, key)
 
-    per_reason = con.execute(
-        "SELECT quarantine_reason, count(*) FROM checked GROUP BY 1 ORDER BY 2 DESC, 1"
+    # one scan of every record for the reasons, overall and per file
+    per_file_reason = con.execute(
+        "SELECT source, quarantine_reason, count(*) FROM checked GROUP BY ALL"
     ).fetchall()
-    n_input = sum(n for _, n in per_reason)
-    reasons = {str(r): int(n) for r, n in per_reason if r is not None}
+    n_input = sum(n for _, _, n in per_file_reason)
+    totals: dict[str, int] = defaultdict(int)
+    for _, reason, n in per_file_reason:
+        if reason is not None:
+            totals[str(reason)] += int(n)
+    reasons = dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
     n_quarantined = sum(reasons.values())
     prefix = f"{IGNORED_TYPE}: "
     ignored_by_type = {
         r.removeprefix(prefix): n for r, n in sorted(reasons.items()) if r.startswith(prefix)
     }
-    n_events, machine, bot = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE is_machine_open), "
-        "count(*) FILTER (WHERE is_bot_click) FROM flagged"
-    ).fetchone()
-    by_type = dict(
-        con.execute("SELECT event_type, count(*) FROM flagged GROUP BY 1 ORDER BY 1").fetchall()
-    )
+    per_type = con.execute(
+        "SELECT event_type, count(*), count(*) FILTER (WHERE is_machine_open), "
+        "count(*) FILTER (WHERE is_bot_click) FROM flagged GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    by_type = {t: n for t, n, _, _ in per_type}
+    n_events = sum(by_type.values())
+    machine = sum(m for _, _, m, _ in per_type)
+    bot = sum(b for _, _, _, b in per_type)
     removed = _removed_by_rule(con, assignment)
-    _count_per_file(con, reports)
+    _count_per_file(con, reports, per_file_reason)
     warnings = []
     if key.is_demo:
         warnings.append("addresses hashed with the public demo key: fine for simulated data only")
@@ -728,23 +736,24 @@ def _finish(
     return summary
 
 
-def _count_per_file(con: duckdb.DuckDBPyConnection, reports: list[FileReport]) -> None:
+def _count_per_file(
+    con: duckdb.DuckDBPyConnection,
+    reports: list[FileReport],
+    per_file_reason: list[tuple[str, str | None, int]],
+) -> None:
     """Each file's quarantined, ignored and duplicate records; its events are the rest."""
-    counts = {
-        source: (int(q), int(i))
-        for source, q, i in con.execute(
-            f"""SELECT source, count(*) FILTER (WHERE quarantine_reason IS NOT NULL),
-                    count(*) FILTER (WHERE starts_with(quarantine_reason, '{IGNORED_TYPE}'))
-                FROM checked GROUP BY 1"""
-        ).fetchall()
-    }
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for source, reason, n in per_file_reason:
+        if reason is not None:
+            counts[source][0] += int(n)
+            counts[source][1] += int(n) if str(reason).startswith(IGNORED_TYPE) else 0
     dups = dict(
         con.execute(
             "SELECT source, count(*) FROM dup_rows WHERE dup_rank > 1 GROUP BY 1"
         ).fetchall()
     )
     for r in reports:
-        r.quarantined, r.ignored = counts.get(r.path, (0, 0))
+        r.quarantined, r.ignored = counts.get(r.path, [0, 0])
         r.duplicates = int(dups.get(r.path, 0))
         r.events = r.input_records - r.quarantined - r.duplicates
 
