@@ -24,6 +24,7 @@ of the measured part, user+sys of all threads; best of 1):
     ingest, 2 GB limit     42.1 CPU-s   45.6 s wall   (spills)              peak RSS 2.6 GB
     keyed hash alone        2.1 CPU-s   (2 M addresses; 6% of ingest)
 
+A second run at c6cd760 (load 3.1-5.5): bare 6.9, ingest 35.7 CPU-s (5.2x), capped 40.9 (6.0x).
 Ingest is 5.1x bare read_json in CPU (4.0x read_json→Parquet; it was 7.6x and 8.2 GB RSS before
 the one-pass staging, in a run at load ~13: 58.5 CPU-s). Not the 2x goal; what is left, per 1 M
 events (profiled with cProfile and EXPLAIN ANALYZE at 1 M): reading the 15 fields loopexp needs
