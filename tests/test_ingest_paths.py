@@ -76,7 +76,17 @@ def test_bulk_line_and_python_paths_agree(shape: str, records: list[dict]) -> No
         tmp_path = Path(tmp)
         plain = tmp_path / "export.json"
         plain.write_text(body)
-        bulk = _result(plain, tmp_path / "bulk")
+        staged: list[int | None] = []
+        real = sendgrid.stage_fast
+
+        def recorded(*args, **kwargs):
+            staged.append(real(*args, **kwargs))
+            return staged[-1]
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sendgrid, "stage_fast", recorded)
+            bulk = _result(plain, tmp_path / "bulk")
+        assert staged == [len(records)]  # valid JSON stays on the bulk path, whatever it holds
         zipped = tmp_path / "export.json.gz"
         zipped.write_bytes(gzip.compress(body.encode()))
         python = _result(zipped, tmp_path / "python")
