@@ -170,8 +170,9 @@ def test_bulk_read_quarantines_with_the_raw_record_and_its_position(
         "unmapped sendgrid event type 'teleported'",
     ]
     for raw, i in zip(q["raw"], [1, 3, 4], strict=True):
-        assert json.loads(raw.replace(f"<address {_hashed(i)}>", f"user{i}@example.com")) == (
-            records[i]
+        assert (
+            json.loads(raw.replace(f"<address {_hashed(i)}>", f"user{i}@example.com"))
+            == (records[i])
         )
 
 
@@ -235,3 +236,28 @@ def test_under_a_small_memory_limit_ingest_gives_the_same_result(
         for s in (free, capped)
     )
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_same_export_gives_the_same_bytes(tmp_path: Path) -> None:
+    """`loopexp run` on an export folder is idempotent only if ingest's output is reproducible:
+    its data fingerprint is the events file's hash. Large enough for DuckDB to use threads."""
+    import hashlib
+
+    import duckdb
+
+    path = tmp_path / "big.ndjson"
+    duckdb.sql(
+        f"""COPY (SELECT 'user' || (i % 50000) || '@example.com' AS email,
+                1700000000 + i AS timestamp,
+                ['processed', 'delivered', 'open', 'click'][1 + (i % 4)::INT] AS event,
+                'ev' || (i - (i % 997 = 5)::INT) AS sg_event_id,
+                'msg' || (i % 50000) AS sg_message_id
+            FROM range(600000) t(i)) TO '{path}' (FORMAT json)"""
+    )
+    digests = [
+        hashlib.sha256(
+            Path(ingest(path, tmp_path / f"o{k}", key=KEY, fmt="sendgrid").events_path).read_bytes()
+        ).hexdigest()
+        for k in range(2)
+    ]
+    assert digests[0] == digests[1]

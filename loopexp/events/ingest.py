@@ -676,11 +676,20 @@ def _finish(
         else f"f.{f.name}"
         for f in EVENT_SCHEMA
     )
-    con.execute(
-        f"COPY (SELECT {select} FROM ({bots.flag_sql('unique_events', config)}) f "
-        "LEFT JOIN address_keys k ON k.address = f.address) "
-        f"TO '{_sql_path(events_path)}' (FORMAT parquet)"
-    )
+    # In input order (a total order: (provider, event_id) is unique among events), so the same
+    # exports give the same bytes: `loopexp run` on an export folder stays idempotent (its data
+    # fingerprint is the file's hash). Without the sort, parallel threads interleave rows
+    # differently on every run of a large export. It costs ~0.5 CPU-s per 1 M events.
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        con.execute(
+            f"COPY (SELECT {select} FROM ({bots.flag_sql('unique_events', config)}) f "
+            "LEFT JOIN address_keys k ON k.address = f.address "
+            "ORDER BY f.input_no, f.provider, f.event_id) "
+            f"TO '{_sql_path(events_path)}' (FORMAT parquet)"
+        )
+    finally:
+        con.execute("SET preserve_insertion_order = false")
     con.execute(
         f"CREATE TEMP VIEW flagged AS SELECT * FROM read_parquet('{_sql_path(events_path)}')"
     )
