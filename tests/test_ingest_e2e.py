@@ -355,6 +355,9 @@ def test_run_on_the_export_folder_named_in_the_spec(tmp_path, monkeypatch) -> No
     assert sum(f["events"] for f in summary["files"]) == summary["events"]
     assert (summary["duplicates"], summary["quarantined"]) == (50, 1)
     assert (tmp_path / "from_spec" / "ingest" / "quarantine.parquet").exists()
+    again = _run_cli(spec_path, tmp_path, "from_spec")  # the cron fires twice on the same folder
+    assert again.exit_code == 0, again.output
+    assert "already analysed" in again.output  # no second run
 
     with_events = _run_cli(
         spec_path, tmp_path, "with_events", "--events", str(exports), "--events-format", "sendgrid"
