@@ -25,6 +25,10 @@ of the measured part, user+sys of all threads; best of 1):
     keyed hash alone        2.1 CPU-s   (2 M addresses; 6% of ingest)
 
 A second run at c6cd760 (load 3.1-5.5): bare 6.9, ingest 35.7 CPU-s (5.2x), capped 40.9 (6.0x).
+At 375cdfd (events sorted into input order, for reproducible output; load 3.4-4.0): bare 6.7,
+ingest 41.2 CPU-s (6.2x) with peak RSS 8.0 GB under the default limit (half the RAM), 49.1 CPU-s
+(7.4x) and 2.5 GB under a 2 GB limit. The sort is the price of the same bytes for the same
+exports (see bench/README.md, Ingest).
 Ingest is 5.1x bare read_json in CPU (4.0x read_json→Parquet; it was 7.6x and 8.2 GB RSS before
 the one-pass staging, in a run at load ~13: 58.5 CPU-s). Not the 2x goal; what is left, per 1 M
 events (profiled with cProfile and EXPLAIN ANALYZE at 1 M): reading the 15 fields loopexp needs
