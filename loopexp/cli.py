@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loopexp.assign import AssignmentSummary, assign_recipients
+from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
@@ -435,10 +436,16 @@ def simulate(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(help="spec file (YAML) of the iteration to analyse")],
-    events: Annotated[Path, typer.Option(help="canonical events, Parquet (globs allowed)")],
     assignment: Annotated[
         Path, typer.Option(help="assignment with recipient_key, segment, variant_id")
     ],
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            help="canonical events, Parquet (globs allowed)",
+            show_default="the spec's events: path (an ESP export folder), ingested first",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="output folder", show_default="runs/<name>-iter<N>")
     ] = None,
@@ -463,8 +470,23 @@ def run(
     """
     spec = _load(spec_path)
     out = out or Path("runs") / spec.slug  # a safe slug: a name like ../../x stays in runs/
+    if events is None:
+        if spec.events is None:
+            _fail(
+                f"{spec_path}: no events: give --events, or name the ESP export folder in the "
+                "spec, e.g. `events: {path: exports/sendgrid/, format: auto}` (relative to the "
+                "spec's folder)"
+            )
+        events, events_format = spec.events.resolve(spec_path), spec.events.format
+        if not events.exists() and not any(ch in str(events) for ch in "*?["):
+            _fail(
+                f"{events}: the export folder named in {spec_path} (events.path "
+                f"{spec.events.path!r}, relative to the spec's folder) does not exist"
+            )
+        if events_format == "canonical" and events.is_dir():
+            events = events / "*.parquet"
     if events_format != "canonical":
-        events = _ingest_for_run(events, out / "ingest", events_format, spec.ingest)
+        events = _ingest_for_run(events, out / "ingest", events_format, spec)
     outcome = _run(
         spec_path, events, assignment, out, tracking_uri, next_spec_dir, force, lock_timeout
     )
@@ -602,7 +624,13 @@ def ingest_cmd(
     demo_key: Annotated[
         bool, typer.Option(help="allow the public demo key (simulated data only)")
     ] = False,
-    strict: Annotated[bool, typer.Option(help="exit 1 when any record is quarantined")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="exit 1 when any record is quarantined as an error (ignored provider types, "
+            "e.g. SendGrid dropped, are not errors)"
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Read ESP exports into the canonical event table; quarantine what cannot be used."""
@@ -621,28 +649,44 @@ def ingest_cmd(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         _print_ingest(summary)
-    if strict and summary.quarantined:
+    if strict and summary.errors:
         Console(stderr=True).print(
-            f"[bold red]--strict:[/] {summary.quarantined:,} record(s) quarantined; see "
+            f"[bold red]--strict:[/] {summary.errors:,} record(s) quarantined as errors; see "
             f"{summary.quarantine_path} (column reason) and fix the export or the mapping"
         )
         raise typer.Exit(code=1)
 
 
-def _ingest_for_run(events: Path, folder: Path, fmt: str, config) -> Path:
+def _ingest_for_run(events: Path, folder: Path, fmt: str, spec) -> Path:
     from loopexp.keys import HashKeyError, load_hash_key  # noqa: PLC0415
 
     _check_format(fmt)
     try:
-        path = ingest_to_canonical([events], folder, key=load_hash_key(), fmt=fmt, config=config)
+        path = ingest_to_canonical(
+            [events],
+            folder,
+            key=load_hash_key(),
+            fmt=fmt,
+            config=spec.ingest,
+            memory_limit=spec.data.memory_limit,
+            temp_directory=spec.data.temp_directory,
+        )
     except (IngestError, HashKeyError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
     summary = json.loads((folder / "ingest_summary.json").read_text(encoding="utf-8"))
+    for f in summary["files"]:
+        console.print(
+            f"  {f['path']} ({f['format']}): {f['input_records']:,} records → "
+            f"{f['events']:,} events, {f['duplicates']:,} duplicates, "
+            f"{f['quarantined'] - f['ignored']:,} quarantined as errors, {f['ignored']:,} ignored",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"ingested {summary['input_records']:,} records → {summary['events']:,} events, "
-        f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined "
-        f"({folder})",
+        f"{summary['duplicates']:,} duplicates, {summary['errors']:,} quarantined as errors, "
+        f"{summary['ignored']:,} ignored (not an outcome) ({folder})",
         highlight=False,
     )
     return path
@@ -665,9 +709,15 @@ def _print_ingest(summary: IngestSummary) -> None:
     table.add_row("input records", f"{summary.input_records:,}")
     table.add_row("events", f"{summary.events:,}")
     table.add_row("duplicates", f"{summary.duplicates:,}")
-    table.add_row("quarantined", f"{summary.quarantined:,}")
-    for reason, n in list(summary.quarantine_reasons.items())[:8]:
-        table.add_row("", f"{n:,} × {reason}")
+    errors = {r: n for r, n in summary.quarantine_reasons.items() if not r.startswith(IGNORED_TYPE)}
+    table.add_row("quarantined (errors)", f"{summary.errors:,}")
+    for reason, n in list(errors.items())[:8]:
+        table.add_row("", f"{n:,} × {escape(reason)}")
+    if summary.ignored:
+        table.add_row("ignored (not an outcome)", f"{summary.ignored:,}")
+        table.add_row(
+            "", ", ".join(f"{escape(t)} {n:,}" for t, n in summary.ignored_by_type.items())
+        )
     table.add_row("by type", ", ".join(f"{k} {v:,}" for k, v in summary.by_type.items()))
     table.add_row("machine opens", f"{summary.machine_opens:,}")
     table.add_row("bot clicks", f"{summary.bot_clicks:,}")

@@ -316,6 +316,33 @@ class SendTimeSettings(_Model):
         return self
 
 
+class EventsSource(_Model):
+    """Where ``loopexp run`` finds this campaign's events when no ``--events`` is given.
+
+    A daily cron points ``run`` at the ESP's export folder: every export file in it (sorted) is
+    ingested into the run's ``ingest/`` folder (canonical events, quarantine, summary) first.
+    """
+
+    path: Annotated[str, Field(min_length=1)]
+    """A folder of exports (or a file, or a glob), relative to the spec file's folder."""
+    format: str = "auto"
+    """Format of the exports (``loopexp ingest --format``): ``auto`` recognises each file;
+    ``canonical`` reads the path as canonical events Parquet without ingesting."""
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, fmt: str) -> str:
+        from loopexp.events.ingest import FORMATS  # noqa: PLC0415 (DuckDB only when needed)
+
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown events format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+
+    def resolve(self, spec_path: str | Path) -> Path:
+        """The path as named, relative to the folder of the spec file at ``spec_path``."""
+        return Path(spec_path).parent / Path(self.path).expanduser()
+
+
 class ExperimentSpec(_Model):
     """A complete, validated experiment spec (one iteration of one campaign)."""
 
@@ -355,6 +382,8 @@ class ExperimentSpec(_Model):
     are generated as every combination of levels (see :func:`factorial_cells`)."""
     ingest: IngestConfig | None = None
     """How ``loopexp ingest`` reads this campaign's ESP exports (variant field, bot thresholds)."""
+    events: EventsSource | None = None
+    """The ESP export folder ``loopexp run`` ingests when no ``--events`` is given."""
     send_time: SendTimeSettings | None = None
     """Send slots randomised beside the variants, or learned windows per segment (see
     :class:`SendTimeSettings`); None: one send for everyone."""
@@ -522,6 +551,8 @@ class ExperimentSpec(_Model):
             exclude["factors"] = True
         if self.send_time is None:
             exclude["send_time"] = True
+        if self.events is None:
+            exclude["events"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

@@ -68,10 +68,11 @@ def test_all_sendgrid_samples_with_the_invariant(tmp_path: Path) -> None:
     summary, events, quarantine = run(ESP / "sendgrid", tmp_path)
     assert summary.input_records == 31
     assert set(quarantine["reason"]) == {
-        "unmapped sendgrid event type 'dropped'",
-        "unmapped sendgrid event type 'group_resubscribe'",
-        "unmapped sendgrid event type 'account_status_change'",
+        "ignored_type: sendgrid:dropped",
+        "ignored_type: sendgrid:group_resubscribe",
+        "ignored_type: sendgrid:account_status_change",
     }
+    assert (summary.ignored, summary.errors) == (summary.quarantined, 0)
     # the legacy array repeats the placeholder id "sg_event_id": one event, the rest duplicates
     assert (events["event_id"] == "sg_event_id").sum() == 1
     assert summary.duplicates >= 9
@@ -145,8 +146,8 @@ def test_ses_records_and_sns_envelope(tmp_path: Path) -> None:
     files = [f for f in sorted((ESP / "ses").glob("event_record_*.json"))]
     summary, ev, q = run(files, tmp_path / "ses")
     assert set(q["reason"]) == {
-        "unmapped ses event type 'Reject'",
-        "unmapped ses event type 'Rendering Failure'",
+        "ignored_type: ses:Reject",
+        "ignored_type: ses:Rendering Failure",
     }
     opened = one(ev[ev["event_type"] == "open"])
     assert opened["recipient_key"] == hash_address("recipient@example.com", KEY)
@@ -381,11 +382,18 @@ def test_quarantine_keeps_the_raw_record_with_addresses_hashed(tmp_path: Path) -
 def test_strict_exits_1_and_bad_files_exit_2_without_traceback(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LOOPEXP_HASH_KEY", "a-test-secret")
     runner = CliRunner()
+    # the SendGrid samples' 5 quarantined records are all ignored types (dropped, ...): no error
     res = runner.invoke(
         app, ["ingest", str(ESP / "sendgrid"), "--out", str(tmp_path / "o"), "--strict", "--json"]
     )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["quarantined"] == 5
+    # the SES samples hold an SNS envelope without an SES record: an error
+    res = runner.invoke(
+        app, ["ingest", str(ESP / "ses"), "--out", str(tmp_path / "s"), "--strict", "--json"]
+    )
     assert res.exit_code == 1, res.output
-    assert json.loads(res.stdout[: res.stdout.rindex("}") + 1])["quarantined"] == 5
+    assert json.loads(res.stdout[: res.stdout.rindex("}") + 1])["errors"] == 1
     (tmp_path / "what.json").write_text('{"hello": "world"}')
     res = runner.invoke(app, ["ingest", str(tmp_path / "what.json"), "--out", str(tmp_path / "p")])
     assert res.exit_code == 2 and "what.json" in res.output and "--format" in res.output

@@ -203,7 +203,7 @@ def test_cli_ingests_an_avro_folder_glob(export: Path, tmp_path: Path) -> None:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(cut=st.integers(0, 400), flips=st.lists(st.integers(0, 10_000), max_size=4))
 def test_mangled_avro_never_crashes_and_loses_nothing(tmp_path: Path, cut: int, flips) -> None:

@@ -294,3 +294,103 @@ def test_real_looking_campaign_through_ingest_and_run(tmp_path, monkeypatch, pro
     for path in [*out.rglob("*.json"), *out.rglob("*.parquet"), *out.rglob("*.ipynb")]:
         text = path.read_bytes().decode("utf-8", "replace").lower()
         assert not any(a in text for a in list(addresses)[:500]), path
+
+
+def _run_cli(spec_path: Path, tmp_path: Path, name: str, *extra: str):
+    from loopexp.cli import app
+
+    return CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(spec_path),
+            *extra,
+            "--assignment",
+            str(tmp_path / "assignment.parquet"),
+            "--out",
+            str(tmp_path / name),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / f'{name}.db'}",
+        ],
+    )
+
+
+@pytest.mark.integration
+def test_run_on_the_export_folder_named_in_the_spec(tmp_path, monkeypatch) -> None:
+    """A cron's `loopexp run SPEC`: the spec names the folder; same decision as with --events."""
+    monkeypatch.setenv("LOOPEXP_HASH_KEY", SECRET)
+    rng = np.random.default_rng(11)
+    spec_path = tmp_path / "campaign" / "welcome.yaml"
+    spec_path.parent.mkdir()
+    spec_path.write_text(SPEC + "events:\n  path: exports/sendgrid/\n  format: auto\n")
+    spec = load_spec(spec_path)
+    table = recipients_csv(tmp_path / "recipients.csv", 8000, rng)
+    recipients = pd.DataFrame(
+        {
+            "recipient_key": hash_addresses(table["Email"], load_hash_key()),
+            "segment": table["Lifecycle"].map(LABELS),
+        }
+    )
+    assignment = assign(recipients, spec)
+    assignment.to_parquet(tmp_path / "assignment.parquet", index=False)
+    by_key = dict(zip(assignment["recipient_key"], assignment["variant_id"], strict=True))
+    people = simulate(list(table["Email"]), [by_key[k] for k in recipients["recipient_key"]], rng)
+    exports = spec_path.parent / "exports" / "sendgrid"
+    exports.mkdir(parents=True)
+    sendgrid_export(people, exports)  # one day's export, split in two files as an ESP does
+    lines = (exports / "sendgrid_2026-03-02.ndjson").read_text().splitlines(keepends=True)
+    (exports / "sendgrid_2026-03-02.ndjson").unlink()
+    half = len(lines) // 2
+    (exports / "part-0001.ndjson").write_text("".join(lines[:half]))
+    (exports / "part-0002.ndjson").write_text("".join(lines[half:]))
+
+    from_spec = _run_cli(spec_path, tmp_path, "from_spec")
+    assert from_spec.exit_code == 0, from_spec.output
+    assert "part-0001.ndjson" in from_spec.output and "part-0002.ndjson" in from_spec.output
+    summary = json.loads((tmp_path / "from_spec" / "ingest" / "ingest_summary.json").read_text())
+    assert [Path(f["path"]).name for f in summary["files"]] == [
+        "part-0001.ndjson",
+        "part-0002.ndjson",
+    ]
+    assert sum(f["events"] for f in summary["files"]) == summary["events"]
+    assert (summary["duplicates"], summary["quarantined"]) == (50, 1)
+    assert (tmp_path / "from_spec" / "ingest" / "quarantine.parquet").exists()
+    again = _run_cli(spec_path, tmp_path, "from_spec")  # the cron fires twice on the same folder
+    assert again.exit_code == 0, again.output
+    assert "already analysed" in again.output  # no second run
+
+    with_events = _run_cli(
+        spec_path, tmp_path, "with_events", "--events", str(exports), "--events-format", "sendgrid"
+    )
+    assert with_events.exit_code == 0, with_events.output
+    a, b = (
+        json.loads((tmp_path / n / "decision.json").read_text())
+        for n in ("from_spec", "with_events")
+    )
+    assert a["decision"]["status"] == b["decision"]["status"] == "ship"
+    assert a["decision"]["winner"] == b["decision"]["winner"] == "personal"
+    assert a["decision"]["reasons"] == b["decision"]["reasons"]
+
+
+def test_run_without_events_names_what_is_missing(tmp_path, monkeypatch) -> None:
+    from loopexp.cli import app
+
+    monkeypatch.setenv("LOOPEXP_HASH_KEY", SECRET)
+    spec_path = tmp_path / "welcome.yaml"
+    spec_path.write_text(SPEC)
+    args = ["--assignment", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, ["run", str(spec_path), *args])
+    assert res.exit_code == 2 and "--events" in res.output and "events:" in res.output
+    spec_path.write_text(SPEC + "events: {path: exports/sendgrid, format: auto}\n")
+    res = CliRunner().invoke(app, ["run", str(spec_path), *args])
+    missing = str(tmp_path / "exports" / "sendgrid")
+    assert res.exit_code == 2 and "does not exist" in res.output
+    assert missing in res.output.replace("\n", "")
+    (tmp_path / "exports" / "sendgrid").mkdir(parents=True)
+    res = CliRunner().invoke(app, ["run", str(spec_path), *args])
+    assert res.exit_code == 2 and "holds no export file" in res.output
+    assert missing in res.output.replace("\n", "")
+    assert "Traceback" not in res.output
+    spec_path.write_text(SPEC + "events: {path: exports/sendgrid, format: csvish}\n")
+    res = CliRunner().invoke(app, ["run", str(spec_path), *args])
+    assert res.exit_code == 2 and "unknown events format 'csvish'" in res.output

@@ -43,12 +43,11 @@ def flag_sql(source: str, config: IngestConfig) -> str:
             "WHEN (event_type = 'open' AND is_machine_open) OR (event_type = 'click' AND "
             "is_bot_click) THEN 'provider_flag'"
         )
+    scanner = "FALSE"
     if "scanner_user_agent" in on and config.scanner_user_agents:
         pattern = "|".join(re.escape(s.lower()) for s in config.scanner_user_agents)
-        cases.append(
-            f"WHEN regexp_matches(lower(coalesce(user_agent, '')), {_lit(pattern)}) "
-            "THEN 'scanner_user_agent'"
-        )
+        scanner = f"regexp_matches(lower(user_agent), {_lit(pattern)})"
+        cases.append("WHEN e.is_scanner THEN 'scanner_user_agent'")
     if "apple_proxy" in on:
         tests = [f"user_agent = {_lit(ua)}" for ua in config.apple_proxy_user_agents]
         tests += [
@@ -71,8 +70,13 @@ def flag_sql(source: str, config: IngestConfig) -> str:
         cases.append("WHEN event_type = 'click' AND b.msg IS NOT NULL THEN 'link_burst'")
     rule = f"CASE {' '.join(cases)} END" if cases else "NULL::VARCHAR"
     # Only opens and clicks go through the joins; every other event passes straight through.
+    # The scanner pattern is matched once per distinct user agent (far fewer than events).
     return f"""
-        WITH deliveries AS (
+        WITH agents AS (
+            SELECT user_agent, {scanner} AS is_scanner FROM (
+                SELECT DISTINCT user_agent FROM {source}
+                WHERE event_type IN ('open', 'click') AND user_agent IS NOT NULL)),
+        deliveries AS (
             SELECT {msg} AS msg, min(ts) AS delivered_at
             FROM {source} WHERE event_type = 'delivered' GROUP BY ALL),
         bursts AS (
@@ -80,8 +84,8 @@ def flag_sql(source: str, config: IngestConfig) -> str:
             GROUP BY ALL HAVING count(DISTINCT url) >= {config.burst_min_links}
                 AND epoch(max(ts)) - epoch(min(ts)) <= {config.burst_window_s}),
         engaged AS (
-            SELECT e.*, {rule} AS rule
-            FROM {source} e
+            SELECT e.* EXCLUDE (is_scanner), {rule} AS rule
+            FROM (SELECT * FROM {source} LEFT JOIN agents USING (user_agent)) e
             LEFT JOIN deliveries d ON d.msg = {e_msg}
             LEFT JOIN bursts b ON b.msg = {e_msg}
             WHERE e.event_type IN ('open', 'click'))

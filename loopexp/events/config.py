@@ -83,4 +83,5 @@ class IngestConfig(BaseModel):
     """For plain CSV / Parquet: canonical column → the file's column (``email`` for an address
     to hash, or ``recipient_key`` for an already-hashed key; ``event_type``, ``ts``, ...)."""
     event_types: dict[str, str] = Field(default_factory=dict)
-    """For plain CSV / Parquet: the file's event labels → canonical event types."""
+    """For plain CSV / Parquet: the file's event labels → canonical event types, or ``ignore``
+    for labels that are not outcomes (quarantined as ``ignored_type``, not an error)."""

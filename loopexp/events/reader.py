@@ -53,6 +53,13 @@ def read_text(path: Path) -> str:
     return data.decode("utf-8", errors="surrogateescape")
 
 
+def read_head(path: Path, n_bytes: int) -> str:
+    """The first ``n_bytes`` of a plain file as text (a split character at the end dropped)."""
+    with path.open("rb") as f:
+        data = f.read(n_bytes)
+    return data.decode("utf-8", errors="surrogateescape")
+
+
 def clean(raw: str) -> tuple[str, bool]:
     """``raw`` made safe to store (bad bytes as backslash escapes) and whether it was UTF-8."""
     try:

@@ -49,6 +49,24 @@ class RecordError(ValueError):
     """A record that cannot become an event; the message is the quarantine reason."""
 
 
+#: Quarantine reason prefix of records of a documented provider type that is not an outcome
+#: (e.g. SendGrid ``dropped``): kept in the quarantine so nothing is lost, but counted apart as
+#: ``ignored`` and not an error for ``--strict``.
+IGNORED_TYPE = "ignored_type"
+
+
+def ignored_reason(provider: str, kind: str) -> str:
+    """The quarantine reason of a documented-but-not-an-outcome type: ``ignored_type: p:kind``."""
+    return f"{IGNORED_TYPE}: {provider}:{kind}"
+
+
+class IgnoredTypeError(RecordError):
+    """A record of a documented provider type with no canonical event (not an error)."""
+
+    def __init__(self, provider: str, kind: str) -> None:
+        super().__init__(ignored_reason(provider, kind))
+
+
 @dataclass
 class Context:
     """Page-level information a record needs (e.g. Klaviyo's included metrics and profiles)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     canonical_json,
     flag,
@@ -37,6 +38,9 @@ _TYPES = {
     "Unsubscribe": "unsubscribe",
     "Deferral": "deferred",
 }
+#: Documented email events that are not an outcome of a delivered send (an aborted send, a
+#: retry of a deferral): ignored, not errors.
+IGNORED: frozenset[str] = frozenset({"Abort", "Retry"})
 
 
 def detect(value: Any) -> bool:
@@ -60,6 +64,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
     if not isinstance(record, dict):
         raise RecordError("not a Braze Currents event object")
     kind = str(record.get("event_type", "")).removeprefix(PREFIX)
+    if kind in IGNORED:
+        raise IgnoredTypeError(NAME, kind)
     if kind not in _TYPES:
         raise RecordError(f"unmapped braze event type {record.get('event_type')!r}")
     event_type = _TYPES[kind]

@@ -14,6 +14,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     canonical_json,
     dig,
@@ -37,6 +38,9 @@ _TYPES = {
     "Unsubscribed from Email Marketing": "unsubscribe",
     "Placed Order": "order",
 }
+#: Documented email metrics that are not an outcome of a delivered send (Klaviyo skipped the
+#: send, e.g. a suppressed profile): ignored, not errors.
+IGNORED: frozenset[str] = frozenset({"Dropped Email"})
 
 
 def detect(value: Any) -> bool:
@@ -76,6 +80,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
     name = (
         ctx.lookups.get("metrics", {}).get(metric_id) or props.get("metric") or attrs.get("metric")
     )
+    if name in IGNORED:
+        raise IgnoredTypeError(NAME, name)
     if name not in _TYPES:
         raise RecordError(f"unmapped klaviyo metric {name!r}")
     event_type = _TYPES[name]

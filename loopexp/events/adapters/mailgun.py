@@ -12,6 +12,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     canonical_json,
     dig,
@@ -32,6 +33,11 @@ _TYPES = {
     "unsubscribed": "unsubscribe",
     "complained": "complaint",
 }
+#: Documented event types that are not an outcome of a send (rejected before sending, stored
+#: inbound mail, mailing-list upload events): ignored, not errors.
+IGNORED: frozenset[str] = frozenset(
+    {"rejected", "stored", "list_member_uploaded", "list_member_upload_error", "list_uploaded"}
+)
 
 
 def detect(value: Any) -> bool:
@@ -65,6 +71,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
         event_type = "bounce_hard" if permanent else "deferred"
     elif kind in _TYPES:
         event_type = _TYPES[kind]
+    elif kind in IGNORED:
+        raise IgnoredTypeError(NAME, kind)
     else:
         raise RecordError(f"unmapped mailgun event type {kind!r}")
     bot = dig(data, "client-info", "bot")

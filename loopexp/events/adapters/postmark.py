@@ -13,6 +13,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     canonical_json,
     resolve_variant,
@@ -66,7 +67,7 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
         event_type = kind.lower()
     elif kind == "SubscriptionChange":
         if record.get("SuppressSending") is not True:
-            raise RecordError("Postmark subscription change that is not a suppression")
+            raise IgnoredTypeError(NAME, kind)  # a reactivation: not an unsubscribe
         event_type = "unsubscribe"
     else:
         raise RecordError(f"unmapped postmark record type {kind!r}")

@@ -10,10 +10,12 @@ machine opens; the variant is the custom arg named ``variant_field``, else the A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 
+from loopexp.events.adapters.base import ignored_reason
 from loopexp.events.config import IngestConfig
 
 NAME = "sendgrid"
@@ -46,6 +48,9 @@ _TYPES = {
     "group_unsubscribe": "unsubscribe",
     "spamreport": "complaint",
 }
+#: Documented events that are not an outcome of a send (dropped before sending, a resubscription,
+#: account status): ignored, not errors (quarantined with an ``ignored_type`` reason).
+IGNORED: tuple[str, ...] = ("dropped", "group_resubscribe", "account_status_change")
 
 
 def detect(value: Any) -> bool:
@@ -75,8 +80,9 @@ def _lit(value: str) -> str:
 def fast_relation_sql(path: str, shape: str, config: IngestConfig) -> str:
     """A relation of the fields, straight from ``read_json`` (fails on any malformed record).
 
-    Every row gets the file's first record number: numbering rows costs a single-threaded
-    window, and it only matters for the quarantine, which a clean file does not reach.
+    Only the fields loopexp needs are read, each as VARCHAR (no type detection over every key).
+    Every row gets the file's first record number: numbering rows here would cost a
+    single-threaded window; :func:`stage_fast` numbers them by the table's row id instead.
     """
     cols = ", ".join(f"{_lit(f)}: 'VARCHAR'" for f in fields(config))
     fmt = "array" if shape == "array" else "newline_delimited"
@@ -140,6 +146,7 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
     machine = f"CASE WHEN et = 'open' THEN TRY_CAST({f['sg_machine_open']} AS BOOLEAN) END"
     basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
     event_id = f"nullif({f['sg_event_id']}, '')"
+    ignored = ", ".join(_lit(t) for t in IGNORED)
     return f"""
         SELECT {first_no} + rec_no - 1 AS input_no, {_lit(source)} AS source,
             'sendgrid' AS provider, {event_id} AS event_id,
@@ -156,6 +163,8 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
             CASE
                 WHEN NOT is_object THEN CASE WHEN raw IS NOT NULL AND json_valid(raw)
                     THEN 'not a JSON object' ELSE 'unparseable JSON' END
+                WHEN et IS NULL AND list_contains([{ignored}], {f["event"]})
+                    THEN {_lit(ignored_reason(NAME, ""))} || {f["event"]}
                 WHEN et IS NULL THEN 'unmapped sendgrid event type '
                     || coalesce({_lit("'")} || {f["event"]} || {_lit("'")}, '(missing)')
                 WHEN ts_parsed IS NULL THEN CASE WHEN {f["timestamp"]} IS NULL
@@ -169,23 +178,66 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
 
 
 def stage_fast(
-    con: duckdb.DuckDBPyConnection, path: str, shape: str, config: IngestConfig, first_no: int
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    shape: str,
+    config: IngestConfig,
+    first_no: int,
+    table: str,
+    wrap: Callable[[str], str],
 ) -> int | None:
-    """Stage a clean file through ``read_json``; None when it is not clean (use the slow path)."""
-    sql = stage_sql(fast_relation_sql(path, shape, config), config, first_no, path)
-    table = f"staged_fast_{first_no}"  # its own table: no second copy into staged_rows
+    """Stage a file of well-formed JSON through ``read_json`` into ``table``; None when it is not.
+
+    ``wrap`` turns the staged-row query into the checked one (ingest's common checks), so the
+    file is read, mapped and checked in one pass. Rows keep the file's order (the table's row id
+    is the record's number in the file). Records to quarantine (an ignored or unknown type, a bad
+    timestamp) get their raw JSON text from a second, positional read of the same file, paid only
+    when there are any. Malformed JSON anywhere makes ``read_json`` fail: None (use the slow path).
+    """
+    sql = wrap(stage_sql(fast_relation_sql(path, shape, config), config, first_no, path))
     try:
-        con.execute(f"CREATE TEMP TABLE {table} AS {sql}")
+        con.execute("SET preserve_insertion_order = true")  # row id = position in the file
+        # the path is the same on every row: the reader adds it (see ingest._create_checked)
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * EXCLUDE (source) FROM ({sql})")
     except (duckdb.Error, UnicodeError):
         con.execute(f"DROP TABLE IF EXISTS {table}")
         return None
+    finally:
+        con.execute("SET preserve_insertion_order = false")
     (n, bad) = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NOT NULL) FROM {table}"
     ).fetchone()
-    if bad:
+    if bad and not _attach_raw(con, path, shape, table):
         con.execute(f"DROP TABLE {table}")
-        return None  # re-read line by line so the quarantine holds the raw records
+        return None
     return int(n)
+
+
+def _attach_raw(con: duckdb.DuckDBPyConnection, path: str, shape: str, table: str) -> bool:
+    """Fill ``raw`` of the quarantined rows from a positional read of the file's JSON objects."""
+    fmt = "array" if shape == "array" else "newline_delimited"
+    objects = (
+        f"read_json_objects({_lit(path)}, format='{fmt}', maximum_object_size=16777216)"
+    )
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE sg_raw AS
+                SELECT s.rid, o.json::VARCHAR AS raw
+                FROM (SELECT rowid AS rid, quarantine_reason FROM {table}) s
+                POSITIONAL JOIN {objects} o
+                WHERE s.quarantine_reason IS NOT NULL OR s.rid IS NULL OR o.json IS NULL"""
+        )
+        (misaligned,) = con.execute(
+            "SELECT count(*) FROM sg_raw WHERE rid IS NULL OR raw IS NULL"
+        ).fetchone()
+        if misaligned:
+            return False
+        con.execute(f"UPDATE {table} t SET raw = r.raw FROM sg_raw r WHERE t.rowid = r.rid")
+        return True
+    except (duckdb.Error, UnicodeError):
+        return False
+    finally:
+        con.execute("DROP TABLE IF EXISTS sg_raw")
 
 
 def stage_lines(

@@ -16,6 +16,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     dig,
     resolve_variant,
@@ -39,6 +40,9 @@ _SUB = {
     "Reject": "reject",
     "Rendering Failure": "failure",
 }
+#: Documented event types that are not an outcome of a send to a recipient (refused before
+#: sending, a template that failed to render): ignored, not errors.
+IGNORED: frozenset[str] = frozenset({"Reject", "Rendering Failure"})
 
 
 def detect(value: Any) -> bool:
@@ -96,7 +100,7 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             dig(t, "subscriptionStatus") for t in prefs.get("topicSubscriptionStatus") or []
         ]
         if not (prefs.get("unsubscribeAll") or "OptOut" in statuses):
-            raise RecordError("SES subscription change that is not an opt-out")
+            raise IgnoredTypeError(NAME, "Subscription")  # an opt-in: not an unsubscribe
         event_type, recipients = "unsubscribe", destination
     elif kind in ("Open", "Click"):
         event_type = kind.lower()
@@ -106,6 +110,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
                 "cannot tell which one (send one message per recipient)"
             )
         recipients = destination
+    elif kind in IGNORED:
+        raise IgnoredTypeError(NAME, kind)
     else:
         raise RecordError(f"unmapped ses event type {kind!r}")
     if not isinstance(recipients, list) or not recipients:

@@ -11,6 +11,7 @@ from typing import Any
 
 from loopexp.events.adapters.base import (
     Context,
+    IgnoredTypeError,
     RecordError,
     canonical_json,
     flag,
@@ -23,6 +24,8 @@ from loopexp.events.config import IngestConfig
 from loopexp.events.schema import EVENT_TYPES
 
 NAME = "table"
+#: The ``event_types`` target that marks a label as not an outcome (ignored, not an error).
+IGNORE = "ignore"
 
 _PASS = (
     "message_id",
@@ -72,6 +75,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
     get = {k: record.get(v) for k, v in m.items()}
     label = text(get.get("event_type"))
     event_type = config.event_types.get(label or "", label)
+    if event_type == IGNORE:
+        raise IgnoredTypeError(ctx.lookups.get("provider", NAME), label or "")
     if event_type not in EVENT_TYPES:
         raise RecordError(f"unmapped event type {label!r} (map it in ingest.event_types)")
     revenue = get.get("revenue")
