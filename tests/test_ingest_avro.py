@@ -216,5 +216,7 @@ def test_mangled_avro_never_crashes_and_loses_nothing(tmp_path: Path, cut: int, 
     mangled.parent.mkdir(parents=True, exist_ok=True)
     mangled.write_bytes(bytes(data[: max(1, len(data) - cut)]))
     summary, events, quarantine = run(mangled, tmp_path / "out")  # the invariant is checked there
-    assert summary.events <= len(records) and summary.events + summary.quarantined >= 1
+    # (a cut exactly at a block boundary leaves a valid, shorter file: Avro containers carry
+    # no record count, so nothing can tell; every record read is an event or quarantined)
+    assert summary.events <= len(records)
     assert not EMAIL_PATTERN.search(quarantine.to_csv() + events.to_csv())

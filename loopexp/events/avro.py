@@ -7,7 +7,9 @@ e.g. ``.../event_type=users.messages.email.Open/date=2026-11-26-10/...avro``. It
 (``dataexport.S3.inner.users.messages.email.Open``) or, failing that, the ``event_type=`` folder.
 Each record becomes a :class:`loopexp.events.reader.Unit` with that type added, for the Braze
 adapter. A file whose type cannot be told, or whose blocks are corrupt, is never dropped: its
-records (or what is left of the file) become quarantined units with the reason.
+records (or what is left of the file) become quarantined units with the reason. A file cut
+exactly at a block boundary reads as a valid shorter file: the container format carries no
+record count to check it against.
 
 fastavro reads the files: DuckDB's ``avro`` extension would be downloaded at run time, which a
 locked-down scheduler cannot do, and pyarrow has no Avro reader.
