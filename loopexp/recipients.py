@@ -23,7 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses, load_hash_key
+from loopexp.keys import (
+    EMAIL_PATTERN,
+    HashKey,
+    hash_address_array,
+    hash_addresses,
+    load_hash_key,
+)
 from loopexp.spec import Audience, Segment
 
 #: Columns of the table :func:`prepare_recipients` returns (``email`` only when the list has one).
@@ -183,12 +189,10 @@ def prepare_arrays(
     n = len(table)
     emails = _text(table[email_col]) if email_col is not None else None
     if kind == "email":
-        has = pc.match_substring(emails, "@").to_numpy(zero_copy_only=False)
-        hashed = np.full(n, "", dtype=object)
-        if has.any():
-            key = key or load_hash_key()
-            hashed[has] = hash_addresses(emails.filter(pa.array(has)).to_pylist(), key)
-        keys = pa.array(hashed, type=pa.string())
+        has = pc.match_substring(emails, "@")
+        keys = pc.if_else(has, emails, "")  # no usable address: no key
+        if pc.any(has).as_py():
+            keys = pc.if_else(has, hash_address_array(keys, key or load_hash_key()), "")
     else:
         keys = pc.utf8_trim_whitespace(_text(table[key_col]))
         _refuse_addresses_as_ids(keys, key_col, source)
