@@ -15,7 +15,6 @@ in the parent, so a worker problem costs time, never a wrong or missing row.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import mmap
 import os
@@ -33,6 +32,9 @@ MIN_ROWS_PER_WORKER = 1 << 19
 #: A child still running this long after the parent's own share, plus 20 times that share's time,
 #: is taken as stuck: it is killed and its rows are computed in the parent.
 STUCK_AFTER_SECONDS = 60.0
+#: Rows a worker takes at a time (small enough to balance the workers, large enough to be cheap).
+PART_ROWS = 1 << 18
+_MAX_PARTS = 1024  # their 4-byte numbers fill at most PIPE_BUF (4096) bytes of the pipe
 #: Environment variable capping the worker processes (``1`` hashes in the calling process only).
 ENV_WORKERS = "LOOPEXP_HASH_WORKERS"
 
@@ -59,92 +61,135 @@ def fill_rows(
 ) -> np.ndarray:
     """``n`` rows of ``dtype``, rows ``lo:hi`` written by ``fill(lo, hi, out)`` into ``out``.
 
-    The rows are split into contiguous ranges, one per worker (``workers``, default
-    :func:`available_workers`; fewer when a worker would get under ``min_rows_per_worker``,
-    default :data:`MIN_ROWS_PER_WORKER`);
-    the calling process fills the first range and forked children the others. ``fill`` must only
-    write ``out`` (a view of the range's rows) and must not depend on the range's bounds beyond
-    the rows it computes. Returns an ordinary (private) NumPy array.
+    ``fill`` must only write ``out`` (a view of rows ``lo:hi``), each row's value depending on
+    that row alone. See :class:`RowJob` for the split; this is ``RowJob(...).result()``.
+    Returns an ordinary (private) NumPy array.
     """
-    dtype = np.dtype(dtype)
-    workers = available_workers() if workers is None else max(1, workers)
-    per_worker = MIN_ROWS_PER_WORKER if min_rows_per_worker is None else min_rows_per_worker
-    workers = max(1, min(workers, n // max(1, per_worker)))
-    if workers == 1:
-        out = np.empty(n, dtype=dtype)
-        fill(0, n, out)
-        return out
-    bounds = [n * i // workers for i in range(workers + 1)]
-    shared = mmap.mmap(-1, n * dtype.itemsize)  # anonymous and MAP_SHARED: children write here
-    try:
-        view = np.frombuffer(shared, dtype=dtype, count=n)
-        children: dict[int, tuple[int, int]] = {}
-        failed: list[tuple[int, int]] = []
-        try:
-            for lo, hi in itertools.pairwise(bounds[1:]):
+    with RowJob(n, dtype, fill, workers, min_rows_per_worker) as job:
+        return job.result()
+
+
+class RowJob:
+    """Rows being filled by forked workers while the caller goes on; :meth:`result` joins in.
+
+    The rows are cut into parts of :data:`PART_ROWS` rows that the workers take one at a time
+    from a pipe (reads of 4 bytes from a pipe are atomic), so a worker that a busy machine slows
+    down simply takes fewer parts. ``workers`` (default :func:`available_workers`; fewer when a
+    worker would get under ``min_rows_per_worker``, default :data:`MIN_ROWS_PER_WORKER`) counts
+    the calling process, which takes parts only in :meth:`result`: work done in between overlaps
+    with the children's. Use it as a context manager, so that children are stopped if the caller
+    fails before :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        dtype: np.dtype | type,
+        fill: Callable[[int, int, np.ndarray], None],
+        workers: int | None = None,
+        min_rows_per_worker: int | None = None,
+    ) -> None:
+        self.n, self.dtype, self._fill = n, np.dtype(dtype), fill
+        workers = available_workers() if workers is None else max(1, workers)
+        per_worker = MIN_ROWS_PER_WORKER if min_rows_per_worker is None else min_rows_per_worker
+        workers = max(1, min(workers, n // max(1, per_worker)))
+        self._children: dict[int, int] = {}
+        self._shared: mmap.mmap | None = None
+        if workers == 1:
+            return
+        parts = min(_MAX_PARTS, max(4 * workers, -(-n // PART_ROWS)))
+        self._bounds = [n * i // parts for i in range(parts + 1)]
+        # Rows, then one "done" flag per part; anonymous and MAP_SHARED: children write here.
+        self._shared = mmap.mmap(-1, n * self.dtype.itemsize + parts)
+        self._view = np.frombuffer(self._shared, dtype=self.dtype, count=n)
+        self._done = np.frombuffer(
+            self._shared, np.uint8, count=parts, offset=n * self.dtype.itemsize
+        )
+        self._tokens, writer = os.pipe()
+        os.write(writer, np.arange(parts, dtype="<u4").tobytes())  # <= PIPE_BUF: never blocks
+        os.close(writer)  # once the parts are taken, a read returns b"": nothing left
+        for _ in range(workers - 1):
+            try:
+                pid = os.fork()
+            except OSError:  # no process to spare: the others (at least the caller) do its parts
+                break
+            if pid == 0:  # the child: never return into the caller's code or its exit handlers
+                code = 1
                 try:
-                    children[_fork(fill, lo, hi, view)] = (lo, hi)
-                except OSError:  # no process to spare: this range is ours too
-                    failed.append((lo, hi))
-            started = time.monotonic()
-            fill(bounds[0], bounds[1], view[bounds[0] : bounds[1]])
-            # Our share took `own` seconds; a child given many times that is stuck: redo it here.
-            own = time.monotonic() - started
-            failed += _reap(children, deadline=time.monotonic() + STUCK_AFTER_SECONDS + 20.0 * own)
-        except BaseException:  # interrupted or failed here: stop the children before leaving
-            _reap(children, deadline=time.monotonic(), why=None)
-            raise
-        for lo, hi in failed:
-            fill(lo, hi, view[lo:hi])
-        out = view.copy()
-        del view
-    finally:
-        # After an error its traceback may still hold a view: then the GC unmaps it later.
-        with contextlib.suppress(BufferError):
-            shared.close()
-    return out
+                    self._work()
+                    code = 0
+                finally:
+                    os._exit(code)
+            self._children[pid] = len(self._children)
+
+    def _work(self) -> None:
+        """Take parts from the pipe and fill them until none are left."""
+        while len(token := os.read(self._tokens, 4)) == 4:
+            part = int.from_bytes(token, "little")
+            lo, hi = self._bounds[part], self._bounds[part + 1]
+            self._fill(lo, hi, self._view[lo:hi])
+            self._done[part] = 1
+
+    def result(self) -> np.ndarray:
+        """Fill the parts left, wait for the children, redo any part a child did not finish."""
+        if self._shared is None:
+            out = np.empty(self.n, dtype=self.dtype)
+            self._fill(0, self.n, out)
+            return out
+        started = time.monotonic()
+        self._work()
+        # A child still busy long after the parts ran out is stuck: its part is redone here.
+        own = time.monotonic() - started
+        deadline = time.monotonic() + STUCK_AFTER_SECONDS + 20.0 * own
+        _reap(self._children, deadline)
+        self._children = {}
+        for part in np.flatnonzero(self._done == 0):
+            lo, hi = self._bounds[part], self._bounds[part + 1]
+            log.warning("rows %d:%d were not filled by a worker; filling them here", lo, hi)
+            self._fill(lo, hi, self._view[lo:hi])
+        return self._view.copy()
+
+    def close(self) -> None:
+        """Stop any children still running and free the shared memory (idempotent)."""
+        _reap(self._children, deadline=time.monotonic(), why=None)
+        self._children = {}
+        if self._shared is not None:
+            os.close(self._tokens)
+            self._view = self._done = None
+            # After an error its traceback may still hold a view: then the GC unmaps it later.
+            with contextlib.suppress(BufferError):
+                self._shared.close()
+            self._shared = None
+
+    def __enter__(self) -> RowJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _fork(fill: Callable[[int, int, np.ndarray], None], lo: int, hi: int, view: np.ndarray) -> int:
-    """Start a child that fills rows ``lo:hi`` of ``view`` and exits (0 on success); its pid."""
-    pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's code, never run its exit handlers
-        code = 1
-        try:
-            fill(lo, hi, view[lo:hi])
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
+def _reap(children: dict[int, int], deadline: float, why: str | None = "is stuck") -> None:
+    """Wait for the children (pid: worker number) until ``deadline``, then kill those left.
 
-
-def _reap(
-    children: dict[int, tuple[int, int]], deadline: float, why: str | None = "is stuck"
-) -> list[tuple[int, int]]:
-    """Wait for the children until ``deadline``; the row ranges of those that failed or hung.
-
-    Children still running at the deadline are killed (and logged with ``why`` unless None).
+    A failed or killed child is logged (with ``why`` unless None); its unfinished part is found
+    by its "done" flag, not here.
     """
-    failed = []
     pending = dict(children)
     pause = 0.001
     while pending:
         for pid in list(pending):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                rows = pending.pop(pid)
+                worker = pending.pop(pid)
                 if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-                    log.warning("hashing worker for rows %s failed; computing them here", rows)
-                    failed.append(rows)
+                    log.warning("hashing worker %d failed (status %d)", worker, status)
         if pending and time.monotonic() > deadline:
-            for pid, rows in pending.items():
+            for pid, worker in pending.items():
                 if why:
-                    log.warning("hashing worker for rows %s %s; computing them here", rows, why)
+                    log.warning("hashing worker %d %s: stopped", worker, why)
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                failed.append(rows)
-            break
+            return
         if pending:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
-    return failed
