@@ -33,17 +33,19 @@ import pyarrow.parquet as pq
 
 from loopexp.keys import HashKey, load_hash_key
 from loopexp.metrics.definitions import HOLDOUT
-from loopexp.parallel import fill_rows
+from loopexp.parallel import RowJob
 from loopexp.recipients import (
     SEGMENT_ORDER,
+    PreparedRecipients,
     RecipientsError,
     _segment_codes,
     _text,
     key_column,
     prepare_arrays,
     recently_tested_keys,
+    recipient_keys,
 )
-from loopexp.spec import ExperimentSpec
+from loopexp.spec import Audience, ExperimentSpec
 from loopexp.stats.srm import srm_check
 
 # Our own code, not a library's: the bucketing must be stable across machines, languages and library
@@ -70,11 +72,17 @@ def _top53(salt: str, keys: Iterable[str] | pa.Array, workers: int | None = None
 
     Arrow joins ``salt:key`` in C, chunk by chunk, and one hashlib call per key hashes it (hashlib
     keeps the GIL for inputs this short, so threads do not help). Large lists are split across
-    the cores by :func:`loopexp.parallel.fill_rows` (forked workers writing into shared memory);
+    the cores by :class:`loopexp.parallel.RowJob` (forked workers writing into shared memory);
     ``workers`` caps them (default: every core, see :func:`loopexp.parallel.available_workers`).
     Every key is hashed the same way whichever process or chunk it falls in, so the result is the
     same for any ``workers``: bench/bench_assign.py measures the split against one process.
     """
+    with _top53_job(salt, keys, workers) as job:
+        return job.result() >> np.uint64(11)
+
+
+def _top53_job(salt: str, keys: Iterable[str] | pa.Array, workers: int | None = None) -> RowJob:
+    """:func:`_top53` started: its ``result()`` is the 64-bit prefix (shift it right by 11)."""
     if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
         keys = pa.array(keys)
     if isinstance(keys, pa.ChunkedArray):
@@ -93,7 +101,7 @@ def _top53(salt: str, keys: Iterable[str] | pa.Array, workers: int | None = None
             joined = b"".join([sha256(m).digest() for m in chunk.cast(pa.binary()).to_pylist()])
             out[start - lo : start - lo + len(chunk)] = np.frombuffer(joined, dtype=">u8")[::4]
 
-    return fill_rows(len(keys), np.uint64, fill, workers) >> np.uint64(11)
+    return RowJob(len(keys), np.uint64, fill, workers)
 
 
 def _group_codes(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
@@ -305,60 +313,23 @@ def assign_recipients(
     audience = spec.audience
     if key is None and key_column(recipients, audience)[1] == "email":
         key = load_hash_key()  # its error says how to set a key
-    prepared = prepare_arrays(recipients, audience, key, source)
-    phase("prepare")
+    row_keys = recipient_keys(recipients, audience, key, source)
+    phase("keys")
+    # Every row's key is hashed by other processes while this one prepares the other columns and
+    # the exclusions. An excluded row's hash is wasted, but the total never exceeds a list where
+    # everyone is eligible, and at 10 M rows the overlap saves about a second (bench_assign.py).
+    with _top53_job(spec.salt, row_keys.keys) as hashing:
+        prepared = prepare_arrays(recipients, audience, key, source, keys=row_keys)
+        phase("prepare")
+        reason, as_of_text = _exclusion_reasons(prepared, audience, key, history, as_of)
+        phase("exclude")
+        top_all = hashing.result() >> np.uint64(11)
     n = len(prepared)
     keys = prepared.keys
-    reason = np.zeros(n, dtype=np.int8)  # 0 = assigned; else 1 + index in _REASONS
-
-    def mark(mask: np.ndarray, why: ExclusionReason) -> None:
-        reason[(reason == 0) & mask] = _REASONS.index(why) + 1
-
-    def key_in(values: Iterable[str]) -> np.ndarray:
-        value_set = pa.array(list(values), type=pa.string())
-        return pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
-
-    has_key = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
-    mark(~has_key, ExclusionReason.MISSING_KEY)
-    suppressed = prepared.suppressed
-    if suppressed.any():  # a key suppressed on one row is suppressed on all of its rows
-        suppressed = suppressed | key_in(pc.unique(keys.filter(pa.array(suppressed & has_key))))
-    mark(suppressed, ExclusionReason.SUPPRESSED)
-    mark(~prepared.consent, ExclusionReason.NO_CONSENT)
-    mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
-    in_audience = np.zeros(len(SEGMENT_ORDER) + 1, dtype=bool)  # last entry: code -1, unmapped
-    in_audience[[SEGMENT_ORDER.index(s) for s in audience.segments]] = True
-    outside = ~in_audience[prepared.segment_code] | ~prepared.in_filters
-    mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
-    as_of_text = None
-    if audience.exclude_tested_within_days is not None:
-        if history is None:
-            raise RecipientsError(
-                f"the spec excludes recipients tested in the last "
-                f"{audience.exclude_tested_within_days} days, so it needs a contact history "
-                "(recipient_key or email, sent_at): pass it as --history FILE (history= in Python)"
-            )
-        if prepared.key_kind == "id" and "recipient_key" not in history.columns:
-            raise RecipientsError(
-                "the recipient list is keyed by id, so the contact history needs those ids in a "
-                "`recipient_key` column (addresses could not be matched to them)"
-            )
-        recent = recently_tested_keys(
-            history, audience.exclude_tested_within_days, key, as_of, "contact history"
-        )
-        mark(key_in(recent), ExclusionReason.RECENTLY_TESTED)
-        as_of_text = (as_of or datetime.now().astimezone()).isoformat()
-    elif history is not None:
-        raise RecipientsError(
-            "a contact history was given but the spec sets no audience.exclude_tested_within_days;"
-            " set it (e.g. 30) or leave the history out"
-        )
-
     eligible = np.flatnonzero(reason == 0)
     # At 10 M rows each copy of the keys costs a tenth of a second: skip those that change nothing.
     eligible_keys = keys if len(eligible) == n else keys.take(pa.array(eligible))
-    phase("exclude")
-    top = _top53(spec.salt, eligible_keys)
+    top = top_all if len(eligible) == n else top_all[eligible]
     phase("hash")
     duplicate = _later_duplicates(eligible_keys, top)
     if duplicate.any():
@@ -409,6 +380,68 @@ def assign_recipients(
         )
     phase("tables")
     return AssignmentResult(assignment, exclusions, summary, spec, emails, timings)
+
+
+def _exclusion_reasons(
+    prepared: PreparedRecipients,
+    audience: Audience,
+    key: HashKey | None,
+    history: pd.DataFrame | None,
+    as_of: datetime | None,
+) -> tuple[np.ndarray, str | None]:
+    """Each row's first :class:`ExclusionReason` but duplicate keys, and the recency's as-of.
+
+    Reasons are coded 0 (eligible) or 1 + the reason's index in ``_REASONS``; the as-of time is
+    ISO 8601, None without a recency exclusion.
+    """
+    n = len(prepared)
+    keys = prepared.keys
+    reason = np.zeros(n, dtype=np.int8)  # 0 = assigned; else 1 + index in _REASONS
+
+    def mark(mask: np.ndarray, why: ExclusionReason) -> None:
+        reason[(reason == 0) & mask] = _REASONS.index(why) + 1
+
+    def key_in(values: Iterable[str]) -> np.ndarray:
+        value_set = pa.array(list(values), type=pa.string())
+        return pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
+
+    has_key = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
+    mark(~has_key, ExclusionReason.MISSING_KEY)
+    suppressed = prepared.suppressed
+    if suppressed.any():  # a key suppressed on one row is suppressed on all of its rows
+        suppressed = suppressed | key_in(pc.unique(keys.filter(pa.array(suppressed & has_key))))
+    mark(suppressed, ExclusionReason.SUPPRESSED)
+    mark(~prepared.consent, ExclusionReason.NO_CONSENT)
+    mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
+    in_audience = np.zeros(len(SEGMENT_ORDER) + 1, dtype=bool)  # last entry: code -1, unmapped
+    in_audience[[SEGMENT_ORDER.index(s) for s in audience.segments]] = True
+    outside = ~in_audience[prepared.segment_code] | ~prepared.in_filters
+    mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
+    as_of_text = None
+    if audience.exclude_tested_within_days is not None:
+        if history is None:
+            raise RecipientsError(
+                f"the spec excludes recipients tested in the last "
+                f"{audience.exclude_tested_within_days} days, so it needs a contact history "
+                "(recipient_key or email, sent_at): pass it as --history FILE (history= in Python)"
+            )
+        if prepared.key_kind == "id" and "recipient_key" not in history.columns:
+            raise RecipientsError(
+                "the recipient list is keyed by id, so the contact history needs those ids in a "
+                "`recipient_key` column (addresses could not be matched to them)"
+            )
+        recent = recently_tested_keys(
+            history, audience.exclude_tested_within_days, key, as_of, "contact history"
+        )
+        mark(key_in(recent), ExclusionReason.RECENTLY_TESTED)
+        as_of_text = (as_of or datetime.now().astimezone()).isoformat()
+    elif history is not None:
+        raise RecipientsError(
+            "a contact history was given but the spec sets no audience.exclude_tested_within_days;"
+            " set it (e.g. 30) or leave the history out"
+        )
+
+    return reason, as_of_text
 
 
 def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:
