@@ -218,3 +218,25 @@ def test_a_job_runs_while_the_caller_works_and_stops_its_children_on_error():
     assert time.monotonic() - started < 30
     with pytest.raises(ChildProcessError):  # every child was reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_cli_assign_verbose_prints_the_phases_on_stderr(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from loopexp.cli import app
+    from tests.conftest import DEMO_SPEC
+
+    recipients = tmp_path / "list.csv"
+    segments = ["prospect", "new_customer", "existing_customer", "inactive"]
+    pd.DataFrame(
+        {"recipient_key": [f"r{i}" for i in range(400)], "segment": segments * 100}
+    ).to_csv(recipients, index=False)
+    args = ["assign", str(DEMO_SPEC), "--recipients", str(recipients), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--json", "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["assigned"] == 400  # stdout stays JSON
+    for phase in ("read", "keys", "prepare", "exclude", "hash", "tables", "write"):
+        assert f"{phase} " in result.stderr
+    assert "hashing workers" in result.stderr
