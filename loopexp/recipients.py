@@ -285,7 +285,8 @@ def recently_tested_keys(
         return set(keys.to_numpy(zero_copy_only=False)[recent]) - {""}
     emails = _text(history["email"]).to_numpy(zero_copy_only=False)[recent]
     emails = [e for e in emails if "@" in e]
-    return set(hash_addresses(emails, key or load_hash_key()))
+    # A history repeats addresses (one row per send): each distinct one is hashed once.
+    return set(hash_addresses(list(set(emails)), key or load_hash_key()))
 
 
 def _refuse_addresses_as_ids(keys: pa.Array, column: str, source: str) -> None:

@@ -47,17 +47,20 @@ def forced_split(monkeypatch):
     monkeypatch.setattr(keys_module, "_CHUNK", 7)
 
 
+@pytest.mark.parametrize("distinct", [False, True])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_array_hashing_equals_reference(forced_split, workers):
+def test_array_hashing_equals_reference(forced_split, workers, distinct):
     addresses = awkward_addresses(2003)
-    got = hash_address_array(pa.array(addresses), KEY, workers=workers)
+    got = hash_address_array(pa.array(addresses), KEY, workers=workers, distinct=distinct)
     assert got.type == pa.string()
     assert got.to_pylist() == reference(addresses)
 
 
-def test_nulls_stay_null_and_chunked_input_is_accepted(forced_split):
+@pytest.mark.parametrize("distinct", [False, True])
+def test_nulls_stay_null_and_chunked_input_is_accepted(forced_split, distinct):
     addresses = ["a@b.example", None, "A@B.example", None]
-    got = hash_address_array(pa.chunked_array([addresses[:2], addresses[2:]]), KEY, workers=2)
+    chunked = pa.chunked_array([addresses[:2], addresses[2:]])
+    got = hash_address_array(chunked, KEY, workers=2, distinct=distinct)
     assert got.to_pylist() == [
         reference(["a@b.example"])[0],
         None,
@@ -82,9 +85,13 @@ def test_long_lists_take_the_array_path_and_give_the_same_keys(monkeypatch, forc
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(addresses=st.lists(st.text(max_size=30), max_size=50), workers=st.integers(1, 3))
-def test_property_array_hashing_equals_reference(forced_split, addresses, workers):
-    got = hash_address_array(pa.array(addresses, pa.string()), KEY, workers=workers)
+@given(
+    addresses=st.lists(st.text(max_size=30), max_size=50),
+    workers=st.integers(1, 3),
+    distinct=st.booleans(),
+)
+def test_property_array_hashing_equals_reference(forced_split, addresses, workers, distinct):
+    got = hash_address_array(pa.array(addresses, pa.string()), KEY, workers, distinct)
     assert got.to_pylist() == reference(addresses)
 
 
