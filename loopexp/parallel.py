@@ -142,7 +142,6 @@ class RowJob:
         own = time.monotonic() - started
         deadline = time.monotonic() + STUCK_AFTER_SECONDS + 20.0 * own
         _reap(self._children, deadline)
-        self._children = {}
         for part in np.flatnonzero(self._done == 0):
             lo, hi = self._bounds[part], self._bounds[part + 1]
             log.warning("rows %d:%d were not filled by a worker; filling them here", lo, hi)
@@ -152,7 +151,6 @@ class RowJob:
     def close(self) -> None:
         """Stop any children still running and free the shared memory (idempotent)."""
         _reap(self._children, deadline=time.monotonic(), why=None)
-        self._children = {}
         if self._shared is not None:
             os.close(self._tokens)
             self._view = self._done = None
@@ -171,25 +169,31 @@ class RowJob:
 def _reap(children: dict[int, int], deadline: float, why: str | None = "is stuck") -> None:
     """Wait for the children (pid: worker number) until ``deadline``, then kill those left.
 
+    Each child is removed from ``children`` once reaped (so an interrupted wait can be resumed).
     A failed or killed child is logged (with ``why`` unless None); its unfinished part is found
     by its "done" flag, not here.
     """
-    pending = dict(children)
     pause = 0.001
-    while pending:
-        for pid in list(pending):
-            done, status = os.waitpid(pid, os.WNOHANG)
+    while children:
+        for pid in list(children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped
+                done, status = pid, 0
             if done:
-                worker = pending.pop(pid)
+                worker = children.pop(pid)
                 if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
                     log.warning("hashing worker %d failed (status %d)", worker, status)
-        if pending and time.monotonic() > deadline:
-            for pid, worker in pending.items():
+        if children and time.monotonic() > deadline:
+            for pid in list(children):
+                worker = children.pop(pid)
                 if why:
                     log.warning("hashing worker %d %s: stopped", worker, why)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
             return
-        if pending:
+        if children:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
