@@ -35,7 +35,9 @@ wall s / CPU s (this process + its workers):
   (15:31, load ~3): in memory 3.10, from Parquet 3.94.
 - .write(): 2.24 / 2.21. HMAC of 10 M distinct addresses: per address 14.15 / 10.60;
   hash_address_array 8.90 / 11.15 (×1.59); distinct=True 16.46 / 14.03 (×0.86).
-- peak RSS 3.2 GB. Idle-box estimate from the CPU seconds: ~3.7 s in memory, ~4.2 s from Parquet.
+- peak RSS 3.2 GB. A third run at load ~4 (16:16): all cores 7.92 s in memory, 10.15 s from
+  Parquet, slower than one process (6.25 / 9.46): the second core was not ours. CPU seconds are
+  stable (5.2-6.3); idle-box estimate from them: ~3.7 s in memory, ~4.2 s from Parquet.
 """
 
 from __future__ import annotations
