@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,19 @@ import pyarrow.parquet as pq
 
 from loopexp.keys import HashKey, load_hash_key
 from loopexp.metrics.definitions import HOLDOUT
+from loopexp.parallel import RowJob
 from loopexp.recipients import (
     SEGMENT_ORDER,
+    PreparedRecipients,
     RecipientsError,
     _segment_codes,
     _text,
     key_column,
     prepare_arrays,
     recently_tested_keys,
+    recipient_keys,
 )
-from loopexp.spec import ExperimentSpec
+from loopexp.spec import Audience, ExperimentSpec
 from loopexp.stats.srm import srm_check
 
 # Our own code, not a library's: the bucketing must be stable across machines, languages and library
@@ -64,32 +67,41 @@ def unit_interval(salt: str, keys: Iterable[str]) -> np.ndarray:
     return _top53(salt, keys).astype(np.float64) / 2.0**53
 
 
-def _top53(salt: str, keys: Iterable[str] | pa.Array) -> np.ndarray:
+def _top53(salt: str, keys: Iterable[str] | pa.Array, workers: int | None = None) -> np.ndarray:
     """Top 53 bits of SHA-256(salt:key) per key, as uint64.
 
-    Keys in Arrow (a list read from a file) are hashed in chunks: Arrow joins ``salt:key`` in C
-    and ``map`` runs hashlib's C functions with no Python bytecode per key, which saves turning
-    them into Python strings first (×1.1 against one expression per key at 10 M keys, best of
-    interleaved rounds in bench/bench_assign.py). The cost is hashlib's, one call per key: it
-    keeps the GIL for inputs this short, so threads do not help, and DuckDB's sha256() and forked
-    processes were slower on two cores.
+    Arrow joins ``salt:key`` in C, chunk by chunk, and one hashlib call per key hashes it (hashlib
+    keeps the GIL for inputs this short, so threads do not help). Large lists are split across
+    the cores by :class:`loopexp.parallel.RowJob` (forked workers writing into shared memory);
+    ``workers`` caps them (default: every core, see :func:`loopexp.parallel.available_workers`).
+    Every key is hashed the same way whichever process or chunk it falls in, so the result is the
+    same for any ``workers``: bench/bench_assign.py measures the split against one process.
     """
+    with _top53_job(salt, keys, workers) as job:
+        return job.result() >> np.uint64(11)
+
+
+def _top53_job(salt: str, keys: Iterable[str] | pa.Array, workers: int | None = None) -> RowJob:
+    """:func:`_top53` started: its ``result()`` is the 64-bit prefix (shift it right by 11)."""
     if isinstance(keys, pd.Series | pd.Index) and isinstance(keys.dtype, pd.ArrowDtype):
         keys = pa.array(keys)
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
     if not isinstance(keys, pa.Array) or keys.null_count or keys.type != pa.string():
         keys = keys.to_pylist() if isinstance(keys, pa.Array) else keys
-        prefix = f"{salt}:".encode()
-        digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
-        return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
-    out = np.empty(len(keys), dtype=np.uint64)
-    sha256, digest = hashlib.sha256, methodcaller("digest")
-    for start in range(0, len(keys), _CHUNK):
-        chunk = pc.binary_join_element_wise(f"{salt}:", keys.slice(start, _CHUNK), "")
-        joined = b"".join(map(digest, map(sha256, chunk.cast(pa.binary()).to_pylist())))
-        out[start : start + len(chunk)] = np.frombuffer(joined, dtype=">u8")[::4]
-    return out >> np.uint64(11)
+        keys = pa.array([str(k) for k in keys], type=pa.string())
+    prefix = f"{salt}:"
+
+    def fill(lo: int, hi: int, out: np.ndarray) -> None:
+        sha256 = hashlib.sha256
+        for start in range(lo, hi, _CHUNK):
+            chunk = pc.binary_join_element_wise(
+                prefix, keys.slice(start, min(_CHUNK, hi - start)), ""
+            )
+            joined = b"".join([sha256(m).digest() for m in chunk.cast(pa.binary()).to_pylist()])
+            out[start - lo : start - lo + len(chunk)] = np.frombuffer(joined, dtype=">u8")[::4]
+
+    return RowJob(len(keys), np.uint64, fill, workers)
 
 
 def _group_codes(u: np.ndarray, spec: ExperimentSpec) -> np.ndarray:
@@ -220,6 +232,9 @@ class AssignmentResult:
     spec: ExperimentSpec
     emails: pa.Array | None = field(default=None, repr=False)
     """Raw addresses aligned with ``assignment`` (send lists only), when the list had them."""
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
+    """Wall seconds of each phase (``prepare``, ``exclude``, ``hash``, ``tables``; ``write``
+    after :meth:`write`), for ``loopexp assign --verbose`` and bench/bench_assign.py."""
 
     def write(self, folder: str | Path) -> dict[str, Path]:
         """Write assignment.parquet, exclusions.parquet, assignment_summary.json and send_lists/.
@@ -227,6 +242,7 @@ class AssignmentResult:
         ``send_lists/<variant>.csv`` per mailed variant and ``send_lists/holdout.csv``: the only
         files with raw e-mail addresses. Returns the paths by name.
         """
+        started = time.perf_counter()
         folder = Path(folder)
         (folder / "send_lists").mkdir(parents=True, exist_ok=True)
         paths = {
@@ -246,6 +262,7 @@ class AssignmentResult:
             path = folder / "send_lists" / f"{group}.csv"
             pacsv.write_csv(self._send_list(table, group), path)
             paths[f"send list {group}"] = path
+        self.timings["write"] = time.perf_counter() - started
         return paths
 
     def _send_list(self, table: pa.Table, group: str) -> pa.Table:
@@ -285,10 +302,98 @@ def assign_recipients(
     :class:`~loopexp.recipients.RecipientsError` for a list that cannot be used as it is,
     including one where nobody is left to assign (the message gives the count per reason).
     """
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = now - clock[0]
+        clock[0] = now
+
     audience = spec.audience
     if key is None and key_column(recipients, audience)[1] == "email":
         key = load_hash_key()  # its error says how to set a key
-    prepared = prepare_arrays(recipients, audience, key, source)
+    row_keys = recipient_keys(recipients, audience, key, source)
+    phase("keys")
+    # Every row's key is hashed by other processes while this one prepares the other columns and
+    # the exclusions. An excluded row's hash is wasted, but the total never exceeds a list where
+    # everyone is eligible, and at 10 M rows the overlap saves about a second (bench_assign.py).
+    with _top53_job(spec.salt, row_keys.keys) as hashing:
+        prepared = prepare_arrays(recipients, audience, key, source, keys=row_keys)
+        phase("prepare")
+        reason, as_of_text = _exclusion_reasons(prepared, audience, key, history, as_of)
+        phase("exclude")
+        top_all = hashing.result() >> np.uint64(11)
+    n = len(prepared)
+    keys = prepared.keys
+    eligible = np.flatnonzero(reason == 0)
+    # At 10 M rows each copy of the keys costs a tenth of a second: skip those that change nothing.
+    eligible_keys = keys if len(eligible) == n else keys.take(pa.array(eligible))
+    top = top_all if len(eligible) == n else top_all[eligible]
+    phase("hash")
+    duplicate = _later_duplicates(eligible_keys, top)
+    if duplicate.any():
+        reason[eligible[duplicate]] = _REASONS.index(ExclusionReason.DUPLICATE_KEY) + 1
+        chosen, top = eligible[~duplicate], top[~duplicate]
+        eligible_keys = eligible_keys.filter(pa.array(~duplicate))
+    else:
+        chosen = eligible
+    bucket = top.astype(np.float64)
+    bucket /= 2.0**53
+    group_code = _group_codes(bucket, spec)
+    segment_code = prepared.segment_code[chosen]
+    # Categoricals: a few distinct values over millions of rows, written as Parquet dictionaries.
+    constant = np.zeros(len(chosen), np.int8)
+    assignment = pd.DataFrame(
+        {
+            "recipient_key": _strings(eligible_keys),
+            "variant_id": pd.Categorical.from_codes(group_code, _group_names(spec).tolist()),
+            "segment": pd.Categorical.from_codes(segment_code, [s.value for s in SEGMENT_ORDER]),
+            "bucket": bucket,
+            "salt": pd.Categorical.from_codes(constant, [spec.salt]),
+            "spec_sha256": pd.Categorical.from_codes(constant, [spec.sha256()]),
+        },
+        copy=False,
+    )
+    excluded_rows = np.flatnonzero(reason != 0)
+    take = pa.array(excluded_rows)
+    exclusions = pd.DataFrame(
+        {
+            "row": excluded_rows + 1,
+            "recipient_key": _strings(keys.take(take)),
+            "segment_label": _strings(prepared.labels.take(take)),
+            "reason": np.array([r.value for r in _REASONS], dtype=object)[
+                reason[excluded_rows] - 1
+            ],
+        }
+    )
+    emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
+    summary = _summarise(
+        reason, segment_code, group_code, spec, source, prepared.key_kind, key, as_of_text
+    )
+    if summary.assigned == 0:
+        counts = ", ".join(f"{r}: {c:,}" for r, c in summary.excluded.items() if c)
+        raise RecipientsError(
+            f"{source}: nobody to assign ({n:,} rows; excluded — {counts or 'no rows at all'}). "
+            "Check the audience (segments, filters) and the consent / suppression columns in "
+            "the spec"
+        )
+    phase("tables")
+    return AssignmentResult(assignment, exclusions, summary, spec, emails, timings)
+
+
+def _exclusion_reasons(
+    prepared: PreparedRecipients,
+    audience: Audience,
+    key: HashKey | None,
+    history: pd.DataFrame | None,
+    as_of: datetime | None,
+) -> tuple[np.ndarray, str | None]:
+    """Each row's first :class:`ExclusionReason` but duplicate keys, and the recency's as-of.
+
+    Reasons are coded 0 (eligible) or 1 + the reason's index in ``_REASONS``; the as-of time is
+    ISO 8601, None without a recency exclusion.
+    """
     n = len(prepared)
     keys = prepared.keys
     reason = np.zeros(n, dtype=np.int8)  # 0 = assigned; else 1 + index in _REASONS
@@ -336,51 +441,7 @@ def assign_recipients(
             " set it (e.g. 30) or leave the history out"
         )
 
-    eligible = np.flatnonzero(reason == 0)
-    eligible_keys = keys.take(pa.array(eligible))
-    top = _top53(spec.salt, eligible_keys)
-    duplicate = _later_duplicates(eligible_keys, top)
-    reason[eligible[duplicate]] = _REASONS.index(ExclusionReason.DUPLICATE_KEY) + 1
-    chosen = eligible[~duplicate]
-    bucket = top[~duplicate].astype(np.float64) / 2.0**53
-    group_code = _group_codes(bucket, spec)
-    segment_code = prepared.segment_code[chosen]
-    # Categoricals: a few distinct values over millions of rows, written as Parquet dictionaries.
-    constant = np.zeros(len(chosen), np.int8)
-    assignment = pd.DataFrame(
-        {
-            "recipient_key": _strings(eligible_keys.filter(pa.array(~duplicate))),
-            "variant_id": pd.Categorical.from_codes(group_code, _group_names(spec).tolist()),
-            "segment": pd.Categorical.from_codes(segment_code, [s.value for s in SEGMENT_ORDER]),
-            "bucket": bucket,
-            "salt": pd.Categorical.from_codes(constant, [spec.salt]),
-            "spec_sha256": pd.Categorical.from_codes(constant, [spec.sha256()]),
-        }
-    )
-    excluded_rows = np.flatnonzero(reason != 0)
-    take = pa.array(excluded_rows)
-    exclusions = pd.DataFrame(
-        {
-            "row": excluded_rows + 1,
-            "recipient_key": _strings(keys.take(take)),
-            "segment_label": _strings(prepared.labels.take(take)),
-            "reason": np.array([r.value for r in _REASONS], dtype=object)[
-                reason[excluded_rows] - 1
-            ],
-        }
-    )
-    emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
-    summary = _summarise(
-        reason, segment_code, group_code, spec, source, prepared.key_kind, key, as_of_text
-    )
-    if summary.assigned == 0:
-        counts = ", ".join(f"{r}: {c:,}" for r, c in summary.excluded.items() if c)
-        raise RecipientsError(
-            f"{source}: nobody to assign ({n:,} rows; excluded — {counts or 'no rows at all'}). "
-            "Check the audience (segments, filters) and the consent / suppression columns in "
-            "the spec"
-        )
-    return AssignmentResult(assignment, exclusions, summary, spec, emails)
+    return reason, as_of_text
 
 
 def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to
 from loopexp.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
 from loopexp.notebook import NotebookFailedError
+from loopexp.parallel import available_workers
 from loopexp.pipeline import (
     ExperimentBusyError,
     IterationOutcome,
@@ -322,6 +323,9 @@ def assign_cmd(
     json_out: Annotated[
         bool, typer.Option("--json", help="print the summary as JSON instead of tables")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="print the seconds of each phase (on stderr)")
+    ] = False,
 ) -> None:
     """Assign recipients to variants (salted hash); write send lists, exclusions and a summary.
 
@@ -331,7 +335,9 @@ def assign_cmd(
     spec = _load(spec_path)
     try:
         key = _hash_key(key_file, demo_key)
+        started = time.perf_counter()
         table = read_recipients(recipients)
+        read_seconds = time.perf_counter() - started
         past = read_table(history, "contact history") if history else None
         reference = datetime.fromisoformat(as_of) if as_of else None
         result = assign_recipients(table, spec, key, past, reference, source=str(recipients))
@@ -343,6 +349,13 @@ def assign_cmd(
         raise
     paths = result.write(out)
     summary = result.summary
+    if verbose:  # on stderr, so that --json output stays parseable
+        phases = {"read": read_seconds, **result.timings}
+        err_console.print(
+            "seconds: "
+            + ", ".join(f"{name} {sec:.2f}" for name, sec in phases.items())
+            + f" (hashing workers: {available_workers()})"
+        )
     if json_out:
         typer.echo(summary.to_json())
         return

@@ -15,6 +15,7 @@ import csv
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses, load_hash_key
+from loopexp.keys import (
+    EMAIL_PATTERN,
+    HashKey,
+    hash_address_array,
+    hash_addresses,
+    load_hash_key,
+)
 from loopexp.spec import Audience, Segment
 
 #: Columns of the table :func:`prepare_recipients` returns (``email`` only when the list has one).
@@ -161,13 +168,27 @@ def prepare_recipients(
     return pd.DataFrame({k: v for k, v in out.items() if v is not None})
 
 
-def prepare_arrays(
+class RecipientKeys(NamedTuple):
+    """Each row's recipient key, the raw addresses when the list has them, and the key's kind."""
+
+    keys: pa.Array
+    """Text; empty for a row without a key (or with an "address" without ``@``)."""
+    emails: pa.Array | None
+    kind: str
+    """``id`` (keys as written, trimmed) or ``email`` (keyed hashes of the addresses)."""
+
+
+def recipient_keys(
     table: pd.DataFrame,
     audience: Audience,
     key: HashKey | None = None,
     source: str = "recipient list",
-) -> PreparedRecipients:
-    """:func:`prepare_recipients` as arrays: what :func:`loopexp.assign.assign_recipients` uses."""
+) -> RecipientKeys:
+    """Each row's key; first checks that every column the spec names is in the list.
+
+    Separate from :func:`prepare_arrays` so that the assignment can start hashing the keys while
+    the other columns are prepared.
+    """
     cols = audience.columns
     key_col, kind = key_column(table, audience)
     email_col = cols.email or (key_col if kind == "email" else None)
@@ -180,18 +201,32 @@ def prepare_arrays(
             f"{source}: no column(s) {missing}; its columns are {list(table.columns)}. Rename "
             "them, or name yours in the spec under audience.columns / audience.filters"
         )
-    n = len(table)
     emails = _text(table[email_col]) if email_col is not None else None
     if kind == "email":
-        has = pc.match_substring(emails, "@").to_numpy(zero_copy_only=False)
-        hashed = np.full(n, "", dtype=object)
-        if has.any():
-            key = key or load_hash_key()
-            hashed[has] = hash_addresses(emails.filter(pa.array(has)).to_pylist(), key)
-        keys = pa.array(hashed, type=pa.string())
+        has = pc.match_substring(emails, "@")
+        keys = pc.if_else(has, emails, "")  # no usable address: no key
+        if pc.any(has).as_py():
+            keys = pc.if_else(has, hash_address_array(keys, key or load_hash_key()), "")
     else:
         keys = pc.utf8_trim_whitespace(_text(table[key_col]))
         _refuse_addresses_as_ids(keys, key_col, source)
+    return RecipientKeys(keys, emails, kind)
+
+
+def prepare_arrays(
+    table: pd.DataFrame,
+    audience: Audience,
+    key: HashKey | None = None,
+    source: str = "recipient list",
+    keys: RecipientKeys | None = None,
+) -> PreparedRecipients:
+    """:func:`prepare_recipients` as arrays: what :func:`loopexp.assign.assign_recipients` uses.
+
+    ``keys``: :func:`recipient_keys` of the same table, when the caller already has them.
+    """
+    cols = audience.columns
+    keys, emails, kind = keys or recipient_keys(table, audience, key, source)
+    n = len(table)
     labels = pc.utf8_trim_whitespace(_text(table[cols.segment]))
     in_filters = np.ones(n, dtype=bool)
     for column, allowed in audience.filters.items():
@@ -250,7 +285,8 @@ def recently_tested_keys(
         return set(keys.to_numpy(zero_copy_only=False)[recent]) - {""}
     emails = _text(history["email"]).to_numpy(zero_copy_only=False)[recent]
     emails = [e for e in emails if "@" in e]
-    return set(hash_addresses(emails, key or load_hash_key()))
+    # A history repeats addresses (one row per send): each distinct one is hashed once.
+    return set(hash_addresses(list(set(emails)), key or load_hash_key()))
 
 
 def _refuse_addresses_as_ids(keys: pa.Array, column: str, source: str) -> None:
