@@ -548,7 +548,9 @@ def _log_attempt(
             attempt / "figures",
         ]
         log_contents(run, results, spec, [a for a in artifacts if a.exists()])
-        next_path, next_note = _write_next_spec(spec, results, run, Path(manifest["next_spec_dir"]))
+        next_path, next_note = _write_next_spec(
+            spec, results, run, Path(manifest["next_spec_dir"]), Path(manifest["spec_path"]).parent
+        )
         end_run(
             run,
             "FINISHED",
@@ -603,13 +605,19 @@ def _end_quietly(run: LoggedRun) -> None:
 
 
 def _write_next_spec(
-    spec: ExperimentSpec, results: ExperimentResults, run: LoggedRun, folder: Path
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    run: LoggedRun,
+    folder: Path,
+    spec_folder: Path,
 ) -> tuple[Path | None, str]:
     """The next iteration's spec (attached to the run); the decision stands without one."""
     try:
         nxt = next_spec(spec, results, parent_run_id=run.run_id)
     except LoopError as exc:
         return None, str(exc)
+    if nxt.events is not None:  # its export folder, named from where the next spec is written
+        nxt = nxt.model_copy(update={"events": nxt.events.rebased(spec_folder, folder)})
     path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
     log_files(run, [path], artifact_path="next_spec")
     return path, ""

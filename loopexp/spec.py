@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 import unicodedata
 from enum import StrEnum
@@ -341,6 +342,18 @@ class EventsSource(_Model):
     def resolve(self, spec_path: str | Path) -> Path:
         """The path as named, relative to the folder of the spec file at ``spec_path``."""
         return Path(spec_path).parent / Path(self.path).expanduser()
+
+    def rebased(self, from_folder: str | Path, to_folder: str | Path) -> EventsSource:
+        """The same exports named from a spec in ``to_folder`` (the next spec's folder).
+
+        A relative path is relative to its spec's folder: a next spec written elsewhere
+        (``--next-spec-dir``) would otherwise point at another folder. Absolute paths stay.
+        """
+        path = Path(self.path).expanduser()
+        if path.is_absolute() or Path(from_folder).resolve() == Path(to_folder).resolve():
+            return self
+        moved = os.path.relpath(Path(from_folder).resolve() / path, Path(to_folder).resolve())
+        return self.model_copy(update={"path": moved})
 
 
 class ExperimentSpec(_Model):

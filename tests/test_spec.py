@@ -606,3 +606,20 @@ def test_an_explicit_null_survives_the_yaml_round_trip():
     again = parse_spec(spec.to_yaml())
     assert again.decision.cap_percentile is None
     assert again == spec
+
+
+def test_events_folder_is_rebased_for_a_next_spec_written_elsewhere(tmp_path):
+    """A relative export folder names the same folder from the next spec's own folder."""
+    from loopexp.spec import EventsSource
+
+    exports = tmp_path / "campaign" / "exports"
+    exports.mkdir(parents=True)
+    source = EventsSource(path="exports/", format="auto")
+    spec_path = tmp_path / "campaign" / "spec.yaml"
+    elsewhere = tmp_path / "out" / "next"
+    elsewhere.mkdir(parents=True)
+    moved = source.rebased(spec_path.parent, elsewhere)
+    assert moved.resolve(elsewhere / "next.yaml").resolve() == exports.resolve()
+    assert source.rebased(spec_path.parent, spec_path.parent) == source  # same folder: as is
+    absolute = EventsSource(path=str(exports))
+    assert absolute.rebased(spec_path.parent, elsewhere) == absolute
