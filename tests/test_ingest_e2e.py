@@ -224,6 +224,22 @@ def mailchimp_export(people: list[dict], folder: Path) -> None:
     )
 
 
+def _assigned_list(tmp_path, spec, rng) -> tuple[pd.DataFrame, list[str]]:
+    """A recipient CSV with the team's labels, assigned as loopexp.assign does it (keyed hash
+    of the address, mapped segments): the list and each row's variant; assignment.parquet."""
+    table = recipients_csv(tmp_path / "recipients.csv", 8000, rng)
+    recipients = pd.DataFrame(
+        {
+            "recipient_key": hash_addresses(table["Email"], load_hash_key()),
+            "segment": table["Lifecycle"].map(LABELS),
+        }
+    )
+    assignment = assign(recipients, spec)
+    assignment.to_parquet(tmp_path / "assignment.parquet", index=False)
+    by_key = dict(zip(assignment["recipient_key"], assignment["variant_id"], strict=True))
+    return table, [by_key[k] for k in recipients["recipient_key"]]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("provider", ["sendgrid", "mailchimp"])
 def test_real_looking_campaign_through_ingest_and_run(tmp_path, monkeypatch, provider) -> None:
@@ -234,19 +250,7 @@ def test_real_looking_campaign_through_ingest_and_run(tmp_path, monkeypatch, pro
     spec_path = tmp_path / "welcome.yaml"
     spec_path.write_text(SPEC)
     spec = load_spec(spec_path)
-    table = recipients_csv(tmp_path / "recipients.csv", 8000, rng)
-
-    # assignment as loopexp.assign does it today: keyed hash of the address, mapped segments
-    recipients = pd.DataFrame(
-        {
-            "recipient_key": hash_addresses(table["Email"], load_hash_key()),
-            "segment": table["Lifecycle"].map(LABELS),
-        }
-    )
-    assignment = assign(recipients, spec)
-    assignment.to_parquet(tmp_path / "assignment.parquet", index=False)
-    by_key = dict(zip(assignment["recipient_key"], assignment["variant_id"], strict=True))
-    variants = [by_key[k] for k in recipients["recipient_key"]]
+    table, variants = _assigned_list(tmp_path, spec, rng)
 
     people = simulate(list(table["Email"]), variants, rng)
     exports = tmp_path / "exports"
@@ -284,6 +288,7 @@ def test_real_looking_campaign_through_ingest_and_run(tmp_path, monkeypatch, pro
         assert (summary["duplicates"], summary["quarantined"]) == (50, 1)
     # every event joined the assignment: the keys of ingest equal the keys of assign
     events = pd.read_parquet(out / "ingest" / "events.parquet")
+    assignment = pd.read_parquet(tmp_path / "assignment.parquet")
     assert set(events["recipient_key"]) <= set(assignment["recipient_key"])
 
     decision = json.loads((out / "decision.json").read_text())["decision"]
@@ -324,17 +329,8 @@ def test_run_on_the_export_folder_named_in_the_spec(tmp_path, monkeypatch) -> No
     spec_path.parent.mkdir()
     spec_path.write_text(SPEC + "events:\n  path: exports/sendgrid/\n  format: auto\n")
     spec = load_spec(spec_path)
-    table = recipients_csv(tmp_path / "recipients.csv", 8000, rng)
-    recipients = pd.DataFrame(
-        {
-            "recipient_key": hash_addresses(table["Email"], load_hash_key()),
-            "segment": table["Lifecycle"].map(LABELS),
-        }
-    )
-    assignment = assign(recipients, spec)
-    assignment.to_parquet(tmp_path / "assignment.parquet", index=False)
-    by_key = dict(zip(assignment["recipient_key"], assignment["variant_id"], strict=True))
-    people = simulate(list(table["Email"]), [by_key[k] for k in recipients["recipient_key"]], rng)
+    table, variants = _assigned_list(tmp_path, spec, rng)
+    people = simulate(list(table["Email"]), variants, rng)
     exports = spec_path.parent / "exports" / "sendgrid"
     exports.mkdir(parents=True)
     sendgrid_export(people, exports)  # one day's export, split in two files as an ESP does

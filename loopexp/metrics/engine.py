@@ -1126,7 +1126,11 @@ def _cap_values(
     con: duckdb.DuckDBPyConnection, plan: Plan, caps: Mapping[str, float]
 ) -> dict[str, float]:
     """The winsorisation value of each capped mean metric (see :func:`compute_metrics`)."""
-    compiled = cap_quantiles_sql(plan, caps, DUCKDB)
+    return cap_values_of(con, cap_quantiles_sql(plan, caps, DUCKDB))
+
+
+def cap_values_of(con: duckdb.DuckDBPyConnection, compiled: Any) -> dict[str, float]:
+    """Run a compiled cap-quantile query (events or outcome table): metric → cap value."""
     if compiled is None:
         return {}
     query, aliases = compiled

@@ -35,6 +35,7 @@ from loopexp.metrics.engine import (
     _attach,
     _columns,
     _connect,
+    cap_values_of,
     collect_stats,
 )
 
@@ -105,11 +106,4 @@ def capped_plan(defs: Sequence[MetricDef], cap_values: Mapping[str, float]) -> P
 def _outcome_caps(
     con: duckdb.DuckDBPyConnection, plan: Plan, caps: Mapping[str, float], present: Sequence[str]
 ) -> dict[str, float]:
-    compiled = outcome_cap_quantiles_sql(plan, caps, DUCKDB, present)
-    if compiled is None:
-        return {}
-    query, aliases = compiled
-    cursor = con.execute(query.sql, query.params)
-    names = [d[0] for d in cursor.description]
-    row = dict(zip(names, cursor.fetchone(), strict=True))
-    return {m: float(row[a]) for m, a in aliases.items() if row[a] is not None}
+    return cap_values_of(con, outcome_cap_quantiles_sql(plan, caps, DUCKDB, present))
