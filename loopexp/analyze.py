@@ -15,7 +15,6 @@ from pathlib import Path
 from loopexp.decide import decide
 from loopexp.metrics.definitions import HOLDOUT, MetricDef
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
-from loopexp.metrics.links import link_clicks
 from loopexp.results import (
     Comparison,
     DataInfo,
@@ -604,6 +603,7 @@ def analyze_files(
         require_match=True,
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
+        links=True,  # which links drew the human clicks, for the report and MLflow
     )
     results = analyze(
         spec,
@@ -611,13 +611,6 @@ def analyze_files(
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
     )
-    # A second, small query over the validated events (the engine's statistics are per recipient;
-    # the link table is per URL): which links drew the human clicks, for the report and MLflow.
-    links = link_clicks(
-        events_path,
-        assignment_path,
-        memory_limit=spec.data.memory_limit,
-        temp_directory=spec.data.temp_directory,
-    )
-    results.links = [LinkClicks(**row) for row in links.to_dict(orient="records")]
+    if table.links is not None:
+        results.links = [LinkClicks(**row) for row in table.links.to_dict(orient="records")]
     return table, results

@@ -62,3 +62,15 @@ def test_html_report_shows_the_link_shares(analysed, tmp_path: Path) -> None:
     page = write_html_report(results, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Which links drew the human clicks" in page
     assert "https://shop.example/account" in page
+
+
+def test_engine_link_table_equals_the_standalone_query(analysed) -> None:
+    """analyze_files takes the link table from the engine's own validated events (one pass)."""
+    from loopexp.metrics import compute_metrics, link_clicks
+
+    _, _, events, assignment, results = analysed
+    table = compute_metrics(events, assignment, ["click_rate"], links=True)
+    standalone = link_clicks(events, assignment)
+    pd.testing.assert_frame_equal(table.links, standalone)
+    assert results.links_frame().equals(standalone)
+    assert compute_metrics(events, assignment, ["click_rate"]).links is None

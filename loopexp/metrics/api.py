@@ -11,7 +11,6 @@ import pandas as pd
 
 from loopexp.metrics.definitions import MetricDef
 from loopexp.metrics.engine import MetricTable, Source, compute_metrics
-from loopexp.metrics.links import link_clicks
 from loopexp.metrics.outcomes import compute_outcome_metrics
 
 Engine = Literal["duckdb", "spark"]
@@ -110,7 +109,7 @@ def compute(
     if outcomes is not None:
         table = compute_outcome_metrics(outcomes, metrics, caps=caps)
         return MetricsReport(table, None, "outcomes", engine)
-    table = compute_metrics(events, assignment, metrics, quarantine_path, caps=caps, **checks)
-    bounds = {k: checks[k] for k in ("memory_limit", "temp_directory") if k in checks}
-    link_table = link_clicks(events, assignment, **bounds) if links else None
-    return MetricsReport(table, link_table, "events", engine)
+    table = compute_metrics(
+        events, assignment, metrics, quarantine_path, caps=caps, links=links, **checks
+    )
+    return MetricsReport(table, table.links, "events", engine)

@@ -32,6 +32,7 @@ from loopexp.metrics.compile import (
     StatColumn,
     cap_quantiles_sql,
     events_stats_sql,
+    links_sql,
     make_plan,
     with_cap,
 )
@@ -127,6 +128,8 @@ class MetricTable:
     """Assigned recipients with at least one valid event."""
     caps: dict[str, float] = field(default_factory=dict)
     """Per capped metric, the value its per-recipient numerator was winsorised at."""
+    links: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    """Per-link human clicks per variant (``compute_metrics(..., links=True)``), else None."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -164,6 +167,7 @@ def compute_metrics(
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
     caps: Mapping[str, float] | None = None,
+    links: bool = False,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -184,6 +188,9 @@ def compute_metrics(
     ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
     winsorised at that percentile of its non-zero values among mailed recipients in the metric's
     denominator, pooled over arms (one cap for all arms, so the comparison stays fair).
+
+    ``links`` also returns the per-link click table (:func:`loopexp.metrics.links.link_clicks`)
+    from the same validated events, without validating them a second time.
     """
     defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with _connect(memory_limit, temp_directory) as (con, limit):
@@ -199,6 +206,7 @@ def compute_metrics(
                 max_quarantine_share=max_quarantine_share,
                 require_match=require_match,
                 caps=caps,
+                links=links,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -228,6 +236,7 @@ def _compute(
     max_quarantine_share: float | None,
     require_match: bool,
     caps: Mapping[str, float] | None = None,
+    links: bool = False,
 ) -> MetricTable:
     _attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
     plan = make_plan(defs)
@@ -281,6 +290,12 @@ def _compute(
     if require_match and not matched:
         raise EventsError(_no_match_message(con, events, assignment, n_events, quarantined))
     stats, assigned = collect_stats(rows, columns)
+    link_table = None
+    if links:
+        from loopexp.metrics.links import order_links  # noqa: PLC0415 (links imports this module)
+
+        link_query = links_sql(DUCKDB)
+        link_table = order_links(con.execute(link_query.sql, link_query.params).df())
     return MetricTable(
         stats=stats,
         assigned=assigned,
@@ -290,6 +305,7 @@ def _compute(
         unassigned_events=unassigned_events(rows),
         matched_recipients=matched,
         caps=cap_values,
+        links=link_table,
     )
 
 
