@@ -215,6 +215,40 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
     return warnings
 
 
+#: Attempt folders kept per output folder (a daily cron adds one a day): $LOOPEXP_KEEP_ATTEMPTS.
+KEEP_ATTEMPTS = 30
+KEEP_ATTEMPTS_ENV = "LOOPEXP_KEEP_ATTEMPTS"
+
+
+def prune_attempts(out: Path, keep: int | None = None, keep_also: Path | None = None) -> list[Path]:
+    """Remove the oldest finished attempt folders of ``out``, keeping the newest ``keep``.
+
+    Only attempts whose work is done are removed: logged to MLflow (their files are in the run's
+    artifacts) or failed. An attempt still running, or analysed but not yet logged (``loopexp
+    upload`` needs it), is never touched, nor is ``keep_also`` (the one just published: the
+    files in ``out`` are hard links, so they survive its folder either way). Returns the removed.
+    """
+    if keep is None:
+        raw = os.environ.get(KEEP_ATTEMPTS_ENV, "")
+        keep = int(raw) if raw.strip().isdigit() else KEEP_ATTEMPTS
+    folder = out / ATTEMPTS
+    if not folder.is_dir():
+        return []
+    attempts = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    removed = []
+    for path in attempts[: max(len(attempts) - keep, 0)]:
+        if keep_also is not None and path.resolve() == keep_also.resolve():
+            continue
+        try:
+            state = _read_json(path / MANIFEST).get("state")
+        except (OSError, ValueError):
+            continue  # no readable manifest: not ours to judge
+        if state in {"logged", "failed"}:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def _new_attempt_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -581,6 +615,7 @@ def _log_attempt(
             "run_id": run.run_id,
         },
     )
+    prune_attempts(out, keep_also=attempt)
     return IterationOutcome(
         results=results,
         run_id=run.run_id,
