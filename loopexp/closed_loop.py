@@ -554,20 +554,15 @@ def links_frame(report: ClosedLoopReport, iteration: int | None = None) -> Any:
     links are ordered by its share, so the hardly-clicked ones sit at the bottom. Empty when no
     iteration has link data.
     """
-    import pandas as pd  # noqa: PLC0415
+    from loopexp.report import share_table  # noqa: PLC0415 (pandas only when asked)
 
     with_links = [r for r in report.iterations if r.link_clicks]
     if iteration is not None:
         with_links = [r for r in with_links if r.iteration == iteration]
     if not with_links:
-        return pd.DataFrame()
+        return share_table({}, None)
     record = with_links[-1]
-    by_variant = record.link_clicks or {}
-    variants = sorted(by_variant, key=lambda v: (v != record.control, v))
-    frame = pd.DataFrame(by_variant).reindex(columns=variants).fillna(0.0)
-    frame = frame.sort_values(variants[0], ascending=False, kind="stable")
-    frame.index.name = "link"
-    return frame
+    return share_table(record.link_clicks or {}, record.control)
 
 
 def shrinkage_frame(report: ClosedLoopReport) -> Any:

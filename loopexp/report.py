@@ -126,23 +126,31 @@ def incrementality_html(results: ExperimentResults) -> str:
     )
 
 
-def links_table(results: ExperimentResults) -> pd.DataFrame:
-    """Links × variants: each link's share of the variant's human clicks (control first).
+def share_table(shares: dict[str, dict[str, float]], control: str | None) -> pd.DataFrame:
+    """Links × variants from ``{variant: {link: share}}``: control first, hardly-clicked last.
 
-    Links are ordered by the control's share, most-clicked first, so the hardly-clicked ones sit
-    at the bottom. Empty when the events carried no clicked URL.
+    Links are ordered by the control's share (the first variant's without one), most-clicked
+    first, ties by link; a link a variant never drew is 0. Empty for no shares.
     """
-    frame = results.links_frame()
-    if frame.empty:
+    if not shares:
         return pd.DataFrame()
-    control = next((v.id for v in results.variants if v.is_control), None)
-    table = frame.pivot_table(index="link", columns="variant_id", values="share", fill_value=0.0)
-    order = sorted(table.columns, key=lambda v: (v != control, v))
-    table = table[order]
-    by = [control] if control in table.columns else order[:1]
-    table = table.sort_values(by, ascending=False)
-    table.columns.name = None
+    variants = sorted(shares, key=lambda v: (v != control, v))
+    table = pd.DataFrame(shares).reindex(columns=variants).fillna(0.0).sort_index()
+    table = table.sort_values(variants[0], ascending=False, kind="stable")
+    table.index.name = "link"
     return table
+
+
+def links_table(results: ExperimentResults) -> pd.DataFrame:
+    """Links × variants: each link's share of the variant's human clicks (see share_table).
+
+    Empty when the events carried no clicked URL.
+    """
+    shares: dict[str, dict[str, float]] = {}
+    for row in results.links:
+        shares.setdefault(row.variant_id, {})[row.link] = row.share
+    control = next((v.id for v in results.variants if v.is_control), None)
+    return share_table(shares, control)
 
 
 def links_html(results: ExperimentResults) -> str:

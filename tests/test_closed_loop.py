@@ -262,3 +262,20 @@ def test_demo_command_runs_iterations_hands_off_with_adaptive_weights(tmp_path: 
     assert shares[third.control] == pytest.approx(mailed / 3)  # the control's share stays fixed
     assert min(shares.values()) >= 0.05 - 1e-9  # the floor holds
     assert (tmp_path / "demo" / "closed_loop_report.html").exists()
+
+
+def test_links_frame_without_link_data_is_empty() -> None:
+    report = ClosedLoopReport(
+        campaign="c",
+        tracking_uri="u",
+        iterations=[],
+        prior_mean=None,
+        prior_sd=None,
+        prior_tests=0,
+        shrunk=[],
+        cumulative=Lift(value=None),
+        cumulative_shrunk=Lift(value=None),
+        next_steps=[],
+        notes=[],
+    )
+    assert links_frame(report).empty
