@@ -3,7 +3,8 @@
 ``notebooks/`` and ``experiments/`` stay at the top of the repository (the project layout asks for
 them) and are mapped into the wheel as the data-only packages ``loopexp.notebooks`` and
 ``loopexp.experiments``, so an installed loopexp finds them with ``importlib.resources``
-(see ``loopexp/resources.py``). A ``package_dir`` mapping needs the package list spelled out, and
+(see ``loopexp/design/resources.py``). A ``package_dir`` mapping needs the package list spelled
+out, and
 pyproject.toml cannot add mapped packages to an automatic ``find``: hence these few lines.
 """
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import METRICS
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable
-from loopexp.spec import ExperimentSpec
 from loopexp.stats import adjust_pvalues
 
 ROOT = Path(__file__).resolve().parent.parent

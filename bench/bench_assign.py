@@ -1,4 +1,5 @@
-"""Benchmark: assigning 10 M recipients, the previous ways and loopexp.assign's, side by side.
+"""Benchmark: assigning 10 M recipients, the previous ways and loopexp.assignment.assign's, side by
+side.
 
 Every candidate computes the same buckets, the top 53 bits of SHA-256("salt:key") (checked equal
 here), so none may move an existing recipient. Each figure is wall seconds, CPU seconds (user +
@@ -8,7 +9,8 @@ on a shared machine CPU seconds and same-run ratios are what compare.
 1. Hashing 10 M keys held in memory (Arrow): ``per_key_python``, the implementation before #14's
    speed work, one Python expression per key (the baseline); ``one_process``, Arrow joins
    ``salt:key`` per chunk and one hashlib call hashes each (``_top53(..., workers=1)``);
-   ``forked_workers``, the same split across the cores by loopexp.parallel.RowJob (the default).
+   ``forked_workers``, the same split across the cores by loopexp.core.parallel.RowJob (the
+   default).
 2. **The "10 M recipients in ≤ 5 s" figure**: ``assign_recipients`` on a 10 M-row list (ids and
    segments), lossless (every row assigned or excluded with a reason), from the table in memory
    and from Parquet (read_recipients + assign_recipients, the CLI's path): one process
@@ -64,11 +66,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopexp.assign import _top53, assign_recipients
-from loopexp.keys import HashKey, hash_address_array, normalize_address
-from loopexp.parallel import ENV_WORKERS, available_workers
-from loopexp.recipients import read_recipients
-from loopexp.spec import load_spec
+from loopexp.assignment.assign import _top53, assign_recipients
+from loopexp.assignment.recipients import read_recipients
+from loopexp.core.keys import HashKey, hash_address_array, normalize_address
+from loopexp.core.parallel import ENV_WORKERS, available_workers
+from loopexp.design.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SALT = "spring-newsletter-subject-iter-1"
@@ -76,14 +78,15 @@ SEGMENTS = np.array(["prospect", "new_customer", "existing_customer", "inactive"
 
 
 def per_key_python(salt: str, keys: Iterable[str]) -> np.ndarray:
-    """Hashing before #14's speed work (loopexp.assign.unit_interval), verbatim: the baseline."""
+    """Hashing before #14's speed work (loopexp.assignment.assign.unit_interval), verbatim: the
+    baseline."""
     prefix = f"{salt}:".encode()
     digests = [hashlib.sha256(prefix + str(k).encode()).digest()[:8] for k in keys]
     return np.frombuffer(b"".join(digests), dtype=">u8") >> np.uint64(11)
 
 
 def hmac_per_address(addresses: Iterable[str], key: HashKey) -> list[str]:
-    """loopexp.keys.hash_addresses before #14's speed work, verbatim: the baseline."""
+    """loopexp.core.keys.hash_addresses before #14's speed work, verbatim: the baseline."""
     template = hmac.new(key.secret, digestmod=hashlib.sha256)
     out = []
     for address in addresses:

@@ -93,8 +93,8 @@ def child(kind: str, path: Path, out: Path) -> dict:
     """One measurement in this (fresh) process."""
     import duckdb  # noqa: PLC0415
 
+    from loopexp.core.keys import HashKey, hash_addresses  # noqa: PLC0415
     from loopexp.events.ingest import ingest  # noqa: PLC0415
-    from loopexp.keys import HashKey, hash_addresses  # noqa: PLC0415
 
     cpu0, _ = _usage()
     t0 = time.perf_counter()

@@ -37,14 +37,18 @@ print(time.perf_counter() - t, table.events, loopexp.__file__)
 
 
 def timed(events: Path, assignment: Path, env: dict[str, str]) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", TIMER.format(metrics=METRICS), str(events), str(assignment)],
-        env=env,
-        cwd=tempfile.gettempdir(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()[-1].split()
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", TIMER.format(metrics=METRICS), str(events), str(assignment)],
+            env=env,
+            cwd=tempfile.gettempdir(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.splitlines()[-1]
+        .split()
+    )
     return float(out[0])
 
 

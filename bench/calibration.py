@@ -3,7 +3,7 @@
 Each scenario simulates campaigns whose truth is known at the level of sufficient statistics (a
 binomial count per arm; for revenue, a binomial number of buyers and one lognormal order value per
 buyer, capped as the engine caps), builds a :class:`MetricTable` and runs the real
-:func:`loopexp.analyze.analyze`. Rates are compared with their targets within 4 Monte Carlo
+:func:`loopexp.analysis.analyze.analyze`. Rates are compared with their targets within 4 Monte Carlo
 standard errors.
 
 Run: ``.venv/bin/python bench/calibration.py --sims 10000`` (writes bench/calibration.md and
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
+from loopexp.analysis.results import Status
+from loopexp.design.plan import guardrail_sample_size, sample_size_per_variant
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable
-from loopexp.plan import guardrail_sample_size, sample_size_per_variant
-from loopexp.results import Status
-from loopexp.spec import ExperimentSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHA = 0.05
@@ -372,7 +372,8 @@ def to_markdown(outcomes: list[Outcome], sims: int, seconds: float) -> str:
         "# Calibration of the decision layer",
         "",
         f"`bench/calibration.py --sims {sims}`: {sims:,} simulated campaigns per row, run through",
-        "`loopexp.analyze.analyze` (sufficient statistics built directly; revenue capped as the",
+        "`loopexp.analysis.analyze.analyze` (sufficient statistics built directly; revenue capped "
+        "as the",
         f"engine caps). Alpha {ALPHA}; a row is ok when within {K_SE:g} Monte Carlo SE of its",
         "target (on the side that matters). Guardrails are one-sided at alpha/2 (the two-sided",
         f"95 % interval). Took {seconds:.0f} s on 2 shared cores.",
@@ -401,7 +402,8 @@ def to_markdown(outcomes: list[Outcome], sims: int, seconds: float) -> str:
         "  over-covers (conservative) and loses power; the old delta-method interval: ~85 %.",
         "- The harm guardrail (default mode) vetoes only a shown harm: a real +30 % rise in",
         "  unsubscribes at 0.2 % and 20,000/arm is caught in about a quarter of campaigns. A",
-        "  non-inferiority guardrail at the sample size `loopexp.plan.guardrail_sample_size`",
+        "  non-inferiority guardrail at the sample size "
+        "`loopexp.design.plan.guardrail_sample_size`",
         "  passes a flat challenger in ~80 % and one at the margin in <= 2.5 %.",
         "- A/A ship targets are one-directional (alpha/2): a ship needs a significant improvement.",
     ]

@@ -32,7 +32,7 @@ def collect() -> dict[str, str]:
     """Outcome of every case with the loopexp this interpreter imports."""
     sys.path.append(str(ROOT))  # after the version under test, which may come first
     import loopexp  # noqa: PLC0415
-    from loopexp.spec import load_spec  # noqa: PLC0415
+    from loopexp.design.spec import load_spec  # noqa: PLC0415
     from tests import hardening_cases as hc  # noqa: PLC0415
     from tests.test_hardening_spec import SPEC_CASES  # noqa: PLC0415
 

@@ -2,9 +2,11 @@
 
 A simulated send-time test: three slots, the best slot differs by lifecycle segment and lifts
 opens (and so clicks, the primary metric) by ``--lift``; every segment gets the randomised sample
-:func:`loopexp.sendtime.planned_per_slot` plans for that lift. Each simulated campaign draws the
+:func:`loopexp.learn.sendtime.planned_per_slot` plans for that lift. Each simulated campaign draws
+the
 sufficient statistics (binomial clicks per segment x slot) and runs the real
-:func:`loopexp.sendtime.analyze_send_time`. The issue's target: every segment right in >= 80 % of
+:func:`loopexp.learn.sendtime.analyze_send_time`. The issue's target: every segment right in >= 80
+% of
 campaigns at the planned size. Smaller and larger samples show the curve around it.
 
 Run: ``.venv/bin/python bench/sendtime_recommendation.py --sims 1000`` (writes
@@ -18,8 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from loopexp.sendtime import planned_per_slot, recommendation_accuracy
-from loopexp.simulate import SEGMENT_PROFILES
+from loopexp.learn.sendtime import planned_per_slot, recommendation_accuracy
+from loopexp.sim.simulate import SEGMENT_PROFILES
 
 SLOTS = ("07:00", "12:00", "19:00")
 BEST = {

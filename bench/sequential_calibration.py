@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from loopexp.datasets import load_hillstrom  # noqa: E402
+from loopexp.sim.datasets import load_hillstrom  # noqa: E402
 from loopexp.stats.adjustment import Moments, regression_adjusted  # noqa: E402
 from loopexp.stats.sequential import always_valid_pvalues  # noqa: E402
 

@@ -43,15 +43,15 @@ class Case:
 @functools.cache
 def campaign() -> tuple[pd.DataFrame, pd.DataFrame]:
     """A small simulated send of the demo spec (canonical events, assignment)."""
-    from loopexp.simulate import simulate_campaign
-    from loopexp.spec import load_spec
+    from loopexp.design.spec import load_spec
+    from loopexp.sim.simulate import simulate_campaign
 
     sim = simulate_campaign(load_spec(DEMO_SPEC), 3_000, seed=5)
     return sim.events.copy(), sim.assignment.copy()
 
 
 def spec():
-    from loopexp.spec import load_spec
+    from loopexp.design.spec import load_spec
 
     return load_spec(DEMO_SPEC)
 
@@ -65,7 +65,7 @@ def assignment() -> pd.DataFrame:
 
 
 def _canonical(df: pd.DataFrame, path: Path) -> Path:
-    from loopexp.simulate import write_events
+    from loopexp.sim.simulate import write_events
 
     return write_events(df, path)
 
@@ -137,7 +137,7 @@ def _quarantine_has(column: str, value: str) -> Callable[[Path], None]:
 
 
 def _no_address_in_quarantine(tmp: Path) -> None:
-    from loopexp.keys import EMAIL_PATTERN
+    from loopexp.core.keys import EMAIL_PATTERN
 
     q = pd.read_parquet(tmp / "quarantine.parquet")
     text = q.astype(str).to_csv()
@@ -283,117 +283,294 @@ CLEAN = "missing or unparseable ts"
 
 CASES: list[Case] = [
     # --- timestamps providers send ------------------------------------------------------------
-    Case("ts-epoch-s", "ts as int Unix seconds (SendGrid, Braze, Klaviyo)",
-         _ts(lambda t: _epoch(t, 10**9)), "same"),
+    Case(
+        "ts-epoch-s",
+        "ts as int Unix seconds (SendGrid, Braze, Klaviyo)",
+        _ts(lambda t: _epoch(t, 10**9)),
+        "same",
+    ),
     Case("ts-epoch-ms", "ts as int Unix milliseconds", _ts(lambda t: _epoch(t, 10**6)), "same"),
-    Case("ts-epoch-ms-text", "ts as Unix milliseconds in a text column",
-         _ts(lambda t: _epoch(t, 10**6).astype(str)), "same"),
-    Case("ts-epoch-s-float", "ts as float Unix seconds (Mailgun)",
-         _ts(lambda t: _epoch(t, 10**3) / 1e6), "same"),
+    Case(
+        "ts-epoch-ms-text",
+        "ts as Unix milliseconds in a text column",
+        _ts(lambda t: _epoch(t, 10**6).astype(str)),
+        "same",
+    ),
+    Case(
+        "ts-epoch-s-float",
+        "ts as float Unix seconds (Mailgun)",
+        _ts(lambda t: _epoch(t, 10**3) / 1e6),
+        "same",
+    ),
     Case("ts-epoch-us", "ts as int Unix microseconds", _ts(lambda t: _epoch(t, 10**3)), "same"),
-    Case("ts-iso-offset", "ts as ISO 8601 text with a +01:00 offset",
-         _ts(lambda t: t.dt.tz_convert("Europe/Paris").map(lambda x: x.isoformat())), "same"),
-    Case("ts-rfc2822", "ts as RFC 2822 text (Mon, 02 Mar 2026 09:00:00 +0000)",
-         _ts(lambda t: t.dt.strftime("%a, %d %b %Y %H:%M:%S +0000")), "same"),
-    Case("ts-space-offset", "ts as text with a space before the offset (… 09:00:00 +00:00)",
-         _ts(lambda t: t.dt.strftime("%Y-%m-%d %H:%M:%S +00:00")), "same"),
-    Case("ts-7-digit-fraction", "ts with 7 fractional digits and an offset (Postmark)",
-         _ts(lambda t: t.dt.strftime("%Y-%m-%dT%H:%M:%S.1234567+00:00")), "same"),
-    Case("ts-garbage-some", "ts 'yesterday-ish' on 30 events",
-         _mutate("ts", "yesterday-ish", lambda df: df.index[:30], as_text=False),
-         "quarantine", {CLEAN: 30}),
-    Case("ts-epoch-zero", "ts = 0 (epoch 1970) on 20 events",
-         _mutate("ts", 0, lambda df: df.index[:20]), "quarantine",
-         {"ts out of range (before 2000 or after 2099)": 20}),
-    Case("ts-garbage-most", "ts unparseable on 60% of events: most events quarantined",
-         _mutate("ts", "n/a", lambda df: df.index[: int(len(df) * 0.6)]), "error",
-         message=r"quarantined, more than the spec's data.max_quarantine_share"),
+    Case(
+        "ts-iso-offset",
+        "ts as ISO 8601 text with a +01:00 offset",
+        _ts(lambda t: t.dt.tz_convert("Europe/Paris").map(lambda x: x.isoformat())),
+        "same",
+    ),
+    Case(
+        "ts-rfc2822",
+        "ts as RFC 2822 text (Mon, 02 Mar 2026 09:00:00 +0000)",
+        _ts(lambda t: t.dt.strftime("%a, %d %b %Y %H:%M:%S +0000")),
+        "same",
+    ),
+    Case(
+        "ts-space-offset",
+        "ts as text with a space before the offset (… 09:00:00 +00:00)",
+        _ts(lambda t: t.dt.strftime("%Y-%m-%d %H:%M:%S +00:00")),
+        "same",
+    ),
+    Case(
+        "ts-7-digit-fraction",
+        "ts with 7 fractional digits and an offset (Postmark)",
+        _ts(lambda t: t.dt.strftime("%Y-%m-%dT%H:%M:%S.1234567+00:00")),
+        "same",
+    ),
+    Case(
+        "ts-garbage-some",
+        "ts 'yesterday-ish' on 30 events",
+        _mutate("ts", "yesterday-ish", lambda df: df.index[:30], as_text=False),
+        "quarantine",
+        {CLEAN: 30},
+    ),
+    Case(
+        "ts-epoch-zero",
+        "ts = 0 (epoch 1970) on 20 events",
+        _mutate("ts", 0, lambda df: df.index[:20]),
+        "quarantine",
+        {"ts out of range (before 2000 or after 2099)": 20},
+    ),
+    Case(
+        "ts-garbage-most",
+        "ts unparseable on 60% of events: most events quarantined",
+        _mutate("ts", "n/a", lambda df: df.index[: int(len(df) * 0.6)]),
+        "error",
+        message=r"quarantined, more than the spec's data.max_quarantine_share",
+    ),
     # --- revenue ------------------------------------------------------------------------------
-    Case("revenue-null", "revenue missing (null) on every order (a control: caught before too)",
-         _mutate("revenue", None, _rows("order")), "quarantine",
-         {"order without a valid revenue": 16}),
-    Case("revenue-nan", "revenue NaN (a real IEEE NaN, as Spark writes it) on every order",
-         _nan_revenue, "quarantine", {"unparseable or non-finite revenue": 16}),
-    Case("revenue-inf", "revenue +inf on 5 orders",
-         _mutate("revenue", np.inf, _rows("order", 5)), "quarantine",
-         {"unparseable or non-finite revenue": 5}),
-    Case("revenue-neg-inf", "revenue -inf on 5 orders",
-         _mutate("revenue", -np.inf, _rows("order", 5)), "quarantine",
-         {"unparseable or non-finite revenue": 5}),
-    Case("revenue-nan-on-open", "revenue NaN written as text 'NaN' on 10 opens",
-         _mutate("revenue", "NaN", _rows("open", 10), as_text=True), "quarantine",
-         {"unparseable or non-finite revenue": 10}),
-    Case("revenue-comma", "revenue text '12,50' (decimal comma) on 3 orders",
-         _mutate("revenue", "12,50", _rows("order", 3), as_text=True), "quarantine",
-         {"unparseable or non-finite revenue": 3}, check=_quarantine_has("raw_revenue", "12,50")),
+    Case(
+        "revenue-null",
+        "revenue missing (null) on every order (a control: caught before too)",
+        _mutate("revenue", None, _rows("order")),
+        "quarantine",
+        {"order without a valid revenue": 16},
+    ),
+    Case(
+        "revenue-nan",
+        "revenue NaN (a real IEEE NaN, as Spark writes it) on every order",
+        _nan_revenue,
+        "quarantine",
+        {"unparseable or non-finite revenue": 16},
+    ),
+    Case(
+        "revenue-inf",
+        "revenue +inf on 5 orders",
+        _mutate("revenue", np.inf, _rows("order", 5)),
+        "quarantine",
+        {"unparseable or non-finite revenue": 5},
+    ),
+    Case(
+        "revenue-neg-inf",
+        "revenue -inf on 5 orders",
+        _mutate("revenue", -np.inf, _rows("order", 5)),
+        "quarantine",
+        {"unparseable or non-finite revenue": 5},
+    ),
+    Case(
+        "revenue-nan-on-open",
+        "revenue NaN written as text 'NaN' on 10 opens",
+        _mutate("revenue", "NaN", _rows("open", 10), as_text=True),
+        "quarantine",
+        {"unparseable or non-finite revenue": 10},
+    ),
+    Case(
+        "revenue-comma",
+        "revenue text '12,50' (decimal comma) on 3 orders",
+        _mutate("revenue", "12,50", _rows("order", 3), as_text=True),
+        "quarantine",
+        {"unparseable or non-finite revenue": 3},
+        check=_quarantine_has("raw_revenue", "12,50"),
+    ),
     # --- flags --------------------------------------------------------------------------------
-    Case("flag-mpp", "is_machine_open = 'MPP' on 50 opens",
-         _mutate("is_machine_open", "MPP", _rows("open", 50), as_text=True), "quarantine",
-         {"unparseable is_machine_open": 50},
-         check=_quarantine_has("raw_is_machine_open", "MPP")),
-    Case("flag-bot-text", "is_bot_click = 'scanner?' on 20 clicks",
-         _mutate("is_bot_click", "scanner?", _rows("click", 20), as_text=True), "quarantine",
-         {"unparseable is_bot_click": 20}, check=_quarantine_has("raw_is_bot_click", "scanner?")),
-    Case("flag-yes-no", "flags as 'yes' / 'no' text", _mutate(
-        "is_machine_open", "yes",
-        lambda df: df.index[df.is_machine_open.eq("true").fillna(False).astype(bool)],
-        as_text=True), "same"),
+    Case(
+        "flag-mpp",
+        "is_machine_open = 'MPP' on 50 opens",
+        _mutate("is_machine_open", "MPP", _rows("open", 50), as_text=True),
+        "quarantine",
+        {"unparseable is_machine_open": 50},
+        check=_quarantine_has("raw_is_machine_open", "MPP"),
+    ),
+    Case(
+        "flag-bot-text",
+        "is_bot_click = 'scanner?' on 20 clicks",
+        _mutate("is_bot_click", "scanner?", _rows("click", 20), as_text=True),
+        "quarantine",
+        {"unparseable is_bot_click": 20},
+        check=_quarantine_has("raw_is_bot_click", "scanner?"),
+    ),
+    Case(
+        "flag-yes-no",
+        "flags as 'yes' / 'no' text",
+        _mutate(
+            "is_machine_open",
+            "yes",
+            lambda df: df.index[df.is_machine_open.eq("true").fillna(False).astype(bool)],
+            as_text=True,
+        ),
+        "same",
+    ),
     # --- globs --------------------------------------------------------------------------------
-    Case("glob-columns-differ", "glob: is_bot_click / is_machine_open only in the later file",
-         _glob_bot_column_only_in_later_file, "same"),
-    Case("glob-file-missing-key", "glob: the second file has no recipient_key",
-         _glob_file_missing_key, "error", message=r"part-1\.parquet: missing required column"),
-    Case("glob-ts-types-differ", "glob: ts a timestamp in one file, epoch ms in the other",
-         _glob_mixed_ts_types, "same"),
+    Case(
+        "glob-columns-differ",
+        "glob: is_bot_click / is_machine_open only in the later file",
+        _glob_bot_column_only_in_later_file,
+        "same",
+    ),
+    Case(
+        "glob-file-missing-key",
+        "glob: the second file has no recipient_key",
+        _glob_file_missing_key,
+        "error",
+        message=r"part-1\.parquet: missing required column",
+    ),
+    Case(
+        "glob-ts-types-differ",
+        "glob: ts a timestamp in one file, epoch ms in the other",
+        _glob_mixed_ts_types,
+        "same",
+    ),
     # --- unreadable files ---------------------------------------------------------------------
-    Case("file-empty", "events.parquet of 0 bytes", _file(b""), "error",
-         message=r"events\.parquet: the file is empty \(0 bytes\)"),
-    Case("file-truncated", "events.parquet cut in half", _file(_truncated), "error",
-         message=r"events\.parquet: truncated Parquet file"),
-    Case("file-json", "JSON given as events.parquet",
-         _file(json.dumps([{"event_id": "e1"}]).encode()), "error",
-         message=r"not a Parquet file \(it looks like JSON\)"),
-    Case("file-csv-as-parquet", "CSV text named events.parquet",
-         _file(b"event_id,provider\ne1,esp\n"), "error",
-         message=r"not a Parquet file \(it looks like text"),
-    Case("file-csv-unsniffable", "binary garbage named events.csv",
-         _file(b"\x00\x01\x02\xff\xfe garbage \x00\n\x03", "events.csv"), "error",
-         message=r"events\.csv: cannot be read as CSV"),
-    Case("file-csv-bad-row-address", "a CSV row with an extra field, quoting an address",
-         _file(_events_csv_bad_row, "events.csv"), "error",
-         message=r"DuckDB could not process the inputs"),
-    Case("events-empty", "events.parquet with no rows", _empty_events, "error",
-         message=r"no usable event"),
+    Case(
+        "file-empty",
+        "events.parquet of 0 bytes",
+        _file(b""),
+        "error",
+        message=r"events\.parquet: the file is empty \(0 bytes\)",
+    ),
+    Case(
+        "file-truncated",
+        "events.parquet cut in half",
+        _file(_truncated),
+        "error",
+        message=r"events\.parquet: truncated Parquet file",
+    ),
+    Case(
+        "file-json",
+        "JSON given as events.parquet",
+        _file(json.dumps([{"event_id": "e1"}]).encode()),
+        "error",
+        message=r"not a Parquet file \(it looks like JSON\)",
+    ),
+    Case(
+        "file-csv-as-parquet",
+        "CSV text named events.parquet",
+        _file(b"event_id,provider\ne1,esp\n"),
+        "error",
+        message=r"not a Parquet file \(it looks like text",
+    ),
+    Case(
+        "file-csv-unsniffable",
+        "binary garbage named events.csv",
+        _file(b"\x00\x01\x02\xff\xfe garbage \x00\n\x03", "events.csv"),
+        "error",
+        message=r"events\.csv: cannot be read as CSV",
+    ),
+    Case(
+        "file-csv-bad-row-address",
+        "a CSV row with an extra field, quoting an address",
+        _file(_events_csv_bad_row, "events.csv"),
+        "error",
+        message=r"DuckDB could not process the inputs",
+    ),
+    Case(
+        "events-empty",
+        "events.parquet with no rows",
+        _empty_events,
+        "error",
+        message=r"no usable event",
+    ),
     # --- keys ---------------------------------------------------------------------------------
-    Case("key-address", "recipient_key a raw e-mail address on 5 events",
-         _mutate("recipient_key", ADDRESS, lambda df: df.index[:5]), "quarantine",
-         {"recipient_key is an e-mail address, not a hashed key": 5},
-         check=_no_address_in_quarantine),
-    Case("url-address", "quarantined event whose url carries ?email=<address>",
-         _url_address, "quarantine",
-         {"missing or unparseable ts": 1}, check=_no_address_in_quarantine),
+    Case(
+        "key-address",
+        "recipient_key a raw e-mail address on 5 events",
+        _mutate("recipient_key", ADDRESS, lambda df: df.index[:5]),
+        "quarantine",
+        {"recipient_key is an e-mail address, not a hashed key": 5},
+        check=_no_address_in_quarantine,
+    ),
+    Case(
+        "url-address",
+        "quarantined event whose url carries ?email=<address>",
+        _url_address,
+        "quarantine",
+        {"missing or unparseable ts": 1},
+        check=_no_address_in_quarantine,
+    ),
     # --- assignments --------------------------------------------------------------------------
-    Case("asg-dup-same-variant", "40 recipient keys twice in the same variant",
-         _assignment(_dup_same), "error", message=r"40 recipient_key\(s\) appear more than once"),
-    Case("asg-dup-two-variants", "40 recipient keys in two variants",
-         _assignment(_dup_cross), "error", message=r"40 of them in more than one group"),
-    Case("asg-null-key", "25 assignment rows without a recipient_key",
-         _assignment(_set("recipient_key", None)), "error",
-         message=r"25 row\(s\) without a recipient_key"),
-    Case("asg-empty-segment", "25 assignment rows with an empty segment",
-         _assignment(_set("segment", "")), "error", message=r"25 row\(s\) without a segment"),
-    Case("asg-segment-outside", "25 recipients in segment 'vip' the spec does not have",
-         _assignment(_set("segment", "vip")), "error", message=r"'vip' \(25\)"),
-    Case("asg-variant-outside", "25 recipients in variant 'old_subject' the spec lacks",
-         _assignment(_set("variant_id", "old_subject")), "error",
-         message=r"'old_subject' \(25\)"),
-    Case("asg-address-keys", "assignment keyed by raw e-mail addresses",
-         _assignment(_set("recipient_key", ADDRESS, n=1)), "error",
-         message=r"are e-mail addresses, not hashed keys"),
-    Case("asg-no-match", "assignment whose keys match no event (another campaign)",
-         _assignment(_other_keys), "error", message=r"no event of .* belongs to a recipient"),
-    Case("asg-csv-empty", "assignment.csv of 0 bytes", _assignment_csv_empty, "error",
-         message=r"assignment\.csv: the file is empty"),
+    Case(
+        "asg-dup-same-variant",
+        "40 recipient keys twice in the same variant",
+        _assignment(_dup_same),
+        "error",
+        message=r"40 recipient_key\(s\) appear more than once",
+    ),
+    Case(
+        "asg-dup-two-variants",
+        "40 recipient keys in two variants",
+        _assignment(_dup_cross),
+        "error",
+        message=r"40 of them in more than one group",
+    ),
+    Case(
+        "asg-null-key",
+        "25 assignment rows without a recipient_key",
+        _assignment(_set("recipient_key", None)),
+        "error",
+        message=r"25 row\(s\) without a recipient_key",
+    ),
+    Case(
+        "asg-empty-segment",
+        "25 assignment rows with an empty segment",
+        _assignment(_set("segment", "")),
+        "error",
+        message=r"25 row\(s\) without a segment",
+    ),
+    Case(
+        "asg-segment-outside",
+        "25 recipients in segment 'vip' the spec does not have",
+        _assignment(_set("segment", "vip")),
+        "error",
+        message=r"'vip' \(25\)",
+    ),
+    Case(
+        "asg-variant-outside",
+        "25 recipients in variant 'old_subject' the spec lacks",
+        _assignment(_set("variant_id", "old_subject")),
+        "error",
+        message=r"'old_subject' \(25\)",
+    ),
+    Case(
+        "asg-address-keys",
+        "assignment keyed by raw e-mail addresses",
+        _assignment(_set("recipient_key", ADDRESS, n=1)),
+        "error",
+        message=r"are e-mail addresses, not hashed keys",
+    ),
+    Case(
+        "asg-no-match",
+        "assignment whose keys match no event (another campaign)",
+        _assignment(_other_keys),
+        "error",
+        message=r"no event of .* belongs to a recipient",
+    ),
+    Case(
+        "asg-csv-empty",
+        "assignment.csv of 0 bytes",
+        _assignment_csv_empty,
+        "error",
+        message=r"assignment\.csv: the file is empty",
+    ),
 ]
 
 
@@ -402,8 +579,8 @@ def run(case: Case, tmp: Path):
 
     Returns ``(table, results)``; exceptions propagate.
     """
-    from loopexp.analyze import analyze_files
-    from loopexp.results import ExperimentResults
+    from loopexp.analysis.analyze import analyze_files
+    from loopexp.analysis.results import ExperimentResults
 
     ev, asg = case.build(tmp)
     table, results = analyze_files(spec(), ev, asg, tmp / "quarantine.parquet")

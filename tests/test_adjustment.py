@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from loopexp.datasets import load_hillstrom
+from loopexp.sim.datasets import load_hillstrom
 from loopexp.stats import compare_means
 from loopexp.stats.adjustment import Moments, cuped, regression_adjusted
 
@@ -159,7 +159,7 @@ def test_engine_covariate_sums_give_the_same_moments_and_ols_agreement(hillstrom
     """The engine's GroupStats covariate sums (the compiled query, outcome-table input) are the one
     source of the adjustment's moments: equal to the hand-written SQL's, and the adjusted estimate
     and SE still equal statsmodels OLS to 1e-6 on Hillstrom."""
-    from loopexp.analyze import moments_from_table
+    from loopexp.analysis.analyze import moments_from_table
     from loopexp.metrics import Measure, MetricDef, compute_outcome_metrics
 
     frame = hillstrom.rename(columns={"segment": "variant_id"})

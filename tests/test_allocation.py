@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loopexp.allocation import AllocationError, thompson_weights
-from loopexp.assign import assign
-from loopexp.loop import next_spec
-from loopexp.results import (
+from loopexp.analysis.results import (
     DataInfo,
     Decision,
     ExperimentInfo,
@@ -18,8 +15,11 @@ from loopexp.results import (
     Status,
     VariantResult,
 )
-from loopexp.simulate import make_recipients
-from loopexp.spec import ExperimentSpec, load_spec
+from loopexp.assignment.assign import assign
+from loopexp.design.spec import ExperimentSpec, load_spec
+from loopexp.learn.allocation import AllocationError, thompson_weights
+from loopexp.learn.iteration import next_spec
+from loopexp.sim.simulate import make_recipients
 from loopexp.stats.srm import srm_check
 from tests.conftest import DEMO_SPEC
 

@@ -1,4 +1,4 @@
-"""Tests of deterministic assignment (loopexp.assign)."""
+"""Tests of deterministic assignment (loopexp.assignment.assign)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopexp.assign import HOLDOUT, assign, assign_groups, unit_interval, write_send_lists
-from loopexp.spec import ExperimentSpec
+from loopexp.assignment.assign import (
+    HOLDOUT,
+    assign,
+    assign_groups,
+    unit_interval,
+    write_send_lists,
+)
+from loopexp.design.spec import ExperimentSpec
 from loopexp.stats import srm_check
 
-# ``loopexp.assign`` the attribute is the function (re-exported by the package); get the module.
-assign_mod = importlib.import_module("loopexp.assign")
+# ``loopexp.assignment.assign`` the attribute is the function (re-exported by the package); get the
+# module.
+assign_mod = importlib.import_module("loopexp.assignment.assign")
 
 
 def make_spec(

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from loopexp.spec import parse_spec
+from loopexp.design.spec import parse_spec
 from loopexp.stats.factorial import CellStats, FactorialError, analyze_factorial
 from tests.test_assign_spec import FACTORIAL
 

@@ -1,7 +1,7 @@
 """The parallel hashing gives exactly the buckets of a plain one-key-at-a-time reference.
 
 The fast path (Arrow joins ``salt:key`` per chunk; forked workers each hash a range of rows into
-shared memory, see loopexp.parallel) must never move a recipient: these tests compare it, with
+shared memory, see loopexp.core.parallel) must never move a recipient: these tests compare it, with
 tiny chunks and workers forced on small inputs so that every chunk and worker boundary is crossed,
 to the definition written out in full (SHA-256 of "salt:key", top 53 bits).
 """
@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopexp import parallel
-from loopexp.assign import assign_recipients
+from loopexp.assignment.assign import assign_recipients
+from loopexp.core import parallel
 
-assign_module = sys.modules["loopexp.assign"]  # the package re-exports a function named `assign`
+# the root re-exports a function named `assign`: the module itself, from sys.modules
+assign_module = sys.modules["loopexp.assignment.assign"]
 SALT = "spring-iter-1"
 
 
@@ -102,7 +103,7 @@ def test_property_fast_path_equals_reference(forced_split, keys, workers):
 def test_assign_recipients_is_the_same_with_any_number_of_workers(forced_split, monkeypatch):
     from pathlib import Path
 
-    from loopexp.spec import load_spec
+    from loopexp.design.spec import load_spec
 
     spec = load_spec(
         Path(__file__).resolve().parent.parent / "experiments" / "subject_line_demo.yaml"
@@ -125,7 +126,7 @@ def test_assign_recipients_is_the_same_with_any_number_of_workers(forced_split, 
     np.testing.assert_array_equal(one.assignment["bucket"].to_numpy(), expected)
 
 
-# --- loopexp.parallel.fill_rows -------------------------------------------------------------
+# --- loopexp.core.parallel.fill_rows -------------------------------------------------------------
 
 
 def squares(lo: int, hi: int, out: np.ndarray) -> None:

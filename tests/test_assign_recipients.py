@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from loopexp.assign import (
+from loopexp.assignment.assign import (
     ASSIGNMENT_COLUMNS,
     HOLDOUT,
     ExclusionReason,
@@ -26,11 +26,11 @@ from loopexp.assign import (
     assign_recipients,
     unit_interval,
 )
+from loopexp.assignment.recipients import RecipientsError
 from loopexp.cli import app
-from loopexp.keys import EMAIL_PATTERN, HashKey, HashKeyError, hash_address
+from loopexp.core.keys import EMAIL_PATTERN, HashKey, HashKeyError, hash_address
+from loopexp.design.spec import ExperimentSpec, load_spec
 from loopexp.metrics.engine import compute_metrics
-from loopexp.recipients import RecipientsError
-from loopexp.spec import ExperimentSpec, load_spec
 from loopexp.stats import srm_check
 from tests.conftest import DEMO_SPEC
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from loopexp.assign import assign
+from loopexp.assignment.assign import assign
 from loopexp.cli import app
-from loopexp.spec import load_spec, parse_spec
+from loopexp.design.spec import load_spec, parse_spec
 from tests.conftest import DEMO_SPEC
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from loopexp.assign import assign_recipients
-from loopexp.spec import ExperimentSpec, SpecError, TestType, load_spec, parse_spec
+from loopexp.assignment.assign import assign_recipients
+from loopexp.design.spec import ExperimentSpec, SpecError, TestType, load_spec, parse_spec
 from loopexp.stats import srm_check
 from tests.conftest import DEMO_SPEC
 

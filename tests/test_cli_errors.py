@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
 from loopexp.cli import EXIT_BUSY, EXIT_INPUT, app
-from loopexp.pipeline import ATTEMPTS, LATEST, _publish
+from loopexp.run.pipeline import ATTEMPTS, LATEST, _publish
 from tests.conftest import DEMO_SPEC
 
 runner = CliRunner()
@@ -195,8 +195,8 @@ def test_unreadable_or_incomplete_events_are_refused_naming_the_file(
 def test_a_run_waits_for_the_experiments_lock_then_exits_busy(
     campaign: dict[str, Path], tmp_path: Path
 ) -> None:
-    from loopexp.pipeline import experiment_lock
-    from loopexp.tracking import resolve_tracking_uri
+    from loopexp.run.pipeline import experiment_lock
+    from loopexp.track.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with experiment_lock(load_spec(campaign["spec"]), uri, timeout=1):  # another run holds it

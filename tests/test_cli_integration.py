@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp.cli import app
-from loopexp.spec import load_spec
+from loopexp.design.spec import load_spec
 from tests.conftest import DEMO_SPEC
 
 runner = CliRunner()

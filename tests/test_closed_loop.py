@@ -18,7 +18,9 @@ from statsmodels.stats.meta_analysis import combine_effects
 from typer.testing import CliRunner
 
 from loopexp.cli import app
-from loopexp.closed_loop import (
+from loopexp.design.spec import load_spec
+from loopexp.sim.demo import DEMO_BEST_SLOTS, EXPECTED_DECISIONS, run_demo_loop
+from loopexp.track.closed_loop import (
     ClosedLoopReport,
     IterationRecord,
     Lift,
@@ -30,8 +32,6 @@ from loopexp.closed_loop import (
     report_html,
     shrink,
 )
-from loopexp.loop_demo import DEMO_BEST_SLOTS, EXPECTED_DECISIONS, run_demo_loop
-from loopexp.spec import load_spec
 
 DEMO_RECIPIENTS = 30_000
 
@@ -211,7 +211,7 @@ def test_closed_loop_notebook_reads_the_campaign_back(
 
     import nbformat
 
-    from loopexp.notebook import execute
+    from loopexp.run.notebook import execute
     from tests.conftest import ROOT
 
     result = tmp_path / "report.json"

@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
+from loopexp.analysis.results import Status
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable
-from loopexp.results import Status
-from loopexp.spec import ExperimentSpec
 
 ALPHA = 0.05
 
@@ -313,7 +313,7 @@ def test_segments_adjusted_across_segments_and_heterogeneity_reported():
 def test_plan_counts_delivered_recipients():
     """At an expected delivery rate of 80 %, the plan sends 1/0.8 times the delivered recipients
     the test needs, so planned power is power on the delivered denominator."""
-    from loopexp.plan import sample_size_per_variant
+    from loopexp.design.plan import sample_size_per_variant
 
     full = sample_size_per_variant(0.04, 0.10)
     plan = sample_size_per_variant(0.04, 0.10, delivery_rate=0.8)
@@ -323,7 +323,7 @@ def test_plan_counts_delivered_recipients():
 
 def test_plan_for_spec_uses_its_expected_delivery_rate():
     """plan_for reads the spec's expected delivery rate for a delivered-based primary metric."""
-    from loopexp.plan import plan_for, sample_size_per_variant
+    from loopexp.design.plan import plan_for, sample_size_per_variant
 
     spec = make_spec(decision={"expected_delivery_rate": 0.9})
     plan = plan_for(spec, 0.04)

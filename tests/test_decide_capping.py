@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
+from loopexp.analysis.results import Status
+from loopexp.design.spec import ExperimentSpec, load_spec
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
-from loopexp.results import Status
-from loopexp.simulate import simulate_campaign
-from loopexp.spec import ExperimentSpec, load_spec
+from loopexp.sim.simulate import simulate_campaign
 from tests.conftest import DEMO_SPEC
 
 

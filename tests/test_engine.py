@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loopexp.design.spec import load_spec
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.metrics import (
     ALL_SEGMENTS,
@@ -23,8 +24,7 @@ from loopexp.metrics import (
     compute_metrics,
     get_metric,
 )
-from loopexp.simulate import simulate_campaign, write_events
-from loopexp.spec import load_spec
+from loopexp.sim.simulate import simulate_campaign, write_events
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = pd.Timestamp("2026-03-02 09:00", tz="UTC")
@@ -197,8 +197,8 @@ def test_empty_groups_have_zero_sums_not_nan(clean_table):
 def test_empty_group_round_trips_through_results_json(tmp_path):
     # Regression: a variant with no delivered recipient in a segment gave sum = NaN, written as
     # null in results.json, which ExperimentResults.read_json then rejected.
-    from loopexp.analyze import analyze
-    from loopexp.results import ExperimentResults
+    from loopexp.analysis.analyze import analyze
+    from loopexp.analysis.results import ExperimentResults
 
     spec = load_spec(ROOT / "experiments" / "subject_line_demo.yaml")
     sim = simulate_campaign(spec, 1_500, seed=3)

@@ -134,7 +134,7 @@ def test_quarantine_threshold_is_the_specs_and_the_file_is_written_first(tmp_pat
     spec = hc.spec()
     lenient = spec.model_copy(update={"data": spec.data.model_copy(
         update={"max_quarantine_share": 0.7})})  # fmt: skip
-    from loopexp.analyze import analyze_files
+    from loopexp.analysis.analyze import analyze_files
 
     table, _ = analyze_files(lenient, ev, asg, tmp_path / "q.parquet")
     assert table.quarantined == int(table.events * 0.6) or table.quarantined > 0
@@ -181,9 +181,13 @@ def test_engine_default_checks_stay_off_for_direct_callers():
 
 
 def test_resources_come_from_argument_then_environment_then_default(monkeypatch, tmp_path):
-    from loopexp.metrics.engine import (
-        MEMORY_LIMIT_ENV,
-        TEMP_DIR_ENV,
+    from loopexp.core.config import (
+        DUCKDB_MEMORY_LIMIT as MEMORY_LIMIT_ENV,
+    )
+    from loopexp.core.config import (
+        DUCKDB_TEMP_DIR as TEMP_DIR_ENV,
+    )
+    from loopexp.core.config import (
         default_memory_limit,
         duckdb_resources,
     )
@@ -205,7 +209,7 @@ def test_default_memory_limit_respects_an_address_space_limit():
 
     code = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30));"
-        "from loopexp.metrics.engine import default_memory_limit; print(default_memory_limit())"
+        "from loopexp.core.config import default_memory_limit; print(default_memory_limit())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout.strip().removesuffix("MiB")) <= 4 * 1024
@@ -239,7 +243,7 @@ sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 from pathlib import Path
 import pytest
 from loopexp.metrics import EventsError, compute_metrics
-from loopexp.metrics.engine import THREADS_ENV
+from loopexp.core.config import DUCKDB_THREADS as THREADS_ENV
 from tests.test_hardening import _big
 
 os.environ[THREADS_ENV] = "2"  # memory per thread: the same job on any machine
@@ -268,7 +272,7 @@ print("spilled and finished")
 
 
 def test_pipeline_refuses_an_unreadable_file_before_starting_a_kernel(tmp_path):
-    from loopexp.pipeline import run_iteration
+    from loopexp.run.pipeline import run_iteration
 
     events, assignment = hc.write(tmp_path)
     events.write_bytes(b"")

@@ -15,15 +15,15 @@ from markdown_it import MarkdownIt
 from rich.console import Console
 from typer.testing import CliRunner
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
 from loopexp.cli import app
-from loopexp.keys import EMAIL_PATTERN
+from loopexp.core.keys import EMAIL_PATTERN
+from loopexp.design.spec import load_spec
 from loopexp.metrics import compute_metrics
-from loopexp.pipeline import write_html_report
-from loopexp.report import comparisons_table, results_html
-from loopexp.simulate import simulate_campaign, write_events
-from loopexp.spec import load_spec
-from loopexp.tracking import run_description
+from loopexp.report.views import comparisons_table, results_html
+from loopexp.run.pipeline import write_html_report
+from loopexp.sim.simulate import simulate_campaign, write_events
+from loopexp.track.tracking import run_description
 from tests.conftest import DEMO_SPEC
 
 HOSTILE = [

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from loopexp.cli import app
-from loopexp.spec import SpecError, load_spec
+from loopexp.design.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = (ROOT / "experiments" / "subject_line_demo.yaml").read_text(encoding="utf-8")
@@ -108,7 +108,7 @@ def test_data_section_defaults_and_values(tmp_path):
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=0, max_size=300))
 def test_safe_slug_is_a_plain_file_name_inside_its_folder(text):
-    from loopexp.spec import safe_slug
+    from loopexp.design.spec import safe_slug
 
     slug = safe_slug(text, 80)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", slug)
@@ -119,7 +119,7 @@ def test_safe_slug_is_a_plain_file_name_inside_its_folder(text):
 
 
 def test_slug_of_hostile_and_long_names():
-    from loopexp.spec import safe_slug
+    from loopexp.design.spec import safe_slug
 
     assert safe_slug("../../x") == "x"
     assert safe_slug("/etc/passwd") == "etc-passwd"

@@ -1,7 +1,7 @@
 """The packaged Hillstrom data reproduces its published figures.
 
 References:
-    [SRC] loopexp/datasets/SOURCES.md (copy of /work/shared/data/SOURCES.md, Hillstrom section).
+    [SRC] loopexp/sim/datasets/SOURCES.md (copy of /work/shared/data/SOURCES.md, Hillstrom section).
     [REF10] /work/shared/reference/stats-references.md section 10 and the vectors
         ``hillstrom_per_arm`` / ``hillstrom_spend_ttest_mens_vs_none`` in stats-vectors.json.
 """
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from loopexp.datasets import (
+from loopexp.sim.datasets import (
     HILLSTROM_ARMS,
     HILLSTROM_SHA256,
     DatasetIntegrityError,
@@ -59,7 +59,7 @@ def stats_by_key() -> dict:
 
 def test_packaged_file_checksum_and_shape(raw: pd.DataFrame) -> None:
     # [SRC] "SHA-256 of this copy" and "64,000 customers"; column order as in the Columns table.
-    packaged = resources.files("loopexp.datasets").joinpath("hillstrom.csv.gz").read_bytes()
+    packaged = resources.files("loopexp.sim.datasets").joinpath("hillstrom.csv.gz").read_bytes()
     assert hashlib.sha256(gzip.decompress(packaged)).hexdigest() == HILLSTROM_SHA256
     assert HILLSTROM_SHA256 == "00a6a868e05a9ffe7382da51629f6d6dce88c5acfc945e79d314ebc78fd3a2c0"
     assert raw.shape == (64_000, 12)
@@ -247,7 +247,7 @@ def test_outcome_table() -> None:
 
 def test_checksum_mismatch_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     # The loader must refuse data that is not the file recorded in SOURCES.md.
-    import loopexp.datasets as ds
+    import loopexp.sim.datasets as ds
 
     ds._hillstrom_frame.cache_clear()
     monkeypatch.setattr(ds, "HILLSTROM_SHA256", "0" * 64)

@@ -12,7 +12,7 @@ import math
 import duckdb
 import pytest
 
-from loopexp.datasets import load_hillstrom
+from loopexp.sim.datasets import load_hillstrom
 from loopexp.stats.incrementality import (
     ALL_MAILED,
     GroupSums,

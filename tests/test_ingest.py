@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp.cli import app
+from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_address
 from loopexp.events.adapters.base import RecordError, to_utc
 from loopexp.events.config import IngestConfig
 from loopexp.events.ingest import IngestError, IngestSummary, ingest
 from loopexp.events.schema import EVENT_SCHEMA
-from loopexp.keys import EMAIL_PATTERN, HashKey, hash_address
 
 ESP = Path(__file__).parent / "data" / "esp"
 KEY = HashKey(b"test-secret-for-ingest", "test")
@@ -406,7 +406,7 @@ def test_strict_exits_1_and_bad_files_exit_2_without_traceback(tmp_path: Path, m
 
 
 def test_spec_ingest_section_sets_the_rules(tmp_path: Path, monkeypatch) -> None:
-    from loopexp.spec import load_spec
+    from loopexp.design.spec import load_spec
 
     demo = (Path(__file__).parent.parent / "experiments" / "subject_line_demo.yaml").read_text()
     spec_path = tmp_path / "spec.yaml"
@@ -489,8 +489,8 @@ def test_run_with_raw_exports_needs_the_hash_key(tmp_path: Path, monkeypatch) ->
 
 
 def test_canonical_parquet_passes_through_unchanged_in_count(tmp_path: Path) -> None:
-    from loopexp.simulate import DEMO_EFFECTS, simulate_campaign
-    from loopexp.spec import load_spec
+    from loopexp.design.spec import load_spec
+    from loopexp.sim.simulate import DEMO_EFFECTS, simulate_campaign
 
     spec = load_spec(Path(__file__).parent.parent / "experiments" / "subject_line_demo.yaml")
     events_path, _ = simulate_campaign(spec, 2000, DEMO_EFFECTS, seed=5).write(tmp_path / "sim")

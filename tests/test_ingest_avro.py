@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from loopexp.cli import app
+from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_address
 from loopexp.events.avro import event_type_of
 from loopexp.events.config import IngestConfig
 from loopexp.events.ingest import IngestSummary, ingest
-from loopexp.keys import EMAIL_PATTERN, HashKey, hash_address
 
 KEY = HashKey(b"test-secret-for-avro", "test")
 NAMESPACE = "dataexport.S3.inner.users.messages.email"

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from loopexp.assign import assign
-from loopexp.keys import hash_addresses, load_hash_key
-from loopexp.spec import load_spec
+from loopexp.assignment.assign import assign
+from loopexp.core.keys import hash_addresses, load_hash_key
+from loopexp.design.spec import load_spec
 
 SECRET = "e2e-test-secret-0123456789abcdef"
 LABELS = {  # the team's own labels → loopexp's lifecycle segments
@@ -225,7 +225,8 @@ def mailchimp_export(people: list[dict], folder: Path) -> None:
 
 
 def _assigned_list(tmp_path, spec, rng) -> tuple[pd.DataFrame, list[str]]:
-    """A recipient CSV with the team's labels, assigned as loopexp.assign does it (keyed hash
+    """A recipient CSV with the team's labels, assigned as loopexp.assignment.assign does it (keyed
+    hash
     of the address, mapped segments): the list and each row's variant; assignment.parquet."""
     table = recipients_csv(tmp_path / "recipients.csv", 8000, rng)
     recipients = pd.DataFrame(

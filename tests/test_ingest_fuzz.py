@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loopexp.core.keys import EMAIL_PATTERN, HashKey
 from loopexp.events.ingest import IngestError, ingest
-from loopexp.keys import EMAIL_PATTERN, HashKey
 
 ESP = Path(__file__).parent / "data" / "esp"
 KEY = HashKey(b"fuzz-secret", "test")

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp.cli import app
+from loopexp.core.keys import HashKey
 from loopexp.events.config import IngestConfig
 from loopexp.events.ingest import ingest
-from loopexp.keys import HashKey
 
 ESP = Path(__file__).parent / "data" / "esp"
 KEY = HashKey(b"test-secret-for-ingest", "test")
@@ -177,7 +177,7 @@ def test_bulk_read_quarantines_with_the_raw_record_and_its_position(
 
 
 def _hashed(i: int) -> str:
-    from loopexp.keys import hash_address
+    from loopexp.core.keys import hash_address
 
     return hash_address(f"user{i}@example.com", KEY)
 

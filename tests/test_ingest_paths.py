@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loopexp.core.keys import HashKey
 from loopexp.events.adapters import sendgrid
 from loopexp.events.ingest import ingest
-from loopexp.keys import HashKey
 
 KEY = HashKey(b"paths-secret", "test")
 EVENTS = ["processed", "delivered", "open", "click", "bounce", "dropped", "group_resubscribe",

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopexp import keys as keys_module
-from loopexp import parallel
-from loopexp.keys import HashKey, hash_address_array, hash_addresses
+from loopexp.core import keys as keys_module
+from loopexp.core import parallel
+from loopexp.core.keys import HashKey, hash_address_array, hash_addresses
 
 KEY = HashKey(b"a-test-secret", "test")
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from loopexp import ExperimentResults, analyze_files, load_spec, simulate_campaign
-from loopexp.pipeline import write_html_report
-from loopexp.report import links_table
-from loopexp.simulate import DEMO_EFFECTS, LINKS
+from loopexp.report.views import links_table
+from loopexp.run.pipeline import write_html_report
+from loopexp.sim.simulate import DEMO_EFFECTS, LINKS
 from tests.conftest import DEMO_SPEC
 
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loopexp import Status, TrueEffects, load_spec, run_iteration, simulate_campaign
-from loopexp.spec import parse_spec
+from loopexp.design.spec import parse_spec
 from tests.conftest import DEMO_SPEC
 
 pytestmark = pytest.mark.integration
@@ -126,7 +126,7 @@ def test_loop_logs_to_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) -
 
 def test_notebook_runs_on_its_defaults_as_in_jupyterlab(tmp_path: Path) -> None:
     """Opened in JupyterLab with no data, the notebook simulates the demo campaign and runs."""
-    from loopexp.notebook import NOTEBOOKS_DIR, execute
+    from loopexp.run.notebook import NOTEBOOKS_DIR, execute
 
     results_path = tmp_path / "results.json"
     execute(

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
 from loopexp.cli import app
-from loopexp.datasets import hillstrom_outcomes, hillstrom_sufficient_stats
+from loopexp.design.spec import SpecError, load_spec, parse_spec
 from loopexp.metrics import (
     LIBRARY,
     METRICS,
@@ -33,7 +33,7 @@ from loopexp.metrics import (
     resolve_metric,
 )
 from loopexp.metrics.compile import DUCKDB, SPARK, make_plan, normalized_url_sql, per_recipient_sql
-from loopexp.spec import SpecError, load_spec, parse_spec
+from loopexp.sim.datasets import hillstrom_outcomes, hillstrom_sufficient_stats
 from loopexp.stats.ratio import DeltaRatio, compare_ratios, ratio_and_variance
 from tests.test_engine import ASSIGNMENT, campaign_events, ev, frame
 
@@ -253,7 +253,7 @@ def test_hillstrom_through_the_outcome_table_matches_its_reference_stats():
     table = compute_outcome_metrics(hillstrom_outcomes(None), spec.metric_defs)
     reference = {
         (s.metric, s.variant_id): s for s in hillstrom_sufficient_stats(None)
-    }  # an independent DuckDB query in loopexp.datasets
+    }  # an independent DuckDB query in loopexp.sim.datasets
     for metric, column in (
         ("visit_rate", "visit"),
         ("purchase_rate", "conversion"),

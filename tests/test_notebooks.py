@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from loopexp.notebook import execute
+from loopexp.run.notebook import execute
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from loopexp.cli import app
-from loopexp.resources import EXAMPLE_SPECS, example_spec_path, notebook_path, starter_spec
-from loopexp.spec import TestType, load_spec, parse_spec
+from loopexp.design.resources import EXAMPLE_SPECS, example_spec_path, notebook_path, starter_spec
+from loopexp.design.spec import TestType, load_spec, parse_spec
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -134,7 +134,7 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Decision" in result.stdout and "status" in result.stdout
     installed = subprocess.run(
-        [str(python), "-c", "import loopexp.resources as r; print(r.notebooks_dir())"],
+        [str(python), "-c", "import loopexp.design.resources as r; print(r.notebooks_dir())"],
         cwd=empty,
         env=env,
         capture_output=True,
@@ -150,7 +150,7 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> N
 def test_every_example_spec_goes_round_the_loop(tmp_path: Path, test_type: TestType) -> None:
     """Each example can be simulated, analysed and iterated (as `loopexp demo --spec` does)."""
     from loopexp import analyze_files, next_spec, simulate_campaign
-    from loopexp.simulate import DEMO_EFFECTS
+    from loopexp.sim.simulate import DEMO_EFFECTS
 
     spec = load_spec(example_spec_path(EXAMPLE_SPECS[test_type]))
     events, assignment = simulate_campaign(spec, 5_000, DEMO_EFFECTS, seed=3).write(tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loopexp import TrueEffects, analyze_files, load_spec, simulate_campaign
-from loopexp.plan import (
+from loopexp.design.plan import (
     ExperimentPlan,
     baseline_from_history,
     mde_at,
@@ -17,7 +17,7 @@ from loopexp.plan import (
     power_at,
     sample_size_per_variant,
 )
-from loopexp.spec import parse_spec
+from loopexp.design.spec import parse_spec
 from tests.conftest import DEMO_SPEC
 
 # Made with R 4.x (stats::power.prop.test; tol tightened from the default eps^0.25, which alone

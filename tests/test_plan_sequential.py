@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from loopexp import analyze, load_spec
-from loopexp.loop import next_spec
-from loopexp.metrics.engine import GroupStats, MetricTable
-from loopexp.plan import (
+from loopexp.design.plan import (
     plan_experiment,
     plan_for,
     sample_size_per_variant,
     sequential_z_boundary,
 )
-from loopexp.spec import ExperimentSpec
+from loopexp.design.spec import ExperimentSpec
+from loopexp.learn.iteration import next_spec
+from loopexp.metrics.engine import GroupStats, MetricTable
 from loopexp.stats.sequential import always_valid_pvalues, sequential_proportions
 from tests.conftest import DEMO_SPEC, ROOT
 
@@ -95,7 +95,7 @@ def test_next_spec_replans_a_sequential_campaign_as_sequential() -> None:
 
 
 def test_plan_summary_says_why_a_sequential_test_needs_more() -> None:
-    from loopexp.report import plan_summary
+    from loopexp.report.views import plan_summary
 
     plan = plan_experiment(load_spec(WELCOME), 0.04)
     text = plan_summary(plan)

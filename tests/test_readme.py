@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp.cli import app
-from loopexp.simulate import make_recipients
-from loopexp.spec import load_spec
+from loopexp.design.spec import load_spec
+from loopexp.sim.simulate import make_recipients
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""Tests of reading and normalising recipient lists (loopexp.recipients)."""
+"""Tests of reading and normalising recipient lists (loopexp.assignment.recipients)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopexp.keys import HashKey, hash_addresses
-from loopexp.recipients import (
+from loopexp.assignment.recipients import (
     FALSE_VALUES,
     TRUE_VALUES,
     RecipientsError,
     prepare_recipients,
     read_recipients,
 )
-from loopexp.spec import Audience
+from loopexp.core.keys import HashKey, hash_addresses
+from loopexp.design.spec import Audience
 
 KEY = HashKey(b"recipients-test-key", "test")
 

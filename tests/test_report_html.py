@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loopexp import analyze_files, load_spec, simulate_campaign
-from loopexp.report import (
+from loopexp.report.views import (
     _p,
     decision_summary,
     guardrails_html,
@@ -16,7 +16,7 @@ from loopexp.report import (
     readable_comparisons,
     readable_segment_lifts,
 )
-from loopexp.simulate import DEMO_EFFECTS
+from loopexp.sim.simulate import DEMO_EFFECTS
 from tests.conftest import DEMO_SPEC
 
 
@@ -50,7 +50,7 @@ def test_no_guardrails_no_section(results) -> None:
 
 
 def test_report_page_has_the_guardrail_section(results, tmp_path: Path) -> None:
-    from loopexp.pipeline import write_html_report
+    from loopexp.run.pipeline import write_html_report
 
     page = write_html_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<h4>Guardrails</h4>" in page and "VETO" in page

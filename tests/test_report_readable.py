@@ -7,8 +7,9 @@ import re
 import pytest
 
 from loopexp import TrueEffects, analyze_files, load_spec, simulate_campaign
-from loopexp.plan import plan_experiment
-from loopexp.report import (
+from loopexp.analysis.results import Status
+from loopexp.design.plan import plan_experiment
+from loopexp.report.views import (
     STATUS_WORDS,
     decision_summary,
     lift_plot,
@@ -18,7 +19,6 @@ from loopexp.report import (
     readable_segment_lifts,
     readable_variants,
 )
-from loopexp.results import Status
 from tests.conftest import DEMO_SPEC
 
 RAW_NAMES = ("p_value_adjusted", "rel_lift", "rel_ci_low", "prob_beat_control", "click_rate")

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopexp.loop import next_spec
-from loopexp.results import Decision, ExperimentResults, Status
-from loopexp.sendtime import (
+from loopexp.analysis.results import Decision, ExperimentResults, Status
+from loopexp.design.spec import ExperimentSpec, SendTimeSettings, load_spec, parse_spec
+from loopexp.learn.iteration import next_spec
+from loopexp.learn.sendtime import (
     SendTimeError,
     analyze_send_time,
     local_send_times,
@@ -23,8 +24,7 @@ from loopexp.sendtime import (
     send_slots,
     send_time_from_files,
 )
-from loopexp.simulate import SEGMENT_PROFILES, TrueEffects, simulate_campaign
-from loopexp.spec import ExperimentSpec, SendTimeSettings, load_spec, parse_spec
+from loopexp.sim.simulate import SEGMENT_PROFILES, TrueEffects, simulate_campaign
 from tests.conftest import DEMO_SPEC
 
 SLOTS = ["07:00", "12:00", "19:00"]
@@ -200,7 +200,7 @@ def test_spec_without_send_time_keeps_its_fingerprint() -> None:
 
 def _decided(spec: ExperimentSpec) -> ExperimentResults:
     """A minimal no-difference result for ``spec`` (the next spec only reads the decision)."""
-    from loopexp.results import DataInfo, ExperimentInfo, SRMResult
+    from loopexp.analysis.results import DataInfo, ExperimentInfo, SRMResult
 
     return ExperimentResults(
         experiment=ExperimentInfo.from_spec(spec),
@@ -223,8 +223,8 @@ def test_send_time_notebook_runs_under_papermill_and_writes_json(tmp_path: Path)
 
     import nbformat
 
-    from loopexp.loop_demo import DEMO_BEST_SLOTS
-    from loopexp.notebook import execute
+    from loopexp.run.notebook import execute
+    from loopexp.sim.demo import DEMO_BEST_SLOTS
     from tests.conftest import ROOT
 
     result = tmp_path / "out" / "send_time.json"

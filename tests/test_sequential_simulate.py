@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from loopexp import load_spec, simulate_campaign
-from loopexp.simulate import TrueEffects
+from loopexp.sim.simulate import TrueEffects
 from loopexp.stats.adjustment import Moments, regression_adjusted
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from loopexp import load_spec, simulate_campaign
-from loopexp.analyze import analyze, analyze_files
+from loopexp.analysis.analyze import analyze, analyze_files
+from loopexp.analysis.results import ExperimentResults, Status
+from loopexp.design.spec import SpecError, parse_spec
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError, GroupStats, MetricTable
-from loopexp.results import ExperimentResults, Status
-from loopexp.simulate import TrueEffects
-from loopexp.spec import SpecError, parse_spec
+from loopexp.sim.simulate import TrueEffects
 from loopexp.stats.adjustment import Moments, regression_adjusted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,8 +292,8 @@ def test_engine_covariate_sums_drive_the_adjustment(tmp_path):
 
 
 def test_incrementality_reaches_mlflow_metrics_and_the_html_report(holdout_run, tmp_path) -> None:
-    from loopexp.pipeline import write_html_report
-    from loopexp.tracking import headline_metrics, results_metrics
+    from loopexp.run.pipeline import write_html_report
+    from loopexp.track.tracking import headline_metrics, results_metrics
 
     _, _, results, _ = holdout_run
     rev = {r.arm: r for r in results.incrementality if r.metric == "revenue_per_assigned"}

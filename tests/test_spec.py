@@ -1,4 +1,5 @@
-"""Tests of experiment specs (loopexp.spec) and of the next-iteration writer (loopexp.loop)."""
+"""Tests of experiment specs (loopexp.design.spec) and of the next-iteration writer
+(loopexp.learn.iteration)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ import pytest
 import yaml
 from scipy.stats import norm
 
-from loopexp.analyze import analyze
-from loopexp.assign import assign_groups
-from loopexp.loop import LoopError, next_spec
-from loopexp.metrics import METRICS, GroupStats, MetricTable, get_metric
-from loopexp.results import (
+from loopexp.analysis.analyze import analyze
+from loopexp.analysis.results import (
     DataInfo,
     Decision,
     ExperimentInfo,
@@ -25,7 +23,10 @@ from loopexp.results import (
     Status,
     VariantResult,
 )
-from loopexp.spec import ExperimentSpec, SpecError, load_spec, parse_spec, write_spec
+from loopexp.assignment.assign import assign_groups
+from loopexp.design.spec import ExperimentSpec, SpecError, load_spec, parse_spec, write_spec
+from loopexp.learn.iteration import LoopError, next_spec
+from loopexp.metrics import METRICS, GroupStats, MetricTable, get_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -610,7 +611,7 @@ def test_an_explicit_null_survives_the_yaml_round_trip():
 
 def test_events_folder_is_rebased_for_a_next_spec_written_elsewhere(tmp_path):
     """A relative export folder names the same folder from the next spec's own folder."""
-    from loopexp.spec import EventsSource
+    from loopexp.design.spec import EventsSource
 
     exports = tmp_path / "campaign" / "exports"
     exports.mkdir(parents=True)

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopexp.analyze import analyze
+from loopexp.analysis.analyze import analyze
+from loopexp.analysis.results import Status
+from loopexp.design.plan import sample_size_per_variant
+from loopexp.design.spec import ExperimentSpec, load_spec
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable
-from loopexp.plan import sample_size_per_variant
-from loopexp.results import Status
-from loopexp.spec import ExperimentSpec, load_spec
 from loopexp.stats import compare_means, compare_proportions
 
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "subject_line_demo.yaml"
@@ -117,7 +117,8 @@ def primary_only_spec() -> ExperimentSpec:
 
 
 def test_decision_aa_ship_rate_and_familywise_error(primary_only_spec, monkeypatch):
-    """Decision-level A/A through loopexp.analyze.analyze: three arms of Binomial(5000, 0.04)
+    """Decision-level A/A through loopexp.analysis.analyze.analyze: three arms of Binomial(5000,
+    0.04)
     clicks, 2000 simulations.
 
     * "ship" is decided in at most 5% + 4 SE of them;

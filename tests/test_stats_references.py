@@ -1,4 +1,4 @@
-"""loopexp.stats / loopexp.plan against independent reference values.
+"""loopexp.stats / loopexp.design.plan against independent reference values.
 
 Every expected number is read by vector id from ``tests/data/stats-vectors.json`` (a copy of
 ``shared/reference/stats-vectors.json``; provenance of each vector in ``stats-references.md``). Each
@@ -23,7 +23,7 @@ from scipy import optimize
 from scipy import stats as sps
 from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail
 
-from loopexp.plan import power_at, sample_size_per_variant
+from loopexp.design.plan import power_at, sample_size_per_variant
 from loopexp.stats import (
     adjust_pvalues,
     chance_to_beat,

@@ -5,7 +5,7 @@ Every input record ends up in exactly one place: the events (``events.parquet``)
 (``quarantine.parquet``, with the reason and the raw record). So
 ``input_records == events + duplicates + quarantined`` always holds, and the summary says so.
 
-Addresses are hashed on the way in with :func:`loopexp.keys.hash_addresses` (distinct addresses
+Addresses are hashed on the way in with :func:`loopexp.core.keys.hash_addresses` (distinct addresses
 once, then joined back in DuckDB), the same keyed hash ``loopexp assign`` uses. No raw address is
 written anywhere: in quarantined raw records every address is replaced by its keyed hash too.
 """
@@ -30,6 +30,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loopexp.core.errors import InputError
+from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_addresses
 from loopexp.events import bots, reader
 from loopexp.events.adapters import (
     braze,
@@ -45,8 +47,6 @@ from loopexp.events.adapters.base import IGNORED_TYPE, STAGE_FIELDS, Context, Re
 from loopexp.events.avro import AVRO_SUFFIXES, avro_units
 from loopexp.events.config import IngestConfig
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
-from loopexp.keys import EMAIL_PATTERN, HashKey, hash_addresses
-from loopexp.metrics.engine import MEMORY_LIMIT_ENV, duckdb_resources
 
 #: Python adapters of nested / irregular JSON payloads, in detection order.
 JSON_ADAPTERS: tuple[ModuleType, ...] = (mailgun, ses, postmark, braze, klaviyo, mailchimp)
@@ -72,7 +72,7 @@ _TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 _JSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz", ".txt")
 
 
-class IngestError(ValueError):
+class IngestError(InputError):
     """An export that cannot be read at all: which file, what is wrong, what to do."""
 
 
@@ -149,7 +149,7 @@ def ingest(
     Args:
         paths: files, folders (every export file inside) or globs.
         out_dir: folder for ``events.parquet``, ``quarantine.parquet`` and ``ingest_summary.json``.
-        key: the hashing key (:func:`loopexp.keys.load_hash_key`), the one ``assign`` used.
+        key: the hashing key (:func:`loopexp.core.keys.load_hash_key`), the one ``assign`` used.
         fmt: one of :data:`FORMATS`; ``auto`` recognises each file by its content.
         config: variant fields and bot-rule thresholds (defaults when None).
         assignment: optional assignment Parquet/CSV, to report bot removals per variant for
@@ -165,7 +165,7 @@ def ingest(
     files = expand_paths(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    limit, spill = duckdb_resources(memory_limit, temp_directory)
+    limit, spill = config.duckdb_resources(memory_limit, temp_directory)
     own_spill = spill is None
     spill = spill if spill is not None else tempfile.mkdtemp(prefix="loopexp-ingest-")
     con = duckdb.connect()
@@ -178,7 +178,7 @@ def ingest(
         except duckdb.Error:
             raise IngestError(
                 f"memory limit {limit!r} is not a size DuckDB understands; write it like '2GB' "
-                f"or '512MiB' (spec data.memory_limit or ${MEMORY_LIMIT_ENV})"
+                f"or '512MiB' (spec data.memory_limit or ${config.DUCKDB_MEMORY_LIMIT})"
             ) from None
         con.execute(f"SET temp_directory = '{_sql_path(spill)}'")
         with contextlib.suppress(duckdb.Error):

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loopexp.core.errors import InputError
 from loopexp.metrics.definitions import (
     FILTER_COLUMNS,
     HOLDOUT,
@@ -49,7 +50,7 @@ TRACKING_PARAMS: tuple[str, ...] = (
 )
 
 
-class MetricsError(ValueError):
+class MetricsError(InputError):
     """A metric that cannot be computed from the given input (with what to do about it)."""
 
 

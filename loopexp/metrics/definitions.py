@@ -231,8 +231,10 @@ class MetricDef(_Data):
     def _ratio_has_denominator(self) -> MetricDef:
         if (self.kind == "ratio") != (self.ratio_denominator is not None):
             raise ValueError("`ratio_denominator` is required for kind ratio, and only for it")
-        if self.kind == "proportion" and self.numerator.aggregate != "any" and (
-            self.numerator.events is not None
+        if (
+            self.kind == "proportion"
+            and self.numerator.aggregate != "any"
+            and (self.numerator.events is not None)
         ):
             raise ValueError("a proportion counts recipients: its numerator aggregate is `any`")
         return self

@@ -23,8 +23,10 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from loopexp.core import config
+from loopexp.core.errors import EventsError
+from loopexp.core.keys import EMAIL_PATTERN, redact_addresses
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
-from loopexp.keys import EMAIL_PATTERN, redact_addresses
 from loopexp.metrics.compile import (
     DUCKDB,
     MetricsError,
@@ -41,10 +43,6 @@ from loopexp.metrics.definitions import MetricDef, resolve_metric
 ALL_SEGMENTS = "all"
 
 Source = str | Path | pd.DataFrame
-
-
-class EventsError(ValueError):
-    """An event or assignment source that cannot be read as the canonical table."""
 
 
 class QuarantineError(EventsError):
@@ -179,11 +177,11 @@ def compute_metrics(
     ``tests/HARDENING.md``): a bad file or assignment raises :class:`EventsError` saying which
     file, what is wrong and what to do; a malformed event is quarantined with a reason.
 
-    The checks of a run (:func:`loopexp.analyze.analyze_files` passes them from the spec):
+    The checks of a run (:func:`loopexp.analysis.analyze.analyze_files` passes them from the spec):
     ``segments`` / ``variants`` the assignment may hold; ``max_quarantine_share`` above which the
     run stops (:class:`QuarantineError`) instead of deciding on what is left; ``require_match``
     refuses events none of whose recipients is on the assignment. ``memory_limit`` and
-    ``temp_directory`` bound DuckDB (see :func:`duckdb_resources`).
+    ``temp_directory`` bound DuckDB (see :func:`loopexp.core.config.duckdb_resources`).
 
     ``caps`` maps mean metrics to a percentile (e.g. 0.99): their per-recipient numerator is
     winsorised at that percentile of its non-zero values among mailed recipients in the metric's
@@ -212,8 +210,8 @@ def compute_metrics(
             raise EventsError(
                 f"DuckDB ran out of memory (limit {limit}) computing metrics from "
                 f"{_where(events)}: {redact_addresses(_first_line(exc))}. Give it more memory "
-                f"(spec data.memory_limit or ${MEMORY_LIMIT_ENV}) or a folder with free disk space "
-                f"to spill to (data.temp_directory or ${TEMP_DIR_ENV})."
+                f"(spec data.memory_limit or ${config.DUCKDB_MEMORY_LIMIT}) or a folder with free "
+                f"disk space to spill to (data.temp_directory or ${config.DUCKDB_TEMP_DIR})."
             ) from None
         except duckdb.Error as exc:
             raise EventsError(
@@ -338,59 +336,12 @@ def _where(source: Source) -> str:
 
 # --- resources ---------------------------------------------------------------------------------
 
-#: Environment variables bounding DuckDB (a spec's ``data`` section or an argument wins over them).
-MEMORY_LIMIT_ENV = "LOOPEXP_DUCKDB_MEMORY_LIMIT"
-TEMP_DIR_ENV = "LOOPEXP_DUCKDB_TEMP_DIR"
-#: Optional: DuckDB's thread count (its default is one per core; each thread needs memory).
-THREADS_ENV = "LOOPEXP_DUCKDB_THREADS"
-#: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
-#: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
-DEFAULT_MEMORY_SHARE = 0.5
-
-
-def default_memory_limit() -> str:
-    """Half of the memory this process may use: physical RAM, ``ulimit -v`` and cgroup, least."""
-    candidates = []
-    with suppress(ValueError, OSError, AttributeError):
-        candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    try:
-        import resource  # noqa: PLC0415 (POSIX only)
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            candidates.append(soft)
-    except (ImportError, ValueError, OSError):
-        pass
-    try:
-        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if cgroup.isdigit():
-            candidates.append(int(cgroup))
-    except OSError:
-        pass
-    if not candidates:
-        return "2GiB"
-    return f"{max(64, int(min(candidates) * DEFAULT_MEMORY_SHARE) // 2**20)}MiB"
-
-
-def duckdb_resources(
-    memory_limit: str | None = None, temp_directory: str | Path | None = None
-) -> tuple[str, str | None]:
-    """The memory limit and spill folder a run uses: argument, else environment, else default.
-
-    The default spill folder (``None`` here) is a fresh temporary folder removed after the run;
-    ``""`` disables spilling.
-    """
-    limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or default_memory_limit()
-    if temp_directory is None:
-        temp_directory = os.environ.get(TEMP_DIR_ENV) or None
-    return limit, None if temp_directory is None else str(temp_directory)
-
 
 @contextmanager
 def _connect(
     memory_limit: str | None, temp_directory: str | Path | None
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
-    limit, spill = duckdb_resources(memory_limit, temp_directory)
+    limit, spill = config.duckdb_resources(memory_limit, temp_directory)
     own = spill is None
     if own:
         spill = tempfile.mkdtemp(prefix="loopexp-duckdb-")
@@ -402,12 +353,12 @@ def _connect(
         except duckdb.Error:
             raise EventsError(
                 f"memory limit {limit!r} is not a size DuckDB understands; write it like "
-                f"'2GB' or '512MiB' (spec data.memory_limit or ${MEMORY_LIMIT_ENV})"
+                f"'2GB' or '512MiB' (spec data.memory_limit or ${config.DUCKDB_MEMORY_LIMIT})"
             ) from None
         con.execute(f"SET temp_directory = {_sql_str(spill)}")
-        threads = os.environ.get(THREADS_ENV, "").strip()
-        if threads.isdigit() and int(threads) > 0:
-            con.execute(f"SET threads = {int(threads)}")
+        threads = config.duckdb_threads()
+        if threads:
+            con.execute(f"SET threads = {threads}")
         con.execute("SET preserve_insertion_order = false")  # less memory; results are ordered
         # No progress bar in cron logs. (In a Jupyter kernel without ipywidgets DuckDB refuses to
         # touch the setting at all; there it prints no bar anyway.)
@@ -597,7 +548,7 @@ def _check_columns(
 def _show_key(key: str | None) -> str:
     """A recipient key as an error message may show it: never the key if it is not a hash.
 
-    A hex key (the HMAC of :mod:`loopexp.keys`) is a pseudonym and is shown shortened; anything
+    A hex key (the HMAC of :mod:`loopexp.core.keys`) is a pseudonym and is shown shortened; anything
     else is shown as a SHA-256 prefix plus its shape (letters→a, digits→9), which tells a user
     "these are customer ids, those are hashes" without showing either.
     """
@@ -675,7 +626,7 @@ def _check_assignment(
         raise EventsError(
             f"{where}: {addresses:,} recipient_key(s) of the assignment are e-mail addresses, not "
             "hashed keys. Make the assignment with `loopexp assign`, which hashes addresses "
-            "(loopexp.keys), so that no address reaches the analysis or its outputs."
+            "(loopexp.core.keys), so that no address reaches the analysis or its outputs."
         )
     twice = "SELECT recipient_key FROM assignment_src GROUP BY 1 HAVING count(*) > 1"
     dup_keys = extra_rows = 0
@@ -730,7 +681,7 @@ _REASON_HINTS = {
         "the timestamps parse but are implausible: epoch values in the wrong unit?"
     ),
     "recipient_key is an e-mail address, not a hashed key": (
-        "hash addresses on the way in (`loopexp ingest`, loopexp.keys)"
+        "hash addresses on the way in (`loopexp ingest`, loopexp.core.keys)"
     ),
     "unknown event_type": f"event_type must be one of {', '.join(EVENT_TYPES)}",
 }

@@ -16,7 +16,6 @@ Event validation here is a Spark port of the DuckDB engine's (same reasons, firs
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from loopexp.core import config
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
 from loopexp.metrics.compile import (
     SPARK,
@@ -70,11 +70,11 @@ def spark_session(master: str | None = None) -> SparkSession:
     if active is not None and master is None:
         return active
     return (
-        SparkSession.builder.master(master or os.environ.get("LOOPEXP_SPARK_MASTER", "local[*]"))
+        SparkSession.builder.master(master or config.spark_master())
         .appName("loopexp-metrics")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", os.environ.get("LOOPEXP_SPARK_PARTITIONS", "8"))
+        .config("spark.sql.shuffle.partitions", config.spark_partitions())
         .getOrCreate()
     )
 

@@ -26,10 +26,11 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 
-from loopexp.spec import ExperimentSpec
+from loopexp.core.errors import InputError
+from loopexp.design.spec import ExperimentSpec
 
 
-class FactorialError(ValueError):
+class FactorialError(InputError):
     """The cells cannot be analysed (missing, empty or without variation): keep testing."""
 
 

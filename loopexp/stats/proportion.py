@@ -3,7 +3,7 @@
 The classic textbook trio, kept as a public function (and pinned by the reference tests). The
 analysis does not decide on it: its Wald and delta-method intervals collapse at rates of 0 or 1
 and can disagree with its own test. :mod:`loopexp.stats.comparison` (score test with the Mee and
-Koopman intervals that invert it) is what :func:`loopexp.analyze.analyze` uses.
+Koopman intervals that invert it) is what :func:`loopexp.analysis.analyze.analyze` uses.
 """
 
 from __future__ import annotations

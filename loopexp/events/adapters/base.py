@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loopexp.core.errors import InputError
 from loopexp.events.config import IngestConfig
 
 #: Timestamps outside this range are bad data (a unit mistake, a zero, a typo), not events.
@@ -45,7 +46,7 @@ STAGE_FIELDS: tuple[str, ...] = (
 )
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot become an event; the message is the quarantine reason."""
 
 

@@ -216,9 +216,7 @@ def stage_fast(
 def _attach_raw(con: duckdb.DuckDBPyConnection, path: str, shape: str, table: str) -> bool:
     """Fill ``raw`` of the quarantined rows from a positional read of the file's JSON objects."""
     fmt = "array" if shape == "array" else "newline_delimited"
-    objects = (
-        f"read_json_objects({_lit(path)}, format='{fmt}', maximum_object_size=16777216)"
-    )
+    objects = f"read_json_objects({_lit(path)}, format='{fmt}', maximum_object_size=16777216)"
     try:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE sg_raw AS

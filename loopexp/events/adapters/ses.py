@@ -61,7 +61,7 @@ def expand(value: Any) -> Iterator[tuple[Any, Context]]:
     yield value, Context()
 
 
-def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
+def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:  # noqa: C901, PLR0912, PLR0915
     """One staged row per recipient the SES record concerns."""
     envelope_id = None
     if isinstance(record, dict) and record.get("Type") == "Notification":

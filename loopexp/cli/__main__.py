@@ -1,0 +1,5 @@
+"""``python -m loopexp.cli``: the ``loopexp`` command."""
+
+from loopexp.cli import app
+
+app()

@@ -1,0 +1,154 @@
+"""Every ``LOOPEXP_*`` environment variable loopexp reads, in one place.
+
+A setting is read when it is used (not at import), so a test or a notebook that sets a variable
+sees it take effect. An argument or a spec field always wins over the environment; the functions
+here give the environment's value or the default.
+
+| variable | what |
+|---|---|
+| ``LOOPEXP_HASH_KEY`` / ``LOOPEXP_HASH_KEY_FILE`` | the secret of the keyed address hash, or a file holding it |
+| ``LOOPEXP_HASH_WORKERS`` | processes the hashing may use (``1``: the calling process only) |
+| ``LOOPEXP_DUCKDB_MEMORY_LIMIT`` | DuckDB's memory limit (default: half the memory available) |
+| ``LOOPEXP_DUCKDB_TEMP_DIR`` | where DuckDB spills (default: a fresh temporary folder) |
+| ``LOOPEXP_DUCKDB_THREADS`` | DuckDB's threads (default: one per core) |
+| ``LOOPEXP_SPARK_MASTER`` / ``LOOPEXP_SPARK_PARTITIONS`` | the Spark engine's master and shuffle partitions |
+| ``LOOPEXP_LOCK_DIR`` | the folder of the one-run-per-experiment lock files |
+| ``LOOPEXP_STALE_AFTER_HOURS`` | when a RUNNING MLflow run counts as abandoned (default 6) |
+| ``LOOPEXP_KEEP_ATTEMPTS`` | attempt folders kept per output folder (default 30) |
+| ``LOOPEXP_DEBUG`` | the CLI shows the traceback of an unexpected error |
+"""  # noqa: E501 (a table)
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+HASH_KEY = "LOOPEXP_HASH_KEY"
+HASH_KEY_FILE = "LOOPEXP_HASH_KEY_FILE"
+HASH_WORKERS = "LOOPEXP_HASH_WORKERS"
+DUCKDB_MEMORY_LIMIT = "LOOPEXP_DUCKDB_MEMORY_LIMIT"
+DUCKDB_TEMP_DIR = "LOOPEXP_DUCKDB_TEMP_DIR"
+DUCKDB_THREADS = "LOOPEXP_DUCKDB_THREADS"
+SPARK_MASTER = "LOOPEXP_SPARK_MASTER"
+SPARK_PARTITIONS = "LOOPEXP_SPARK_PARTITIONS"
+LOCK_DIR = "LOOPEXP_LOCK_DIR"
+STALE_AFTER_HOURS = "LOOPEXP_STALE_AFTER_HOURS"
+KEEP_ATTEMPTS = "LOOPEXP_KEEP_ATTEMPTS"
+DEBUG = "LOOPEXP_DEBUG"
+
+#: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
+#: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
+DEFAULT_MEMORY_SHARE = 0.5
+DEFAULT_STALE_AFTER_HOURS = 6.0
+DEFAULT_KEEP_ATTEMPTS = 30
+DEFAULT_SPARK_MASTER = "local[*]"
+DEFAULT_SPARK_PARTITIONS = "8"
+#: Worker processes at most, whatever the core count (more only adds memory).
+MAX_HASH_WORKERS = 8
+
+
+def text(name: str) -> str:
+    """The variable's value with surrounding space removed; ``""`` when unset."""
+    return os.environ.get(name, "").strip()
+
+
+def positive_int(name: str) -> int | None:
+    """The variable as a positive integer, or None when unset or not one."""
+    raw = text(name)
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def hash_key_file() -> str | None:
+    """The file named by ``$LOOPEXP_HASH_KEY_FILE``, if set."""
+    return text(HASH_KEY_FILE) or None
+
+
+def hash_key() -> str:
+    """``$LOOPEXP_HASH_KEY`` (``""`` when unset)."""
+    return text(HASH_KEY)
+
+
+def hash_workers_cap() -> int:
+    """The most worker processes the hashing may use."""
+    return positive_int(HASH_WORKERS) or MAX_HASH_WORKERS
+
+
+def default_memory_limit() -> str:
+    """Half of the memory this process may use: physical RAM, ``ulimit -v`` and cgroup, least."""
+    candidates = []
+    with suppress(ValueError, OSError, AttributeError):
+        candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    try:
+        import resource  # noqa: PLC0415 (POSIX only)
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            candidates.append(soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cgroup.isdigit():
+            candidates.append(int(cgroup))
+    except OSError:
+        pass
+    if not candidates:
+        return "2GiB"
+    return f"{max(64, int(min(candidates) * DEFAULT_MEMORY_SHARE) // 2**20)}MiB"
+
+
+def duckdb_resources(
+    memory_limit: str | None = None, temp_directory: str | Path | None = None
+) -> tuple[str, str | None]:
+    """The memory limit and spill folder a run uses: argument, else environment, else default.
+
+    The default spill folder (``None`` here) is a fresh temporary folder removed after the run;
+    ``""`` disables spilling.
+    """
+    limit = memory_limit or text(DUCKDB_MEMORY_LIMIT) or default_memory_limit()
+    if temp_directory is None:
+        temp_directory = text(DUCKDB_TEMP_DIR) or None
+    return limit, None if temp_directory is None else str(temp_directory)
+
+
+def duckdb_threads() -> int | None:
+    """DuckDB's thread count from ``$LOOPEXP_DUCKDB_THREADS`` (None: DuckDB's default)."""
+    return positive_int(DUCKDB_THREADS)
+
+
+def spark_master() -> str:
+    """The Spark master: ``$LOOPEXP_SPARK_MASTER`` or local mode on every core."""
+    return text(SPARK_MASTER) or DEFAULT_SPARK_MASTER
+
+
+def spark_partitions() -> str:
+    """Spark's shuffle partitions (``$LOOPEXP_SPARK_PARTITIONS``, default 8: small jobs)."""
+    return text(SPARK_PARTITIONS) or DEFAULT_SPARK_PARTITIONS
+
+
+def lock_dir() -> Path:
+    """Folder of loopexp's lock files (``$LOOPEXP_LOCK_DIR``, default: the system temp folder)."""
+    folder = Path(text(LOCK_DIR) or Path(tempfile.gettempdir()) / "loopexp")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def stale_after_hours() -> float:
+    """Hours after which a RUNNING run with no live process counts as abandoned."""
+    try:
+        return float(text(STALE_AFTER_HOURS) or DEFAULT_STALE_AFTER_HOURS)
+    except ValueError:
+        return DEFAULT_STALE_AFTER_HOURS
+
+
+def keep_attempts() -> int:
+    """Attempt folders kept per output folder (``$LOOPEXP_KEEP_ATTEMPTS``, default 30)."""
+    raw = text(KEEP_ATTEMPTS)
+    return int(raw) if raw.isdigit() else DEFAULT_KEEP_ATTEMPTS
+
+
+def debug() -> bool:
+    """True when ``$LOOPEXP_DEBUG`` is set: the CLI re-raises unexpected errors."""
+    return bool(text(DEBUG))

@@ -1,0 +1,27 @@
+"""The names of the MLflow tags loopexp writes and reads, in one place.
+
+A marketer filters runs in the MLflow UI by these names (``tags."loopexp.decision.status" =
+'ship'``) and the closed-loop report, the idempotency look-up and stale-run repair read them back,
+so each is spelled once. They are part of the contract: add names, never rename one.
+"""
+
+from __future__ import annotations
+
+CAMPAIGN = "loopexp.campaign"
+ITERATION = "loopexp.iteration"
+EXPERIMENT = "loopexp.experiment"
+TEST_TYPE = "loopexp.test_type"
+SPEC_SHA256 = "loopexp.spec_sha256"
+DATA_FINGERPRINT = "loopexp.data_fingerprint"
+PARENT_RUN_ID = "loopexp.parent_run_id"
+ATTEMPT = "loopexp.attempt"
+HOST = "loopexp.host"
+PID = "loopexp.pid"
+FAILURE = "loopexp.failure"
+DECISION_STATUS = "loopexp.decision.status"
+DECISION_WINNER = "loopexp.decision.winner"
+SUMMARY = "loopexp.summary"
+NEXT_SPEC = "loopexp.next_spec"
+#: What a run is: an iteration's analysis, or the closed-loop report over iterations.
+KIND = "loopexp.kind"
+REPORT_ITERATIONS = "loopexp.report.iterations"
