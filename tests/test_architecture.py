@@ -278,3 +278,13 @@ def test_modules_and_functions_stay_readable():
 def test_size_exceptions_are_current():
     stale = sorted(set(SIZE_EXCEPTIONS) - set(_oversized()))
     assert not stale, f"no longer over the limit: remove {stale} from SIZE_EXCEPTIONS"
+
+
+def test_readme_layout_names_every_stage_and_only_real_paths():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    import re
+
+    paths = re.findall(r"`(loopexp/[\w/]*)`", layout)
+    assert [p for p in paths if not (PACKAGE.parent / p).exists()] == []
+    assert [s for s in LAYERS if f"loopexp/{s}/" not in paths] == []
