@@ -288,3 +288,75 @@ def test_readme_layout_names_every_stage_and_only_real_paths():
     paths = re.findall(r"`(loopexp/[\w/]*)`", layout)
     assert [p for p in paths if not (PACKAGE.parent / p).exists()] == []
     assert [s for s in LAYERS if f"loopexp/{s}/" not in paths] == []
+
+
+# --- one configuration, one set of tag names, one error base ------------------------------------
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """String literals of a module that are not docstrings."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_loopexp_variables_are_read_in_one_module():
+    import re
+
+    spelled = [
+        f"{name}:{line}"
+        for name, path in modules().items()
+        if name != "loopexp.core.config"
+        for line, text in _string_constants(path)
+        if re.fullmatch(r"LOOPEXP_[A-Z_]+", text)
+    ]
+    assert not spelled, f"LOOPEXP_* spelled outside loopexp/core/config.py: {spelled}"
+
+
+def test_tag_names_are_spelled_in_one_module():
+    import re
+
+    spelled = [
+        f"{name}:{line} {text}"
+        for name, path in modules().items()
+        if name != "loopexp.core.tags"
+        for line, text in _string_constants(path)
+        if re.fullmatch(r"loopexp\.[a-z_.]+", text)
+        and text not in modules()  # a module path (lazy public names), not a tag
+        and text not in ("loopexp.notebooks", "loopexp.experiments")  # packaged data folders
+    ]
+    assert not spelled, f"tag names spelled outside loopexp/core/tags.py: {spelled}"
+
+
+def test_every_loopexp_exception_derives_from_one_base():
+    import importlib
+
+    from loopexp.core.errors import LoopexpError
+
+    outside = []
+    for name in modules():
+        if name.endswith("__main__"):
+            continue  # running it is its only effect
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__.startswith("loopexp")
+                and not issubclass(obj, LoopexpError)
+            ):
+                outside.append(f"{obj.__module__}.{obj.__qualname__}")
+    assert not outside, f"exceptions not derived from LoopexpError: {sorted(set(outside))}"
