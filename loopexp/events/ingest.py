@@ -168,7 +168,7 @@ def expand_paths(paths: list[str | Path] | str | Path) -> list[Path]:
         elif p.is_file():
             found.append(p)
         else:
-            found_by_glob = glob.glob(str(p), recursive=True)  # ** spans folders (Currents)
+            found_by_glob = glob.glob(str(p), recursive=True)  # ** spans partition folders
             matches = sorted(Path(m) for m in found_by_glob if Path(m).is_file())
             if not matches:
                 raise IngestError(f"{p}: no such file; check the path (globs are allowed)")

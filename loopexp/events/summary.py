@@ -54,9 +54,10 @@ class IngestSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     """Seconds spent reading + mapping, hashing addresses, and deduping/flagging/writing."""
     ignored: int = 0
-    """Of ``quarantined``: records of documented provider types that are not outcomes (SendGrid
-    ``dropped``, SES ``Reject``, ...). In the quarantine file (reason ``ignored_type: ...``) so
-    nothing is lost, but not errors: ``--strict`` fails only on :attr:`errors`."""
+    """Of ``quarantined``: records of documented provider types that are not outcomes (a
+    message dropped or rejected before sending, ...). In the quarantine file (reason
+    ``ignored_type: ...``) so nothing is lost, but not errors: ``--strict`` fails only on
+    :attr:`errors`."""
     ignored_by_type: dict[str, int] = field(default_factory=dict)
     """``provider:type`` → records ignored."""
 
