@@ -235,8 +235,6 @@ SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/assignment/assign.py::assign_recipients": "TODO(#23): being split",
     "loopexp/cli/__init__.py": "TODO(#23): being split",
     "loopexp/design/spec.py": "TODO(#23): being split",
-    "loopexp/events/ingest.py": "TODO(#23): being split",
-    "loopexp/events/ingest.py::_finish": "TODO(#23): being split",
     "loopexp/learn/sendtime.py": "TODO(#23): being split",
     "loopexp/learn/sendtime.py::analyze_send_time": "TODO(#23): being split",
     "loopexp/metrics/compile.py": "TODO(#23): being split",

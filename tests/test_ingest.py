@@ -15,8 +15,10 @@ from loopexp.cli import app
 from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_address
 from loopexp.events.adapters.base import RecordError, to_utc
 from loopexp.events.config import IngestConfig
-from loopexp.events.ingest import IngestError, IngestSummary, ingest
+from loopexp.events.ingest import ingest
+from loopexp.events.reader import IngestError
 from loopexp.events.schema import EVENT_SCHEMA
+from loopexp.events.summary import IngestSummary
 
 ESP = Path(__file__).parent / "data" / "esp"
 KEY = HashKey(b"test-secret-for-ingest", "test")

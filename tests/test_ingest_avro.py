@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 
 from loopexp.cli import app
 from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_address
-from loopexp.events.avro import event_type_of
+from loopexp.events.adapters.braze import event_type_of
 from loopexp.events.config import IngestConfig
-from loopexp.events.ingest import IngestSummary, ingest
+from loopexp.events.ingest import ingest
+from loopexp.events.summary import IngestSummary
 
 KEY = HashKey(b"test-secret-for-avro", "test")
 NAMESPACE = "dataexport.S3.inner.users.messages.email"

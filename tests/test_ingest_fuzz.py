@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loopexp.core.keys import EMAIL_PATTERN, HashKey
-from loopexp.events.ingest import IngestError, ingest
+from loopexp.events.ingest import ingest
+from loopexp.events.reader import IngestError
 
 ESP = Path(__file__).parent / "data" / "esp"
 KEY = HashKey(b"fuzz-secret", "test")

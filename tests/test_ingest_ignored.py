@@ -145,14 +145,13 @@ def test_bulk_read_quarantines_with_the_raw_record_and_its_position(
 ) -> None:
     """Well-formed JSON with records to quarantine stays on the bulk (DuckDB) path: the raw
     record and its number in the file still reach the quarantine."""
-    from loopexp.events import ingest as ingest_module
     from loopexp.events.adapters import sendgrid
 
     def slow_path(*args, **kwargs):
         raise AssertionError("left the bulk path")
 
     monkeypatch.setattr(sendgrid, "stage_lines", slow_path)
-    monkeypatch.setattr(ingest_module, "_stage_sendgrid_units", slow_path)
+    monkeypatch.setattr(sendgrid, "stage_texts", slow_path)
     records = [_sendgrid(i, "delivered") for i in range(6)]
     records[1]["event"] = "dropped"
     records[3]["timestamp"] = "soon"
@@ -185,9 +184,9 @@ def _hashed(i: int) -> str:
 def test_files_larger_than_the_head_are_told_apart_by_it(tmp_path: Path, monkeypatch) -> None:
     """Shape and provider come from the file's head; a first record longer than the head (a
     one-line Mailgun page) is read whole."""
-    from loopexp.events import ingest as ingest_module
+    from loopexp.events import staging
 
-    monkeypatch.setattr(ingest_module, "_HEAD_BYTES", 300)
+    monkeypatch.setattr(staging, "HEAD_BYTES", 300)
     sendgrid = _export(tmp_path / "sg.ndjson")
     assert sendgrid.stat().st_size > 300
     mailgun = json.loads((ESP / "mailgun" / "events_api_v2_page_accepted_legacy.json").read_text())
@@ -200,7 +199,7 @@ def test_files_larger_than_the_head_are_told_apart_by_it(tmp_path: Path, monkeyp
 
 
 def test_a_memory_limit_duckdb_cannot_read_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from loopexp.events.ingest import IngestError
+    from loopexp.events.reader import IngestError
 
     export = _export(tmp_path / "sendgrid.ndjson")
     with pytest.raises(IngestError, match="not a size DuckDB understands"):

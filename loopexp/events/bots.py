@@ -2,8 +2,7 @@
 
 Rules, tried in order (first match wins, its code goes to ``bot_reason``):
 
-- ``provider_flag``: the provider says so (SendGrid ``sg_machine_open``, Mailgun
-  ``client-info.bot``, Braze ``machine_open`` / ``is_suspected_bot_click``, Klaviyo properties).
+- ``provider_flag``: the provider says so (each adapter's docstring names the field it reads).
 - ``scanner_user_agent``: the user agent names a link scanner / security gateway (opens, clicks).
 - ``apple_proxy``: an open fetched by Apple Mail Privacy Protection's proxy: its bare
   ``Mozilla/5.0`` user agent or an Apple address (17.0.0.0/8).

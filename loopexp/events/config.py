@@ -57,12 +57,11 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     variant_field: str = "variant"
-    """Name of the custom field carrying the variant id: SendGrid custom arg, Mailgun user
-    variable, SES message tag, Postmark metadata key, Klaviyo event property. SendGrid's A/B
-    ``marketing_campaign_version``, Braze's ``message_variation_id`` and Mailchimp's
-    ``absplit_group`` are read when it is absent. Left empty, the assignment decides."""
+    """Name of the custom field carrying the variant id: a custom arg, user variable, message
+    tag, metadata key or event property, as each adapter's docstring says. A provider's own A/B
+    field is read when it is absent. Left empty, the assignment decides."""
     variant_map: dict[str, str] = Field(default_factory=dict)
-    """Provider variant label → spec variant id (e.g. Braze variation id → ``personal``)."""
+    """Provider variant label → spec variant id (e.g. a variation id → ``personal``)."""
     rules: list[str] = Field(default_factory=lambda: list(BOT_RULES))
     """Machine-open / bot-click rules to apply (codes of :data:`BOT_RULES`)."""
     apple_proxy_user_agents: list[str] = Field(default_factory=lambda: ["Mozilla/5.0"])

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopexp.core.errors import InputError
+
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"),
@@ -24,6 +26,14 @@ _BOMS = (
 )
 
 NOT_UTF8 = "not valid UTF-8 (re-export the file as UTF-8)"
+
+#: Suffixes of the files the generic reader splits into records.
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+JSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz", ".txt")
+
+
+class IngestError(InputError):
+    """An export that cannot be read at all: which file, what is wrong, what to do."""
 
 
 @dataclass(frozen=True)

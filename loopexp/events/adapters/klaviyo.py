@@ -9,8 +9,8 @@ properties. Property names for machine opens / bot clicks (``Apple Privacy Open`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -24,6 +24,7 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import Adapter, register
 from loopexp.events.config import IngestConfig
 
 NAME = "klaviyo"
@@ -116,3 +117,16 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             currency=text(props.get("$currency_code")),
         )
     ]
+
+
+class KlaviyoAdapter(Adapter):
+    """Klaviyo Events API pages."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None}
+    detect = staticmethod(detect)
+    expand = staticmethod(expand)
+    normalize = staticmethod(normalize)
+
+
+register(KlaviyoAdapter())

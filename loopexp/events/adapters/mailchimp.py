@@ -17,8 +17,9 @@ each member's ``absplit_group``; it has no time per member, so add the campaign'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -30,7 +31,9 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import CSV, JSON, Adapter, register
 from loopexp.events.config import IngestConfig
+from loopexp.events.reader import IngestError
 
 NAME = "mailchimp"
 
@@ -134,3 +137,35 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             else None,
         )
     ]
+
+
+class MailchimpAdapter(Adapter):
+    """Mailchimp report pages (JSON) and activity tables (CSV)."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None, "mailchimp-csv": CSV}
+    reads = frozenset({JSON, CSV})
+    detect = staticmethod(detect)
+    expand = staticmethod(expand)
+    normalize = staticmethod(normalize)
+
+    def detect_columns(self, columns: list[str], config: IngestConfig) -> bool:
+        """An activity CSV: its columns, unless the spec maps a table's columns itself."""
+        return set(columns) >= CSV_COLUMNS and not config.columns
+
+    def table_context(self, path: Path, columns: list[str], config: IngestConfig) -> Context:
+        """Nothing to look up; an error naming the activity columns the file lacks."""
+        missing = sorted(CSV_COLUMNS - set(columns))
+        if missing:
+            raise IngestError(
+                f"{path}: a Mailchimp activity CSV needs columns {sorted(CSV_COLUMNS)}; "
+                f"missing {missing} (header: {columns})"
+            )
+        return Context()
+
+    def table_format(self, kind: str, columns: list[str]) -> str:
+        """Always ``mailchimp-csv``."""
+        return "mailchimp-csv"
+
+
+register(MailchimpAdapter())

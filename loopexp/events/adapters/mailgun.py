@@ -7,8 +7,8 @@ variable named ``variant_field`` (custom ``v:`` variables set at send time).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -21,6 +21,7 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import Adapter, register
 from loopexp.events.config import IngestConfig
 
 NAME = "mailgun"
@@ -102,3 +103,16 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             else None,
         )
     ]
+
+
+class MailgunAdapter(Adapter):
+    """Mailgun webhook bodies and Events API pages."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None}
+    detect = staticmethod(detect)
+    expand = staticmethod(expand)
+    normalize = staticmethod(normalize)
+
+
+register(MailgunAdapter())

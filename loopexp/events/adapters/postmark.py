@@ -8,8 +8,8 @@ is the ``Metadata`` key named ``variant_field`` (or the ``Tag``, through ``varia
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -21,6 +21,7 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import Adapter, register
 from loopexp.events.config import IngestConfig
 
 NAME = "postmark"
@@ -94,3 +95,16 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             bounce_class=bounce_class,
         )
     ]
+
+
+class PostmarkAdapter(Adapter):
+    """Postmark webhook bodies."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None}
+    detect = staticmethod(detect)
+    expand = staticmethod(expand)
+    normalize = staticmethod(normalize)
+
+
+register(PostmarkAdapter())

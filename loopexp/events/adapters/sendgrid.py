@@ -10,13 +10,15 @@ machine opens; the variant is the custom arg named ``variant_field``, else the A
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import duckdb
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from loopexp.events.adapters.base import ignored_reason
+from loopexp.events.adapters.registry import Adapter, BulkJob, BulkResult, register
 from loopexp.events.config import IngestConfig
+
+if TYPE_CHECKING:
+    import duckdb
 
 NAME = "sendgrid"
 
@@ -194,10 +196,12 @@ def stage_fast(
     timestamp) get their raw JSON text from a second, positional read of the same file, paid only
     when there are any. Malformed JSON anywhere makes ``read_json`` fail: None (use the slow path).
     """
+    import duckdb  # noqa: PLC0415 (the registry loads adapters without DuckDB)
+
     sql = wrap(stage_sql(fast_relation_sql(path, shape, config), config, first_no, path))
     try:
         con.execute("SET preserve_insertion_order = true")  # row id = position in the file
-        # the path is the same on every row: the reader adds it (see ingest._create_checked)
+        # the path is the same on every row: the reader adds it (see loopexp.events.checks)
         con.execute(f"CREATE TEMP TABLE {table} AS SELECT * EXCLUDE (source) FROM ({sql})")
     except (duckdb.Error, UnicodeError):
         con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -215,6 +219,8 @@ def stage_fast(
 
 def _attach_raw(con: duckdb.DuckDBPyConnection, path: str, shape: str, table: str) -> bool:
     """Fill ``raw`` of the quarantined rows from a positional read of the file's JSON objects."""
+    import duckdb  # noqa: PLC0415
+
     fmt = "array" if shape == "array" else "newline_delimited"
     objects = f"read_json_objects({_lit(path)}, format='{fmt}', maximum_object_size=16777216)"
     try:
@@ -274,3 +280,43 @@ def stage_texts(
     finally:
         con.unregister("sg_texts")
     return len(texts)
+
+
+class SendgridAdapter(Adapter):
+    """SendGrid Event Webhook exports, mapped in DuckDB (never record by record in Python)."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None}
+    detect = staticmethod(detect)
+
+    def stage_bulk(self, con: duckdb.DuckDBPyConnection, job: BulkJob) -> BulkResult | None:
+        """A plain file read by DuckDB alone.
+
+        Checked in one pass when every record is JSON, else (NDJSON) line by line; None when
+        only a split in Python can salvage it.
+        """
+        import duckdb  # noqa: PLC0415
+
+        if not job.plain or job.shape not in ("array", "ndjson"):
+            return None
+        path = str(job.path)
+        n = stage_fast(con, path, job.shape, job.config, job.first_no, job.table, job.check)
+        if n is not None:
+            return BulkResult(n, job.table)
+        if job.shape == "ndjson":
+            try:
+                return BulkResult(stage_lines(con, path, job.config, job.first_no))
+            except (duckdb.Error, UnicodeError):
+                pass  # e.g. invalid UTF-8: split in Python, which quarantines per line
+        return None
+
+    def stage_records(
+        self, con: duckdb.DuckDBPyConnection, texts: list[tuple[int, str]], job: BulkJob
+    ) -> bool:
+        """Records split in Python (a truncated array salvaged, bad bytes caught), mapped in SQL."""
+        if texts:
+            stage_texts(con, texts, job.config, job.first_no, str(job.path))
+        return True
+
+
+register(SendgridAdapter())

@@ -11,8 +11,8 @@ message tag named ``variant_field``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -24,6 +24,7 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import Adapter, register
 from loopexp.events.config import IngestConfig
 
 NAME = "ses"
@@ -61,8 +62,8 @@ def expand(value: Any) -> Iterator[tuple[Any, Context]]:
     yield value, Context()
 
 
-def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:  # noqa: C901, PLR0912, PLR0915
-    """One staged row per recipient the SES record concerns."""
+def _open_envelope(record: Any) -> tuple[dict, str | None]:
+    """The SES event record (out of its SNS envelope, if any) and the envelope's id."""
     envelope_id = None
     if isinstance(record, dict) and record.get("Type") == "Notification":
         envelope_id = text(record.get("MessageId"))
@@ -72,54 +73,67 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:  #
             raise RecordError("SNS notification whose Message is not an SES event record") from None
     if not isinstance(record, dict) or not isinstance(record.get("mail"), dict):
         raise RecordError("not an SES event record (no mail object)")
-    kind = text(record.get("eventType") or record.get("notificationType"))
-    sub = record.get(_SUB.get(kind or "", ""), {}) or {}
-    if not isinstance(sub, dict):
-        raise RecordError(f"SES {kind} record whose {_SUB.get(kind or '')} is not an object")
-    mail = record["mail"]
-    destination = mail.get("destination") or []
-    bounce_class = None
+    return record, envelope_id
+
+
+def _addresses(sub: dict, key: str) -> list:
+    return [dig(r, "emailAddress") for r in sub.get(key) or []]
+
+
+def _outcome(kind: str | None, sub: dict, destination: Any) -> tuple[str, Any, str | None]:
+    """Canonical event type, recipients and bounce class of an SES record of type ``kind``."""
     if kind == "Delivery":
-        event_type, recipients = "delivered", sub.get("recipients") or destination
-    elif kind == "Send":
-        event_type, recipients = "send", destination
-    elif kind == "Bounce":
+        return "delivered", sub.get("recipients") or destination, None
+    if kind == "Send":
+        return "send", destination, None
+    if kind == "Bounce":
         permanent = sub.get("bounceType") == "Permanent"
-        event_type = "bounce_hard" if permanent else "bounce_soft"
-        recipients = [dig(r, "emailAddress") for r in sub.get("bouncedRecipients") or []]
-        bounce_class = text(sub.get("bounceSubType"))
-    elif kind == "Complaint":
-        event_type = "complaint"
-        recipients = [dig(r, "emailAddress") for r in sub.get("complainedRecipients") or []]
-    elif kind == "DeliveryDelay":
-        event_type = "deferred"
-        recipients = [dig(r, "emailAddress") for r in sub.get("delayedRecipients") or []]
-    elif kind == "Subscription":
+        recipients = _addresses(sub, "bouncedRecipients")
+        return (
+            "bounce_hard" if permanent else "bounce_soft",
+            recipients,
+            text(sub.get("bounceSubType")),
+        )
+    if kind == "Complaint":
+        return "complaint", _addresses(sub, "complainedRecipients"), None
+    if kind == "DeliveryDelay":
+        return "deferred", _addresses(sub, "delayedRecipients"), None
+    if kind == "Subscription":
         prefs = sub.get("newTopicPreferences") or {}
         statuses = [
             dig(t, "subscriptionStatus") for t in prefs.get("topicSubscriptionStatus") or []
         ]
         if not (prefs.get("unsubscribeAll") or "OptOut" in statuses):
             raise IgnoredTypeError(NAME, "Subscription")  # an opt-in: not an unsubscribe
-        event_type, recipients = "unsubscribe", destination
-    elif kind in ("Open", "Click"):
-        event_type = kind.lower()
+        return "unsubscribe", destination, None
+    if kind in ("Open", "Click"):
         if not isinstance(destination, list) or len(destination) != 1:
             raise RecordError(
                 f"SES {kind} of a message to {len(destination or [])} recipients: "
                 "cannot tell which one (send one message per recipient)"
             )
-        recipients = destination
-    elif kind in IGNORED:
+        return kind.lower(), destination, None
+    if kind in IGNORED:
         raise IgnoredTypeError(NAME, kind)
-    else:
-        raise RecordError(f"unmapped ses event type {kind!r}")
+    raise RecordError(f"unmapped ses event type {kind!r}")
+
+
+def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
+    """One staged row per recipient the SES record concerns."""
+    record, envelope_id = _open_envelope(record)
+    kind = text(record.get("eventType") or record.get("notificationType"))
+    sub = record.get(_SUB.get(kind or "", ""), {}) or {}
+    if not isinstance(sub, dict):
+        raise RecordError(f"SES {kind} record whose {_SUB.get(kind or '')} is not an object")
+    mail = record["mail"]
+    event_type, recipients, bounce_class = _outcome(kind, sub, mail.get("destination") or [])
     if not isinstance(recipients, list) or not recipients:
         raise RecordError(f"SES {kind} record without a recipient")
     ts = to_utc(sub.get("timestamp") or mail.get("timestamp"))
     tags = mail.get("tags") if isinstance(mail.get("tags"), dict) else {}
     tag = tags.get(config.variant_field)
     variant = resolve_variant(tag[0] if isinstance(tag, list) and tag else tag, config)
+    campaign = tags.get("campaign")
     basis = envelope_id or f"{mail.get('messageId')}|{kind}|{sub.get('timestamp')}"
     return [
         row(
@@ -129,9 +143,7 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:  #
             ts=ts,
             address=text(address),
             message_id=text(mail.get("messageId")),
-            campaign_id=text((tags.get("campaign") or [None])[0])
-            if isinstance(tags.get("campaign"), list)
-            else None,
+            campaign_id=text((campaign or [None])[0]) if isinstance(campaign, list) else None,
             variant_id=variant,
             url=text(sub.get("link")),
             user_agent=text(sub.get("userAgent")),
@@ -140,3 +152,16 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:  #
         )
         for i, address in enumerate(recipients)
     ]
+
+
+class SesAdapter(Adapter):
+    """SES event publishing (SNS notifications and Firehose records)."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: None}
+    detect = staticmethod(detect)
+    expand = staticmethod(expand)
+    normalize = staticmethod(normalize)
+
+
+register(SesAdapter())

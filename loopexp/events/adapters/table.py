@@ -7,7 +7,9 @@ labels to canonical types. A table that already has the canonical columns needs 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 from loopexp.events.adapters.base import (
     Context,
@@ -20,8 +22,10 @@ from loopexp.events.adapters.base import (
     text,
     to_utc,
 )
+from loopexp.events.adapters.registry import CSV, PARQUET, Adapter, register
 from loopexp.events.config import IngestConfig
-from loopexp.events.schema import EVENT_TYPES
+from loopexp.events.reader import IngestError, normalise_header
+from loopexp.events.schema import EVENT_TYPES, REQUIRED_COLUMNS
 
 NAME = "table"
 #: The ``event_types`` target that marks a label as not an outcome (ignored, not an error).
@@ -101,3 +105,45 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             **{c: text(get.get(c)) or None for c in _PASS},
         )
     ]
+
+
+def table_mapping(path: Path, header: list[str], config: IngestConfig) -> dict[str, str]:
+    """Canonical column → the file's column, or an :class:`IngestError` naming what is missing."""
+    norm = IngestConfig(
+        **{
+            **config.model_dump(),
+            "columns": {k: normalise_header(v) for k, v in config.columns.items()},
+        }
+    )
+    missing = missing_columns(header, norm)
+    if missing:
+        raise IngestError(
+            f"{path}: cannot find column(s) {missing} (header: {header}). Map the file's columns "
+            "to canonical ones in the spec's ingest.columns (e.g. email: 'Email Address', "
+            f"ts: 'Timestamp', event_type: 'Action'), or pass --format with its provider. "
+            f"Canonical columns: {', '.join(REQUIRED_COLUMNS)}"
+        )
+    return mapping(header, norm)
+
+
+class TableAdapter(Adapter):
+    """Plain CSV / Parquet tables, mapped by the spec's ``ingest.columns``; canonical tables."""
+
+    name = NAME
+    formats: ClassVar[Mapping[str, str | None]] = {NAME: CSV, "canonical": None}
+    reads = frozenset({CSV, PARQUET})
+    generic = True
+    normalize = staticmethod(normalize)
+
+    def table_context(self, path: Path, columns: list[str], config: IngestConfig) -> Context:
+        """The column mapping; rows are reported under the file kind (``csv``, ``parquet``)."""
+        kind = PARQUET if path.name.lower().endswith(".parquet") else CSV
+        return Context({"mapping": table_mapping(path, columns, config), "provider": kind})
+
+    def table_format(self, kind: str, columns: list[str]) -> str:
+        """``canonical`` for a Parquet file with the canonical columns, else ``table``."""
+        canonical = kind == PARQUET and set(REQUIRED_COLUMNS) <= set(columns)
+        return "canonical" if canonical else NAME
+
+
+register(TableAdapter())

@@ -1,0 +1,77 @@
+"""The common checks of every staged row, in SQL: what makes a provider's row a canonical event.
+
+Kept together, apart from the reading and the writing, because they are the canonical-row
+validation of ingest (a recipient, a timestamp, a known event type, an event id): one place to
+read or replace. A row failing a check gets its ``quarantine_reason``; a row with no provider id
+gets a keyed content-hash one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import duckdb
+
+from loopexp.core.keys import HashKey
+from loopexp.events.schema import EVENT_TYPES
+
+
+def sql_path(path: object) -> str:
+    """A path (or any text) as the inside of a SQL string literal."""
+    return str(path).replace("'", "''")
+
+
+def id_salt(key: HashKey) -> str:
+    """The salt of content-hash event ids, derived from the hashing key."""
+    # Content-hash ids are keyed too (a salt derived from the hashing key): a plain hash of a
+    # record holding an address could be reversed by hashing guessed addresses.
+    return hmac.new(key.secret, b"loopexp-event-id", hashlib.sha256).hexdigest()
+
+
+def checked_sql(relation: str, salt: str) -> str:
+    """Staged rows → checked rows, in SQL.
+
+    Adds the recipient (``who``), the common quarantine checks, a keyed content-hash id where the
+    provider gives none; ``raw`` is kept for quarantined rows only.
+    """
+    # list_contains, not NOT IN: an IN list is planned as a join, which need not keep row order
+    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    return f"""
+        SELECT * REPLACE (CASE WHEN quarantine_reason IS NOT NULL THEN raw END AS raw) FROM (
+        SELECT * REPLACE (
+                CASE
+                    WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
+                    WHEN who IS NULL THEN 'missing recipient'
+                    WHEN ts IS NULL THEN 'missing or unparseable timestamp'
+                    WHEN event_type IS NULL OR NOT list_contains([{known}], event_type)
+                        THEN 'unknown event type'
+                END AS quarantine_reason,
+                CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
+                    '{salt}' || chr(31) || coalesce(who, '') || chr(31)
+                    || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)
+                    ELSE event_id END AS event_id)
+            FROM (SELECT *, coalesce(nullif(recipient_key, ''), lower(nullif(trim(address), '')))
+                  AS who FROM ({relation})))"""
+
+
+def create_checked(
+    con: duckdb.DuckDBPyConnection, salt: str, parts: list[tuple[str, int, str]]
+) -> None:
+    """The ``checked`` view: every input record once, with ``part`` and ``rid`` naming its row.
+
+    Rows staged one by one (``staged_rows``) are checked into a table here; files staged in bulk
+    were checked as they were read (no second copy). ``input_no`` of a bulk-staged row is its
+    file's first number plus its position in the file (the table keeps file order).
+    """
+    con.execute(
+        f"CREATE TEMP TABLE checked_rows AS {checked_sql('SELECT * FROM staged_rows', salt)}"
+    )
+    con.execute("DROP TABLE staged_rows")
+    selects = ["SELECT *, 0 AS part, rowid AS rid FROM checked_rows"]
+    selects += [
+        f"SELECT * REPLACE ({first_no} + rowid AS input_no), '{sql_path(source)}' AS source, "
+        f"{i} AS part, rowid AS rid FROM {table}"
+        for i, (table, first_no, source) in enumerate(parts, start=1)
+    ]
+    con.execute(f"CREATE TEMP VIEW checked AS {' UNION ALL BY NAME '.join(selects)}")
