@@ -44,7 +44,8 @@ from loopexp.assignment.recipients import (
 )
 from loopexp.core.keys import HashKey, load_hash_key
 from loopexp.core.parallel import RowJob
-from loopexp.design.spec import Audience, ExperimentSpec
+from loopexp.design.parts import Audience
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.stats.srm import srm_check
 
