@@ -1,4 +1,4 @@
-"""Factorial analysis from cell statistics (loopexp.stats.factorial) against individual-level OLS.
+"""Factorial analysis from cell statistics (loopexp.analysis.factorial) against individual OLS.
 
 Reference: statsmodels OLS on the individual rows, ``y ~ C(subject) * C(content)`` with HC2
 standard errors (for a saturated model of cell dummies, HC2 gives each cell mean the variance
@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
+from loopexp.analysis.factorial import analyze_factorial
 from loopexp.design.spec import parse_spec
-from loopexp.stats.factorial import CellStats, FactorialError, analyze_factorial
+from loopexp.stats.factorial import CellStats, FactorialError
 from tests.test_assign_spec import FACTORIAL
 
 # True click probabilities: personal subject +2 points with grid, +5 with story (interaction +3).

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loopexp.assignment.assign import assign_recipients
-from loopexp.core import parallel
+from loopexp.core import config, parallel
 
 # the root re-exports a function named `assign`: the module itself, from sys.modules
 assign_module = sys.modules["loopexp.assignment.assign"]
@@ -115,7 +115,7 @@ def test_assign_recipients_is_the_same_with_any_number_of_workers(forced_split, 
     )
     results = {}
     for workers in ("1", "3"):
-        monkeypatch.setenv(parallel.ENV_WORKERS, workers)
+        monkeypatch.setenv(config.HASH_WORKERS, workers)
         results[workers] = assign_recipients(table, spec)
     one, three = results["1"], results["3"]
     pd.testing.assert_frame_equal(one.assignment, three.assignment)
@@ -213,9 +213,9 @@ def test_an_error_in_the_parent_stops_the_children(forks):
 
 
 def test_workers_from_the_environment(monkeypatch):
-    monkeypatch.setenv(parallel.ENV_WORKERS, "1")
+    monkeypatch.setenv(config.HASH_WORKERS, "1")
     assert parallel.available_workers() == 1
-    monkeypatch.setenv(parallel.ENV_WORKERS, "not a number")
+    monkeypatch.setenv(config.HASH_WORKERS, "not a number")
     assert parallel.available_workers() >= 1
 
 

@@ -19,13 +19,12 @@ from typer.testing import CliRunner
 from loopexp.assignment.assign import (
     ASSIGNMENT_COLUMNS,
     HOLDOUT,
-    ExclusionReason,
-    _later_duplicates,
     _top53,
     assign_groups,
     assign_recipients,
     unit_interval,
 )
+from loopexp.assignment.exclusions import ExclusionReason, later_duplicates
 from loopexp.assignment.recipients import RecipientsError
 from loopexp.cli import app
 from loopexp.core.keys import EMAIL_PATTERN, HashKey, HashKeyError, hash_address
@@ -546,6 +545,6 @@ def test_duplicates_are_decided_on_the_text_not_the_hash():
     """A 53-bit hash collision between two different keys must not exclude either."""
     keys = pa.array(["a", "b", "a", "c", "b"])
     collided = np.array([7, 7, 7, 9, 7], dtype=np.uint64)  # "a" and "b" made to collide
-    assert _later_duplicates(keys, collided).tolist() == [False, False, True, False, True]
+    assert later_duplicates(keys, collided).tolist() == [False, False, True, False, True]
     distinct = np.array([1, 2, 3, 4, 5], dtype=np.uint64)
-    assert not _later_duplicates(keys, distinct).any()  # only repeated hashes are compared
+    assert not later_duplicates(keys, distinct).any()  # only repeated hashes are compared

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from loopexp.assignment.assign import assign_recipients
-from loopexp.design.spec import ExperimentSpec, SpecError, TestType, load_spec, parse_spec
+from loopexp.design.parts import TestType
+from loopexp.design.spec import ExperimentSpec, SpecError, load_spec, parse_spec
 from loopexp.stats import srm_check
 from tests.conftest import DEMO_SPEC
 

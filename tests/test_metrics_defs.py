@@ -34,7 +34,8 @@ from loopexp.metrics import (
 )
 from loopexp.metrics.compile import DUCKDB, SPARK, make_plan, normalized_url_sql, per_recipient_sql
 from loopexp.sim.datasets import hillstrom_outcomes, hillstrom_sufficient_stats
-from loopexp.stats.ratio import DeltaRatio, compare_ratios, ratio_and_variance
+from loopexp.stats.comparison import DeltaRatio
+from loopexp.stats.ratio import compare_ratios, ratio_and_variance
 from tests.test_engine import ASSIGNMENT, campaign_events, ev, frame
 
 ROOT = Path(__file__).resolve().parents[1]

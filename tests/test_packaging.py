@@ -13,8 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from loopexp.cli import app
+from loopexp.design.parts import TestType
 from loopexp.design.resources import EXAMPLE_SPECS, example_spec_path, notebook_path, starter_spec
-from loopexp.design.spec import TestType, load_spec, parse_spec
+from loopexp.design.spec import load_spec, parse_spec
 from tests.conftest import ROOT
 
 runner = CliRunner()

@@ -18,7 +18,7 @@ from loopexp.assignment.recipients import (
     read_recipients,
 )
 from loopexp.core.keys import HashKey, hash_addresses
-from loopexp.design.spec import Audience
+from loopexp.design.parts import Audience
 
 KEY = HashKey(b"recipients-test-key", "test")
 

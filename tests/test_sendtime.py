@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loopexp.analysis.results import Decision, ExperimentResults, Status
-from loopexp.design.spec import ExperimentSpec, SendTimeSettings, load_spec, parse_spec
+from loopexp.design.parts import SendTimeSettings
+from loopexp.design.spec import ExperimentSpec, load_spec, parse_spec
 from loopexp.learn.iteration import next_spec
 from loopexp.learn.sendtime import (
     SendTimeError,

@@ -611,7 +611,7 @@ def test_an_explicit_null_survives_the_yaml_round_trip():
 
 def test_events_folder_is_rebased_for_a_next_spec_written_elsewhere(tmp_path):
     """A relative export folder names the same folder from the next spec's own folder."""
-    from loopexp.design.spec import EventsSource
+    from loopexp.design.parts import EventsSource
 
     exports = tmp_path / "campaign" / "exports"
     exports.mkdir(parents=True)

@@ -33,6 +33,7 @@ from loopexp.analysis.results import (
     SRMResult,
     Status,
 )
+from loopexp.design.parts import DecisionRule
 from loopexp.design.spec import ExperimentSpec
 
 
@@ -82,57 +83,69 @@ def decide(
     not_compared: list[NotCompared] | None = None,
     delivery_srm: SRMResult | None = None,
 ) -> Decision:
-    """Apply the spec's decision rule to the primary-metric comparisons of each challenger."""
-    rule = spec.decision
+    """Apply the spec's decision rule to the primary-metric comparisons of each challenger.
+
+    First the gates that make the data unreadable or premature (:func:`_gate`), then the verdict
+    on the comparisons (:func:`_verdict`).
+    """
     metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
     reached = min((srm.observed.get(v.id, 0) for v in spec.variants), default=0)
-    planned = spec.planned_recipients_per_variant
     base = {
         "primary_metric": spec.primary_metric,
         "guardrails": guardrails,
         "recipients_per_variant": reached,
-        "planned_recipients_per_variant": planned,
+        "planned_recipients_per_variant": spec.planned_recipients_per_variant,
     }
     key = _order_key(sign)
-    missing = [n for n in not_compared or [] if n.metric == spec.primary_metric]
+    best = max(primary, key=key) if primary else None
+    gated = _gate(spec, primary, srm, not_compared or [], delivery_srm, reached)
+    if gated is not None:
+        status, reasons = gated
+        return Decision(status=status, winner=None, reasons=reasons, **base, **_fields(best))
+    status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
+    winner = None if win is None else win.variant
+    return Decision(status=status, winner=winner, reasons=reasons, **base, **_fields(win or best))
 
-    def fields(c: Comparison | None) -> dict:
-        if c is None:
-            return {}
-        return {
-            "best_challenger": c.variant,
-            "rel_lift": c.rel_lift,
-            "rel_ci_low": c.rel_ci_low,
-            "rel_ci_high": c.rel_ci_high,
-            "p_value_adjusted": c.p_value_adjusted,
-            "prob_beat_control": c.prob_beat_control,
-            "ci_level": c.ci_level,
-        }
 
-    best_fields = fields(max(primary, key=key) if primary else None)
+def _fields(c: Comparison | None) -> dict:
+    """The decision's copy of the comparison it reports (the winner, else the best challenger)."""
+    if c is None:
+        return {}
+    return {
+        "best_challenger": c.variant,
+        "rel_lift": c.rel_lift,
+        "rel_ci_low": c.rel_ci_low,
+        "rel_ci_high": c.rel_ci_high,
+        "p_value_adjusted": c.p_value_adjusted,
+        "prob_beat_control": c.prob_beat_control,
+        "ci_level": c.ci_level,
+    }
 
+
+def _gate(
+    spec: ExperimentSpec,
+    primary: list[Comparison],
+    srm: SRMResult,
+    not_compared: list[NotCompared],
+    delivery_srm: SRMResult | None,
+    reached: int,
+) -> tuple[Status, list[str]] | None:
+    """Why no lift may be read yet, or None when the comparisons can be judged.
+
+    A broken split or send, a missing comparison, a fixed-horizon test before its planned sample.
+    """
+    rule = spec.decision
     if not srm.ok:
-        return Decision(
-            status=Status.INVALID_SRM,
-            winner=None,
-            reasons=[
-                f"Sample ratio mismatch: observed {srm.observed} against expected shares "
-                f"{ {k: round(v, 4) for k, v in srm.expected.items()} } (chi-square p = "
-                f"{srm.p_value:.2g} < {rule.srm_alpha:g}). The assignment or the send is broken; "
-                "fix it and re-run before reading any lift."
-            ],
-            **base,
-            **best_fields,
-        )
+        return Status.INVALID_SRM, [
+            f"Sample ratio mismatch: observed {srm.observed} against expected shares "
+            f"{ {k: round(v, 4) for k, v in srm.expected.items()} } (chi-square p = "
+            f"{srm.p_value:.2g} < {rule.srm_alpha:g}). The assignment or the send is broken; "
+            "fix it and re-run before reading any lift."
+        ]
     if delivery_srm is not None and not delivery_srm.ok:
-        return Decision(
-            status=Status.INVALID_SRM,
-            winner=None,
-            reasons=[_delivery_reason(delivery_srm, rule.srm_alpha)],
-            **base,
-            **best_fields,
-        )
+        return Status.INVALID_SRM, [_delivery_reason(delivery_srm, rule.srm_alpha)]
+    missing = [n for n in not_compared if n.metric == spec.primary_metric]
     if missing or not primary:
         reasons = [f"Not compared: {n.variant} on {n.metric}: {n.reason}" for n in missing] or [
             f"No comparison on {spec.primary_metric} could be made."
@@ -141,10 +154,8 @@ def decide(
             "A comparison that could not be made is no evidence of no difference: keep testing "
             "(fix the send or collect more recipients) before deciding."
         )
-        return Decision(
-            status=Status.KEEP_TESTING, winner=None, reasons=reasons, **base, **best_fields
-        )
-
+        return Status.KEEP_TESTING, reasons
+    planned = spec.planned_recipients_per_variant
     if spec.decision_method == "fixed" and planned is not None and reached < planned:
         reasons = [
             f"Fixed-horizon test read before its planned sample: {reached:,} of {planned:,} "
@@ -152,39 +163,48 @@ def decide(
             "testing until then (or use decision.method: sequential to read it at every look)."
         ]
         reasons += [_describe(c, rule.alpha, rule.correction) for c in primary]
-        return Decision(
-            status=Status.KEEP_TESTING, winner=None, reasons=reasons, **base, **best_fields
-        )
+        return Status.KEEP_TESTING, reasons
+    return None
 
+
+def _verdict(
+    rule: DecisionRule, primary: list[Comparison], guardrails: list[GuardrailResult], sign: int
+) -> tuple[Status, Comparison | None, list[str]]:
+    """Status, winner and reasons of comparisons that can be judged.
+
+    Ship the best significant challenger that passed its guardrails, veto when every significant
+    one broke a guardrail, else no difference or keep testing (see :func:`_no_winner`).
+    """
+    key = _order_key(sign)
     failed = {g.variant for g in guardrails if not g.passed}
+    vetoes = [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
     significant = [c for c in primary if c.p_value_adjusted < rule.alpha and sign * c.estimate > 0]
     winners = [c for c in significant if c.variant not in failed]
-    reasons: list[str] = []
     if winners:
         win = max(winners, key=key)
-        reasons.append(f"{win.variant} wins: " + _describe(win, rule.alpha, rule.correction))
+        reasons = [f"{win.variant} wins: " + _describe(win, rule.alpha, rule.correction)]
         reasons += [
             f"{c.variant} also beat control but by less: "
             + _describe(c, rule.alpha, rule.correction)
             for c in sorted(winners, key=key, reverse=True)
             if c is not win
         ]
-        reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
-        return Decision(
-            status=Status.SHIP, winner=win.variant, reasons=reasons, **base, **fields(win)
-        )
-
+        return Status.SHIP, win, reasons + vetoes
     if significant:
         reasons = [_describe(c, rule.alpha, rule.correction) for c in significant]
-        reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
+        reasons += vetoes
         reasons.append(
             "Every challenger that won on the primary metric broke a guardrail: keep the control."
         )
-        return Decision(
-            status=Status.GUARDRAIL_VETO, winner=None, reasons=reasons, **base, **best_fields
-        )
+        return Status.GUARDRAIL_VETO, None, reasons
+    status, reasons = _no_winner(rule, primary, sign)
+    return status, None, reasons + vetoes
 
-    # No winner: can the data rule out a lift worth having (the MDE)?
+
+def _no_winner(
+    rule: DecisionRule, primary: list[Comparison], sign: int
+) -> tuple[Status, list[str]]:
+    """No winner: keep the control if the data rule out a lift worth having (the MDE)."""
     ruled_out = all(_upper_lift(c, sign) < rule.mde_relative for c in primary)
     reasons = [_describe(c, rule.alpha, rule.correction) for c in primary]
     if ruled_out:
@@ -193,15 +213,12 @@ def decide(
             f"{rule.mde_relative:.0%} or more (the MDE): keep the control and test something "
             "bolder."
         )
-        status = Status.NO_DIFFERENCE
-    else:
-        reasons.append(
-            f"No challenger beats control yet, but a lift of {rule.mde_relative:.0%} (the MDE) is "
-            "still inside an interval: collect more recipients before deciding."
-        )
-        status = Status.KEEP_TESTING
-    reasons += [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
-    return Decision(status=status, winner=None, reasons=reasons, **base, **best_fields)
+        return Status.NO_DIFFERENCE, reasons
+    reasons.append(
+        f"No challenger beats control yet, but a lift of {rule.mde_relative:.0%} (the MDE) is "
+        "still inside an interval: collect more recipients before deciding."
+    )
+    return Status.KEEP_TESTING, reasons
 
 
 def _upper_lift(c: Comparison, sign: int) -> float:

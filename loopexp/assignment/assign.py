@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from loopexp.assignment.exclusions import (
+    REASONS,
+    ExclusionReason,
+    exclusion_reasons,
+    later_duplicates,
+)
 from loopexp.assignment.recipients import (
     SEGMENT_ORDER,
     PreparedRecipients,
@@ -39,12 +44,11 @@ from loopexp.assignment.recipients import (
     _text,
     key_column,
     prepare_arrays,
-    recently_tested_keys,
     recipient_keys,
 )
 from loopexp.core.keys import HashKey, load_hash_key
 from loopexp.core.parallel import RowJob
-from loopexp.design.spec import Audience, ExperimentSpec
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.stats.srm import srm_check
 
@@ -165,28 +169,6 @@ def assign(recipients: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     return out
 
 
-class ExclusionReason(StrEnum):
-    """Why an input row is not assigned; the first that applies, in this order, is recorded."""
-
-    MISSING_KEY = "missing_key"
-    """No id on the row, or no usable e-mail address (empty, or without an ``@``)."""
-    SUPPRESSED = "suppressed"
-    """Suppressed on this row or on any other row with the same key."""
-    NO_CONSENT = "no_consent"
-    """No (double opt-in) consent."""
-    UNMAPPED_SEGMENT = "unmapped_segment"
-    """A segment label the spec does not map (only with ``unmapped_segments: exclude``)."""
-    OUTSIDE_AUDIENCE = "outside_audience"
-    """A lifecycle segment the audience leaves out, or a value outside ``audience.filters``."""
-    RECENTLY_TESTED = "recently_tested"
-    """Got a test mail within ``audience.exclude_tested_within_days``."""
-    DUPLICATE_KEY = "duplicate_key"
-    """A later row of a key already assigned from an earlier row."""
-
-
-_REASONS = list(ExclusionReason)
-
-
 @dataclass(frozen=True)
 class AssignmentSummary:
     """Where every input row went: ``input_rows == assigned + sum(excluded.values())``."""
@@ -305,14 +287,7 @@ def assign_recipients(
     :class:`~loopexp.assignment.recipients.RecipientsError` for a list that cannot be used as it is,
     including one where nobody is left to assign (the message gives the count per reason).
     """
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
-
-    def phase(name: str) -> None:
-        now = time.perf_counter()
-        timings[name] = now - clock[0]
-        clock[0] = now
-
+    phase = _Phases()
     audience = spec.audience
     if key is None and key_column(recipients, audience)[1] == "email":
         key = load_hash_key()  # its error says how to set a key
@@ -324,7 +299,7 @@ def assign_recipients(
     with _top53_job(spec.salt, row_keys.keys) as hashing:
         prepared = prepare_arrays(recipients, audience, key, source, keys=row_keys)
         phase("prepare")
-        reason, as_of_text = _exclusion_reasons(prepared, audience, key, history, as_of)
+        reason, as_of_text = exclusion_reasons(prepared, audience, key, history, as_of)
         phase("exclude")
         top_all = hashing.result() >> np.uint64(11)
     n = len(prepared)
@@ -334,42 +309,13 @@ def assign_recipients(
     eligible_keys = keys if len(eligible) == n else keys.take(pa.array(eligible))
     top = top_all if len(eligible) == n else top_all[eligible]
     phase("hash")
-    duplicate = _later_duplicates(eligible_keys, top)
-    if duplicate.any():
-        reason[eligible[duplicate]] = _REASONS.index(ExclusionReason.DUPLICATE_KEY) + 1
-        chosen, top = eligible[~duplicate], top[~duplicate]
-        eligible_keys = eligible_keys.filter(pa.array(~duplicate))
-    else:
-        chosen = eligible
+    chosen, top, eligible_keys = _drop_later_duplicates(reason, eligible, eligible_keys, top)
     bucket = top.astype(np.float64)
     bucket /= 2.0**53
     group_code = _group_codes(bucket, spec)
     segment_code = prepared.segment_code[chosen]
-    # Categoricals: a few distinct values over millions of rows, written as Parquet dictionaries.
-    constant = np.zeros(len(chosen), np.int8)
-    assignment = pd.DataFrame(
-        {
-            "recipient_key": _strings(eligible_keys),
-            "variant_id": pd.Categorical.from_codes(group_code, _group_names(spec).tolist()),
-            "segment": pd.Categorical.from_codes(segment_code, [s.value for s in SEGMENT_ORDER]),
-            "bucket": bucket,
-            "salt": pd.Categorical.from_codes(constant, [spec.salt]),
-            "spec_sha256": pd.Categorical.from_codes(constant, [spec.sha256()]),
-        },
-        copy=False,
-    )
-    excluded_rows = np.flatnonzero(reason != 0)
-    take = pa.array(excluded_rows)
-    exclusions = pd.DataFrame(
-        {
-            "row": excluded_rows + 1,
-            "recipient_key": _strings(keys.take(take)),
-            "segment_label": _strings(prepared.labels.take(take)),
-            "reason": np.array([r.value for r in _REASONS], dtype=object)[
-                reason[excluded_rows] - 1
-            ],
-        }
-    )
+    assignment = _assignment_frame(spec, eligible_keys, bucket, group_code, segment_code)
+    exclusions = _exclusions_frame(reason, prepared)
     emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
     summary = _summarise(
         reason, segment_code, group_code, spec, source, prepared.key_kind, key, as_of_text
@@ -382,85 +328,71 @@ def assign_recipients(
             "the spec"
         )
     phase("tables")
-    return AssignmentResult(assignment, exclusions, summary, spec, emails, timings)
+    return AssignmentResult(assignment, exclusions, summary, spec, emails, phase.timings)
 
 
-def _exclusion_reasons(
-    prepared: PreparedRecipients,
-    audience: Audience,
-    key: HashKey | None,
-    history: pd.DataFrame | None,
-    as_of: datetime | None,
-) -> tuple[np.ndarray, str | None]:
-    """Each row's first :class:`ExclusionReason` but duplicate keys, and the recency's as-of.
+class _Phases:
+    """Wall seconds of each phase of an assignment: calling it closes the phase just run."""
 
-    Reasons are coded 0 (eligible) or 1 + the reason's index in ``_REASONS``; the as-of time is
-    ISO 8601, None without a recency exclusion.
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._clock
+        self._clock = now
+
+
+def _drop_later_duplicates(
+    reason: np.ndarray, eligible: np.ndarray, eligible_keys: pa.Array, top: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """The eligible rows kept, their hashes and keys, once later rows of a key are excluded.
+
+    Marks those rows in ``reason``; returns the inputs themselves when there is no duplicate.
     """
-    n = len(prepared)
-    keys = prepared.keys
-    reason = np.zeros(n, dtype=np.int8)  # 0 = assigned; else 1 + index in _REASONS
-
-    def mark(mask: np.ndarray, why: ExclusionReason) -> None:
-        reason[(reason == 0) & mask] = _REASONS.index(why) + 1
-
-    def key_in(values: Iterable[str]) -> np.ndarray:
-        value_set = pa.array(list(values), type=pa.string())
-        return pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)
-
-    has_key = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
-    mark(~has_key, ExclusionReason.MISSING_KEY)
-    suppressed = prepared.suppressed
-    if suppressed.any():  # a key suppressed on one row is suppressed on all of its rows
-        suppressed = suppressed | key_in(pc.unique(keys.filter(pa.array(suppressed & has_key))))
-    mark(suppressed, ExclusionReason.SUPPRESSED)
-    mark(~prepared.consent, ExclusionReason.NO_CONSENT)
-    mark(prepared.segment_code < 0, ExclusionReason.UNMAPPED_SEGMENT)
-    in_audience = np.zeros(len(SEGMENT_ORDER) + 1, dtype=bool)  # last entry: code -1, unmapped
-    in_audience[[SEGMENT_ORDER.index(s) for s in audience.segments]] = True
-    outside = ~in_audience[prepared.segment_code] | ~prepared.in_filters
-    mark(outside, ExclusionReason.OUTSIDE_AUDIENCE)
-    as_of_text = None
-    if audience.exclude_tested_within_days is not None:
-        if history is None:
-            raise RecipientsError(
-                f"the spec excludes recipients tested in the last "
-                f"{audience.exclude_tested_within_days} days, so it needs a contact history "
-                "(recipient_key or email, sent_at): pass it as --history FILE (history= in Python)"
-            )
-        if prepared.key_kind == "id" and "recipient_key" not in history.columns:
-            raise RecipientsError(
-                "the recipient list is keyed by id, so the contact history needs those ids in a "
-                "`recipient_key` column (addresses could not be matched to them)"
-            )
-        recent = recently_tested_keys(
-            history, audience.exclude_tested_within_days, key, as_of, "contact history"
-        )
-        mark(key_in(recent), ExclusionReason.RECENTLY_TESTED)
-        as_of_text = (as_of or datetime.now().astimezone()).isoformat()
-    elif history is not None:
-        raise RecipientsError(
-            "a contact history was given but the spec sets no audience.exclude_tested_within_days;"
-            " set it (e.g. 30) or leave the history out"
-        )
-
-    return reason, as_of_text
+    duplicate = later_duplicates(eligible_keys, top)
+    if not duplicate.any():
+        return eligible, top, eligible_keys
+    reason[eligible[duplicate]] = REASONS.index(ExclusionReason.DUPLICATE_KEY) + 1
+    return eligible[~duplicate], top[~duplicate], eligible_keys.filter(pa.array(~duplicate))
 
 
-def _later_duplicates(keys: pa.Array, top: np.ndarray) -> np.ndarray:
-    """True for every row whose key occurred on an earlier row.
+def _assignment_frame(
+    spec: ExperimentSpec,
+    keys: pa.Array,
+    bucket: np.ndarray,
+    group_code: np.ndarray,
+    segment_code: np.ndarray,
+) -> pd.DataFrame:
+    """The :data:`ASSIGNMENT_COLUMNS` of the assigned rows."""
+    # Categoricals: a few distinct values over millions of rows, written as Parquet dictionaries.
+    constant = np.zeros(len(bucket), np.int8)
+    return pd.DataFrame(
+        {
+            "recipient_key": _strings(keys),
+            "variant_id": pd.Categorical.from_codes(group_code, _group_names(spec).tolist()),
+            "segment": pd.Categorical.from_codes(segment_code, [s.value for s in SEGMENT_ORDER]),
+            "bucket": bucket,
+            "salt": pd.Categorical.from_codes(constant, [spec.salt]),
+            "spec_sha256": pd.Categorical.from_codes(constant, [spec.sha256()]),
+        },
+        copy=False,
+    )
 
-    Equal keys have equal hashes, so only rows whose 53-bit hash repeats are compared as text:
-    exact, and much faster at 10 M rows than hashing every key into a table of strings.
-    """
-    out = np.zeros(len(top), dtype=bool)
-    ordered = np.sort(top)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-    if repeated.size:
-        candidates = np.flatnonzero(np.isin(top, repeated))
-        texts = pd.Series(keys.take(pa.array(candidates)).to_pylist())
-        out[candidates[texts.duplicated().to_numpy()]] = True
-    return out
+
+def _exclusions_frame(reason: np.ndarray, prepared: PreparedRecipients) -> pd.DataFrame:
+    """One row per excluded input row: its 1-based row, key, segment label and reason."""
+    excluded_rows = np.flatnonzero(reason != 0)
+    take = pa.array(excluded_rows)
+    return pd.DataFrame(
+        {
+            "row": excluded_rows + 1,
+            "recipient_key": _strings(prepared.keys.take(take)),
+            "segment_label": _strings(prepared.labels.take(take)),
+            "reason": np.array([r.value for r in REASONS], dtype=object)[reason[excluded_rows] - 1],
+        }
+    )
 
 
 def _strings(arr: pa.Array) -> pd.Series:
@@ -478,8 +410,8 @@ def _summarise(
     key: HashKey | None,
     as_of: str | None,
 ) -> AssignmentSummary:
-    counts = np.bincount(reason, minlength=len(_REASONS) + 1)
-    excluded = {r.value: int(counts[i + 1]) for i, r in enumerate(_REASONS)}
+    counts = np.bincount(reason, minlength=len(REASONS) + 1)
+    excluded = {r.value: int(counts[i + 1]) for i, r in enumerate(REASONS)}
     shares = spec.expected_shares()
     names = _group_names(spec).tolist()
     n_groups = len(names)

@@ -33,7 +33,7 @@ from loopexp.core.keys import (
     hash_addresses,
     load_hash_key,
 )
-from loopexp.design.spec import Audience, Segment
+from loopexp.design.parts import Audience, Segment
 
 #: Columns of the table :func:`prepare_recipients` returns (``email`` only when the list has one).
 PREPARED_COLUMNS = (

@@ -33,9 +33,10 @@ from loopexp.core import config
 from loopexp.core import tags as tag
 from loopexp.core.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.core.parallel import available_workers
+from loopexp.design.parts import TestType
 from loopexp.design.plan import baseline_from_history, plan_experiment
 from loopexp.design.resources import example_spec_path, starter_spec
-from loopexp.design.spec import SpecError, TestType, load_spec, safe_slug
+from loopexp.design.spec import SpecError, load_spec, safe_slug
 from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError

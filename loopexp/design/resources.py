@@ -13,7 +13,8 @@ import secrets
 from importlib.resources import files
 from pathlib import Path
 
-from loopexp.design.spec import TestType, parse_spec
+from loopexp.design.parts import TestType
+from loopexp.design.spec import parse_spec
 
 NOTEBOOKS_PACKAGE = "loopexp.notebooks"
 EXPERIMENTS_PACKAGE = "loopexp.experiments"

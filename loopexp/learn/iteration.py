@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.core.errors import InputError
+from loopexp.design.parts import SendTimeSettings
 from loopexp.design.plan import plan_for
-from loopexp.design.spec import ExperimentSpec, SendTimeSettings
+from loopexp.design.spec import ExperimentSpec
 
 
 class LoopError(InputError):

@@ -1,6 +1,6 @@
 """Send time, learned and not guessed: randomised send slots, analysis per slot and segment.
 
-How a spec expresses it (``send_time:`` in the spec, :class:`loopexp.design.spec.SendTimeSettings`):
+How a spec expresses it (``send_time:`` in the spec, :class:`SendTimeSettings`):
 
 * a send-time test: ``test_type: send_time`` with one variant per slot (``send_time: "08:00"``);
   the ordinary assignment randomises recipients to slots;
@@ -39,8 +39,9 @@ from statsmodels.stats.proportion import proportion_confint
 
 from loopexp.assignment.assign import unit_interval
 from loopexp.core.errors import InputError
+from loopexp.design.parts import SendTimeSettings, TestType
 from loopexp.design.plan import sample_size_per_variant
-from loopexp.design.spec import ExperimentSpec, SendTimeSettings, TestType
+from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import HOLDOUT, METRICS
 from loopexp.metrics.engine import ALL_SEGMENTS, compute_metrics
 from loopexp.stats.bayes import best_and_loss, posteriors

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopexp.assignment.assign import HOLDOUT, assign
-from loopexp.design.spec import ExperimentSpec, Segment
+from loopexp.design.parts import Segment
+from loopexp.design.spec import ExperimentSpec
 from loopexp.events.schema import EVENT_SCHEMA
 from loopexp.learn.sendtime import send_slots
 

@@ -9,9 +9,10 @@ with what was decided:
   adjusted test used, see :func:`loopexp.stats.multiplicity.interval_alphas`);
 * :meth:`~TwoSampleMethod.one_sided_p`: one-sided p of H0 "ratio = r" (guardrails at their margin).
 
-Methods today: :class:`ScoreProportions` (score test, Mee / Koopman intervals) and
-:class:`WelchFieller` (Welch t, Welch / Fieller intervals). A sequential (always-valid) method can
-slot in later as another subclass: the analysis asks only these questions.
+Methods today: :class:`ScoreProportions` (score test, Mee / Koopman intervals),
+:class:`WelchFieller` (Welch t, Welch / Fieller intervals) and :class:`DeltaRatio` (ratio metrics,
+delta-method z on the variances of :mod:`loopexp.stats.ratio`). A sequential (always-valid) method
+can slot in later as another subclass: the analysis asks only these questions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import math
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
-from loopexp.stats import fieller, score
+from loopexp.stats.fieller import WelchStats, welch_stats, welch_test
+from loopexp.stats.fieller import diff_interval as welch_diff_interval
+from loopexp.stats.fieller import one_sided_p_ratio as fieller_one_sided_p
+from loopexp.stats.fieller import ratio_interval as fieller_ratio_interval
+from loopexp.stats.ratio import ratio_and_variance
+from loopexp.stats.score import diff_interval as mee_diff_interval
+from loopexp.stats.score import one_sided_p_ratio as score_one_sided_p
+from loopexp.stats.score import ratio_interval as koopman_ratio_interval
+from loopexp.stats.score import score_test
 
 
 class Intervals(NamedTuple):
@@ -116,16 +125,16 @@ class ScoreProportions(TwoSampleMethod):
         self.treatment_value, self.control_value = x_t / n_t, x_c / n_c
 
     def test(self) -> tuple[float, float]:  # noqa: D102
-        return score.score_test(self.x_t, self.n_t, self.x_c, self.n_c)
+        return score_test(self.x_t, self.n_t, self.x_c, self.n_c)
 
     def interval(self, alpha: float) -> Intervals:  # noqa: D102
         args = (self.x_t, self.n_t, self.x_c, self.n_c, alpha)
-        return Intervals(alpha, *score.diff_interval(*args), *score.ratio_interval(*args))
+        return Intervals(alpha, *mee_diff_interval(*args), *koopman_ratio_interval(*args))
 
     def one_sided_p(self, ratio: float, alternative: str) -> float:  # noqa: D102
         if self.x_t == 0 and self.x_c == 0:
             return 0.5  # no event anywhere: no evidence either way
-        return score.one_sided_p_ratio(self.x_t, self.n_t, self.x_c, self.n_c, ratio, alternative)
+        return score_one_sided_p(self.x_t, self.n_t, self.x_c, self.n_c, ratio, alternative)
 
     def relative_se(self) -> float:  # noqa: D102
         p_t, p_c = self.treatment_value, self.control_value
@@ -145,24 +154,24 @@ class WelchFieller(TwoSampleMethod):
     def __init__(
         self, n_t: int, sum_t: float, sum_sq_t: float, n_c: int, sum_c: float, sum_sq_c: float
     ):
-        self.w = fieller.welch_stats(n_t, sum_t, sum_sq_t, n_c, sum_c, sum_sq_c)
+        self.w = welch_stats(n_t, sum_t, sum_sq_t, n_c, sum_c, sum_sq_c)
         self.n_t, self.n_c = n_t, n_c
         self.treatment_value, self.control_value = self.w.mean_t, self.w.mean_c
 
     def test(self) -> tuple[float, float]:  # noqa: D102
-        return fieller.welch_test(self.w)
+        return welch_test(self.w)
 
     def interval(self, alpha: float) -> Intervals:  # noqa: D102
         if self.w.se2_t + self.w.se2_c <= 0:  # no variance: no evidence, no interval
             return Intervals(alpha, -math.inf, math.inf, -math.inf, math.inf)
         return Intervals(
-            alpha, *fieller.diff_interval(self.w, alpha), *fieller.ratio_interval(self.w, alpha)
+            alpha, *welch_diff_interval(self.w, alpha), *fieller_ratio_interval(self.w, alpha)
         )
 
     def one_sided_p(self, ratio: float, alternative: str) -> float:  # noqa: D102
         if self.w.se2_t + self.w.se2_c <= 0:
             return 0.5
-        return fieller.one_sided_p_ratio(self.w, ratio, alternative)
+        return fieller_one_sided_p(self.w, ratio, alternative)
 
     def relative_se(self) -> float:  # noqa: D102
         m_t, m_c = self.w.mean_t, self.w.mean_c
@@ -171,11 +180,50 @@ class WelchFieller(TwoSampleMethod):
         return math.sqrt(self.w.se2_t / m_c**2 + m_t**2 * self.w.se2_c / m_c**4)
 
 
+class DeltaRatio(WelchFieller):
+    """Ratio metrics in the comparison layer: delta-method z-test, inverted.
+
+    The two arms' ratio estimates are approximately normal with the delta-method variances, so the
+    Welch/Fieller machinery applies with infinite degrees of freedom (a z-test): a Wald interval
+    of the difference and a Fieller interval of the ratio of ratios, each excluding "no
+    difference" exactly when the test rejects.
+    """
+
+    name = "delta-ratio"
+    description = (
+        "ratio of means: delta-method z-test, inverted: Wald CI of the difference, Fieller CI "
+        "of the ratio"
+    )
+
+    def __init__(
+        self,
+        t: tuple[int, float, float, float, float, float],
+        c: tuple[int, float, float, float, float, float],
+    ):
+        r_t, v_t = ratio_and_variance(*t)
+        r_c, v_c = ratio_and_variance(*c)
+        if math.isnan(r_t) or math.isnan(r_c):
+            raise ValueError(
+                f"each arm needs at least 2 recipients and a non-zero denominator sum; got "
+                f"n_t={t[0]}, Σx_t={t[3]}, n_c={c[0]}, Σx_c={c[3]}"
+            )
+        self.w = WelchStats(r_t, r_c, v_t, v_c, math.inf)
+        self.n_t, self.n_c = t[0], c[0]
+        self.treatment_value, self.control_value = r_t, r_c
+
+    @classmethod
+    def from_stats(cls, t, c) -> DeltaRatio:
+        """From two ``GroupStats`` of a ratio metric (with den_sum, den_sum_sq, cross_sum)."""
+        return cls(_sums(t), _sums(c))
+
+
+def _sums(s) -> tuple[int, float, float, float, float, float]:
+    return s.n, s.sum, s.sum_sq, s.den_sum or 0.0, s.den_sum_sq or 0.0, s.cross_sum or 0.0
+
+
 def method_for(kind: str, t, c) -> TwoSampleMethod:
     """The method for a metric of ``kind`` (proportion, mean or ratio) on two ``GroupStats``."""
     if kind == "ratio":
-        from loopexp.stats.ratio import DeltaRatio  # noqa: PLC0415 (ratio builds on this module)
-
         return DeltaRatio.from_stats(t, c)
     if kind == "proportion":
         return ScoreProportions(t.sum, t.n, c.sum, c.n)

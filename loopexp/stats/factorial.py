@@ -11,14 +11,16 @@ variance of its mean, with the scale fixed at 1), so that:
 - each term (factor or interaction) gets a joint Wald χ² test (``wald_test_terms``).
 
 The standard errors equal those of an individual-level OLS with HC2 errors (checked in the tests),
-so nothing is lost by keeping only sufficient statistics. Not wired into the decision: a ship
+so nothing is lost by keeping only sufficient statistics. The design comes as plain values (cells
+and factor levels); :func:`loopexp.analysis.factorial.analyze_factorial` reads them from a spec. Not
+wired into the decision: a ship
 decision on a factorial needs its own rule (which cell, which effect), to be designed.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +29,6 @@ import statsmodels.formula.api as smf
 from scipy import stats as sps
 
 from loopexp.core.errors import InputError
-from loopexp.design.spec import ExperimentSpec
 
 
 class FactorialError(InputError):
@@ -101,49 +102,46 @@ class FactorialAnalysis(NamedTuple):
         return "\n".join(lines)
 
 
-def analyze_factorial(
-    spec: ExperimentSpec,
+def fit_factorial(
     cells: Mapping[str, CellStats | tuple[int, float, float]],
-    metric: str | None = None,
-    alpha: float | None = None,
+    design: Mapping[str, Mapping[str, str]],
+    factors: Mapping[str, Sequence[str]],
+    metric: str,
+    alpha: float,
 ) -> FactorialAnalysis:
     """Main effects and interactions of ``metric`` from per-cell sufficient statistics.
 
-    ``cells`` maps each variant (cell) id of the multivariate ``spec`` to its ``(n, sum, sum_sq)``
-    (e.g. from :meth:`loopexp.metrics.MetricTable.get`). Raises :class:`FactorialError` when a
-    cell is missing, has fewer than two recipients or no variation.
+    Plain values, so the statistics need no spec: ``design`` maps each cell id, in the design's
+    order, to its level of every factor; ``factors`` maps each factor to its level ids, the
+    first the reference; ``cells`` maps each cell id to its ``(n, sum, sum_sq)``. Raises
+    :class:`FactorialError` when a cell is missing, has fewer than two recipients or no
+    variation.
     """
-    if not spec.factors:
-        raise FactorialError(f"spec {spec.name!r} is not a multivariate (factorial) test")
-    metric = metric or spec.primary_metric
-    alpha = spec.decision.alpha if alpha is None else alpha
-    factors = [f.name for f in spec.factors]
     rows = []
-    for variant in spec.variants:
-        if variant.id not in cells:
-            raise FactorialError(f"no statistics for cell {variant.id!r}: keep testing")
-        n, total, total_sq = (float(x) for x in cells[variant.id])
+    for cell_id, levels in design.items():
+        if cell_id not in cells:
+            raise FactorialError(f"no statistics for cell {cell_id!r}: keep testing")
+        n, total, total_sq = (float(x) for x in cells[cell_id])
         if n < 2:
-            raise FactorialError(f"cell {variant.id!r} has {n:.0f} recipients: keep testing")
+            raise FactorialError(f"cell {cell_id!r} has {n:.0f} recipients: keep testing")
         mean = total / n
         var = (total_sq - total * mean) / (n - 1)
         if not var > 0:
             raise FactorialError(
-                f"cell {variant.id!r} has no variation in {metric} (all {mean:g}): keep testing"
+                f"cell {cell_id!r} has no variation in {metric} (all {mean:g}): keep testing"
             )
-        rows.append({"cell": variant.id, **(variant.cell or {}), "n": n, "mean": mean, "var": var})
+        rows.append({"cell": cell_id, **levels, "n": n, "mean": mean, "var": var})
     frame = pd.DataFrame(rows)
     frame["weight"] = frame["n"] / frame["var"]
-    for name in factors:  # fixed level order: the spec's, first level as the reference
-        levels = [level.id for level in next(f for f in spec.factors if f.name == name).levels]
-        frame[name] = pd.Categorical(frame[name], categories=levels)
+    for name, levels in factors.items():  # fixed level order: the first level is the reference
+        frame[name] = pd.Categorical(frame[name], categories=list(levels))
     formula = "mean ~ " + " * ".join(f"C({name}, Sum)" for name in factors)
     fit = smf.wls(formula, data=frame, weights=frame["weight"]).fit(
         cov_type="fixed scale", cov_kwds={"scale": 1.0}, use_t=False
     )
     effects = [
         _contrast(fit, weights, term, label, alpha)
-        for term, label, weights in _contrasts(frame, spec)
+        for term, label, weights in _contrasts(frame, factors)
     ]
     tests = fit.wald_test_terms(skip_single=False, scalar=True).table
     terms = [
@@ -161,24 +159,22 @@ def analyze_factorial(
     )
 
 
-def _contrasts(frame: pd.DataFrame, spec: ExperimentSpec):
+def _contrasts(frame: pd.DataFrame, factors: Mapping[str, Sequence[str]]):
     """(term, label, weights over cells) of every main effect and 2×2 interaction."""
-    factors = spec.factors or []
-    for factor in factors:
-        levels = [level.id for level in factor.levels]
-        ref = frame[factor.name] == levels[0]
+    for name, levels in factors.items():
+        ref = frame[name] == levels[0]
         for level in levels[1:]:
-            at = frame[factor.name] == level
+            at = frame[name] == level
             weights = at / at.sum() - ref / ref.sum()
-            yield factor.name, f"{level} - {levels[0]}", weights.to_numpy(dtype=float)
+            yield name, f"{level} - {levels[0]}", weights.to_numpy(dtype=float)
     for a, b in itertools.combinations(factors, 2):
-        if len(a.levels) != 2 or len(b.levels) != 2:
+        if len(factors[a]) != 2 or len(factors[b]) != 2:
             continue  # the joint Wald test of the term covers larger interactions
-        a0, a1 = (level.id for level in a.levels)
-        b0, b1 = (level.id for level in b.levels)
-        sign = np.where(frame[a.name] == a1, 1.0, -1.0) * np.where(frame[b.name] == b1, 1.0, -1.0)
+        a0, a1 = factors[a]
+        b0, b1 = factors[b]
+        sign = np.where(frame[a] == a1, 1.0, -1.0) * np.where(frame[b] == b1, 1.0, -1.0)
         weights = sign / (len(frame) / 4)  # averaged over the other factors' levels
-        yield f"{a.name}:{b.name}", f"({a1} - {a0}) at {b1} - at {b0}", weights
+        yield f"{a}:{b}", f"({a1} - {a0}) at {b1} - at {b0}", weights
 
 
 def _contrast(fit, weights: np.ndarray, term: str, label: str, alpha: float) -> FactorialEffect:

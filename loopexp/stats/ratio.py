@@ -17,8 +17,6 @@ import math
 
 from scipy import stats as sps
 
-from loopexp.stats import fieller
-from loopexp.stats.comparison import WelchFieller
 from loopexp.stats.effect import Effect, relative_lift
 
 
@@ -81,44 +79,3 @@ def compare_ratios(
         statistic=statistic,
         method="ratio of means, delta-method z-test and CI, delta-method relative CI",
     )
-
-
-class DeltaRatio(WelchFieller):
-    """Ratio metrics in the comparison layer: delta-method z-test, inverted.
-
-    The two arms' ratio estimates are approximately normal with the delta-method variances, so the
-    Welch/Fieller machinery applies with infinite degrees of freedom (a z-test): a Wald interval
-    of the difference and a Fieller interval of the ratio of ratios, each excluding "no
-    difference" exactly when the test rejects.
-    """
-
-    name = "delta-ratio"
-    description = (
-        "ratio of means: delta-method z-test, inverted: Wald CI of the difference, Fieller CI "
-        "of the ratio"
-    )
-
-    def __init__(
-        self,
-        t: tuple[int, float, float, float, float, float],
-        c: tuple[int, float, float, float, float, float],
-    ):
-        r_t, v_t = ratio_and_variance(*t)
-        r_c, v_c = ratio_and_variance(*c)
-        if math.isnan(r_t) or math.isnan(r_c):
-            raise ValueError(
-                f"each arm needs at least 2 recipients and a non-zero denominator sum; got "
-                f"n_t={t[0]}, Σx_t={t[3]}, n_c={c[0]}, Σx_c={c[3]}"
-            )
-        self.w = fieller.WelchStats(r_t, r_c, v_t, v_c, math.inf)
-        self.n_t, self.n_c = t[0], c[0]
-        self.treatment_value, self.control_value = r_t, r_c
-
-    @classmethod
-    def from_stats(cls, t, c) -> DeltaRatio:
-        """From two ``GroupStats`` of a ratio metric (with den_sum, den_sum_sq, cross_sum)."""
-        return cls(_sums(t), _sums(c))
-
-
-def _sums(s) -> tuple[int, float, float, float, float, float]:
-    return s.n, s.sum, s.sum_sq, s.den_sum or 0.0, s.den_sum_sq or 0.0, s.cross_sum or 0.0

@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from loopexp.core.errors import StateError
-from loopexp.design.spec import Segment
+from loopexp.design.parts import Segment
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats
 
 __all__ = [
