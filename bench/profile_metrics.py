@@ -64,7 +64,7 @@ def main() -> None:
     events, assignment, *metrics = sys.argv[1:]
     metrics = metrics or ["click_rate", "open_rate", "revenue_per_delivered"]
     profile = Path(tempfile.mkdtemp()) / "profile.json"
-    original = engine._connect
+    original = engine.connect
     runs: list[_Profiled] = []
 
     @contextmanager
@@ -76,7 +76,7 @@ def main() -> None:
             yield runs[-1], limit
             runs[-1]._close_last()
 
-    engine._connect = connect
+    engine.connect = connect
     start = time.perf_counter()
     compute_metrics(events, assignment, metrics)
     total = time.perf_counter() - start

@@ -93,11 +93,11 @@ def test_epoch_units_and_formats_parse_to_the_same_instant():
     q = compute_metrics(df, asg, ["delivery_rate"])
     assert q.quarantined == 0
     con = duckdb.connect()
-    from loopexp.metrics.engine import _ts_sql
+    from loopexp.events.validation import DUCKDB, parse_ts
 
     con.execute("SET TimeZone = 'UTC'")
     con.register("src", df)
-    parsed = dict(con.execute(f"SELECT event_id, {_ts_sql('VARCHAR')} FROM src").fetchall())
+    parsed = dict(con.execute(f"SELECT event_id, {parse_ts(DUCKDB, 'string')} FROM src").fetchall())
     whole_seconds = {"s", "rfc2822"}
     for name, value in parsed.items():
         expected = t0.floor("s") if name in whole_seconds else t0
@@ -157,10 +157,10 @@ def test_no_match_shows_hashed_samples_of_both_sides(tmp_path):
 
 
 def test_hex_keys_are_shown_shortened_not_hashed():
-    from loopexp.metrics.engine import _show_key
+    from loopexp.metrics.checks import show_key
 
-    assert _show_key("0123456789abcdef0123456789abcdef") == "0123456789ab…"
-    shown = _show_key(hc.ADDRESS)
+    assert show_key("0123456789abcdef0123456789abcdef") == "0123456789ab…"
+    shown = show_key(hc.ADDRESS)
     assert "@" not in shown and "jane" not in shown
 
 

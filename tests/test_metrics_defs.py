@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from loopexp.analysis.analyze import analyze
 from loopexp.cli import app
 from loopexp.design.spec import SpecError, load_spec, parse_spec
+from loopexp.events.validation import DUCKDB, SPARK
 from loopexp.metrics import (
     LIBRARY,
     METRICS,
@@ -32,7 +33,8 @@ from loopexp.metrics import (
     normalize_url,
     resolve_metric,
 )
-from loopexp.metrics.compile import DUCKDB, SPARK, make_plan, normalized_url_sql, per_recipient_sql
+from loopexp.metrics.compile import make_plan, per_recipient_sql, quote
+from loopexp.metrics.links import normalized_url_sql
 from loopexp.sim.datasets import hillstrom_outcomes, hillstrom_sufficient_stats
 from loopexp.stats.comparison import DeltaRatio
 from loopexp.stats.ratio import compare_ratios, ratio_and_variance
@@ -165,8 +167,8 @@ def test_identifiers_never_reach_sql_unchecked():
     with pytest.raises(ValidationError):
         MetricDef(name="m", kind="mean", numerator=Measure(column="spend"), covariates=["a b"])
     with pytest.raises(MetricsError):
-        DUCKDB.quote("a-b")
-    assert SPARK.quote("history") == "`history`" and DUCKDB.quote("history") == '"history"'
+        quote(DUCKDB, "a-b")
+    assert quote(SPARK, "history") == "`history`" and quote(DUCKDB, "history") == '"history"'
 
 
 def test_covariate_cross_sums_from_the_assignment(events):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from loopexp.metrics import compute_metrics, engine
+from loopexp.core.errors import EventsError
+from loopexp.events.validation import DUPLICATE
+from loopexp.metrics import checks, compute_metrics, validated
 from loopexp.metrics.definitions import LIBRARY
 from tests.test_engine import ASSIGNMENT, campaign_events, ev, frame
 
@@ -37,9 +39,9 @@ def events_with_duplicates() -> pd.DataFrame:
 def test_colliding_hashes_change_nothing(monkeypatch):
     events = events_with_duplicates()
     exact = compute_metrics(events, ASSIGNMENT, list(LIBRARY))
-    assert exact.quarantine_reasons == {engine.DUPLICATE: 2}  # the other provider's e04 is new
+    assert exact.quarantine_reasons == {DUPLICATE: 2}  # the other provider's e04 is new
     assert exact.get("revenue_per_recipient", "b").sum == 20.0
-    monkeypatch.setattr(engine, "_KEY_HASH", "hash(coalesce(provider, ''))")
+    monkeypatch.setattr(validated, "KEY_HASH", "hash(coalesce(provider, ''))")
     colliding = compute_metrics(events, ASSIGNMENT, list(LIBRARY))
     assert stats(colliding) == stats(exact)
 
@@ -49,7 +51,7 @@ def test_quarantine_file_still_holds_the_dropped_copies(tmp_path):
     compute_metrics(events_with_duplicates(), ASSIGNMENT, ["click_rate"], quarantine_path=path)
     q = pd.read_parquet(path)
     assert sorted(q["event_id"]) == ["e06", "e18"]
-    assert set(q["quarantine_reason"]) == {engine.DUPLICATE}
+    assert set(q["quarantine_reason"]) == {DUPLICATE}
     assert sorted(q["revenue"]) == [10.0, 99.0]
 
 
@@ -63,26 +65,26 @@ def test_exact_copies_keep_one_event():
         ev("e18", "order", "b1", 60, revenue=20.0, currency="USD"),
     ]
     table = compute_metrics(frame(rows), ASSIGNMENT, ["revenue_per_recipient"])
-    assert table.quarantine_reasons == {engine.DUPLICATE: 3}
+    assert table.quarantine_reasons == {DUPLICATE: 3}
     assert table.get("revenue_per_recipient", "a").sum == 15.5  # a1: 10 + 5.5, not 25.5
     assert table.get("revenue_per_recipient", "b").sum == 20.0
 
 
 def test_exact_copies_keep_one_event_with_colliding_hashes(monkeypatch):
-    monkeypatch.setattr(engine, "_KEY_HASH", "hash(coalesce(provider, ''))")
+    monkeypatch.setattr(validated, "KEY_HASH", "hash(coalesce(provider, ''))")
     test_exact_copies_keep_one_event()
 
 
 def test_no_duplicate_candidates_means_no_dedupe_in_the_plan(monkeypatch):
     seen = []
-    original = engine._dedupe_sql
+    original = validated.dedupe_sql
 
     def spy(con):
         statements, has_candidates = original(con)
         seen.append((statements, has_candidates))
         return statements, has_candidates
 
-    monkeypatch.setattr(engine, "_dedupe_sql", spy)
+    monkeypatch.setattr(validated, "dedupe_sql", spy)
     clean = compute_metrics(frame(campaign_events()), ASSIGNMENT, list(LIBRARY))
     ((statements, has_candidates),) = seen
     assert not has_candidates
@@ -96,10 +98,10 @@ def test_colliding_assignment_hashes_are_verified_exactly(monkeypatch):
     # Every key hashing alike suggests repeated keys; the exact check must clear them.
     events = frame(campaign_events())
     exact = compute_metrics(events, ASSIGNMENT, list(LIBRARY))
-    monkeypatch.setattr(engine, "_ASSIGNMENT_KEY_HASH", "hash(1)")
+    monkeypatch.setattr(checks, "ASSIGNMENT_KEY_HASH", "hash(1)")
     assert stats(compute_metrics(events, ASSIGNMENT, list(LIBRARY))) == stats(exact)
     doubled = pd.concat([ASSIGNMENT, ASSIGNMENT.iloc[:1]], ignore_index=True)
-    with pytest.raises(engine.EventsError, match="1 recipient_key"):
+    with pytest.raises(EventsError, match="1 recipient_key"):
         compute_metrics(events, doubled, ["click_rate"])
 
 
@@ -111,7 +113,7 @@ def test_blank_assignment_fields_are_refused(blank):
     for column in ("recipient_key", "segment", "variant_id"):
         bad = ASSIGNMENT.copy()
         bad.loc[2, column] = blank
-        with pytest.raises(engine.EventsError, match=rf"1 row\(s\) without a {column}"):
+        with pytest.raises(EventsError, match=rf"1 row\(s\) without a {column}"):
             compute_metrics(events, bad, ["click_rate"])
 
 

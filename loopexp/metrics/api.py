@@ -10,8 +10,9 @@ from typing import Any, Literal
 import pandas as pd
 
 from loopexp.metrics.definitions import MetricDef
-from loopexp.metrics.engine import MetricTable, Source, compute_metrics
+from loopexp.metrics.engine import MetricTable, compute_metrics
 from loopexp.metrics.outcomes import compute_outcome_metrics
+from loopexp.metrics.sources import Source
 
 Engine = Literal["duckdb", "spark"]
 
@@ -92,7 +93,7 @@ def compute(
     if engine not in ("duckdb", "spark"):
         raise ValueError(f"unknown engine {engine!r}; use duckdb or spark")
     if engine == "spark":
-        from loopexp.metrics import spark as sp  # noqa: PLC0415 (pyspark is optional and slow)
+        import loopexp.metrics.spark as sp  # noqa: PLC0415 (pyspark is optional and slow)
 
         session = spark or sp.spark_session()
         if outcomes is not None:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
 from loopexp.core.errors import InputError
+from loopexp.events.validation import Dialect
 from loopexp.metrics.definitions import (
     FILTER_COLUMNS,
     HOLDOUT,
@@ -30,68 +32,16 @@ from loopexp.metrics.definitions import (
     MetricDef,
 )
 
-DialectName = Literal["duckdb", "spark"]
-
-#: Query parameters that mark a link as tracked rather than a different page; stripped by
-#: :func:`normalize_url` (and its SQL twin) before clicks are counted per link.
-TRACKING_PARAMS: tuple[str, ...] = (
-    "utm_*",
-    "gclid",
-    "dclid",
-    "fbclid",
-    "msclkid",
-    "mc_cid",
-    "mc_eid",
-    "_hsenc",
-    "_hsmi",
-    "mkt_tok",
-    "yclid",
-    "igshid",
-)
-
 
 class MetricsError(InputError):
     """A metric that cannot be computed from the given input (with what to do about it)."""
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """The few places where DuckDB and Spark SQL differ."""
-
-    name: DialectName
-
-    def quote(self, identifier: str) -> str:
-        """Quote a validated identifier (raise for anything that is not a plain name)."""
-        if not re.fullmatch(IDENTIFIER, identifier):
-            raise MetricsError(f"{identifier!r} is not a valid column name (letters, digits, _)")
-        return f"`{identifier}`" if self.name == "spark" else f'"{identifier}"'
-
-    def marker(self, key: str) -> str:
-        """A named parameter marker: ``$key`` in DuckDB, ``:key`` in Spark."""
-        return f":{key}" if self.name == "spark" else f"${key}"
-
-    def epoch(self, expr: str) -> str:
-        """Seconds since the epoch of a timestamp, as a double."""
-        if self.name == "spark":
-            return f"(unix_micros({expr}) / 1000000.0)"
-        return f"epoch({expr})"
-
-    def replace_all(self, expr: str, pattern: str, replacement: str) -> str:
-        """``regexp_replace`` of every match (Spark replaces all; DuckDB needs the ``g`` flag)."""
-        flags = "" if self.name == "spark" else ", 'g'"
-        return f"regexp_replace({expr}, '{pattern}', '{replacement}'{flags})"
-
-    def quantile(self, expr: str, q: float) -> str:
-        """Exact quantile ``q`` of ``expr`` with linear interpolation (R type 7) in both engines.
-
-        ``q`` is inlined as a float literal: Spark needs a constant there.
-        """
-        fn = "percentile" if self.name == "spark" else "quantile_cont"
-        return f"{fn}({expr}, {float(q)!r})"
-
-
-DUCKDB = Dialect("duckdb")
-SPARK = Dialect("spark")
+def quote(dialect: Dialect, identifier: str) -> str:
+    """Quote a spec-named identifier (raise :class:`MetricsError` for anything not a plain name)."""
+    if not re.fullmatch(IDENTIFIER, identifier):
+        raise MetricsError(f"{identifier!r} is not a valid column name (letters, digits, _)")
+    return f"{dialect.quote_char}{identifier}{dialect.quote_char}"
 
 
 @dataclass
@@ -130,7 +80,7 @@ def _event_condition(m: Measure, p: Params, anchor: str | None) -> str:
     for column, value in sorted(m.where.items()):
         if column not in FILTER_COLUMNS:  # also checked by the model; never trust one layer
             raise MetricsError(f"cannot filter on column {column!r}")
-        parts.append(f"{p.dialect.quote(column)} = {p.bind(value)}")
+        parts.append(f"{quote(p.dialect, column)} = {p.bind(value)}")
     if m.window is not None:
         assert anchor is not None
         seconds = p.bind(float(m.window.hours) * 3600.0)
@@ -322,7 +272,7 @@ def events_stats_sql(
     """
     p = Params(dialect)
     per_recipient = _per_recipient(plan, p, source)
-    q = dialect.quote
+    q = partial(quote, dialect)
     value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
     for d in plan.defs:  # identical measures share a column; map each def's objects to it
         for m in (d.numerator, d.ratio_denominator):
@@ -434,7 +384,7 @@ def _outcome_rows(
     whether the table has segments.
     """
     present = set(columns)
-    q = p.dialect.quote
+    q = partial(quote, p.dialect)
     value_of: dict[int, str] = {}
     cols: list[str] = []
     names: dict[str, str] = {}
@@ -515,69 +465,3 @@ def outcome_cap_quantiles_sql(
         exprs.append(f"{dialect.quantile(value, percentiles[d.name])} AS {aliases[d.name]}")
     sql = f"WITH outcomes AS ({outcomes})\nSELECT {', '.join(exprs)} FROM outcomes"
     return Compiled(sql, p.values), aliases
-
-
-# --- per-link clicks ---------------------------------------------------------------------------
-
-
-def _tracking_alternation() -> str:
-    return "|".join(t.replace("*", "[^=&]*") for t in TRACKING_PARAMS)
-
-
-def normalized_url_sql(expr: str, dialect: Dialect) -> str:
-    """SQL for :func:`normalize_url` (same result in DuckDB and Spark; no backslashes needed).
-
-    The query string is wrapped in ``&`` and every ``&`` doubled so that each parameter sits
-    between its own pair of separators: one ``regexp_replace`` then drops every tracking parameter
-    (RE2, DuckDB's regex engine, has no look-ahead).
-    """
-    r = dialect.replace_all
-    no_fragment = f"regexp_replace({expr}, '#.*$', '')"
-    base = f"regexp_extract({no_fragment}, '^[^?]*', 0)"
-    query = f"regexp_extract({no_fragment}, '[?](.*)$', 1)"
-    wrapped = f"concat('&', replace({query}, '&', '&&'), '&')"
-    stripped = r(wrapped, f"(?i)&({_tracking_alternation()})(=[^&]*)?&", "&")
-    clean = r(r(stripped, "&+", "&"), "^&|&$", "")
-    host = f"regexp_extract({base}, '^[A-Za-z][A-Za-z0-9+.-]*://[^/]*', 0)"
-    path = r(f"substr({base}, length({host}) + 1)", "/+$", "")
-    return (
-        f"concat(lower({host}), {path}, "
-        f"CASE WHEN {clean} = '' THEN '' ELSE concat('?', {clean}) END)"
-    )
-
-
-def links_sql(
-    dialect: Dialect, events: str = "valid_events", assignment: str = "assignment_src"
-) -> Compiled:
-    """Human clicks per normalised link per variant, and each link's share of its variant's."""
-    p = Params(dialect)
-    link = normalized_url_sql("e.url", dialect)
-    sql = f"""
-        WITH clicks AS (
-            SELECT a.variant_id, {link} AS link, e.recipient_key
-            FROM {events} e JOIN {assignment} a ON a.recipient_key = e.recipient_key
-            WHERE e.event_type = {p.bind("click")} AND e.is_bot_click IS NOT TRUE
-                AND e.url IS NOT NULL AND e.url <> ''
-        )
-        SELECT variant_id, link, count(*) AS clicks, count(DISTINCT recipient_key) AS clickers,
-            CAST(count(*) AS DOUBLE) / sum(count(*)) OVER (PARTITION BY variant_id) AS share
-        FROM clicks GROUP BY variant_id, link
-    """
-    return Compiled(sql, p.values)
-
-
-def normalize_url(url: str) -> str:
-    """A link as a page, not a tracked click: fragment and tracking parameters dropped.
-
-    Tracking parameters are :data:`TRACKING_PARAMS` (``utm_*`` and click ids), case-insensitive;
-    the scheme and host are lower-cased; trailing slashes of the path are dropped; the remaining
-    query keeps its order. The reference for :func:`normalized_url_sql`.
-    """
-    no_fragment = url.split("#", 1)[0]
-    base, _, query = no_fragment.partition("?")
-    pattern = re.compile(f"^({_tracking_alternation()})$", re.IGNORECASE)
-    kept = [kv for kv in query.split("&") if kv and not pattern.match(kv.split("=", 1)[0])]
-    host = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", base)
-    head = host.group(0) if host else ""
-    path = base[len(head) :].rstrip("/")
-    return head.lower() + path + ("?" + "&".join(kept) if kept else "")

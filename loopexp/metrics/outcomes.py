@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
+from loopexp.events.validation import DUCKDB
 from loopexp.metrics.compile import (
-    DUCKDB,
     MetricsError,
     Plan,
     make_plan,
@@ -29,15 +29,8 @@ from loopexp.metrics.compile import (
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
-from loopexp.metrics.engine import (
-    MetricTable,
-    Source,
-    _attach,
-    _columns,
-    _connect,
-    cap_values_of,
-    collect_stats,
-)
+from loopexp.metrics.engine import MetricTable, cap_values_of, collect_stats
+from loopexp.metrics.sources import Source, attach, columns_of, connect
 
 
 def resolve(metrics: Sequence[str | MetricDef]) -> list[MetricDef]:
@@ -83,9 +76,9 @@ def compute_outcome_metrics(
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
-    with _connect(None, None) as (con, _):
-        _attach(con, "outcomes_src", outcomes, "outcome table", ("variant_id",))
-        present = _columns(con, "outcomes_src")
+    with connect(None, None) as (con, _):
+        attach(con, "outcomes_src", outcomes, "outcome table", ("variant_id",))
+        present = columns_of(con, "outcomes_src")
         check_outcome_columns(present, defs, outcomes)
         cap_values = _outcome_caps(con, plan, caps or {}, present)
         if cap_values:

@@ -10,8 +10,9 @@ from ``spark.master`` (``$LOOPEXP_SPARK_MASTER``, e.g. ``spark://host:7077``, ``
 (``SparkSession.builder.getOrCreate()`` in a Databricks or EMR notebook). pyspark comes with the
 ``spark`` extra (``pip install 'loopexp[spark]'``) and needs Java 17.
 
-Event validation here is a Spark port of the DuckDB engine's (same reasons, first of each duplicated
-``(provider, event_id)`` by time kept); tests hold both engines to the same statistics.
+Events are validated by the same rules as in DuckDB (:mod:`loopexp.events.validation`, compiled for
+Spark SQL): the same quarantine reasons and counts, the first of each duplicated
+``(provider, event_id)`` by time kept; ``tests/test_validation_parity.py`` holds both engines to it.
 """
 
 from __future__ import annotations
@@ -24,39 +25,25 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from loopexp.core import config
-from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, REQUIRED_COLUMNS
+from loopexp.core.errors import EventsError
+from loopexp.events.schema import EVENT_SCHEMA, REQUIRED_COLUMNS
+from loopexp.events.validation import DUPLICATE, SPARK, checked_events_sql, dedupe_rank
 from loopexp.metrics.compile import (
-    SPARK,
     cap_quantiles_sql,
     events_stats_sql,
-    links_sql,
     make_plan,
     outcome_cap_quantiles_sql,
     outcome_stats_sql,
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef
-from loopexp.metrics.engine import (
-    DUPLICATE,
-    EventsError,
-    MetricTable,
-    Source,
-    collect_stats,
-    require_source,
-    unassigned_events,
-)
-from loopexp.metrics.links import order_links
+from loopexp.metrics.engine import MetricTable, collect_stats, unassigned_events
+from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
+from loopexp.metrics.sources import Source, require_source
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-_SPARK_TYPES = {
-    "string": "STRING",
-    "timestamp[us, tz=UTC]": "TIMESTAMP",
-    "bool": "BOOLEAN",
-    "double": "DOUBLE",
-}
 
 
 def spark_session(master: str | None = None) -> SparkSession:
@@ -91,7 +78,8 @@ def _read(spark: SparkSession, source: Source, what: str, scratch: Path) -> Data
         return spark.read.parquet(str(path))
     path = str(source)
     if path.endswith((".csv", ".csv.gz")):
-        return spark.read.csv(path, header=True, inferSchema=True)
+        # every column as text, as DuckDB reads CSV: the validation parses types itself
+        return spark.read.csv(path, header=True, inferSchema=False)
     return spark.read.parquet(path)
 
 
@@ -109,32 +97,17 @@ def _rows(spark: SparkSession, sql: str, params: dict) -> list[dict]:
 
 
 def _validate_events(spark: SparkSession, raw: DataFrame, source: Source) -> None:
-    """Temp views ``checked_events``, ``ranked_events`` and ``valid_events`` (Spark port)."""
+    """Temp views ``checked_events``, ``ranked_events`` and ``valid_events``.
+
+    The canonical validation (:mod:`loopexp.events.validation`) in Spark SQL: the same parsing
+    and quarantine rules as DuckDB, and the same dedupe rule as one window over the valid events.
+    """
     _require(raw, REQUIRED_COLUMNS, source, "events")
     raw.createOrReplaceTempView("raw_events")
-    present = set(raw.columns)
-    select = ", ".join(
-        f"try_cast({f.name} AS {_SPARK_TYPES[str(f.type)]}) AS {f.name}"
-        if f.name in present
-        else f"CAST(NULL AS {_SPARK_TYPES[str(f.type)]}) AS {f.name}"
-        for f in EVENT_SCHEMA
-    )
-    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)  # our constants, not input
-    spark.sql(f"""CREATE OR REPLACE TEMP VIEW checked_events AS
-        SELECT *,
-            CASE
-                WHEN event_id IS NULL OR event_id = '' THEN 'missing event_id'
-                WHEN recipient_key IS NULL OR recipient_key = '' THEN 'missing recipient_key'
-                WHEN ts IS NULL THEN 'missing or unparseable ts'
-                WHEN event_type IS NULL OR event_type NOT IN ({known}) THEN 'unknown event_type'
-                WHEN event_type = 'order' AND (revenue IS NULL OR revenue < 0)
-                    THEN 'order without a valid revenue'
-            END AS quarantine_reason
-        FROM (SELECT {select} FROM raw_events)""")
-    spark.sql("""CREATE OR REPLACE TEMP VIEW ranked_events AS
-        SELECT *, row_number() OVER (
-            PARTITION BY coalesce(provider, ''), event_id ORDER BY ts, recipient_key
-        ) AS dup_rank
+    checked = checked_events_sql(SPARK, dict(raw.dtypes), "raw_events")
+    spark.sql(f"CREATE OR REPLACE TEMP VIEW checked_events AS {checked}")
+    spark.sql(f"""CREATE OR REPLACE TEMP VIEW ranked_events AS
+        SELECT *, {dedupe_rank()} AS dup_rank
         FROM checked_events WHERE quarantine_reason IS NULL""")
     columns = ", ".join(EVENT_SCHEMA.names)
     spark.sql(
@@ -246,5 +219,5 @@ def link_clicks_spark(
         query = links_sql(SPARK)
         frame = pd.DataFrame(_rows(spark, query.sql, query.params))
     if frame.empty:
-        return pd.DataFrame(columns=["variant_id", "link", "clicks", "clickers", "share"])
+        return pd.DataFrame(columns=LINK_COLUMNS)
     return order_links(frame)

@@ -43,7 +43,8 @@ from loopexp.core.keys import EMAIL_PATTERN
 from loopexp.design.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.learn.iteration import LoopError, next_spec
 from loopexp.metrics.definitions import HOLDOUT
-from loopexp.metrics.engine import EventsError, require_source
+from loopexp.metrics.engine import EventsError
+from loopexp.metrics.sources import require_source
 from loopexp.report.views import incrementality_html, lift_plot, links_html, results_html
 from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
 from loopexp.track.tracking import (
@@ -155,7 +156,7 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
     import duckdb  # noqa: PLC0415
 
     from loopexp.events.schema import REQUIRED_COLUMNS  # noqa: PLC0415
-    from loopexp.metrics.engine import _attach  # noqa: PLC0415 (read exactly as the engine does)
+    from loopexp.metrics.sources import attach  # noqa: PLC0415 (read exactly as the engine does)
 
     require_source(events, "events")
     require_source(assignment, "assignment")
@@ -167,7 +168,7 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
             ("asg", assignment, "assignment", ("recipient_key", "segment", "variant_id")),
         ):
             try:
-                _attach(con, view, source, what, needed)  # names the file and any missing column
+                attach(con, view, source, what, needed)  # names the file and any missing column
             except duckdb.Error as exc:
                 raise EventsError(
                     f"{source}: cannot read the {what} file "

@@ -1,0 +1,414 @@
+"""The canonical event table's contract, once: which events are usable, and which copy counts.
+
+Every engine that reads canonical events (DuckDB, Spark) validates them with this module, so the
+same files give the same quarantine counts and the same statistics whatever the engine:
+
+- **Parsing**: each column is read from whatever type the source has (ISO / RFC 2822 / epoch
+  timestamps in text or numbers, ``'yes'`` / ``1`` flags, text revenue). A value that does not parse
+  sets a ``bad_*`` marker, which a rule below turns into a reason.
+- **Quarantine rules** (:data:`QUARANTINE_RULES`): data, a reason and a condition over the parsed
+  columns, in order; an event gets the first reason whose condition holds.
+- **Dedupe** (:data:`DEDUPE_KEY`, :data:`DEDUPE_ORDER`): of the otherwise valid events sharing
+  ``(provider, event_id)`` the first by time (then recipient) is kept; the rest are quarantined as
+  :data:`DUPLICATE`.
+
+The SQL is generated per dialect, as sqlglot structures dialects: one :class:`Dialect` base and a
+subclass per engine (:class:`DuckDB`, :class:`Spark`) for the few expressions that differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from loopexp.core.keys import EMAIL_PATTERN
+from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES
+
+DialectName = Literal["duckdb", "spark"]
+#: What a source column's type means to the parser.
+TypeClass = Literal["missing", "timestamptz", "timestamp", "numeric", "string", "boolean", "other"]
+
+#: Columns parsed from what providers send; their raw text is kept as ``raw_<column>``.
+PARSED_COLUMNS: tuple[str, ...] = ("ts", "is_machine_open", "is_bot_click", "revenue")
+TS_MIN, TS_MAX = "2000-01-01", "2100-01-01"
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+_UNKNOWN = ("", "null", "none", "nan", "unknown", "n/a")
+_NUMBER = "[+-]?[0-9]+([.][0-9]*)?"
+
+
+class Dialect:
+    """The expressions where DuckDB and Spark SQL differ; everything else is shared SQL.
+
+    A subclass per engine fills in the templates (``{x}`` an expression) and the few methods that
+    are more than a template, as sqlglot's dialects do.
+    """
+
+    name: ClassVar[DialectName]
+    quote_char: ClassVar[str]
+    #: Canonical Arrow type (``str(field.type)``) → this dialect's SQL type.
+    types: ClassVar[dict[str, str]]
+    _marker: ClassVar[str]  # a named parameter ({key})
+    _epoch: ClassVar[str]  # seconds since the epoch of a timestamp, as a double
+    _replace_all: ClassVar[str]  # regexp_replace of every match ({x}, {pattern}, {replacement})
+    _quantile: ClassVar[str]  # exact quantile with linear interpolation ({x}, {q})
+    _is_finite: ClassVar[str]  # neither NaN nor ±infinity (NULL stays NULL)
+    _from_micros: ClassVar[str]  # the UTC instant {x} (BIGINT) microseconds after the epoch
+    _ts_literal: ClassVar[str]  # a UTC instant literal of an ISO date ({date})
+    _full_match: ClassVar[str]  # whether all of {x} matches the regex literal {pattern}
+    _search: ClassVar[str]  # whether some of {x} matches the regex literal {pattern}
+    _contains_at: ClassVar[str]  # whether {x} contains an '@' (cheap, before the regex)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def marker(self, key: str) -> str:
+        """A named parameter marker."""
+        return self._marker.format(key=key)
+
+    def epoch(self, expr: str) -> str:
+        """Seconds since the epoch of a timestamp, as a double."""
+        return self._epoch.format(x=expr)
+
+    def replace_all(self, expr: str, pattern: str, replacement: str) -> str:
+        """``regexp_replace`` of every match (``pattern`` without quotes or backslashes)."""
+        return self._replace_all.format(x=expr, pattern=pattern, replacement=replacement)
+
+    def quantile(self, expr: str, q: float) -> str:
+        """Exact quantile ``q`` of ``expr`` with linear interpolation (R type 7).
+
+        ``q`` is inlined as a float literal: Spark needs a constant there.
+        """
+        return self._quantile.format(x=expr, q=repr(float(q)))
+
+    def string(self, text: str) -> str:
+        """A string literal of ``text``."""
+        return "'" + text.replace("'", "''") + "'"
+
+    def cast(self, expr: str, sql_type: str, *, safe: bool = True) -> str:
+        """``expr`` as ``sql_type``; NULL instead of an error when ``safe``."""
+        return f"{'TRY_CAST' if safe else 'CAST'}({expr} AS {sql_type})"
+
+    def null(self, arrow_type: str) -> str:
+        """A typed NULL of a canonical column type."""
+        return f"CAST(NULL AS {self.types[arrow_type]})"
+
+    def is_finite(self, x: str) -> str:
+        """Neither NaN nor ±infinity (NULL stays NULL)."""
+        return self._is_finite.format(x=x)
+
+    def timestamp_from_micros(self, x: str) -> str:
+        """The UTC instant ``x`` (a BIGINT) microseconds after the epoch."""
+        return self._from_micros.format(x=x)
+
+    def timestamp_literal(self, date: str) -> str:
+        """A UTC instant literal of an ISO date."""
+        return self._ts_literal.format(date=date)
+
+    def full_match(self, x: str, pattern: str) -> str:
+        """Whether the whole of ``x`` matches ``pattern``."""
+        return self._full_match.format(x=x, pattern=self.string(pattern))
+
+    def is_address(self, x: str) -> str:
+        """Whether ``x`` contains an e-mail address (:data:`loopexp.core.keys.EMAIL_PATTERN`).
+
+        The cheap '@' test first: the regex runs only on the rare value with an '@'.
+        """
+        search = self._search.format(x=x, pattern=self.string(EMAIL_PATTERN.pattern))
+        return f"({self._contains_at.format(x=x)} AND {search})"
+
+    def parse_timestamp_text(self, x: str) -> str:
+        """A text timestamp that is not a number: ISO 8601 (any offset) or RFC 2822, else NULL."""
+        raise NotImplementedError
+
+    def type_class(self, sql_type: str) -> TypeClass:
+        """What a source column of ``sql_type`` (as the engine describes it) means to the parser."""
+        raise NotImplementedError
+
+
+class DuckDB(Dialect):
+    """DuckDB (sessions set to ``TimeZone = 'UTC'``)."""
+
+    name = "duckdb"
+    quote_char = '"'
+    types: ClassVar[dict[str, str]] = {
+        "string": "VARCHAR",
+        "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+        "bool": "BOOLEAN",
+        "double": "DOUBLE",
+    }
+    _marker = "${key}"
+    _epoch = "epoch({x})"
+    _replace_all = "regexp_replace({x}, '{pattern}', '{replacement}', 'g')"
+    _quantile = "quantile_cont({x}, {q})"
+    _is_finite = "isfinite({x})"
+    _from_micros = "make_timestamp({x})::TIMESTAMPTZ"
+    _ts_literal = "TIMESTAMPTZ '{date}'"
+    _full_match = "regexp_full_match({x}, {pattern})"
+    _search = "regexp_matches({x}, {pattern})"
+    _contains_at = "contains({x}, '@')"
+    _NUMERIC = frozenset(
+        {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"}
+        | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+    )
+    #: Timestamp layouts a cast to TIMESTAMPTZ does not read (ISO 8601 it does, any offset).
+    _TS_FORMATS = (
+        "%a, %d %b %Y %H:%M:%S %z",  # RFC 2822 (SMTP Date, some webhook payloads)
+        "%d %b %Y %H:%M:%S %z",
+        "%Y-%m-%d %H:%M:%S %z",  # ISO with a space before the offset
+        "%Y-%m-%d %H:%M:%S.%f %z",
+    )
+
+    def parse_timestamp_text(self, x: str) -> str:
+        """A cast to TIMESTAMPTZ, else the layouts of ``_TS_FORMATS``."""
+        formats = "[" + ", ".join(map(self.string, self._TS_FORMATS)) + "]"
+        return f"coalesce(TRY_CAST({x} AS TIMESTAMPTZ), try_strptime(trim({x}), {formats}))"
+
+    def type_class(self, sql_type: str) -> TypeClass:
+        """The class of a type as DuckDB's ``DESCRIBE`` spells it."""
+        t = sql_type.upper()
+        if t == "TIMESTAMP WITH TIME ZONE":
+            return "timestamptz"
+        if t.startswith("TIMESTAMP") or t == "DATE":
+            return "timestamp"
+        if t in self._NUMERIC or t.startswith("DECIMAL"):
+            return "numeric"
+        return {"VARCHAR": "string", "BOOLEAN": "boolean"}.get(t, "other")
+
+
+class Spark(Dialect):
+    """Spark SQL (ANSI mode or not; sessions set to ``spark.sql.session.timeZone = UTC``)."""
+
+    name = "spark"
+    quote_char = "`"
+    types: ClassVar[dict[str, str]] = {
+        "string": "STRING",
+        "timestamp[us, tz=UTC]": "TIMESTAMP",
+        "bool": "BOOLEAN",
+        "double": "DOUBLE",
+    }
+    _marker = ":{key}"
+    _epoch = "(unix_micros({x}) / 1000000.0)"
+    _replace_all = "regexp_replace({x}, '{pattern}', '{replacement}')"
+    _quantile = "percentile({x}, {q})"
+    _is_finite = "(NOT isnan({x}) AND abs({x}) <> CAST('Infinity' AS DOUBLE))"
+    _from_micros = "timestamp_micros({x})"
+    _ts_literal = "TIMESTAMP '{date} 00:00:00'"
+    _full_match = "regexp_like({x}, concat('^(', {pattern}, ')$'))"
+    _search = "regexp_like({x}, {pattern})"
+    _contains_at = "(instr({x}, '@') > 0)"
+    _NUMERIC = frozenset(["tinyint", "smallint", "int", "bigint", "float", "double"])
+    #: Java layouts of what DuckDB's TIMESTAMPTZ cast and ``_TS_FORMATS`` read beyond Spark's cast
+    #: (Spark does not parse day names: RFC 2822's ``Mon,`` is dropped first).
+    _TS_FORMATS = (
+        "d MMM yyyy HH:mm:ss Z",
+        "yyyy-MM-dd HH:mm:ss Z",
+        "yyyy-MM-dd HH:mm:ss.SSSSSS Z",
+    )
+
+    def string(self, text: str) -> str:
+        """A string literal: Spark unescapes backslashes in literals (and quotes are escaped)."""
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def parse_timestamp_text(self, x: str) -> str:
+        """A cast to TIMESTAMP, else the Java layouts of ``_TS_FORMATS``."""
+        text = f"regexp_replace(trim({x}), '^[A-Za-z]{{3}}, *', '')"
+        layouts = ", ".join(f"try_to_timestamp({text}, {self.string(f)})" for f in self._TS_FORMATS)
+        return f"coalesce(try_cast(trim({x}) AS TIMESTAMP), {layouts})"
+
+    def type_class(self, sql_type: str) -> TypeClass:
+        """The class of a type as Spark's ``DataFrame.dtypes`` spells it."""
+        t = sql_type.lower()
+        if t == "timestamp":
+            return "timestamptz"
+        if t in ("timestamp_ntz", "date"):
+            return "timestamp"
+        if t in self._NUMERIC or t.startswith("decimal"):
+            return "numeric"
+        if t == "string" or t.startswith(("varchar", "char")):
+            return "string"
+        return "boolean" if t == "boolean" else "other"
+
+
+DUCKDB = DuckDB()
+SPARK = Spark()
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def epoch_timestamp(d: Dialect, x: str) -> str:
+    """Unix epoch in seconds, ms, µs or ns, told apart by magnitude (as pandas and Spark users do).
+
+    Seconds below 1e11 reach the year 5138, milliseconds from 1e11 start in 1973: a plausible event
+    time has exactly one reading. The out-of-range rule catches the rest.
+    """
+
+    def at(micros: str) -> str:
+        return d.timestamp_from_micros(d.cast(f"round({micros})", "BIGINT"))
+
+    return f"""CASE
+        WHEN NOT {d.is_finite(x)} THEN NULL
+        WHEN abs({x}) < 1e11 THEN {at(f"{x} * 1e6")}
+        WHEN abs({x}) < 1e14 THEN {at(f"{x} * 1e3")}
+        WHEN abs({x}) < 1e17 THEN {at(x)}
+        WHEN abs({x}) < 1e20 THEN {at(f"{x} / 1e3")}
+    END"""
+
+
+def parse_ts(d: Dialect, kind: TypeClass, column: str = "ts") -> str:
+    """The event time (a UTC instant, NULL when it does not parse) of a ``kind`` column."""
+    tz = d.types["timestamp[us, tz=UTC]"]
+    if kind == "timestamptz":
+        return column
+    if kind == "timestamp":
+        return d.cast(column, tz, safe=False)  # naive: UTC (the session's time zone)
+    if kind == "numeric":
+        return epoch_timestamp(d, d.cast(column, "DOUBLE", safe=False))
+    if kind == "string":
+        number = epoch_timestamp(d, d.cast(f"trim({column})", "DOUBLE"))
+        return f"""CASE
+            WHEN {d.full_match(f"trim({column})", _NUMBER)} THEN {number}
+            ELSE {d.parse_timestamp_text(column)}
+        END"""
+    return d.null("timestamp[us, tz=UTC]")
+
+
+def parse_flag(d: Dialect, kind: TypeClass, column: str) -> tuple[str, str]:
+    """(parsed BOOLEAN, unparseable condition) of a three-valued flag column."""
+    if kind == "missing":
+        return d.null("bool"), "false"
+    if kind == "boolean":
+        return column, "false"
+    if kind == "string":
+        v = f"lower(trim({column}))"
+
+        def among(words: tuple[str, ...]) -> str:
+            return f"{v} IN ({', '.join(map(d.string, words))})"
+
+        parsed = f"CASE WHEN {among(_TRUE)} THEN true WHEN {among(_FALSE)} THEN false END"
+        return parsed, f"({column} IS NOT NULL AND NOT {among(_UNKNOWN)} AND ({parsed}) IS NULL)"
+    if kind == "numeric":
+        parsed = f"CASE WHEN {column} = 1 THEN true WHEN {column} = 0 THEN false END"
+        known = f"{column} IS NOT NULL AND NOT isnan({d.cast(column, 'DOUBLE', safe=False)})"
+        return parsed, f"({known} AND ({parsed}) IS NULL)"
+    return d.null("bool"), f"({column} IS NOT NULL)"
+
+
+def parse_revenue(d: Dialect, kind: TypeClass, column: str = "revenue") -> tuple[str, str]:
+    """(parsed DOUBLE, unparseable-or-non-finite condition) of the revenue column."""
+    if kind == "missing":
+        return d.null("double"), "false"
+    if kind == "string":
+        parsed = d.cast(f"trim({column})", "DOUBLE")
+        return parsed, (
+            f"(({column} IS NOT NULL AND trim({column}) <> '' AND {parsed} IS NULL) "
+            f"OR NOT {d.is_finite(parsed)})"
+        )
+    if kind == "numeric":
+        value = d.cast(column, "DOUBLE", safe=False)
+        return value, f"NOT {d.is_finite(value)}"
+    return d.null("double"), f"({column} IS NOT NULL)"
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One quarantine reason and the condition (SQL over the parsed columns) that gives it.
+
+    ``condition`` is shared SQL; ``{address}``, ``{ts_min}``, ``{ts_max}`` and ``{event_types}``
+    are filled in per dialect, ``bad_<column>`` are the parsers' unparseable markers.
+    """
+
+    reason: str
+    condition: str
+
+
+ADDRESS_REASON = "recipient_key is an e-mail address, not a hashed key"
+#: In order: an event gets the first reason whose condition holds.
+QUARANTINE_RULES: tuple[Rule, ...] = (
+    Rule("missing event_id", "event_id IS NULL OR event_id = ''"),
+    Rule("missing recipient_key", "recipient_key IS NULL OR recipient_key = ''"),
+    Rule(ADDRESS_REASON, "{address}"),
+    Rule("missing or unparseable ts", "ts IS NULL"),
+    Rule("ts out of range (before 2000 or after 2099)", "ts < {ts_min} OR ts >= {ts_max}"),
+    Rule("unknown event_type", "event_type IS NULL OR event_type NOT IN ({event_types})"),
+    Rule("unparseable is_machine_open", "bad_is_machine_open"),
+    Rule("unparseable is_bot_click", "bad_is_bot_click"),
+    Rule("unparseable or non-finite revenue", "bad_revenue"),
+    Rule(
+        "order without a valid revenue",
+        "event_type = 'order' AND (revenue IS NULL OR revenue < 0)",
+    ),
+)
+
+DUPLICATE = "duplicate (provider, event_id)"
+#: An event's identity, and which of its valid copies is kept (the first in this order).
+DEDUPE_KEY: tuple[str, ...] = ("coalesce(provider, '')", "event_id")
+DEDUPE_ORDER: tuple[str, ...] = ("ts", "recipient_key")
+#: Every reason an event can be quarantined with, in rule order, the duplicate last.
+REASONS: tuple[str, ...] = (*(r.reason for r in QUARANTINE_RULES), DUPLICATE)
+
+
+def dedupe_rank() -> str:
+    """Each valid event's rank among the copies of its key (1: the one kept)."""
+    return (
+        f"row_number() OVER (PARTITION BY {', '.join(DEDUPE_KEY)} "
+        f"ORDER BY {', '.join(DEDUPE_ORDER)})"
+    )
+
+
+def reason_sql(d: Dialect) -> str:
+    """The CASE giving each parsed event its quarantine reason (NULL: valid)."""
+    fields = {
+        "address": d.is_address("recipient_key"),
+        "ts_min": d.timestamp_literal(TS_MIN),
+        "ts_max": d.timestamp_literal(TS_MAX),
+        "event_types": ", ".join(map(d.string, EVENT_TYPES)),
+    }
+    whens = "\n".join(
+        f"            WHEN {rule.condition.format_map(fields)} THEN {d.string(rule.reason)}"
+        for rule in QUARANTINE_RULES
+    )
+    return f"CASE\n{whens}\n        END"
+
+
+def checked_events_sql(d: Dialect, source_types: Mapping[str, str], source: str) -> str:
+    """SELECT of every event of ``source``, parsed, with ``raw_<column>`` and its reason.
+
+    ``source_types`` maps the source's columns to their SQL types as the engine describes them
+    (absent canonical columns are NULL). The result has the canonical columns
+    (:data:`loopexp.events.schema.EVENT_SCHEMA`), ``raw_<c>`` for :data:`PARSED_COLUMNS` and
+    ``quarantine_reason``.
+    """
+
+    def kind(column: str) -> TypeClass:
+        return "missing" if column not in source_types else d.type_class(source_types[column])
+
+    parsed = {
+        f.name: d.cast(f.name, d.types[str(f.type)])
+        if f.name in source_types
+        else d.null(str(f.type))
+        for f in EVENT_SCHEMA
+    }
+    parsed["ts"] = parse_ts(d, kind("ts"))
+    bad = {}
+    for flag in ("is_machine_open", "is_bot_click"):
+        parsed[flag], bad[flag] = parse_flag(d, kind(flag), flag)
+    parsed["revenue"], bad["revenue"] = parse_revenue(d, kind("revenue"))
+    raw = {
+        f"raw_{c}": d.cast(c, d.types["string"]) if c in source_types else d.null("string")
+        for c in PARSED_COLUMNS
+    }
+    inner = ",\n            ".join(
+        [f"{expr} AS {name}" for name, expr in {**parsed, **raw}.items()]
+        + [f"{expr} AS bad_{name}" for name, expr in bad.items()]
+    )
+    outer = ", ".join([*parsed, *raw])
+    return (
+        f"SELECT {outer},\n        {reason_sql(d)} AS quarantine_reason\n"
+        f"    FROM (\n        SELECT {inner}\n        FROM {source}\n    ) parsed"
+    )
