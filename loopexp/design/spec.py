@@ -319,6 +319,18 @@ class SendTimeSettings(_Model):
         return self
 
 
+class AllocationSettings(_Model):
+    """Adaptive weights for the next iteration (see :mod:`loopexp.learn.allocation`).
+
+    Each next spec's challengers get Thompson-sampling (``top_two``: top-two) shares of the
+    challengers' budget from this iteration's posterior; the control keeps its share, and no
+    challenger gets less than ``floor`` of the audience.
+    """
+
+    method: Literal["thompson", "top_two"] = "thompson"
+    floor: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+
 class EventsSource(_Model):
     """Where ``loopexp run`` finds this campaign's events when no ``--events`` is given.
 
@@ -402,6 +414,8 @@ class ExperimentSpec(_Model):
     send_time: SendTimeSettings | None = None
     """Send slots randomised beside the variants, or learned windows per segment (see
     :class:`SendTimeSettings`); None: one send for everyone."""
+    allocation: AllocationSettings | None = None
+    """Adaptive weights written into each next spec; None: the variants keep their weights."""
 
     @model_validator(mode="before")
     @classmethod
@@ -568,6 +582,8 @@ class ExperimentSpec(_Model):
             exclude["send_time"] = True
         if self.events is None:
             exclude["events"] = True
+        if self.allocation is None:
+            exclude["allocation"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {
