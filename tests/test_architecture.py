@@ -243,7 +243,6 @@ SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/metrics/engine.py": "TODO(#23): being split",
     "loopexp/metrics/engine.py::_compute": "TODO(#23): being split",
     "loopexp/metrics/engine.py::_check_assignment": "TODO(#23): being split",
-    "loopexp/sim/simulate.py::_simulate_events": "TODO(#23): being split",
     "loopexp/track/closed_loop.py": "TODO(#23): being split",
     "loopexp/track/closed_loop.py::build_report": "TODO(#23): being split",
     "loopexp/track/closed_loop.py::report_html": "TODO(#23): being split",
