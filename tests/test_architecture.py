@@ -237,8 +237,6 @@ SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/design/spec.py": "TODO(#23): being split",
     "loopexp/events/ingest.py": "TODO(#23): being split",
     "loopexp/events/ingest.py::_finish": "TODO(#23): being split",
-    "loopexp/learn/sendtime.py": "TODO(#23): being split",
-    "loopexp/learn/sendtime.py::analyze_send_time": "TODO(#23): being split",
     "loopexp/metrics/compile.py": "TODO(#23): being split",
     "loopexp/metrics/engine.py": "TODO(#23): being split",
     "loopexp/metrics/engine.py::_compute": "TODO(#23): being split",

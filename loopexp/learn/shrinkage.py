@@ -106,8 +106,11 @@ def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
     value = control.metrics.get(decision.primary_metric) if control else None
     winner = dict(primary_log_lifts(last)).get(decision.winner)
     raw = next(
-        (c.rel_lift for c in last.comparisons if (c.metric, c.variant) == (
-            decision.primary_metric, decision.winner)),
+        (
+            c.rel_lift
+            for c in last.comparisons
+            if (c.metric, c.variant) == (decision.primary_metric, decision.winner)
+        ),
         None,
     )
     if value is None or value.value is None or winner is None or raw is None:
