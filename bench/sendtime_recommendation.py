@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from loopexp.learn.sendtime import planned_per_slot, recommendation_accuracy
+from loopexp.learn.sendtime_check import planned_per_slot, recommendation_accuracy
 from loopexp.sim.simulate import SEGMENT_PROFILES
 
 SLOTS = ("07:00", "12:00", "19:00")

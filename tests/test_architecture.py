@@ -229,13 +229,6 @@ MAX_FUNCTION_LINES = 80
 #: An entry is removed when its module or function is split; a stale entry fails the test below.
 SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/cli/__init__.py": "TODO(#23): being split",
-    "loopexp/learn/sendtime.py": "TODO(#23): being split",
-    "loopexp/learn/sendtime.py::analyze_send_time": "TODO(#23): being split",
-    "loopexp/run/pipeline.py": "TODO(#23): being split",
-    "loopexp/run/pipeline.py::run_iteration": "TODO(#23): being split",
-    "loopexp/run/pipeline.py::_log_attempt": "TODO(#23): being split",
-    "loopexp/sim/demo.py::run_demo_loop": "TODO(#23): being split",
-    "loopexp/sim/simulate.py::_simulate_events": "TODO(#23): being split",
     "loopexp/track/closed_loop.py": "TODO(#23): being split",
     "loopexp/track/closed_loop.py::build_report": "TODO(#23): being split",
     "loopexp/track/closed_loop.py::report_html": "TODO(#23): being split",

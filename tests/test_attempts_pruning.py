@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from loopexp.run.pipeline import ATTEMPTS, MANIFEST, prune_attempts
+from loopexp.run.attempts import ATTEMPTS, MANIFEST, prune_attempts
 
 
 def _attempt(out: Path, name: str, state: str | None, age_days: int) -> Path:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
 from loopexp.cli import EXIT_BUSY, EXIT_INPUT, app
-from loopexp.run.pipeline import ATTEMPTS, LATEST, _publish
+from loopexp.run.attempts import ATTEMPTS, LATEST, publish
 from tests.conftest import DEMO_SPEC
 
 runner = CliRunner()
@@ -160,9 +160,9 @@ def test_publishing_a_new_attempt_leaves_no_file_of_the_last(tmp_path: Path) -> 
         folder.mkdir(parents=True)
         for name in files:
             (folder / name).write_text(folder.name)
-    _publish(out, first, {"state": "logged", "attempt_id": "1"})
+    publish(out, first, {"state": "logged", "attempt_id": "1"})
     assert (out / "quarantine.parquet").read_text() == "1"
-    _publish(out, second, {"state": "logged", "attempt_id": "2"})
+    publish(out, second, {"state": "logged", "attempt_id": "2"})
     assert (out / "decision.json").read_text() == "2"
     assert not (out / "quarantine.parquet").exists()
     assert '"attempt_id": "2"' in (out / LATEST).read_text()
@@ -195,7 +195,7 @@ def test_unreadable_or_incomplete_events_are_refused_naming_the_file(
 def test_a_run_waits_for_the_experiments_lock_then_exits_busy(
     campaign: dict[str, Path], tmp_path: Path
 ) -> None:
-    from loopexp.run.pipeline import experiment_lock
+    from loopexp.run.lock import experiment_lock
     from loopexp.track.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

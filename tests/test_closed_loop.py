@@ -19,18 +19,16 @@ from typer.testing import CliRunner
 
 from loopexp.cli import app
 from loopexp.design.spec import load_spec
+from loopexp.learn.shrinkage import Lift, empirical_bayes_prior, shrink
 from loopexp.sim.demo import DEMO_BEST_SLOTS, EXPECTED_DECISIONS, run_demo_loop
 from loopexp.track.closed_loop import (
     ClosedLoopReport,
     IterationRecord,
-    Lift,
     ReportError,
     build_report,
     campaign_runs,
-    empirical_bayes_prior,
     links_frame,
     report_html,
-    shrink,
 )
 
 DEMO_RECIPIENTS = 30_000

@@ -21,7 +21,7 @@ from loopexp.core.keys import EMAIL_PATTERN
 from loopexp.design.spec import load_spec
 from loopexp.metrics import compute_metrics
 from loopexp.report.views import comparisons_table, results_html
-from loopexp.run.pipeline import write_html_report
+from loopexp.run.outputs import write_html_report
 from loopexp.sim.simulate import simulate_campaign, write_events
 from loopexp.track.tracking import run_description
 from tests.conftest import DEMO_SPEC

@@ -9,7 +9,7 @@ import pytest
 
 from loopexp import ExperimentResults, analyze_files, load_spec, simulate_campaign
 from loopexp.report.views import links_table
-from loopexp.run.pipeline import write_html_report
+from loopexp.run.outputs import write_html_report
 from loopexp.sim.simulate import DEMO_EFFECTS, LINKS
 from tests.conftest import DEMO_SPEC
 

@@ -50,7 +50,7 @@ def test_no_guardrails_no_section(results) -> None:
 
 
 def test_report_page_has_the_guardrail_section(results, tmp_path: Path) -> None:
-    from loopexp.run.pipeline import write_html_report
+    from loopexp.run.outputs import write_html_report
 
     page = write_html_report(results, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<h4>Guardrails</h4>" in page and "VETO" in page

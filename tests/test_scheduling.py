@@ -24,8 +24,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
+from loopexp.run.attempts import ATTEMPTS, LATEST
 from loopexp.run.notebook import NotebookFailedError
-from loopexp.run.pipeline import ATTEMPTS, LATEST, run_iteration
+from loopexp.run.pipeline import run_iteration
 from tests.conftest import DEMO_SPEC, ROOT
 
 pytestmark = pytest.mark.integration

@@ -20,11 +20,10 @@ from loopexp.learn.sendtime import (
     analyze_send_time,
     local_send_times,
     next_send_time,
-    planned_per_slot,
-    recommendation_accuracy,
     send_slots,
     send_time_from_files,
 )
+from loopexp.learn.sendtime_check import planned_per_slot, recommendation_accuracy
 from loopexp.sim.simulate import SEGMENT_PROFILES, TrueEffects, simulate_campaign
 from tests.conftest import DEMO_SPEC
 

@@ -41,14 +41,9 @@ from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
 from loopexp.report.views import comparisons_table, plan_summary
+from loopexp.run.lock import ExperimentBusyError
 from loopexp.run.notebook import NotebookFailedError
-from loopexp.run.pipeline import (
-    ExperimentBusyError,
-    IterationOutcome,
-    NotLoggedError,
-    run_iteration,
-    upload,
-)
+from loopexp.run.pipeline import IterationOutcome, NotLoggedError, run_iteration, upload
 from loopexp.sim.simulate import DEMO_EFFECTS, TrueEffects, simulate_campaign
 from loopexp.track.tracking import (
     TrackingUnavailableError,

@@ -314,6 +314,18 @@ class SendTimeSettings(SpecModel):
         return self
 
 
+class AllocationSettings(SpecModel):
+    """Adaptive weights for the next iteration (see :mod:`loopexp.learn.allocation`).
+
+    Each next spec's challengers get Thompson-sampling (``top_two``: top-two) shares of the
+    challengers' budget from this iteration's posterior; the control keeps its share, and no
+    challenger gets less than ``floor`` of the audience.
+    """
+
+    method: Literal["thompson", "top_two"] = "thompson"
+    floor: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+
 class EventsSource(SpecModel):
     """Where ``loopexp run`` finds this campaign's events when no ``--events`` is given.
 

@@ -26,6 +26,7 @@ from pydantic import (
 
 from loopexp.core.errors import InputError
 from loopexp.design.parts import (
+    AllocationSettings,
     Audience,
     DataRules,
     DecisionRule,
@@ -89,6 +90,8 @@ class ExperimentSpec(SpecModel):
     send_time: SendTimeSettings | None = None
     """Send slots randomised beside the variants, or learned windows per segment (see
     :class:`SendTimeSettings`); None: one send for everyone."""
+    allocation: AllocationSettings | None = None
+    """Adaptive weights written into each next spec; None: the variants keep their weights."""
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +258,8 @@ class ExperimentSpec(SpecModel):
             exclude["send_time"] = True
         if self.events is None:
             exclude["events"] = True
+        if self.allocation is None:
+            exclude["allocation"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

@@ -5,10 +5,14 @@
   the backlog.
 - keep_testing / invalid_srm: the same variants run again (after fixing the split, for SRM).
 
-Learning carried forward (issue 18): a send-time recommendation (``send_time``, from
-:func:`loopexp.learn.sendtime.next_send_time`) replaces the spec's ``send_time:`` so each segment is
-mailed at its window with a randomised share kept; adaptive ``weights`` (from
-:func:`loopexp.learn.allocation.thompson_weights`) replace the variants' weights.
+Learning carried forward (issues 18, 23): :func:`next_iteration` writes the next spec with what
+the iteration taught (:class:`Learned`, gathered by :func:`learned_from`): a send-time
+recommendation (from :func:`loopexp.learn.sendtime.next_send_time`) replaces the spec's
+``send_time:`` so each segment is mailed at its window with a randomised share kept; adaptive
+weights (from :func:`loopexp.learn.allocation.thompson_weights`, when the spec asks for
+``allocation:``) replace the variants' weights; the winner's-curse-corrected baseline
+(:func:`loopexp.learn.shrinkage.planning_baseline`) re-plans the sample size. ``loopexp run`` (the
+scheduled path) and ``loopexp demo`` both call it, so production learns exactly as the demo does.
 
 Every next spec gets iteration + 1, a new salt (re-randomised, no carry-over), the parent MLflow
 run id, and a sample size re-planned from the next control's observed rate of the primary metric.
@@ -16,15 +20,103 @@ run id, and a sample size re-planned from the next control's observed rate of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.core.errors import InputError
-from loopexp.design.parts import SendTimeSettings
+from loopexp.design.parts import SendTimeSettings, Variant
 from loopexp.design.plan import plan_for
 from loopexp.design.spec import ExperimentSpec
+from loopexp.learn.allocation import thompson_weights
+from loopexp.learn.sendtime import SendTimeAnalysis, next_send_time
+from loopexp.learn.shrinkage import planning_baseline
 
 
 class LoopError(InputError):
     """The next iteration cannot be written as asked (e.g. no challengers left)."""
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one iteration taught, to be carried into the next spec by :func:`next_iteration`."""
+
+    send_time: SendTimeSettings | None = None
+    """The next send-time settings: each segment's learned window, a share still randomised."""
+    weights: dict[str, float] | None = None
+    """The next variants' adaptive weights by id (None: they keep theirs)."""
+    baseline: float | None = None
+    """The next control's primary rate corrected for winner's curse (None: the observed rate)."""
+
+
+def _next_arms(
+    spec: ExperimentSpec, results: ExperimentResults
+) -> tuple[Variant, list[Variant], list[Variant]]:
+    """The next control, its challengers and the remaining backlog, from the decision."""
+    decision = results.decision
+    status = decision.status
+    control = next(v for v in spec.variants if v.id == spec.control)
+    backlog = list(spec.backlog)
+    if status in (Status.KEEP_TESTING, Status.INVALID_SRM):
+        return control, list(spec.challengers), backlog
+    # Every challenger retires: it lost to the winner, to the control, or broke a guardrail.
+    if status == Status.SHIP:
+        control = next(v for v in spec.variants if v.id == decision.winner)
+    take = len(spec.challengers)
+    return control, backlog[:take], backlog[take:]
+
+
+def learned_from(
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    send_time: SendTimeAnalysis | None = None,
+    history: Sequence[ExperimentResults] = (),
+) -> Learned:
+    """Gather what ``results`` (the iteration of ``spec``) taught for the next spec.
+
+    ``send_time``: this iteration's send-time analysis (None: the spec's send time stays);
+    ``history``: the campaign's earlier analysed iterations, oldest first (the winner's-curse
+    prior is learned from them and this one). Weights only when the spec asks for
+    ``allocation:``.
+    """
+    weights = None
+    if spec.allocation is not None:
+        new_control, challengers, _ = _next_arms(spec, results)
+        if challengers:  # else next_iteration says why there is no next spec
+            weights = thompson_weights(
+                spec,
+                results,
+                [v.id for v in (new_control, *challengers)],
+                new_control.id,
+                floor=spec.allocation.floor,
+                top_two=spec.allocation.method == "top_two",
+            )
+    return Learned(
+        send_time=next_send_time(spec, send_time) if send_time is not None else None,
+        weights=weights,
+        baseline=planning_baseline([*history, results]),
+    )
+
+
+def next_iteration(
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    learned: Learned,
+    parent_run_id: str | None = None,
+) -> ExperimentSpec:
+    """The spec of iteration ``spec.iteration + 1``: ``results``' decision plus ``learned``.
+
+    The one learning path: ``loopexp run`` and ``loopexp demo`` both write their next spec here.
+    Raises :class:`LoopError` when no next iteration can be drafted.
+    """
+    return next_spec(
+        spec,
+        results,
+        parent_run_id=parent_run_id,
+        send_time=learned.send_time,
+        weights=learned.weights,
+        baseline=learned.baseline,
+    )
 
 
 def next_spec(
@@ -40,30 +132,15 @@ def next_spec(
     ``send_time`` replaces the spec's send-time settings (the learned windows); ``weights`` gives
     the next variants' weights by id (variants not named keep theirs); ``baseline`` replaces
     the next control's observed primary rate in the plan (e.g. the winner's-curse-corrected rate
-    of :func:`loopexp.track.closed_loop.planning_baseline`).
+    of :func:`loopexp.learn.shrinkage.planning_baseline`). :func:`next_iteration` passes them
+    from a :class:`Learned` record.
     """
-    decision = results.decision
-    status = decision.status
-    control = next(v for v in spec.variants if v.id == spec.control)
-    backlog = list(spec.backlog)
-
-    if status in (Status.KEEP_TESTING, Status.INVALID_SRM):
-        new_control, challengers = control, spec.challengers
-    else:
-        # Every challenger retires: it lost to the winner, to the control, or broke a guardrail.
-        new_control = (
-            next(v for v in spec.variants if v.id == decision.winner)
-            if status == Status.SHIP
-            else control
-        )
-        take = len(spec.challengers)
-        challengers, backlog = backlog[:take], backlog[take:]
+    new_control, challengers, backlog = _next_arms(spec, results)
     if not challengers:
         raise LoopError(
             f"iteration {spec.iteration + 1} of {spec.campaign!r} has no challenger: add variants "
             f"under `backlog:` in the spec of iteration {spec.iteration} and run again"
         )
-
     planned = spec.planned_recipients_per_variant
     # The next control's observed rate is the next baseline (the winner's, after a ship).
     observed = {v.id: v.metrics.get(spec.primary_metric) for v in results.variants}
@@ -92,3 +169,6 @@ def next_spec(
         data["planned_recipients_per_variant"] = plan_for(next_spec, rate).per_variant
         next_spec = ExperimentSpec.model_validate(data)
     return next_spec
+
+
+__all__ = ["Learned", "LoopError", "learned_from", "next_iteration", "next_spec"]

@@ -20,7 +20,7 @@ chance that each slot is the segment's best (:func:`loopexp.stats.bayes.best_and
 recommended window of a segment is its most probably best slot; it is ``confident`` when that slot
 also beats the reference after adjustment (or is the reference). Everything works on sufficient
 statistics (recipients and successes per segment x slot), so the check over many simulated
-campaigns in ``bench/sendtime_recommendation.py`` draws counts, not events.
+campaigns (:mod:`loopexp.learn.sendtime_check`) draws counts, not events.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from statsmodels.stats.proportion import proportion_confint
 from loopexp.assignment.assign import unit_interval
 from loopexp.core.errors import InputError
 from loopexp.design.parts import SendTimeSettings, TestType
-from loopexp.design.plan import sample_size_per_variant
 from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import HOLDOUT, METRICS
 from loopexp.metrics.engine import ALL_SEGMENTS, compute_metrics
@@ -50,6 +49,9 @@ from loopexp.stats.multiplicity import adjust_pvalues, interval_alphas
 
 #: Share of each segment still randomised over all slots once windows are learned.
 DEFAULT_EXPLORE_SHARE = 0.1
+#: The metric the loop learns send windows from: the open comes right after the send and is far
+#: more frequent than a click, so the windows settle in fewer iterations.
+LEARNING_METRIC = "open_rate"
 
 
 class SendTimeError(InputError):
@@ -203,7 +205,7 @@ class SendTimeAnalysis(BaseModel):
         return pd.DataFrame([r.model_dump() for r in self.results])
 
 
-def analyze_send_time(  # noqa: C901, PLR0912, PLR0915
+def analyze_send_time(
     counts: pd.DataFrame,
     slots: Sequence[str],
     metric: str = "click_rate",
@@ -227,66 +229,89 @@ def analyze_send_time(  # noqa: C901, PLR0912, PLR0915
         (str(r.segment), str(r.slot)): (int(r.n), float(r.successes))
         for r in counts.itertuples(index=False)
     }
-    segments = sorted({seg for seg, _ in cells})
     rows: list[dict] = []
     tests: list[tuple[int, ScoreProportions]] = []
-    windows: list[SegmentWindow] = []
-    for seg in segments:
-        ref = reference.get(seg, slots[0])
-        arms = [cells.get((seg, s), (0, 0.0)) for s in slots]
-        with_data = [i for i, (n, _) in enumerate(arms) if n > 0]
-        probs: dict[int, float] = {}
-        if len(with_data) >= 2:
-            data = [(arms[i][0], arms[i][1], arms[i][1]) for i in with_data]
-            dists = posteriors("proportion", data, prior)
-            best, _ = best_and_loss(dists)
-            probs = {i: float(p) for i, p in zip(with_data, best, strict=True)}
-        ref_i = slots.index(ref)
-        for i, s in enumerate(slots):
-            n, x = arms[i]
-            low = high = None
-            if n > 0 and with_intervals:
-                low, high = (float(v) for v in proportion_confint(x, n, alpha, method="wilson"))
-            row = {
-                "segment": seg,
-                "slot": s,
-                "n": n,
-                "successes": x,
-                "rate": x / n if n else None,
-                "ci_low": low,
-                "ci_high": high,
-                "prob_best": probs.get(i),
-                "reference": ref,
-            }
-            rows.append(row)
-            n_ref = arms[ref_i][0]
-            if i != ref_i and n > 0 and n_ref > 0 and (x > 0 or arms[ref_i][1] > 0):
-                tests.append((len(rows) - 1, ScoreProportions(x, n, arms[ref_i][1], n_ref)))
-        if not probs:
-            windows.append(
-                SegmentWindow(
-                    segment=seg,
-                    slot=None,
-                    prob_best=None,
-                    reference=ref,
-                    confident=False,
-                    reason="fewer than two slots had randomised recipients: no comparison, "
-                    "the current window stays",
-                )
-            )
-            continue
-        top = max(probs, key=lambda i: (probs[i], arms[i][1] / arms[i][0]))
-        windows.append(
-            SegmentWindow(
-                segment=seg,
-                slot=slots[top],
-                prob_best=probs[top],
-                reference=ref,
-                confident=False,
-                reason="",
-            )
+    windows = [
+        _segment(seg, reference.get(seg, slots[0]), slots, cells, prior, alpha, with_intervals,
+                 rows, tests)
+        for seg in sorted({seg for seg, _ in cells})
+    ]  # fmt: skip
+    _adjust(rows, tests, correction, alpha, with_intervals)
+    results = [SlotResult(**r) for r in rows]
+    return SendTimeAnalysis(
+        metric=metric,
+        slots=slots,
+        alpha=alpha,
+        correction=correction,
+        results=results,
+        windows=[_judged(w, results, alpha) for w in windows],
+    )
+
+
+def _segment(
+    seg: str,
+    ref: str,
+    slots: list[str],
+    cells: dict[tuple[str, str], tuple[int, float]],
+    prior: tuple[float, float],
+    alpha: float,
+    with_intervals: bool,
+    rows: list[dict],
+    tests: list[tuple[int, ScoreProportions]],
+) -> SegmentWindow:
+    """One segment's most probably best slot (judged once the whole family is adjusted).
+
+    Appends the segment's rows to ``rows`` and its tests against ``ref`` to ``tests``.
+    """
+    arms = [cells.get((seg, s), (0, 0.0)) for s in slots]
+    with_data = [i for i, (n, _) in enumerate(arms) if n > 0]
+    probs: dict[int, float] = {}
+    if len(with_data) >= 2:
+        data = [(arms[i][0], arms[i][1], arms[i][1]) for i in with_data]
+        best, _ = best_and_loss(posteriors("proportion", data, prior))
+        probs = {i: float(p) for i, p in zip(with_data, best, strict=True)}
+    ref_i = slots.index(ref)
+    n_ref, x_ref = arms[ref_i]
+    for i, s in enumerate(slots):
+        n, x = arms[i]
+        low = high = None
+        if n > 0 and with_intervals:
+            low, high = (float(v) for v in proportion_confint(x, n, alpha, method="wilson"))
+        rows.append(
+            {"segment": seg, "slot": s, "n": n, "successes": x, "rate": x / n if n else None,
+             "ci_low": low, "ci_high": high, "prob_best": probs.get(i), "reference": ref}
+        )  # fmt: skip
+        if i != ref_i and n > 0 and n_ref > 0 and (x > 0 or x_ref > 0):
+            tests.append((len(rows) - 1, ScoreProportions(x, n, x_ref, n_ref)))
+    if not probs:
+        return SegmentWindow(
+            segment=seg,
+            slot=None,
+            prob_best=None,
+            reference=ref,
+            confident=False,
+            reason="fewer than two slots had randomised recipients: no comparison, "
+            "the current window stays",
         )
-    # One multiplicity family: every slot against its segment's reference, over all segments.
+    top = max(probs, key=lambda i: (probs[i], arms[i][1] / arms[i][0]))
+    return SegmentWindow(
+        segment=seg,
+        slot=slots[top],
+        prob_best=probs[top],
+        reference=ref,
+        confident=False,
+        reason="",
+    )
+
+
+def _adjust(
+    rows: list[dict],
+    tests: list[tuple[int, ScoreProportions]],
+    correction: str,
+    alpha: float,
+    with_intervals: bool,
+) -> None:
+    """One multiplicity family: every slot against its segment's reference, over all segments."""
     p_values = [m.test()[1] for _, m in tests]
     adjusted = adjust_pvalues(p_values, correction) if p_values else []
     levels = interval_alphas(p_values, correction, alpha) if p_values else []
@@ -297,36 +322,26 @@ def analyze_send_time(  # noqa: C901, PLR0912, PLR0915
         if with_intervals:
             iv = method.interval(a)
             row.update(rel_ci_low=_finite(iv.rel_low), rel_ci_high=_finite(iv.rel_high))
-    results = [SlotResult(**r) for r in rows]
-    final: list[SegmentWindow] = []
-    for w in windows:
-        if w.slot is None:
-            final.append(w)
-            continue
-        if w.slot == w.reference:
-            confident, reason = True, f"{w.slot} is the most probably best slot and the reference"
-        else:
-            r = next(r for r in results if (r.segment, r.slot) == (w.segment, w.slot))
-            confident = (
-                r.p_value_adjusted is not None
-                and r.p_value_adjusted < alpha
-                and (r.rel_lift or 0) > 0
-            )
-            p_txt = "n/a" if r.p_value_adjusted is None else f"{r.p_value_adjusted:.3g}"
-            reason = (
-                f"{w.slot} is the most probably best slot (P(best) = {w.prob_best:.0%}); against "
-                f"{w.reference}: adjusted p = {p_txt}"
-                + ("" if confident else " (not yet conclusive: keep exploring)")
-            )
-        final.append(w.model_copy(update={"confident": confident, "reason": reason}))
-    return SendTimeAnalysis(
-        metric=metric,
-        slots=slots,
-        alpha=alpha,
-        correction=correction,
-        results=results,
-        windows=final,
-    )
+
+
+def _judged(w: SegmentWindow, results: list[SlotResult], alpha: float) -> SegmentWindow:
+    """A segment's window, ``confident`` when it beats the reference after adjustment."""
+    if w.slot is None:
+        return w
+    if w.slot == w.reference:
+        confident, reason = True, f"{w.slot} is the most probably best slot and the reference"
+    else:
+        r = next(r for r in results if (r.segment, r.slot) == (w.segment, w.slot))
+        confident = (
+            r.p_value_adjusted is not None and r.p_value_adjusted < alpha and (r.rel_lift or 0) > 0
+        )
+        p_txt = "n/a" if r.p_value_adjusted is None else f"{r.p_value_adjusted:.3g}"
+        reason = (
+            f"{w.slot} is the most probably best slot (P(best) = {w.prob_best:.0%}); against "
+            f"{w.reference}: adjusted p = {p_txt}"
+            + ("" if confident else " (not yet conclusive: keep exploring)")
+        )
+    return w.model_copy(update={"confident": confident, "reason": reason})
 
 
 def slot_plot(analysis: SendTimeAnalysis) -> Any:
@@ -450,59 +465,9 @@ def next_send_time(
     )
 
 
-def planned_per_slot(
-    baseline: float, mde_relative: float, n_slots: int, alpha: float = 0.05, power: float = 0.8
-) -> int:
-    """Randomised recipients per slot in one segment to detect ``mde_relative``.
-
-    Against the reference slot: ``n_slots - 1`` comparisons (the plan's Bonferroni split).
-    """
-    return sample_size_per_variant(baseline, mde_relative, alpha, power, n_slots - 1).per_variant
-
-
-def simulate_slot_counts(
-    rates: Mapping[str, Mapping[str, float]],
-    n_per_slot: Mapping[str, int] | int,
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Sufficient statistics of a simulated send-time test: binomial successes per segment x slot.
-
-    ``rates`` maps segment → slot → true rate of the primary metric.
-    """
-    rows = []
-    for seg, by_slot in rates.items():
-        n = n_per_slot if isinstance(n_per_slot, int) else n_per_slot[seg]
-        for slot, p in by_slot.items():
-            rows.append({"segment": seg, "slot": slot, "n": n, "successes": rng.binomial(n, p)})
-    return pd.DataFrame(rows)
-
-
-def recommendation_accuracy(
-    rates: Mapping[str, Mapping[str, float]],
-    n_per_slot: Mapping[str, int] | int,
-    simulations: int = 200,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Share of simulated campaigns whose recommendation is each segment's true best slot.
-
-    ``__all__``: every segment right at once.
-    """
-    rng = np.random.default_rng(seed)
-    truth = {seg: max(by_slot, key=by_slot.__getitem__) for seg, by_slot in rates.items()}
-    slots = list(next(iter(rates.values())))
-    hits = {seg: 0 for seg in rates} | {"__all__": 0}
-    for _ in range(simulations):
-        counts = simulate_slot_counts(rates, n_per_slot, rng)
-        rec = analyze_send_time(counts, slots, with_intervals=False).recommended()
-        right = [rec.get(seg) == best for seg, best in truth.items()]
-        for seg, ok in zip(truth, right, strict=True):
-            hits[seg] += ok
-        hits["__all__"] += all(right)
-    return {k: v / simulations for k, v in hits.items()}
-
-
 __all__ = [
     "DEFAULT_EXPLORE_SHARE",
+    "LEARNING_METRIC",
     "SegmentWindow",
     "SendTimeAnalysis",
     "SendTimeError",
@@ -510,11 +475,8 @@ __all__ = [
     "analyze_send_time",
     "local_send_times",
     "next_send_time",
-    "planned_per_slot",
-    "recommendation_accuracy",
     "send_slots",
     "send_time_from_files",
-    "simulate_slot_counts",
     "slot_counts",
     "slot_plot",
     "spec_slots",

@@ -20,66 +20,54 @@ What a scheduler can rely on:
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import html
-import io
-import json
 import os
-import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loopexp.analysis.analyze import data_fingerprint
 from loopexp.analysis.results import ExperimentResults
-from loopexp.core import config
 from loopexp.core import tags as tag
 from loopexp.core.errors import StateError
-from loopexp.core.keys import EMAIL_PATTERN
-from loopexp.design.spec import ExperimentSpec, load_spec, write_spec
-from loopexp.learn.iteration import LoopError, next_spec
-from loopexp.metrics.definitions import HOLDOUT
-from loopexp.metrics.engine import EventsError
-from loopexp.metrics.sources import require_source
-from loopexp.report.views import incrementality_html, lift_plot, links_html, results_html
+from loopexp.design.spec import ExperimentSpec, load_spec
+from loopexp.run.attempts import (
+    ATTEMPTS,
+    LATEST,
+    MANIFEST,
+    new_attempt_id,
+    prune_attempts,
+    publish,
+    read_json,
+    unpublish,
+    write_json,
+)
+from loopexp.run.checks import check_inputs
+from loopexp.run.learning import analyse_send_time, write_next_spec
+from loopexp.run.lock import experiment_lock
 from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
+from loopexp.run.outputs import write_decision
+from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
     decision_tags,
     download_artifact,
     end_run,
-    file_lock,
     find_finished_run,
-    is_remote,
     log_contents,
     log_files,
     mark_stale_runs,
     resolve_tracking_uri,
     run_identity_tags,
     run_name,
-    short_hash,
     start_run,
 )
 
 Progress = Callable[[str], None]
-
-#: The manifest of an attempt folder (what ``loopexp upload`` reads) and of the output folder.
-MANIFEST = "run.json"
-LATEST = "latest.json"
-ATTEMPTS = "attempts"
-
-
-class AssignmentMismatchError(EventsError):
-    """The assignment was made for another spec or iteration (another salt, other variants)."""
-
-
-class ExperimentBusyError(StateError):
-    """Another process holds the experiment's lock."""
 
 
 class NotLoggedError(StateError):
@@ -123,193 +111,7 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def experiment_lock_name(spec: ExperimentSpec, tracking_uri: str) -> str:
-    """The lock file's name of an experiment (campaign and name) in one tracking store."""
-    return f"experiment-{short_hash(tracking_uri, spec.campaign, spec.name)}"
-
-
-@contextlib.contextmanager
-def experiment_lock(spec: ExperimentSpec, tracking_uri: str, timeout: float) -> Iterator[None]:
-    """Hold the experiment's lock; raise :class:`ExperimentBusyError` after ``timeout`` s."""
-    try:
-        with file_lock(experiment_lock_name(spec, tracking_uri), timeout=timeout):
-            yield
-    except TimeoutError as exc:
-        raise ExperimentBusyError(
-            f"another loopexp run of {spec.campaign}/{spec.name} holds the lock {exc} "
-            f"(waited {timeout:g} s); it ends when that run ends"
-        ) from None
-
-
-def _mask(key: Any) -> str:
-    text = str(key)
-    return EMAIL_PATTERN.sub("<e-mail address>", text)[:24]
-
-
-def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Path) -> list[str]:
-    """Check the inputs in seconds, before a kernel starts; return warnings, raise on errors.
-
-    Errors (:class:`EventsError`, :class:`AssignmentMismatchError`): a missing file or column, an
-    assignment made with another salt (another iteration's) or with variants the spec lacks, no
-    recipient key shared by the events and the assignment.
-    """
-    import duckdb  # noqa: PLC0415
-
-    from loopexp.events.schema import REQUIRED_COLUMNS  # noqa: PLC0415
-    from loopexp.metrics.sources import attach  # noqa: PLC0415 (read exactly as the engine does)
-
-    require_source(events, "events")
-    require_source(assignment, "assignment")
-    warnings: list[str] = []
-    con = duckdb.connect()
-    try:
-        for view, source, what, needed in (
-            ("ev", events, "events", REQUIRED_COLUMNS),
-            ("asg", assignment, "assignment", ("recipient_key", "segment", "variant_id")),
-        ):
-            try:
-                attach(con, view, source, what, needed)  # names the file and any missing column
-            except duckdb.Error as exc:
-                raise EventsError(
-                    f"{source}: cannot read the {what} file "
-                    f"({str(exc).strip().splitlines()[0][:300]}); expected Parquet or CSV"
-                ) from None
-        a_columns = [r[0] for r in con.execute("DESCRIBE asg").fetchall()]
-        if "salt" in a_columns:
-            salts = [r[0] for r in con.execute("SELECT DISTINCT salt FROM asg LIMIT 5").fetchall()]
-            if salts != [spec.salt]:
-                raise AssignmentMismatchError(
-                    f"{assignment}: this assignment was made with salt {salts} but spec "
-                    f"{spec.name!r} iteration {spec.iteration} has salt {spec.salt!r}: it belongs "
-                    "to another iteration or spec. Analyse it with the spec it was made from, "
-                    "or use the assignment written by `loopexp assign` for this spec."
-                )
-        if "spec_sha256" in a_columns:
-            shas = [
-                r[0] for r in con.execute("SELECT DISTINCT spec_sha256 FROM asg LIMIT 5").fetchall()
-            ]
-            if shas != [spec.sha256()]:
-                warnings.append(
-                    f"{assignment}: made from a spec with fingerprint {shas}, not this spec's "
-                    f"({spec.sha256()[:12]}…): the spec was edited after assignment"
-                )
-        groups = {r[0] for r in con.execute("SELECT DISTINCT variant_id FROM asg").fetchall()}
-        unknown = groups - {v.id for v in spec.variants} - {HOLDOUT}
-        if unknown:
-            raise AssignmentMismatchError(
-                f"{assignment}: variants {sorted(map(str, unknown))} are not in spec "
-                f"{spec.name!r} (which has {[v.id for v in spec.variants]}): was the assignment "
-                "made from another spec?"
-            )
-        (overlap,) = con.execute(
-            "SELECT EXISTS (SELECT 1 FROM ev WHERE recipient_key IN "
-            "(SELECT recipient_key FROM asg))"
-        ).fetchone()
-        if not overlap:
-            ev_keys = [r[0] for r in con.execute("SELECT recipient_key FROM ev LIMIT 3").fetchall()]
-            a_keys = [r[0] for r in con.execute("SELECT recipient_key FROM asg LIMIT 3").fetchall()]
-            raise AssignmentMismatchError(
-                f"no event matches the assignment: no recipient_key of {events} is in "
-                f"{assignment} (events: {[_mask(k) for k in ev_keys]}…, assignment: "
-                f"{[_mask(k) for k in a_keys]}…). Are both from the same send, with keys hashed "
-                "with the same key ($LOOPEXP_HASH_KEY)?"
-            )
-    finally:
-        con.close()
-    return warnings
-
-
-#: Attempt folders kept per output folder (a daily cron adds one a day): $LOOPEXP_KEEP_ATTEMPTS.
-
-
-def prune_attempts(out: Path, keep: int | None = None, keep_also: Path | None = None) -> list[Path]:
-    """Remove the oldest finished attempt folders of ``out``, keeping the newest ``keep``.
-
-    Only attempts whose work is done are removed: logged to MLflow (their files are in the run's
-    artifacts) or failed. An attempt still running, or analysed but not yet logged (``loopexp
-    upload`` needs it), is never touched, nor is ``keep_also`` (the one just published: the
-    files in ``out`` are hard links, so they survive its folder either way). Returns the removed.
-    """
-    if keep is None:
-        keep = config.keep_attempts()
-    folder = out / ATTEMPTS
-    if not folder.is_dir():
-        return []
-    attempts = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    removed = []
-    for path in attempts[: max(len(attempts) - keep, 0)]:
-        if keep_also is not None and path.resolve() == keep_also.resolve():
-            continue
-        try:
-            state = _read_json(path / MANIFEST).get("state")
-        except (OSError, ValueError):
-            continue  # no readable manifest: not ours to judge
-        if state in {"logged", "failed"}:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _new_attempt_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _unpublish(out: Path, state: dict[str, Any]) -> None:
-    """Remove the previously published files from ``out`` and record ``state`` in latest.json."""
-    latest = out / LATEST
-    if latest.exists():
-        with contextlib.suppress(ValueError, OSError):
-            for name in _read_json(latest).get("published", []):
-                _remove(out / name)
-    _write_json(latest, {**state, "published": []})
-
-
-def _publish(out: Path, attempt_dir: Path, state: dict[str, Any]) -> None:
-    """Copy a complete attempt's files to ``out`` (hard links when possible), replacing the last."""
-    _unpublish(out, {**state, "state": "publishing"})
-    names = []
-    for item in sorted(attempt_dir.iterdir()):
-        if item.name.startswith("."):
-            continue
-        target = out / item.name
-        tmp = out / f".{item.name}.{os.getpid()}.tmp"
-        _remove(tmp)
-        if item.is_dir():
-            shutil.copytree(item, tmp, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(str(item), str(tmp))
-        _remove(target)
-        os.replace(tmp, target)
-        names.append(item.name)
-    _write_json(out / LATEST, {**state, "published": names})
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def run_iteration(  # noqa: PLR0915
+def run_iteration(
     spec_path: str | Path,
     events_path: str | Path,
     assignment_path: str | Path,
@@ -336,101 +138,128 @@ def run_iteration(  # noqa: PLR0915
     _say(progress, "checking the inputs")
     for warning in check_inputs(spec, events_path, assignment_path):
         _say(progress, f"warning: {warning}")
-    fingerprint = data_fingerprint(events_path, assignment_path)
-    spec_sha = spec.sha256()
     uri = resolve_tracking_uri(tracking_uri)
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    next_dir = Path(next_spec_dir).resolve() if next_spec_dir else spec_path.parent
-
+    inputs: dict[str, Any] = {
+        "spec_path": str(spec_path),
+        "spec_sha256": spec.sha256(),
+        "data_fingerprint": data_fingerprint(events_path, assignment_path),
+        "events": str(Path(events_path).resolve()),
+        "assignment": str(Path(assignment_path).resolve()),
+        "next_spec_dir": str(Path(next_spec_dir).resolve() if next_spec_dir else spec_path.parent),
+        "tracking_uri": uri,
+    }
     with experiment_lock(spec, uri, lock_timeout):
-        stale: list[str] = []
-        tracking_down: TrackingUnavailableError | None = None
-        try:
-            stale = _mark_stale(spec, uri, progress)
-            existing = (
-                None if force else find_finished_run(spec.campaign, spec_sha, fingerprint, uri)
-            )
-        except TrackingUnavailableError as exc:
-            tracking_down, existing = exc, None
-            _say(progress, f"warning: {exc}; analysing anyway, the results will be kept locally")
+        stale, tracking_down, existing = _look_up(spec, inputs, force, progress)
         if existing is not None:
             _say(progress, f"already analysed: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, tuple(stale))
-
-        attempt_id = _new_attempt_id()
-        attempt = out / ATTEMPTS / attempt_id
-        attempt.mkdir(parents=True)
-        shutil.copyfile(spec_path, attempt / "spec.yaml")
-        manifest: dict[str, Any] = {
-            "attempt_id": attempt_id,
-            "state": "running",
-            "spec_path": str(spec_path),
-            "spec_sha256": spec_sha,
-            "data_fingerprint": fingerprint,
-            "events": str(Path(events_path).resolve()),
-            "assignment": str(Path(assignment_path).resolve()),
-            "next_spec_dir": str(next_dir),
-            "tracking_uri": uri,
-            "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        _write_json(attempt / MANIFEST, manifest)
-        _unpublish(out, {"state": "running", "attempt_id": attempt_id, "attempt": str(attempt)})
-
+        attempt, manifest = _start_attempt(out, spec_path, inputs)
         nb_name = Path(str(notebook)).name
         _say(progress, f"running the analysis notebook {nb_name} (a kernel starts: ~10-20 s)")
         started = time.monotonic()
         try:
-            executed = execute_or_fail(
-                notebook,
-                attempt / nb_name,
-                parameters={
-                    "spec_path": str(spec_path),
-                    "events_path": str(Path(events_path).resolve()),
-                    "assignment_path": str(Path(assignment_path).resolve()),
-                    "results_path": str(attempt / "results.json"),
-                    "figures_dir": str(attempt / "figures"),
-                    "quarantine_path": str(attempt / "quarantine.parquet"),
-                },
-                kernel_name=kernel_name,
-                cwd=attempt,
-            )
+            executed = _execute(notebook, attempt, manifest, kernel_name)
         except NotebookFailedError as exc:
             _fail_attempt(spec, exc, attempt, manifest, out, uri, tracking_down, progress)
             raise
         except BaseException as exc:  # e.g. Ctrl-C, or papermill refusing the notebook
-            manifest.update(state="failed", error=f"{type(exc).__name__}: {exc}")
-            _write_json(attempt / MANIFEST, manifest)
-            _unpublish(
-                out,
-                {
-                    "state": "failed",
-                    "attempt_id": attempt_id,
-                    "attempt": str(attempt),
-                    "error": manifest["error"],
-                },
-            )
+            _record_failure(out, attempt, manifest, f"{type(exc).__name__}: {exc}")
             raise
         _say(progress, f"notebook done in {time.monotonic() - started:.0f} s; writing the report")
-        _render_quietly(executed)
-        results = ExperimentResults.read_json(attempt / "results.json")
-        _write_decision(results, attempt, attempt_id, run_id=None)
-        manifest["state"] = "analysed"
-        _write_json(attempt / MANIFEST, manifest)
-        _publish(
-            out,
-            attempt,
-            {
-                "state": "analysed",
-                "attempt_id": attempt_id,
-                "attempt": str(attempt),
-                "run_id": None,
-            },
-        )
+        _finish_analysis(spec, executed, attempt, manifest, out)
         if tracking_down is not None:
             raise NotLoggedError(attempt, tracking_down)
         return _log_attempt(attempt, uri, force=True, progress=progress, stale=tuple(stale))
+
+
+def _look_up(
+    spec: ExperimentSpec, inputs: dict[str, Any], force: bool, progress: Progress | None
+) -> tuple[list[str], TrackingUnavailableError | None, Any]:
+    """Mark stale runs and find a FINISHED run of the same spec and data (unless ``force``).
+
+    Returns (stale run ids, the tracking error if the server is down, the existing run or None).
+    """
+    uri, sha, data = inputs["tracking_uri"], inputs["spec_sha256"], inputs["data_fingerprint"]
+    stale: list[str] = []
+    try:
+        stale = _mark_stale(spec, uri, progress)
+        existing = None if force else find_finished_run(spec.campaign, sha, data, uri)
+    except TrackingUnavailableError as exc:
+        _say(progress, f"warning: {exc}; analysing anyway, the results will be kept locally")
+        return stale, exc, None
+    return stale, None, existing
+
+
+def _start_attempt(
+    out: Path, spec_path: Path, inputs: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """A fresh attempt folder with the spec and its manifest; the last published files retire."""
+    attempt_id = new_attempt_id()
+    attempt = out / ATTEMPTS / attempt_id
+    attempt.mkdir(parents=True)
+    shutil.copyfile(spec_path, attempt / "spec.yaml")
+    manifest: dict[str, Any] = {
+        "attempt_id": attempt_id,
+        "state": "running",
+        **inputs,
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(attempt / MANIFEST, manifest)
+    unpublish(out, {"state": "running", "attempt_id": attempt_id, "attempt": str(attempt)})
+    return attempt, manifest
+
+
+def _execute(
+    notebook: str | Path, attempt: Path, manifest: dict[str, Any], kernel_name: str | None
+) -> Path:
+    """Run the analysis notebook into the attempt folder (its parameters: the manifest's inputs)."""
+    return execute_or_fail(
+        notebook,
+        attempt / Path(str(notebook)).name,
+        parameters={
+            "spec_path": manifest["spec_path"],
+            "events_path": manifest["events"],
+            "assignment_path": manifest["assignment"],
+            "results_path": str(attempt / "results.json"),
+            "figures_dir": str(attempt / "figures"),
+            "quarantine_path": str(attempt / "quarantine.parquet"),
+        },
+        kernel_name=kernel_name,
+        cwd=attempt,
+    )
+
+
+def _record_failure(out: Path, attempt: Path, manifest: dict[str, Any], error: str) -> None:
+    """A failed attempt: its manifest says so, and ``latest.json`` publishes nothing."""
+    manifest.update(state="failed", error=error)
+    write_json(attempt / MANIFEST, manifest)
+    state = {"state": "failed", "attempt_id": manifest["attempt_id"], "attempt": str(attempt)}
+    unpublish(out, {**state, "error": error})
+
+
+def _finish_analysis(
+    spec: ExperimentSpec, executed: Path, attempt: Path, manifest: dict[str, Any], out: Path
+) -> None:
+    """The report, decision and send-time analysis of a notebook that ran; publish them."""
+    _render_quietly(executed)
+    results = ExperimentResults.read_json(attempt / "results.json")
+    write_decision(results, attempt, manifest["attempt_id"], run_id=None)
+    analyse_send_time(spec, manifest["events"], manifest["assignment"], attempt)
+    manifest["state"] = "analysed"
+    write_json(attempt / MANIFEST, manifest)
+    publish(
+        out,
+        attempt,
+        {
+            "state": "analysed",
+            "attempt_id": manifest["attempt_id"],
+            "attempt": str(attempt),
+            "run_id": None,
+        },
+    )
 
 
 def upload(
@@ -447,10 +276,10 @@ def upload(
     """
     folder = Path(folder).resolve()
     if not (folder / MANIFEST).exists() and (folder / LATEST).exists():
-        folder = Path(_read_json(folder / LATEST).get("attempt", folder))
+        folder = Path(read_json(folder / LATEST).get("attempt", folder))
     if not (folder / MANIFEST).exists():
         raise FileNotFoundError(f"{folder}: no {MANIFEST}; give an attempt folder of `loopexp run`")
-    manifest = _read_json(folder / MANIFEST)
+    manifest = read_json(folder / MANIFEST)
     if manifest.get("state") not in {"analysed", "logged"}:
         raise ValueError(
             f"{folder}: this attempt is {manifest.get('state')!r}, not analysed; nothing to upload"
@@ -488,17 +317,7 @@ def _fail_attempt(
     progress: Progress | None,
 ) -> None:
     """A failing cell: record it locally and as a FAILED MLflow run with the partial notebook."""
-    manifest.update(state="failed", error=str(exc))
-    _write_json(attempt / MANIFEST, manifest)
-    _unpublish(
-        out,
-        {
-            "state": "failed",
-            "attempt_id": manifest["attempt_id"],
-            "attempt": str(attempt),
-            "error": str(exc),
-        },
-    )
+    _record_failure(out, attempt, manifest, str(exc))
     if tracking_down is not None:
         return
     html_path = _render_quietly(exc.notebook) if exc.notebook.exists() else None
@@ -522,24 +341,6 @@ def _fail_attempt(
         _say(progress, f"warning: could not record the failure in MLflow: {down}")
 
 
-def _write_decision(
-    results: ExperimentResults, attempt: Path, attempt_id: str, run_id: str | None
-) -> None:
-    """decision.json and report.html, each naming the attempt (and the MLflow run once known).
-
-    Also ``links.csv``, the per-link click distribution, when the events carried clicked URLs:
-    a marketer opens it in MLflow's artifact view.
-    """
-    _write_json(
-        attempt / "decision.json",
-        {**results.decision_dict(), "attempt_id": attempt_id, "mlflow_run_id": run_id},
-    )
-    label = f"attempt {attempt_id}" + (f" · MLflow run {run_id}" if run_id else "")
-    write_html_report(results, attempt / "report.html", footer=label)
-    if results.links:
-        results.links_frame().to_csv(attempt / "links.csv", index=False)
-
-
 def _log_attempt(
     attempt: Path,
     uri: str,
@@ -548,7 +349,7 @@ def _log_attempt(
     stale: tuple[str, ...] = (),
 ) -> IterationOutcome:
     """Log an analysed attempt as a FINISHED run, write the next spec, publish; hold the lock."""
-    manifest = _read_json(attempt / MANIFEST)
+    manifest = read_json(attempt / MANIFEST)
     spec = load_spec(attempt / "spec.yaml")
     results = ExperimentResults.read_json(attempt / "results.json")
     out = attempt.parent.parent
@@ -560,53 +361,15 @@ def _log_attempt(
             _say(progress, f"already logged: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, stale)
     _say(progress, f"logging to MLflow ({uri})")
-    tags = {
-        **run_identity_tags(
-            spec, manifest["spec_sha256"], manifest["data_fingerprint"], manifest["attempt_id"]
-        ),
-        **decision_tags(results, spec),
-    }
-    try:
-        run = start_run(spec, run_name(results), tags, uri)
-    except TrackingUnavailableError as exc:
-        raise NotLoggedError(attempt, exc) from None
-    try:
-        _write_decision(results, attempt, manifest["attempt_id"], run.run_id)
-        notebooks = sorted(attempt.glob("*.ipynb")) + sorted(attempt.glob("*.html"))
-        artifacts = [
-            *notebooks,
-            attempt / "results.json",
-            attempt / "decision.json",
-            attempt / "report.html",
-            attempt / "links.csv",
-            attempt / "spec.yaml",
-            attempt / "figures",
-        ]
-        log_contents(run, results, spec, [a for a in artifacts if a.exists()])
-        next_path, next_note = _write_next_spec(
-            spec, results, run, Path(manifest["next_spec_dir"]), Path(manifest["spec_path"]).parent
-        )
-        end_run(
-            run,
-            "FINISHED",
-            {
-                tag.NEXT_SPEC: str(next_path) if next_path else f"none: {next_note}",
-            },
-        )
-    except TrackingUnavailableError as exc:
-        _end_quietly(run)
-        raise NotLoggedError(attempt, exc) from None
-    except BaseException:
-        _end_quietly(run)
-        raise
+    run, next_path, next_note = _log_run(spec, results, attempt, manifest, uri)
     manifest.update(
         state="logged",
         run_id=run.run_id,
         experiment_id=run.experiment_id,
         next_spec=str(next_path) if next_path else None,
     )
-    _write_json(attempt / MANIFEST, manifest)
-    _publish(
+    write_json(attempt / MANIFEST, manifest)
+    publish(
         out,
         attempt,
         {
@@ -634,29 +397,59 @@ def _log_attempt(
     )
 
 
+def _log_run(
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    attempt: Path,
+    manifest: dict[str, Any],
+    uri: str,
+) -> tuple[LoggedRun, Path | None, str]:
+    """The FINISHED MLflow run of an attempt, with its files and the next spec it wrote."""
+    tags = {
+        **run_identity_tags(
+            spec, manifest["spec_sha256"], manifest["data_fingerprint"], manifest["attempt_id"]
+        ),
+        **decision_tags(results, spec),
+    }
+    try:
+        run = start_run(spec, run_name(results), tags, uri)
+    except TrackingUnavailableError as exc:
+        raise NotLoggedError(attempt, exc) from None
+    try:
+        write_decision(results, attempt, manifest["attempt_id"], run.run_id)
+        names = ["results.json", "decision.json", "report.html", "links.csv", SEND_TIME_ARTIFACT]
+        artifacts = [
+            *sorted(attempt.glob("*.ipynb")),
+            *sorted(attempt.glob("*.html")),
+            *(attempt / name for name in names),
+            attempt / "spec.yaml",
+            attempt / "figures",
+        ]
+        log_contents(run, results, spec, [a for a in artifacts if a.exists()])
+        next_path, next_note = write_next_spec(
+            spec,
+            results,
+            run,
+            attempt,
+            Path(manifest["next_spec_dir"]),
+            Path(manifest["spec_path"]).parent,
+        )
+        end_run(
+            run, "FINISHED", {tag.NEXT_SPEC: str(next_path) if next_path else f"none: {next_note}"}
+        )
+    except TrackingUnavailableError as exc:
+        _end_quietly(run)
+        raise NotLoggedError(attempt, exc) from None
+    except BaseException:
+        _end_quietly(run)
+        raise
+    return run, next_path, next_note
+
+
 def _end_quietly(run: LoggedRun) -> None:
     """Mark a run FAILED if the server still answers (else the next start marks it stale)."""
     with contextlib.suppress(Exception):
         end_run(run, "FAILED", {tag.FAILURE: "logging did not complete"})
-
-
-def _write_next_spec(
-    spec: ExperimentSpec,
-    results: ExperimentResults,
-    run: LoggedRun,
-    folder: Path,
-    spec_folder: Path,
-) -> tuple[Path | None, str]:
-    """The next iteration's spec (attached to the run); the decision stands without one."""
-    try:
-        nxt = next_spec(spec, results, parent_run_id=run.run_id)
-    except LoopError as exc:
-        return None, str(exc)
-    if nxt.events is not None:  # its export folder, named from where the next spec is written
-        nxt = nxt.model_copy(update={"events": nxt.events.rebased(spec_folder, folder)})
-    path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
-    log_files(run, [path], artifact_path="next_spec")
-    return path, ""
 
 
 def _reused(existing: Any, uri: str, out: Path, stale: tuple[str, ...]) -> IterationOutcome:
@@ -667,7 +460,7 @@ def _reused(existing: Any, uri: str, out: Path, stale: tuple[str, ...]) -> Itera
     latest = out / LATEST
     if latest.exists():
         with contextlib.suppress(ValueError, OSError):
-            info = _read_json(latest)
+            info = read_json(latest)
             if info.get("run_id") == run_id and info.get("attempt"):
                 local = Path(info["attempt"])
     results_path = local / "results.json"
@@ -695,41 +488,4 @@ def _reused(existing: Any, uri: str, out: Path, stale: tuple[str, ...]) -> Itera
     )
 
 
-def write_html_report(results: ExperimentResults, path: str | Path, footer: str = "") -> Path:
-    """A self-contained HTML report: decision, reasons, comparisons, and the lift plot inline."""
-    buffer = io.BytesIO()
-    lift_plot(results).savefig(buffer, format="png", dpi=110)
-    image = base64.b64encode(buffer.getvalue()).decode()
-    body = (
-        results_html(results)
-        + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
-        + incrementality_html(results)
-        + links_html(results)
-    )
-    if footer:
-        body += f"<p style='color:#666;font-size:small'>{html.escape(footer)}</p>"
-    path = Path(path)
-    title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
-    path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd}"
-        f"</style></head><body>{body}</body></html>",
-        encoding="utf-8",
-    )
-    return path
-
-
-__all__ = [
-    "AssignmentMismatchError",
-    "ExperimentBusyError",
-    "IterationOutcome",
-    "NotLoggedError",
-    "NotebookFailedError",
-    "check_inputs",
-    "is_remote",
-    "run_iteration",
-    "upload",
-    "write_html_report",
-]
+__all__ = ["IterationOutcome", "NotLoggedError", "run_iteration", "upload"]

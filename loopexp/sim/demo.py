@@ -1,13 +1,13 @@
 """Hands-off closed loop: several iterations on a simulated campaign whose truth changes.
 
 ``loopexp demo --iterations 3`` runs :func:`run_demo_loop`: each iteration is simulated from the
-current spec with that iteration's true effects, analysed by the real pipeline (papermill
-notebook, DuckDB, MLflow), its send slots analysed (:mod:`loopexp.learn.sendtime`), and the next
-spec
-written from the decision with the learned send windows and a winner's-curse-corrected plan
-(:func:`loopexp.track.closed_loop.planning_baseline`); lineage is the next spec's
-``parent_run_id``. At
-the end the closed-loop report is built from MLflow and logged to a report run.
+current spec with that iteration's true effects and analysed by the real pipeline
+(:func:`loopexp.run.pipeline.run_iteration`, exactly what a scheduled ``loopexp run`` does:
+papermill notebook, DuckDB, MLflow, its send slots analysed by :mod:`loopexp.learn.sendtime`, and
+the next spec written by :func:`loopexp.learn.iteration.next_iteration` with the learned send
+windows, a winner's-curse-corrected plan and, when adaptive, Thompson weights); lineage is the next
+spec's ``parent_run_id``. At the end the closed-loop report is built from MLflow and logged to a
+report run.
 
 The demo campaign's truth (:data:`DEMO_TRUTHS`), relative to the original control:
 
@@ -29,22 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopexp.design.parts import AllocationSettings
 from loopexp.design.resources import example_spec_path
 from loopexp.design.spec import load_spec, write_spec
-from loopexp.learn.allocation import thompson_weights
-from loopexp.learn.iteration import LoopError, next_spec
-from loopexp.learn.sendtime import SendTimeAnalysis, next_send_time, send_time_from_files
+from loopexp.learn.sendtime import SendTimeAnalysis
+from loopexp.run.learning import read_send_time
 from loopexp.run.pipeline import IterationOutcome, run_iteration
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
-from loopexp.track.closed_loop import (
-    SEND_TIME_ARTIFACT,
-    ClosedLoopReport,
-    build_report,
-    log_report,
-    planning_baseline,
-    write_html,
-)
-from loopexp.track.tracking import log_artifact, resolve_tracking_uri
+from loopexp.track.closed_loop import ClosedLoopReport, build_report, log_report, write_html
+from loopexp.track.tracking import resolve_tracking_uri
 
 CLOSED_LOOP_SPEC = "closed_loop_demo.yaml"
 
@@ -117,19 +110,16 @@ def run_demo_loop(
 ) -> DemoLoop:
     """Run ``iterations`` iterations hands-off; return them and the closed-loop report.
 
-    ``adaptive``: the next spec's weights come from Thompson sampling on this iteration's
-    posterior (:func:`loopexp.learn.allocation.thompson_weights`), control share fixed, 5 % floor.
+    ``adaptive``: the first spec gets ``allocation:`` (if it has none), so every next spec's
+    weights come from Thompson sampling on this iteration's posterior
+    (:func:`loopexp.learn.allocation.thompson_weights`), control share fixed, 5 % floor.
     """
     out = Path(out).resolve()
     say = progress or (lambda _msg: None)
     uri = resolve_tracking_uri(tracking_uri)
     truths = truths or DEMO_TRUTHS
     experiments = out / "experiments"
-    experiments.mkdir(parents=True, exist_ok=True)
-    source = Path(spec_path) if spec_path else example_spec_path(CLOSED_LOOP_SPEC)
-    current = experiments / source.name
-    if current.resolve() != source.resolve():
-        shutil.copyfile(source, current)
+    current = _first_spec(experiments, spec_path, adaptive)
     done: list[DemoIteration] = []
     for i in range(iterations):
         spec = load_spec(current)
@@ -137,49 +127,17 @@ def run_demo_loop(
         say(f"iteration {spec.iteration}: simulating {recipients:,} recipients; {truth.describe()}")
         campaign = simulate_campaign(spec, recipients, truth, seed=seed + i)
         events, assignment = campaign.write(out / "data" / f"iter{spec.iteration}")
+        analysis = out / "analysis" / f"iter{spec.iteration}"
         outcome = run_iteration(
-            current,
-            events,
-            assignment,
-            out / "analysis" / f"iter{spec.iteration}",
-            uri,
-            experiments,
-            progress=progress,
+            current, events, assignment, analysis, uri, experiments, progress=progress
         )
-        analysis = None
-        if spec.send_time is not None:
-            analysis = send_time_from_files(events, assignment, spec, metric="open_rate")
-            path = outcome.output_dir / SEND_TIME_ARTIFACT
-            path.write_text(analysis.model_dump_json(indent=2), encoding="utf-8")
-            log_artifact(outcome.run_id, path, uri)
         next_path, note = outcome.next_spec_path, outcome.next_spec_note
-        if next_path is not None:
-            # The pipeline wrote the plain next spec; rewrite it with what this iteration learned.
-            report = build_report(spec.campaign, uri, out / "report" / f"after-iter{i + 1}")
-            weights = None
-            if adaptive:
-                plain = load_spec(next_path)
-                weights = thompson_weights(
-                    spec, outcome.results, [v.id for v in plain.variants], plain.control
-                )
-            try:
-                nxt = next_spec(
-                    spec,
-                    outcome.results,
-                    parent_run_id=outcome.run_id,
-                    send_time=next_send_time(spec, analysis) if analysis else None,
-                    baseline=planning_baseline(report),
-                    weights=weights,
-                )
-            except LoopError as exc:  # the plain one was written, so this cannot happen
-                next_path, note = None, str(exc)
-            else:
-                write_spec(nxt, next_path)
-                log_artifact(outcome.run_id, next_path, uri, artifact_path="next_spec")
-        done.append(DemoIteration(current, truth, outcome, analysis, next_path, note))
+        st = read_send_time(outcome.output_dir)
+        done.append(DemoIteration(current, truth, outcome, st, next_path, note))
+        decision = outcome.results.decision
         say(
-            f"iteration {spec.iteration}: {outcome.results.decision.status.value}"
-            + (f" ({outcome.results.decision.winner})" if outcome.results.decision.winner else "")
+            f"iteration {spec.iteration}: {decision.status.value}"
+            + (f" ({decision.winner})" if decision.winner else "")
         )
         if next_path is None:
             say(f"no next iteration: {note}")
@@ -193,6 +151,19 @@ def run_demo_loop(
         json.dumps({"report_run_id": run_id, "html": str(report_path)}), encoding="utf-8"
     )
     return DemoLoop(done, report, report_path, run_id)
+
+
+def _first_spec(experiments: Path, spec_path: str | Path | None, adaptive: bool) -> Path:
+    """The first iteration's spec, copied into the demo's ``experiments/`` (adaptive if asked)."""
+    experiments.mkdir(parents=True, exist_ok=True)
+    source = Path(spec_path) if spec_path else example_spec_path(CLOSED_LOOP_SPEC)
+    current = experiments / source.name
+    if current.resolve() != source.resolve():
+        shutil.copyfile(source, current)
+    spec = load_spec(current)
+    if adaptive and spec.allocation is None:
+        write_spec(spec.model_copy(update={"allocation": AllocationSettings()}), current)
+    return current
 
 
 __all__ = [

@@ -258,7 +258,33 @@ def _profile_array(segments: np.ndarray, attr: str) -> np.ndarray:
     return np.array([lookup[s] for s in segments], dtype=float)
 
 
-def _simulate_events(  # noqa: PLR0915
+class _Emitter:
+    """Collects simulated events: rows of ``people`` picked by a mask, at seconds after the send."""
+
+    def __init__(self, people: pd.DataFrame, send_ts: pd.Timestamp, offset: np.ndarray | None):
+        self.key = people["recipient_key"].to_numpy(dtype=object)
+        self.variant = people["variant_id"].to_numpy(dtype=object)
+        self.send_ts = send_ts
+        self.offset = offset
+        self.parts: list[pd.DataFrame] = []
+
+    def __call__(self, mask: np.ndarray, event_type: str, ts: np.ndarray, **cols: object) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        seconds = ts[idx] if self.offset is None else ts[idx] + self.offset[idx]
+        frame = {
+            "event_type": event_type,
+            "ts": self.send_ts + pd.to_timedelta(seconds, unit="s"),
+            "recipient_key": self.key[idx],
+            "variant_id": self.variant[idx],
+        }
+        for name, value in cols.items():
+            frame[name] = value[idx] if isinstance(value, np.ndarray) else value
+        self.parts.append(pd.DataFrame(frame))
+
+
+def _simulate_events(
     people: pd.DataFrame,
     spec: ExperimentSpec,
     effects: TrueEffects,
@@ -267,12 +293,8 @@ def _simulate_events(  # noqa: PLR0915
     offset: np.ndarray | None = None,
     engagement: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    key = people["recipient_key"].to_numpy(dtype=object)
-    variant = people["variant_id"].to_numpy(dtype=object)
     seg = people["segment"].to_numpy(dtype=object)
     n = len(people)
-    mailed = variant != HOLDOUT
-    parts: list[pd.DataFrame] = []
     # Send-time addition (issue 18): each recipient is mailed at their slot (the base send is the
     # day's reference time), every delay runs from that send, and the slot multiplies the open
     # probability.
@@ -280,24 +302,27 @@ def _simulate_events(  # noqa: PLR0915
     if slot is not None:
         to_slot = _slot_offsets(slot, send_ts)
         offset = to_slot if offset is None else offset + to_slot
+    emit = _Emitter(people, send_ts, offset)
+    delivered, t_delivered = _deliver(emit, people, seg, rng)
+    level = np.ones(n) if engagement is None else engagement
+    at_slot = np.ones(n)  # send-time effect on opens only (issue 18)
+    if slot is not None and effects.slot_open:
+        at_slot = np.array(
+            [effects.slot_open.get(g, {}).get(t, 1.0) for g, t in zip(seg, slot, strict=True)]
+        )
+    clicked, t_click = _engage(emit, seg, effects, rng, delivered, t_delivered, level, at_slot)
+    _scan_links(emit, people, delivered, t_delivered)
+    _order_and_leave(emit, seg, effects, rng, delivered, t_delivered, clicked, t_click)
+    return _event_frame(emit.parts, spec)
 
-    def emit(mask: np.ndarray, event_type: str, ts: np.ndarray, **cols: object) -> None:
-        idx = np.flatnonzero(mask)
-        if idx.size == 0:
-            return
-        seconds = ts[idx] if offset is None else ts[idx] + offset[idx]
-        frame = {
-            "event_type": event_type,
-            "ts": send_ts + pd.to_timedelta(seconds, unit="s"),
-            "recipient_key": key[idx],
-            "variant_id": variant[idx],
-        }
-        for name, value in cols.items():
-            frame[name] = value[idx] if isinstance(value, np.ndarray) else value
-        parts.append(pd.DataFrame(frame))
 
-    zeros = np.zeros(n)
-    emit(mailed, "send", zeros)
+def _deliver(
+    emit: _Emitter, people: pd.DataFrame, seg: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sends, bounces, deliveries and Apple MPP's machine opens; (delivered, its seconds)."""
+    n = len(people)
+    mailed = emit.variant != HOLDOUT
+    emit(mailed, "send", np.zeros(n))
     u = rng.random(n)
     hard = mailed & (u < _profile_array(seg, "hard_bounce"))
     soft = (
@@ -322,13 +347,24 @@ def _simulate_events(  # noqa: PLR0915
         user_agent="Mozilla/5.0",
         ip="17.58.0.1",
     )
+    return delivered, t_delivered
 
-    level = np.ones(n) if engagement is None else engagement
-    at_slot = np.ones(n)  # send-time effect on opens only (issue 18)
-    if slot is not None and effects.slot_open:
-        at_slot = np.array(
-            [effects.slot_open.get(g, {}).get(t, 1.0) for g, t in zip(seg, slot, strict=True)]
-        )
+
+def _engage(
+    emit: _Emitter,
+    seg: np.ndarray,
+    effects: TrueEffects,
+    rng: np.random.Generator,
+    delivered: np.ndarray,
+    t_delivered: np.ndarray,
+    level: np.ndarray,
+    at_slot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Human opens and clicks (``level``: engagement; ``at_slot``: the slot's effect on opens).
+
+    Returns (clicked, the click's seconds after the send).
+    """
+    n, variant = len(seg), emit.variant
     p_open = np.clip(
         _profile_array(seg, "open") * effects.multiplier("open", variant) * level * at_slot,
         0,
@@ -352,8 +388,13 @@ def _simulate_events(  # noqa: PLR0915
     link = np.array(LINKS, dtype=object)[LINK_OF_TENTH[rng.integers(0, 10, n)]]
     emit(clicked, "click", t_click, url=link, is_bot_click=False)
     emit(clicked & (rng.random(n) < 0.25), "click", t_click + 60, url=link, is_bot_click=False)
+    return clicked, t_click
 
-    # Corporate link scanners follow every link within seconds of delivery.
+
+def _scan_links(
+    emit: _Emitter, people: pd.DataFrame, delivered: np.ndarray, t_delivered: np.ndarray
+) -> None:
+    """Corporate link scanners follow every link within seconds of delivery."""
     scanner = delivered & people["link_scanner"].to_numpy()
     for i, url in enumerate(LINKS):
         emit(
@@ -365,13 +406,26 @@ def _simulate_events(  # noqa: PLR0915
             bot_reason="link scanner: clicked within seconds of delivery",
         )
 
+
+def _order_and_leave(
+    emit: _Emitter,
+    seg: np.ndarray,
+    effects: TrueEffects,
+    rng: np.random.Generator,
+    delivered: np.ndarray,
+    t_delivered: np.ndarray,
+    clicked: np.ndarray,
+    t_click: np.ndarray,
+) -> None:
+    """Orders (after a click, or organic), unsubscribes and complaints."""
+    n = len(seg)
     revenue = np.round(rng.lognormal(4.0, 0.6, n), 2)
     ordered = clicked & (rng.random(n) < _profile_array(seg, "order_given_click"))
     organic = ~ordered & (rng.random(n) < _profile_array(seg, "organic_order"))
     t_order = np.where(ordered, t_click + rng.exponential(3600, n), rng.uniform(0, 14 * 86400, n))
     emit(ordered | organic, "order", t_order, revenue=revenue, currency="USD")
 
-    p_unsub = _profile_array(seg, "unsubscribe") * effects.multiplier("unsubscribe", variant)
+    p_unsub = _profile_array(seg, "unsubscribe") * effects.multiplier("unsubscribe", emit.variant)
     unsub = delivered & (rng.random(n) < p_unsub)
     emit(unsub, "unsubscribe", t_delivered + rng.exponential(8 * 3600, n))
     emit(
@@ -380,6 +434,9 @@ def _simulate_events(  # noqa: PLR0915
         t_delivered + rng.exponential(8 * 3600, n),
     )
 
+
+def _event_frame(parts: list[pd.DataFrame], spec: ExperimentSpec) -> pd.DataFrame:
+    """The simulated events in the canonical schema, in time order, with ids."""
     events = pd.concat(parts, ignore_index=True)
     events = events.sort_values(["ts", "recipient_key"], kind="stable", ignore_index=True)
     events["event_id"] = [f"sim-{i:09d}" for i in range(len(events))]

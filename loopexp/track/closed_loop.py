@@ -13,7 +13,8 @@ artifact) and assembles:
 * winner's curse: the lift of a shipped winner was selected for looking best, so it is biased
   upward. An empirical-Bayes normal prior on the log lift (DerSimonian-Laird moments over every
   primary comparison the campaign ever made, read from MLflow) shrinks each estimate; the shrunk
-  lift is reported beside the raw one and :func:`planning_baseline` uses it for the next plan;
+  lift is reported beside the raw one (:mod:`loopexp.learn.shrinkage`, which also plans the
+  next iteration from it);
 * incremental revenue against the holdout and the per-link click distribution when the results
   carry them, else a note saying what is missing;
 * what to test next (the backlog ran dry, a send-time window not yet conclusive, ...).
@@ -41,6 +42,7 @@ from scipy import stats as sps
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.core import tags as tag
 from loopexp.core.errors import InputError
+from loopexp.learn.shrinkage import Lift, empirical_bayes_prior, log_lift, shrink
 from loopexp.track.tracking import (
     TrackingUnavailableError,
     _client,
@@ -72,15 +74,6 @@ class ReportError(InputError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class Lift(_Model):
-    """A relative lift with its interval (and the interval's level)."""
-
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-    level: float | None = None
 
 
 class Incremental(_Model):
@@ -250,74 +243,6 @@ def _incremental_revenue(results: ExperimentResults) -> Incremental | None:
     )
 
 
-# --- winner's curse -----------------------------------------------------------------------------
-
-
-def _log_lift(lift: float | None, low: float | None, high: float | None, level: float | None):
-    """(log ratio, its standard error) from a lift and its interval; None when not usable."""
-    if lift is None or low is None or high is None or low <= -1 or lift <= -1:
-        return None
-    z = float(sps.norm.ppf(1 - (1 - (level or 0.95)) / 2))
-    se = (math.log1p(high) - math.log1p(low)) / (2 * z)
-    return (math.log1p(lift), se) if se > 0 and math.isfinite(se) else None
-
-
-def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Normal prior (mean, sd) of true log lifts from past estimates ``(y, se)``.
-
-    DerSimonian-Laird method of moments (the random-effects estimator of meta-analysis):
-    tau² = max(0, (Q - (k - 1)) / (Σw - Σw²/Σw)), w = 1/se². None with fewer than 3 estimates
-    (too few to learn a spread from).
-    """
-    if len(estimates) < 3:
-        return None
-    w = [1 / se**2 for _, se in estimates]
-    sw = sum(w)
-    mean_fixed = sum(wi * y for wi, (y, _) in zip(w, estimates, strict=True)) / sw
-    q = sum(wi * (y - mean_fixed) ** 2 for wi, (y, _) in zip(w, estimates, strict=True))
-    tau2 = max(0.0, (q - (len(estimates) - 1)) / (sw - sum(wi * wi for wi in w) / sw))
-    w_re = [1 / (se**2 + tau2) for _, se in estimates]
-    mu = sum(wi * y for wi, (y, _) in zip(w_re, estimates, strict=True)) / sum(w_re)
-    return float(mu), math.sqrt(tau2)
-
-
-def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95) -> Lift:
-    """The posterior of one log lift under the normal prior, as a relative lift with interval."""
-    mu, tau = prior
-    b = tau**2 / (tau**2 + se**2) if tau > 0 else 0.0
-    mean = mu + b * (y - mu)
-    sd = math.sqrt(b) * se
-    z = float(sps.norm.ppf(1 - (1 - level) / 2))
-    return Lift(
-        value=math.expm1(mean),
-        low=math.expm1(mean - z * sd),
-        high=math.expm1(mean + z * sd),
-        level=level,
-    )
-
-
-def planning_baseline(report: ClosedLoopReport) -> float | None:
-    """The next iteration's baseline rate of the primary metric, corrected for winner's curse.
-
-    After a ship, the new control's observed rate was selected for looking best: the baseline
-    is the old control's rate times (1 + the shrunk lift) instead. None when there is nothing to
-    correct (use the observed rate).
-    """
-    if not report.iterations:
-        return None
-    last = report.iterations[-1]
-    if last.status != Status.SHIP.value or not last.winner:
-        return None
-    base = last.control_kpis.get(last.primary_metric)
-    shrunk = next(
-        (s for s in report.shrunk if (s.iteration, s.variant) == (last.iteration, last.winner)),
-        None,
-    )
-    if base is None or shrunk is None or shrunk.shrunk.value is None:
-        return None
-    return base * (1 + shrunk.shrunk.value)
-
-
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -357,7 +282,7 @@ def build_report(
         for c in results.comparisons:
             if c.metric != rec.primary_metric:
                 continue
-            ys = _log_lift(c.rel_lift, c.rel_ci_low, c.rel_ci_high, c.ci_level)
+            ys = log_lift(c.rel_lift, c.rel_ci_low, c.rel_ci_high, c.ci_level)
             if ys is None:
                 continue
             raw_lift = Lift(
@@ -417,7 +342,7 @@ def _cumulative(shrunk: list[Shrunk]) -> tuple[Lift, Lift]:
             if not s.shipped:
                 continue
             lift: Lift = getattr(s, pick)
-            ys = _log_lift(lift.value, lift.low, lift.high, lift.level)
+            ys = log_lift(lift.value, lift.low, lift.high, lift.level)
             if ys is None:
                 continue
             total, var = total + ys[0], var + ys[1] ** 2
@@ -741,18 +666,14 @@ __all__ = [
     "ClosedLoopReport",
     "Incremental",
     "IterationRecord",
-    "Lift",
     "ReportError",
     "Shrunk",
     "build_report",
     "campaign_runs",
     "decisions_frame",
-    "empirical_bayes_prior",
     "links_frame",
     "log_report",
-    "planning_baseline",
     "report_html",
-    "shrink",
     "shrinkage_frame",
     "trend_plot",
     "write_html",

@@ -1,0 +1,130 @@
+"""Winner's curse, corrected: empirical-Bayes shrinkage of a campaign's lifts, and the baseline.
+
+A challenger that shipped was selected for looking best, so its observed lift (and the new
+control's observed rate) overstates the truth. The campaign's own primary comparisons give a
+normal prior of true log lifts (DerSimonian-Laird, :func:`empirical_bayes_prior`); each lift is
+shrunk towards it (:func:`shrink`), and the next iteration is planned from the old control's rate
+times the shrunk lift (:func:`planning_baseline`) rather than from the winner's observed rate.
+Pure math on :class:`ExperimentResults`: the closed-loop report and ``loopexp run`` both use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+from scipy import stats as sps
+
+from loopexp.analysis.results import ExperimentResults, Status
+
+
+class Lift(BaseModel):
+    """A relative lift with its interval (and the interval's level)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    level: float | None = None
+
+
+def log_lift(
+    lift: float | None, low: float | None, high: float | None, level: float | None
+) -> tuple[float, float] | None:
+    """(log ratio, its standard error) from a lift and its interval; None when not usable."""
+    if lift is None or low is None or high is None or low <= -1 or lift <= -1:
+        return None
+    z = float(sps.norm.ppf(1 - (1 - (level or 0.95)) / 2))
+    se = (math.log1p(high) - math.log1p(low)) / (2 * z)
+    return (math.log1p(lift), se) if se > 0 and math.isfinite(se) else None
+
+
+def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Normal prior (mean, sd) of true log lifts from past estimates ``(y, se)``.
+
+    DerSimonian-Laird method of moments (the random-effects estimator of meta-analysis):
+    tau² = max(0, (Q - (k - 1)) / (Σw - Σw²/Σw)), w = 1/se². None with fewer than 3 estimates
+    (too few to learn a spread from).
+    """
+    if len(estimates) < 3:
+        return None
+    w = [1 / se**2 for _, se in estimates]
+    sw = sum(w)
+    mean_fixed = sum(wi * y for wi, (y, _) in zip(w, estimates, strict=True)) / sw
+    q = sum(wi * (y - mean_fixed) ** 2 for wi, (y, _) in zip(w, estimates, strict=True))
+    tau2 = max(0.0, (q - (len(estimates) - 1)) / (sw - sum(wi * wi for wi in w) / sw))
+    w_re = [1 / (se**2 + tau2) for _, se in estimates]
+    mu = sum(wi * y for wi, (y, _) in zip(w_re, estimates, strict=True)) / sum(w_re)
+    return float(mu), math.sqrt(tau2)
+
+
+def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95) -> Lift:
+    """The posterior of one log lift under the normal prior, as a relative lift with interval."""
+    mu, tau = prior
+    b = tau**2 / (tau**2 + se**2) if tau > 0 else 0.0
+    mean = mu + b * (y - mu)
+    sd = math.sqrt(b) * se
+    z = float(sps.norm.ppf(1 - (1 - level) / 2))
+    return Lift(
+        value=math.expm1(mean),
+        low=math.expm1(mean - z * sd),
+        high=math.expm1(mean + z * sd),
+        level=level,
+    )
+
+
+def primary_log_lifts(results: ExperimentResults) -> list[tuple[str, tuple[float, float]]]:
+    """(variant, (log lift, se)) of each usable comparison on the iteration's primary metric."""
+    metric = results.decision.primary_metric
+    found = []
+    for c in results.comparisons:
+        ys = log_lift(c.rel_lift, c.rel_ci_low, c.rel_ci_high, c.ci_level)
+        if c.metric == metric and ys is not None:
+            found.append((c.variant, ys))
+    return found
+
+
+def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
+    """The next iteration's baseline rate of the primary metric, corrected for winner's curse.
+
+    ``history``: the campaign's analysed iterations, oldest first, the one just decided last.
+    After a ship, the new control's observed rate was selected for looking best: the baseline
+    is the old control's rate times (1 + the winner's lift shrunk under the prior learned from
+    every primary comparison of the campaign) instead. None when there is nothing to correct
+    (use the observed rate), including when too few comparisons exist to learn a prior's spread
+    and the raw lift would be used.
+    """
+    if not history:
+        return None
+    last = history[-1]
+    decision = last.decision
+    if decision.status != Status.SHIP or not decision.winner:
+        return None
+    control = next((v for v in last.variants if v.is_control), None)
+    value = control.metrics.get(decision.primary_metric) if control else None
+    winner = dict(primary_log_lifts(last)).get(decision.winner)
+    raw = next(
+        (
+            c.rel_lift
+            for c in last.comparisons
+            if (c.metric, c.variant) == (decision.primary_metric, decision.winner)
+        ),
+        None,
+    )
+    if value is None or value.value is None or winner is None or raw is None:
+        return None
+    prior = empirical_bayes_prior([ys for r in history for _, ys in primary_log_lifts(r)])
+    lift = shrink(*winner, prior).value if prior else raw
+    return value.value * (1 + lift)
+
+
+__all__ = [
+    "Lift",
+    "empirical_bayes_prior",
+    "log_lift",
+    "planning_baseline",
+    "primary_log_lifts",
+    "shrink",
+]

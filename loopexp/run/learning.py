@@ -1,0 +1,92 @@
+"""What a scheduled run learns for the next spec, gathered from its own data and MLflow.
+
+The same :func:`loopexp.learn.iteration.next_iteration` the demo uses writes the next spec, with
+the send-time analysis of the run's own events (:mod:`loopexp.learn.sendtime`, kept in the attempt
+as ``send_time.json`` and logged with the run), adaptive weights from the results when the spec asks
+for ``allocation:``, and the planning baseline shrunk with the campaign's earlier iterations read
+back from MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from loopexp.analysis.results import ExperimentResults
+from loopexp.core import tags as tag
+from loopexp.design.spec import ExperimentSpec, write_spec
+from loopexp.learn.iteration import LoopError, learned_from, next_iteration
+from loopexp.learn.sendtime import LEARNING_METRIC, SendTimeAnalysis, send_time_from_files
+from loopexp.track.closed_loop import SEND_TIME_ARTIFACT, campaign_runs
+from loopexp.track.tracking import (
+    LoggedRun,
+    TrackingUnavailableError,
+    download_artifact,
+    log_files,
+)
+
+
+def analyse_send_time(
+    spec: ExperimentSpec, events: str | Path, assignment: str | Path, attempt: Path
+) -> SendTimeAnalysis | None:
+    """The send-time analysis of a spec with send slots, written into the attempt folder."""
+    if spec.send_time is None:
+        return None
+    analysis = send_time_from_files(events, assignment, spec, metric=LEARNING_METRIC)
+    (attempt / SEND_TIME_ARTIFACT).write_text(analysis.model_dump_json(indent=2), encoding="utf-8")
+    return analysis
+
+
+def read_send_time(attempt: Path) -> SendTimeAnalysis | None:
+    """The send-time analysis an attempt kept (None: the spec has no send slots)."""
+    path = attempt / SEND_TIME_ARTIFACT
+    if not path.exists():
+        return None
+    return SendTimeAnalysis.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def earlier_results(spec: ExperimentSpec, uri: str) -> list[ExperimentResults]:
+    """The results of the campaign's iterations before ``spec``'s, oldest first, from MLflow."""
+    history = []
+    with tempfile.TemporaryDirectory(prefix="loopexp-history-") as folder:
+        for run in campaign_runs(spec.campaign, uri):
+            if int(run.data.tags[tag.ITERATION]) >= spec.iteration:
+                continue
+            try:
+                path = download_artifact(run.info.run_id, "results.json", uri, Path(folder))
+            except TrackingUnavailableError:
+                raise
+            except Exception:  # MLflow raises several types for a missing artifact
+                continue
+            history.append(ExperimentResults.read_json(path))
+    return history
+
+
+def write_next_spec(
+    spec: ExperimentSpec,
+    results: ExperimentResults,
+    run: LoggedRun,
+    attempt: Path,
+    folder: Path,
+    spec_folder: Path,
+) -> tuple[Path | None, str]:
+    """The next iteration's spec with what this one learned (attached to the run).
+
+    The decision stands without a next spec: when none can be drafted, the reason is returned.
+    """
+    learned = learned_from(
+        spec, results, read_send_time(attempt), earlier_results(spec, run.tracking_uri)
+    )
+    try:
+        nxt = next_iteration(spec, results, learned, parent_run_id=run.run_id)
+    except LoopError as exc:
+        return None, str(exc)
+    if nxt.events is not None:  # its export folder, named from where the next spec is written
+        nxt = nxt.model_copy(update={"events": nxt.events.rebased(spec_folder, folder)})
+    path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
+    log_files(run, [path], artifact_path="next_spec")
+    return path, ""
+
+
+__all__ = ["analyse_send_time", "earlier_results", "read_send_time", "write_next_spec"]
