@@ -248,10 +248,6 @@ SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/run/pipeline.py::_log_attempt": "TODO(#23): being split",
     "loopexp/sim/demo.py::run_demo_loop": "TODO(#23): being split",
     "loopexp/sim/simulate.py::_simulate_events": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py::build_report": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py::report_html": "TODO(#23): being split",
-    "loopexp/track/tracking.py": "TODO(#23): being split",
 }
 
 

@@ -44,8 +44,9 @@ from loopexp.design.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.learn.iteration import LoopError, next_spec
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.metrics.engine import EventsError, require_source
-from loopexp.report.views import incrementality_html, lift_plot, links_html, results_html
+from loopexp.report.views import incrementality_html, lift_plot, links_html
 from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
+from loopexp.track.describe import run_name
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
@@ -60,7 +61,6 @@ from loopexp.track.tracking import (
     mark_stale_runs,
     resolve_tracking_uri,
     run_identity_tags,
-    run_name,
     short_hash,
     start_run,
 )
@@ -700,7 +700,7 @@ def write_html_report(results: ExperimentResults, path: str | Path, footer: str 
     lift_plot(results).savefig(buffer, format="png", dpi=110)
     image = base64.b64encode(buffer.getvalue()).decode()
     body = (
-        results_html(results)
+        results.summary_html()
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
         + incrementality_html(results)
         + links_html(results)

@@ -32,17 +32,17 @@ from pathlib import Path
 from loopexp.design.resources import example_spec_path
 from loopexp.design.spec import load_spec, write_spec
 from loopexp.learn.allocation import thompson_weights
+from loopexp.learn.history import ClosedLoopReport
 from loopexp.learn.iteration import LoopError, next_spec
 from loopexp.learn.sendtime import SendTimeAnalysis, next_send_time, send_time_from_files
+from loopexp.report.closed_loop import write_html
 from loopexp.run.pipeline import IterationOutcome, run_iteration
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
 from loopexp.track.closed_loop import (
     SEND_TIME_ARTIFACT,
-    ClosedLoopReport,
     build_report,
     log_report,
     planning_baseline,
-    write_html,
 )
 from loopexp.track.tracking import log_artifact, resolve_tracking_uri
 

@@ -1,0 +1,88 @@
+"""Winner's curse: empirical-Bayes shrinkage of the lifts a campaign measured.
+
+A shipped winner's lift was selected for looking best, so it is biased upward. A normal prior on
+the log lift, learnt from every primary comparison of the campaign (DerSimonian-Laird moments),
+shrinks each estimate toward the campaign's typical lift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict
+from scipy import stats as sps
+
+
+class Lift(BaseModel):
+    """A relative lift with its interval (and the interval's level)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    level: float | None = None
+
+
+def log_lift(
+    lift: float | None, low: float | None, high: float | None, level: float | None
+) -> tuple[float, float] | None:
+    """(log ratio, its standard error) from a lift and its interval; None when not usable."""
+    if lift is None or low is None or high is None or low <= -1 or lift <= -1:
+        return None
+    z = float(sps.norm.ppf(1 - (1 - (level or 0.95)) / 2))
+    se = (math.log1p(high) - math.log1p(low)) / (2 * z)
+    return (math.log1p(lift), se) if se > 0 and math.isfinite(se) else None
+
+
+def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Normal prior (mean, sd) of true log lifts from past estimates ``(y, se)``.
+
+    DerSimonian-Laird method of moments (the random-effects estimator of meta-analysis):
+    tau² = max(0, (Q - (k - 1)) / (Σw - Σw²/Σw)), w = 1/se². None with fewer than 3 estimates
+    (too few to learn a spread from).
+    """
+    if len(estimates) < 3:
+        return None
+    w = [1 / se**2 for _, se in estimates]
+    sw = sum(w)
+    mean_fixed = sum(wi * y for wi, (y, _) in zip(w, estimates, strict=True)) / sw
+    q = sum(wi * (y - mean_fixed) ** 2 for wi, (y, _) in zip(w, estimates, strict=True))
+    tau2 = max(0.0, (q - (len(estimates) - 1)) / (sw - sum(wi * wi for wi in w) / sw))
+    w_re = [1 / (se**2 + tau2) for _, se in estimates]
+    mu = sum(wi * y for wi, (y, _) in zip(w_re, estimates, strict=True)) / sum(w_re)
+    return float(mu), math.sqrt(tau2)
+
+
+def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95) -> Lift:
+    """The posterior of one log lift under the normal prior, as a relative lift with interval."""
+    mu, tau = prior
+    b = tau**2 / (tau**2 + se**2) if tau > 0 else 0.0
+    mean = mu + b * (y - mu)
+    sd = math.sqrt(b) * se
+    z = float(sps.norm.ppf(1 - (1 - level) / 2))
+    return Lift(
+        value=math.expm1(mean),
+        low=math.expm1(mean - z * sd),
+        high=math.expm1(mean + z * sd),
+        level=level,
+    )
+
+
+def cumulative_lift(lifts: Iterable[Lift]) -> Lift:
+    """Product of successive randomised lifts (log ratios add; independent tests' variances too)."""
+    total = var = 0.0
+    for lift in lifts:
+        ys = log_lift(lift.value, lift.low, lift.high, lift.level)
+        if ys is None:
+            continue
+        total, var = total + ys[0], var + ys[1] ** 2
+    z = float(sps.norm.ppf(0.975))
+    sd = math.sqrt(var)
+    return Lift(
+        value=math.expm1(total),
+        low=math.expm1(total - z * sd),
+        high=math.expm1(total + z * sd),
+        level=0.95,
+    )
