@@ -229,10 +229,6 @@ MAX_FUNCTION_LINES = 80
 #: An entry is removed when its module or function is split; a stale entry fails the test below.
 SIZE_EXCEPTIONS: dict[str, str] = {
     "loopexp/cli/__init__.py": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py::build_report": "TODO(#23): being split",
-    "loopexp/track/closed_loop.py::report_html": "TODO(#23): being split",
-    "loopexp/track/tracking.py": "TODO(#23): being split",
 }
 
 

@@ -19,17 +19,11 @@ from typer.testing import CliRunner
 
 from loopexp.cli import app
 from loopexp.design.spec import load_spec
+from loopexp.learn.history import ClosedLoopReport, IterationRecord
 from loopexp.learn.shrinkage import Lift, empirical_bayes_prior, shrink
+from loopexp.report.closed_loop import links_frame, report_html
 from loopexp.sim.demo import DEMO_BEST_SLOTS, EXPECTED_DECISIONS, run_demo_loop
-from loopexp.track.closed_loop import (
-    ClosedLoopReport,
-    IterationRecord,
-    ReportError,
-    build_report,
-    campaign_runs,
-    links_frame,
-    report_html,
-)
+from loopexp.track.closed_loop import ReportError, build_report, campaign_runs
 
 DEMO_RECIPIENTS = 30_000
 

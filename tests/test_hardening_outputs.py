@@ -20,10 +20,9 @@ from loopexp.cli import app
 from loopexp.core.keys import EMAIL_PATTERN
 from loopexp.design.spec import load_spec
 from loopexp.metrics import compute_metrics
-from loopexp.report.views import comparisons_table, results_html
 from loopexp.run.outputs import write_html_report
 from loopexp.sim.simulate import simulate_campaign, write_events
-from loopexp.track.tracking import run_description
+from loopexp.track.describe import run_description
 from tests.conftest import DEMO_SPEC
 
 HOSTILE = [
@@ -52,7 +51,7 @@ def hostile_results():
 
 def test_html_report_escapes_every_string(hostile_results, tmp_path):
     html = write_html_report(hostile_results, tmp_path / "report.html").read_text()
-    fragment = results_html(hostile_results)
+    fragment = hostile_results.summary_html()
     for text in (html, fragment):
         assert "<script" not in text
         assert "<img src=x" not in text and "<svg" not in text
@@ -117,7 +116,7 @@ def test_mlflow_description_cannot_forge_a_decision_line(hostile_results):
 
 def test_terminal_table_shows_markup_literally(hostile_results):
     console = Console(record=True, width=400)
-    console.print(comparisons_table(hostile_results))
+    console.print(hostile_results.comparisons_table())
     assert "[/] [bold red]not markup" in console.export_text()
 
 

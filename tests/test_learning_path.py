@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from loopexp.analysis.results import ExperimentResults
 from loopexp.cli import app
+from loopexp.design.parts import AllocationSettings
 from loopexp.design.plan import plan_for
 from loopexp.design.resources import example_spec_path
-from loopexp.design.parts import AllocationSettings
 from loopexp.design.spec import ExperimentSpec, load_spec, write_spec
 from loopexp.learn.allocation import thompson_weights
 from loopexp.learn.shrinkage import planning_baseline

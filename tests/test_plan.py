@@ -11,13 +11,13 @@ import pytest
 from loopexp import TrueEffects, analyze_files, load_spec, simulate_campaign
 from loopexp.design.plan import (
     ExperimentPlan,
-    baseline_from_history,
     mde_at,
     plan_experiment,
     power_at,
     sample_size_per_variant,
 )
 from loopexp.design.spec import parse_spec
+from loopexp.learn.history import baseline_from_history
 from tests.conftest import DEMO_SPEC
 
 # Made with R 4.x (stats::power.prop.test; tol tightened from the default eps^0.25, which alone

@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 
 from loopexp import analyze_files, load_spec, simulate_campaign
-from loopexp.report.views import (
-    _p,
-    decision_summary,
-    guardrails_html,
-    guardrails_table,
-    metric_label,
-    readable_comparisons,
-    readable_segment_lifts,
-)
+from loopexp.analysis.formatting import fmt_p, metric_label
+from loopexp.report.views import decision_summary, readable_comparisons, readable_segment_lifts
 from loopexp.sim.simulate import DEMO_EFFECTS
 from tests.conftest import DEMO_SPEC
 
@@ -29,7 +22,7 @@ def results(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_guardrail_table_matches_the_veto(results) -> None:
-    table = guardrails_table(results)
+    table = results.guardrails_frame()
     guardrails = results.decision.guardrails
     assert len(table) == len(guardrails) > 0
     for row, g in zip(table.itertuples(index=False), guardrails, strict=True):
@@ -46,7 +39,7 @@ def test_no_guardrails_no_section(results) -> None:
     empty = results.model_copy(
         update={"decision": results.decision.model_copy(update={"guardrails": []})}
     )
-    assert guardrails_html(empty) == ""
+    assert empty.guardrails_html() == ""
 
 
 def test_report_page_has_the_guardrail_section(results, tmp_path: Path) -> None:
@@ -88,4 +81,4 @@ def test_segment_lifts_show_the_adjusted_p_beside_the_adjusted_interval(results)
     assert "p (adjusted)" in table.columns and "p (unadjusted)" not in table.columns
     for row, c in zip(table.to_dict(orient="records"), comparisons, strict=True):
         assert row["interval of the lift"].endswith(_level_text(c.ci_level))
-        assert row["p (adjusted)"] == _p(c.p_value_adjusted)
+        assert row["p (adjusted)"] == fmt_p(c.p_value_adjusted)

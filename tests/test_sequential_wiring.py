@@ -293,7 +293,7 @@ def test_engine_covariate_sums_drive_the_adjustment(tmp_path):
 
 def test_incrementality_reaches_mlflow_metrics_and_the_html_report(holdout_run, tmp_path) -> None:
     from loopexp.run.outputs import write_html_report
-    from loopexp.track.tracking import headline_metrics, results_metrics
+    from loopexp.track.describe import headline_metrics, results_metrics
 
     _, _, results, _ = holdout_run
     rev = {r.arm: r for r in results.incrementality if r.metric == "revenue_per_assigned"}

@@ -6,6 +6,7 @@ object renders as tables in the terminal (rich) and in Jupyter (HTML), and as Da
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from enum import StrEnum
@@ -360,13 +361,89 @@ class ExperimentResults(_Record):
             "decision": self.decision.model_dump(mode="json"),
         }
 
+    def comparisons_table(
+        self, metrics: list[str] | None = None, show_probability: bool = True
+    ) -> Any:
+        """A compact rich table of challenger-versus-control comparisons (fits 80 columns)."""
+        from rich import box  # noqa: PLC0415 (rich only when printing)
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        from loopexp.analysis import formatting as fmt  # noqa: PLC0415
+
+        title = f"{self.experiment.name} · iteration {self.experiment.iteration}"
+        # Text, not str: a name like "[bold]" or "[/]" is shown literally, never parsed as markup.
+        table = Table(
+            title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False
+        )
+        table.add_column("metric", no_wrap=True)
+        table.add_column("variant", no_wrap=True)
+        for col in ("control", "value", "lift (CI)", "p adj."):
+            table.add_column(col, justify="right", no_wrap=True)
+        if show_probability:
+            table.add_column("P(win)", justify="right", no_wrap=True)
+        values = {v.id: v.metrics for v in self.variants}
+        for c in self.comparisons:
+            if metrics and c.metric not in metrics:
+                continue
+            interval = f"({fmt.fmt_points(c.rel_ci_low)}, {fmt.fmt_points(c.rel_ci_high)})"
+            row = [
+                c.metric,
+                c.variant,
+                fmt.fmt_value(c.metric, values[c.control][c.metric].value),
+                fmt.fmt_value(c.metric, values[c.variant][c.metric].value),
+                f"{fmt.fmt_pct(c.rel_lift)} {interval}{fmt.fmt_level(c.ci_level)}",
+                fmt.fmt_p(c.p_value_adjusted),
+            ]
+            if show_probability:
+                row.append("–" if c.prob_beat_control is None else f"{c.prob_beat_control:.0%}")
+            table.add_row(*row)
+        return table
+
+    def guardrails_frame(self) -> pd.DataFrame:
+        """The guardrails as the veto read them: lift, interval, margin, one-sided p."""
+        from loopexp.analysis import formatting as fmt  # noqa: PLC0415
+
+        rows = [
+            {
+                "guardrail": fmt.metric_label(g.metric),
+                "variant": g.variant,
+                "lift": fmt.fmt_pct(g.rel_lift),
+                "interval": fmt.fmt_interval(g.rel_ci_low, g.rel_ci_high)
+                + (f" ({g.ci_level:.0%})" if g.ci_level else ""),
+                "margin": f"+{g.max_relative_increase:.0%}",
+                "mode": g.mode.replace("_", "-"),
+                "p (one-sided)": "–" if g.p_value is None else fmt.fmt_p(g.p_value),
+                "verdict": "passed" if g.passed else "VETO",
+            }
+            for g in self.decision.guardrails
+        ]
+        return pd.DataFrame(rows)
+
+    def guardrails_html(self) -> str:
+        """:meth:`guardrails_frame` as HTML (nothing when the spec has no guardrails)."""
+        table = self.guardrails_frame()
+        return "" if table.empty else "<h4>Guardrails</h4>" + table.to_html(index=False)
+
+    def summary_html(self) -> str:
+        """An HTML summary (decision, reasons, comparisons, guardrails) for Jupyter and reports."""
+        d = self.decision
+        frame = self.comparisons_frame()[["metric", "variant", *COMPARISON_FIGURES[1:]]]
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons)
+        winner = f" → <b>{html.escape(d.winner)}</b>" if d.winner else ""
+        return (
+            f"<h3>{html.escape(self.experiment.name)} · iteration "
+            f"{self.experiment.iteration}</h3>"
+            f"<p>Decision: <b>{d.status.value}</b>{winner}. SRM p = {self.srm.p_value:.3g} "
+            f"({'ok' if self.srm.ok else 'MISMATCH'}).</p><ul>{reasons}</ul>"
+            + frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–")
+            + self.guardrails_html()
+        )
+
     def __rich__(self) -> Any:
         """Render the comparison table for the terminal."""
-        from loopexp.report.views import comparisons_table  # noqa: PLC0415 (rich only when printing)
-
-        return comparisons_table(self)
+        return self.comparisons_table()
 
     def _repr_html_(self) -> str:
-        from loopexp.report.views import results_html  # noqa: PLC0415
-
-        return results_html(self)
+        """Render the decision, its reasons and the comparisons for Jupyter."""
+        return self.summary_html()

@@ -34,13 +34,14 @@ from loopexp.core import tags as tag
 from loopexp.core.keys import HashKey, HashKeyError, load_hash_key, redact_addresses
 from loopexp.core.parallel import available_workers
 from loopexp.design.parts import TestType
-from loopexp.design.plan import baseline_from_history, plan_experiment
+from loopexp.design.plan import plan_experiment
 from loopexp.design.resources import example_spec_path, starter_spec
 from loopexp.design.spec import SpecError, load_spec, safe_slug
 from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.ingest import FORMATS, IngestError, IngestSummary, ingest_to_canonical
+from loopexp.learn.history import baseline_from_history
 from loopexp.metrics.engine import ALL_SEGMENTS, EventsError
-from loopexp.report.views import comparisons_table, plan_summary
+from loopexp.report.views import plan_summary
 from loopexp.run.lock import ExperimentBusyError
 from loopexp.run.notebook import NotebookFailedError
 from loopexp.run.pipeline import IterationOutcome, NotLoggedError, run_iteration, upload
@@ -949,7 +950,8 @@ def report(
     ] = True,
 ) -> None:
     """The closed-loop report of a campaign: every iteration read back from MLflow."""
-    from loopexp.track.closed_loop import build_report, log_report, write_html  # noqa: PLC0415
+    from loopexp.report.closed_loop import write_html  # noqa: PLC0415
+    from loopexp.track.closed_loop import build_report, log_report  # noqa: PLC0415
 
     _quiet_mlflow()
     built = build_report(campaign, resolve_tracking_uri(tracking_uri))
@@ -1041,7 +1043,7 @@ def _guardrail_table(guardrails: list[GuardrailResult]) -> Table:
 def _print_outcome(outcome: IterationOutcome) -> None:
     results = outcome.results
     d = results.decision
-    console.print(comparisons_table(results, [d.primary_metric], show_probability=False))
+    console.print(results.comparisons_table([d.primary_metric], show_probability=False))
     if d.guardrails:
         console.print(_guardrail_table(d.guardrails))
     table = Table(title="Decision", show_header=False, box=box.ROUNDED)
@@ -1084,4 +1086,3 @@ def _print_outcome(outcome: IterationOutcome) -> None:
     lines.append(("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)))
     for label, value in lines:
         console.print(f"[bold]{label}:[/] {escape(str(value))}", soft_wrap=True)
-

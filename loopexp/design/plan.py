@@ -212,32 +212,6 @@ class ExperimentPlan(BaseModel):
         return path
 
 
-def baseline_from_history(spec: ExperimentSpec, results_paths: list[str | Path]) -> float:
-    """The control rate of ``spec``'s primary metric pooled over earlier sends' ``results.json``.
-
-    Pooled (total numerator / total denominator), so a big send weighs more than a small one.
-    """
-    from loopexp.analysis.results import ExperimentResults  # noqa: PLC0415 (pandas-heavy, only here)
-
-    if not results_paths:
-        raise ValueError("no results.json of earlier sends given")
-    numerator = denominator = 0.0
-    for path in results_paths:
-        results = ExperimentResults.read_json(path)
-        control = next((v for v in results.variants if v.is_control), None)
-        value = control.metrics.get(spec.primary_metric) if control else None
-        if value is None:
-            raise ValueError(f"{path}: the control has no {spec.primary_metric}; pick other sends")
-        numerator += value.numerator
-        denominator += value.denominator
-    if denominator == 0 or not 0 < numerator / denominator < 1:
-        raise ValueError(
-            f"{spec.primary_metric} of the earlier controls is {numerator:g}/{denominator:g}: "
-            "not a usable baseline rate; give one with baseline_rate"
-        )
-    return numerator / denominator
-
-
 def plan_experiment(
     spec: ExperimentSpec,
     baseline: float,

@@ -11,7 +11,7 @@ Pure math on :class:`ExperimentResults`: the closed-loop report and ``loopexp ru
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
@@ -72,6 +72,24 @@ def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95)
         low=math.expm1(mean - z * sd),
         high=math.expm1(mean + z * sd),
         level=level,
+    )
+
+
+def cumulative_lift(lifts: Iterable[Lift]) -> Lift:
+    """Product of successive randomised lifts (log ratios add; independent tests' variances too)."""
+    total = var = 0.0
+    for lift in lifts:
+        ys = log_lift(lift.value, lift.low, lift.high, lift.level)
+        if ys is None:
+            continue
+        total, var = total + ys[0], var + ys[1] ** 2
+    z = float(sps.norm.ppf(0.975))
+    sd = math.sqrt(var)
+    return Lift(
+        value=math.expm1(total),
+        low=math.expm1(total - z * sd),
+        high=math.expm1(total + z * sd),
+        level=0.95,
     )
 
 

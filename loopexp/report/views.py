@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import html
-import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
-from loopexp.analysis.results import COMPARISON_FIGURES, Status
-from loopexp.metrics.definitions import resolve_metric
+from loopexp.analysis.formatting import (
+    fmt_interval,
+    fmt_p,
+    fmt_pct,
+    fmt_value,
+    metric_label,
+)
+from loopexp.analysis.results import Status
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,72 +29,6 @@ STATUS_WORDS: dict[Status, str] = {
     Status.GUARDRAIL_VETO: "Vetoed by a guardrail",
     Status.INVALID_SRM: "Invalid: the split of recipients is broken (sample ratio mismatch)",
 }
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:+.1%}"
-
-
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.2g}"
-
-
-def _num(x: float | None) -> str:
-    if x is None or math.isnan(x):
-        return "–"
-    if math.isinf(x):
-        return "∞" if x > 0 else "-∞"
-    return f"{100 * x:+.1f}"
-
-
-def _lvl(level: float | None) -> str:
-    """The interval's level when it is not 95 % (adjusted intervals are wider than 95 %)."""
-    if level is None or abs(level - 0.95) < 1e-9:
-        return ""
-    return f" {100 * level:.3g}%"
-
-
-def _value(metric: str, value: float | None) -> str:
-    if value is None:
-        return "–"
-    try:
-        proportion = resolve_metric(metric).kind == "proportion"
-    except KeyError:  # a spec-defined metric: shown as a plain number
-        proportion = False
-    return f"{value:.2%}" if proportion else f"{value:.3f}"
-
-
-def comparisons_table(
-    results: ExperimentResults, metrics: list[str] | None = None, show_probability: bool = True
-) -> Table:
-    """A compact rich table of challenger-versus-control comparisons (fits 80 columns)."""
-    title = f"{results.experiment.name} · iteration {results.experiment.iteration}"
-    # Text, not str: a name like "[bold]" or "[/]" is shown literally, never parsed as markup.
-    table = Table(
-        title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False
-    )
-    table.add_column("metric", no_wrap=True)
-    table.add_column("variant", no_wrap=True)
-    for col in ("control", "value", "lift (CI)", "p adj."):
-        table.add_column(col, justify="right", no_wrap=True)
-    if show_probability:
-        table.add_column("P(win)", justify="right", no_wrap=True)
-    values = {v.id: v.metrics for v in results.variants}
-    for c in results.comparisons:
-        if metrics and c.metric not in metrics:
-            continue
-        row = [
-            c.metric,
-            c.variant,
-            _value(c.metric, values[c.control][c.metric].value),
-            _value(c.metric, values[c.variant][c.metric].value),
-            f"{_pct(c.rel_lift)} ({_num(c.rel_ci_low)}, {_num(c.rel_ci_high)}){_lvl(c.ci_level)}",
-            _p(c.p_value_adjusted),
-        ]
-        if show_probability:
-            row.append("–" if c.prob_beat_control is None else f"{c.prob_beat_control:.0%}")
-        table.add_row(*row)
-    return table
 
 
 def incrementality_html(results: ExperimentResults) -> str:
@@ -116,8 +51,8 @@ def incrementality_html(results: ExperimentResults) -> str:
                 "arm": "all mailed" if r.arm == "all_mailed" else r.arm,
                 "added over not mailing": total,
                 "interval": f"{interval} ({r.ci_level:.0%})" if interval != "–" else interval,
-                "lift": _pct(r.rel_lift),
-                "p adj.": _p(r.p_value_adjusted),
+                "lift": fmt_pct(r.rel_lift),
+                "p adj.": fmt_p(r.p_value_adjusted),
             }
         )
     return (
@@ -163,47 +98,6 @@ def links_html(results: ExperimentResults) -> str:
     )
 
 
-def results_html(results: ExperimentResults) -> str:
-    """An HTML summary (decision, reasons, comparison table) for Jupyter and the HTML report."""
-    d = results.decision
-    frame = results.comparisons_frame()[["metric", "variant", *COMPARISON_FIGURES[1:]]]
-    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons)
-    winner = f" → <b>{html.escape(d.winner)}</b>" if d.winner else ""
-    return (
-        f"<h3>{html.escape(results.experiment.name)} · iteration "
-        f"{results.experiment.iteration}</h3>"
-        f"<p>Decision: <b>{d.status.value}</b>{winner}. SRM p = {results.srm.p_value:.3g} "
-        f"({'ok' if results.srm.ok else 'MISMATCH'}).</p><ul>{reasons}</ul>"
-        + frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–")
-        + guardrails_html(results)
-    )
-
-
-def guardrails_table(results: ExperimentResults) -> pd.DataFrame:
-    """The guardrails as the veto read them: lift, interval at its level, margin, one-sided p."""
-    rows = [
-        {
-            "guardrail": metric_label(g.metric),
-            "variant": g.variant,
-            "lift": _pct(g.rel_lift),
-            "interval": _interval(g.rel_ci_low, g.rel_ci_high)
-            + (f" ({g.ci_level:.0%})" if g.ci_level else ""),
-            "margin": f"+{g.max_relative_increase:.0%}",
-            "mode": g.mode.replace("_", "-"),
-            "p (one-sided)": "–" if g.p_value is None else _p(g.p_value),
-            "verdict": "passed" if g.passed else "VETO",
-        }
-        for g in results.decision.guardrails
-    ]
-    return pd.DataFrame(rows)
-
-
-def guardrails_html(results: ExperimentResults) -> str:
-    """:func:`guardrails_table` as HTML (nothing when the spec has no guardrails)."""
-    table = guardrails_table(results)
-    return "" if table.empty else "<h4>Guardrails</h4>" + table.to_html(index=False)
-
-
 def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
     """Relative lift of each challenger with its CI (at its adjusted level) on one metric."""
     from matplotlib.figure import Figure  # noqa: PLC0415 (import matplotlib only when plotting)
@@ -238,18 +132,9 @@ def lift_plot(results: ExperimentResults, metric: str | None = None) -> Figure:
     return fig
 
 
-def metric_label(metric: str) -> str:
-    """A metric's name in words: ``click_rate`` → "click rate"."""
-    return metric.replace("_", " ")
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return "–" if low is None or high is None else f"{low:+.1%} to {high:+.1%}"
-
-
 def _leveled(low: float | None, high: float | None, level: float | None) -> str:
     """An interval with its level, e.g. "+3.6% to +28.9% (97.5%)": adjusted ones are wider."""
-    text = _interval(low, high)
+    text = fmt_interval(low, high)
     return text if level is None or text == "–" else f"{text} ({100 * level:.3g}%)"
 
 
@@ -266,7 +151,7 @@ def readable_variants(results: ExperimentResults, metrics: list[str] | None = No
     rows = {}
     for v in results.variants:
         row = {"role": "control" if v.is_control else "challenger", "recipients": f"{v.n:,}"}
-        row.update({metric_label(m): _value(m, v.metrics[m].value) for m in names})
+        row.update({metric_label(m): fmt_value(m, v.metrics[m].value) for m in names})
         rows[v.id] = row
     frame = pd.DataFrame(rows).T
     frame.index.name = "variant"
@@ -289,13 +174,13 @@ def readable_comparisons(
             {
                 "metric": metric_label(c.metric),
                 "variant": c.variant,
-                "control": _value(c.metric, values[c.control][c.metric].value),
-                "variant's": _value(c.metric, values[c.variant][c.metric].value),
-                "lift": _pct(c.rel_lift),
+                "control": fmt_value(c.metric, values[c.control][c.metric].value),
+                "variant's": fmt_value(c.metric, values[c.variant][c.metric].value),
+                "lift": fmt_pct(c.rel_lift),
                 "interval of the lift": _leveled(c.rel_ci_low, c.rel_ci_high, c.ci_level),
                 "chance to beat control": _chance(c.prob_beat_control),
                 "significant": "yes" if c.p_value_adjusted < alpha else "no",
-                "p (adjusted)": _p(c.p_value_adjusted),
+                "p (adjusted)": fmt_p(c.p_value_adjusted),
             }
         )
     return pd.DataFrame(rows).set_index(["metric", "variant"]) if rows else pd.DataFrame()
@@ -312,9 +197,9 @@ def readable_segment_lifts(results: ExperimentResults, metric: str) -> pd.DataFr
             {
                 "segment": s.segment.replace("_", " "),
                 "variant": c.variant,
-                "lift": _pct(c.rel_lift),
+                "lift": fmt_pct(c.rel_lift),
                 "interval of the lift": _leveled(c.rel_ci_low, c.rel_ci_high, c.ci_level),
-                "p (adjusted)": _p(c.p_value_adjusted),
+                "p (adjusted)": fmt_p(c.p_value_adjusted),
             }
             for s in results.segments
             for c in s.comparisons
@@ -339,7 +224,9 @@ def decision_summary(results: ExperimentResults) -> str:
         )
         if d.rel_ci_low is not None and d.rel_ci_high is not None:
             level = d.ci_level if d.ci_level is not None else 0.95
-            evidence += f" ({100 * level:.3g}% interval {_interval(d.rel_ci_low, d.rel_ci_high)})"
+            evidence += (
+                f" ({100 * level:.3g}% interval {fmt_interval(d.rel_ci_low, d.rel_ci_high)})"
+            )
         if d.prob_beat_control is not None:
             evidence += f"; chance it beats the control: {_chance(d.prob_beat_control)}"
         lines.append(evidence + ".")

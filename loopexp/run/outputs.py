@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from loopexp.analysis.results import ExperimentResults
-from loopexp.report.views import incrementality_html, lift_plot, links_html, results_html
+from loopexp.report.views import incrementality_html, lift_plot, links_html
 from loopexp.run.attempts import write_json
 
 
@@ -36,7 +36,7 @@ def write_html_report(results: ExperimentResults, path: str | Path, footer: str 
     lift_plot(results).savefig(buffer, format="png", dpi=110)
     image = base64.b64encode(buffer.getvalue()).decode()
     body = (
-        results_html(results)
+        results.summary_html()
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
         + incrementality_html(results)
         + links_html(results)

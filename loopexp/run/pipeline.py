@@ -51,6 +51,7 @@ from loopexp.run.lock import experiment_lock
 from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
+from loopexp.track.describe import run_name
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
@@ -63,7 +64,6 @@ from loopexp.track.tracking import (
     mark_stale_runs,
     resolve_tracking_uri,
     run_identity_tags,
-    run_name,
     start_run,
 )
 

@@ -32,11 +32,13 @@ from pathlib import Path
 from loopexp.design.parts import AllocationSettings
 from loopexp.design.resources import example_spec_path
 from loopexp.design.spec import load_spec, write_spec
+from loopexp.learn.history import ClosedLoopReport
 from loopexp.learn.sendtime import SendTimeAnalysis
+from loopexp.report.closed_loop import write_html
 from loopexp.run.learning import read_send_time
 from loopexp.run.pipeline import IterationOutcome, run_iteration
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
-from loopexp.track.closed_loop import ClosedLoopReport, build_report, log_report, write_html
+from loopexp.track.closed_loop import build_report, log_report
 from loopexp.track.tracking import resolve_tracking_uri
 
 CLOSED_LOOP_SPEC = "closed_loop_demo.yaml"

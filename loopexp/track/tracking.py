@@ -1,9 +1,8 @@
 """MLflow logging: one experiment per campaign, one run per analysed iteration.
 
-Marketers read the runs table without clicking, so a run carries a name that says what happened
-(``#2 SHIP personal +16%``), a one-line summary in words, headline metrics named the
-same in every iteration (``decision.rel_lift``, ``control.<metric>``, ``best.<metric>``) so charts
-compare iterations, the per-variant figures for those who dig, and the run's artifacts.
+Each run carries what :mod:`loopexp.track.describe` says about it (a name that says what happened,
+a summary in words, headline metrics named the same in every iteration), the per-variant figures
+for those who dig, and the run's artifacts.
 
 Schedulers need runs that end: a run is FINISHED with all its artifacts or FAILED, never left
 RUNNING (:func:`mark_stale_runs` cleans up after a killed process), and a stopped tracking server
@@ -15,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import math
 import os
-import re
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -26,11 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from loopexp.analysis.results import COMPARISON_FIGURES, ExperimentResults, Status
+from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
 from loopexp.core import tags as tag
 from loopexp.core.errors import StateError
 from loopexp.design.spec import ExperimentSpec
+from loopexp.track.describe import (
+    results_metrics,
+    run_description,
+    run_name,
+    spec_params,
+    summary_line,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -53,35 +57,6 @@ HTTP_DEFAULTS = {
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 #: A RUNNING run of another host is stale after this many hours (same host: when its process died).
-
-_STATUS_WORDS = {
-    Status.SHIP: "SHIP",
-    Status.KEEP_TESTING: "KEEP TESTING",
-    Status.NO_DIFFERENCE: "NO DIFF",
-    Status.GUARDRAIL_VETO: "VETO",
-    Status.INVALID_SRM: "BAD SPLIT",
-}
-
-_SUMMARY_WORDS = {
-    Status.SHIP: "SHIP",
-    Status.KEEP_TESTING: "KEEP TESTING",
-    Status.NO_DIFFERENCE: "NO DIFFERENCE",
-    Status.GUARDRAIL_VETO: "GUARDRAIL VETO",
-    Status.INVALID_SRM: "INVALID SPLIT (sample-ratio mismatch)",
-}
-
-#: Short words for metrics in run names (the default name column shows ~40 characters).
-_METRIC_WORDS = {
-    "click_rate": "clicks",
-    "click_to_open_rate": "CTOR",
-    "open_rate": "opens",
-    "open_rate_raw": "raw opens",
-    "conversion_rate": "conversions",
-    "unsubscribe_rate": "unsubscribes",
-    "complaint_rate": "complaints",
-    "delivery_rate": "deliveries",
-    "revenue_per_delivered": "revenue",
-}
 
 
 class TrackingUnavailableError(StateError):
@@ -202,217 +177,6 @@ def ensure_experiment(client: MlflowClient, campaign: str, uri: str) -> str:
     if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
         client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)
     return experiment_id
-
-
-def spec_params(spec: ExperimentSpec) -> dict[str, str]:
-    """Flat, readable run params from a spec."""
-    params = {
-        "name": spec.name,
-        "campaign": spec.campaign,
-        "iteration": str(spec.iteration),
-        "test_type": spec.test_type.value,
-        "salt": spec.salt,
-        "control": spec.control,
-        "variants": ",".join(v.id for v in spec.variants),
-        "primary_metric": spec.primary_metric,
-        "guardrails": ",".join(
-            f"{g.metric}<=+{g.max_relative_increase:g}" for g in spec.guardrails
-        ),
-        "alpha": f"{spec.decision.alpha:g}",
-        "correction": spec.decision.correction,
-        "mde_relative": f"{spec.decision.mde_relative:g}",
-        "holdout": f"{spec.audience.holdout:g}",
-        "segments": ",".join(s.value for s in spec.audience.segments),
-        "parent_run_id": spec.parent_run_id or "",
-    }
-    for v in spec.variants:
-        params[f"variant.{v.id}.weight"] = f"{v.weight:g}"
-        for field in ("subject", "content", "send_time"):
-            value = getattr(v, field)
-            if value:
-                params[f"variant.{v.id}.{field}"] = value[:500]
-    return params
-
-
-#: Names of the headline metrics, the same in every iteration (charts compare iterations).
-HEADLINE_PREFIXES = ("decision.", "control.", "best.")
-
-
-def headline_metrics(results: ExperimentResults) -> dict[str, float]:
-    """Metrics named the same in every iteration: the decision's figures, control and best.
-
-    ``best`` is the winner when there is one, else the most promising challenger.
-    """
-    d = results.decision
-    out: dict[str, float] = {"decision.shipped": float(d.status == Status.SHIP)}
-    for field in ("rel_lift", "rel_ci_low", "rel_ci_high", "p_value_adjusted", "prob_beat_control"):
-        value = getattr(d, field)
-        if value is not None and math.isfinite(value):
-            out[f"decision.{field}"] = value
-    # What all mailed arms added over the no-mail holdout, named the same in every iteration.
-    for r in results.incrementality:
-        if r.arm == "all_mailed" and r.metric == "revenue_per_assigned":
-            for field, name in (
-                ("incremental_total", "holdout.revenue_added"),
-                ("incremental_ci_low", "holdout.revenue_added_low"),
-                ("incremental_ci_high", "holdout.revenue_added_high"),
-            ):
-                value = getattr(r, field)
-                if value is not None and math.isfinite(value):
-                    out[name] = value
-    by_id = {v.id: v for v in results.variants}
-    control = next((v for v in results.variants if v.is_control), None)
-    for label, variant in (("control", control), ("best", by_id.get(d.best_challenger or ""))):
-        if variant is None:
-            continue
-        out[f"{label}.n"] = variant.n
-        for name, mv in variant.metrics.items():
-            if mv.value is not None and math.isfinite(mv.value):
-                out[f"{label}.{name}"] = mv.value
-    return out
-
-
-def results_metrics(results: ExperimentResults) -> dict[str, float]:
-    """Numeric run metrics: headline, per-variant, per-comparison figures, SRM and data counts."""
-    out: dict[str, float] = {
-        "srm_p_value": results.srm.p_value,
-        "recipients": results.data.recipients,
-        "events": results.data.events,
-        "quarantined": results.data.quarantined,
-    }
-    for v in results.variants:
-        # A challenger called "control" or "best" would clash with a headline name: prefix it.
-        prefix = f"variant.{v.id}" if v.id in {"best", "decision"} else v.id
-        if v.id == "control" and not v.is_control:
-            prefix = "variant.control"
-        out[f"{prefix}.n"] = v.n
-        for name, mv in v.metrics.items():
-            if mv.value is not None and math.isfinite(mv.value):
-                out[f"{prefix}.{name}"] = mv.value
-    for c in results.comparisons:
-        prefix = f"{c.metric}.{c.variant}_vs_{c.control}"
-        for field in COMPARISON_FIGURES:
-            value = getattr(c, field)
-            if value is not None and math.isfinite(value):
-                out[f"{prefix}.{field}"] = value
-    for r in results.incrementality:
-        prefix = f"holdout.{r.metric}.{r.arm}"
-        for field in (
-            "estimate",
-            "rel_lift",
-            "p_value_adjusted",
-            "incremental_total",
-            "incremental_ci_low",
-            "incremental_ci_high",
-        ):
-            value = getattr(r, field)
-            if value is not None and math.isfinite(value):
-                out[f"{prefix}.{field}"] = value
-    out.update(headline_metrics(results))
-    return out
-
-
-def markdown_text(text: str) -> str:
-    """``text`` as literal Markdown: one line, every markup character escaped.
-
-    Names and reasons come from specs and data: a newline could forge a "Decision: ship" line, and
-    ``<script>``, links or emphasis would be rendered by the MLflow UI.
-    """
-    one_line = re.sub(r"[\x00-\x1f\x7f]+", " ", str(text))
-    escaped = re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", one_line)
-    # HTML's own characters as entities: every Markdown renderer leaves those as text.
-    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _plain(text: str, limit: int = 120) -> str:
-    """One line of text from a spec or data (whitespace collapsed), cut at ``limit`` characters.
-
-    Plain text, for tags and names; Markdown output passes it through :func:`markdown_text`.
-    """
-    text = re.sub(r"\s+", " ", str(text)).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _words(spec: ExperimentSpec, variant_id: str | None) -> str:
-    """What a variant is, in words: its subject line, content or send time."""
-    variant = next((v for v in spec.variants if v.id == variant_id), None)
-    if variant is None:
-        return ""
-    field = {"subject_line": "subject", "content": "content", "send_time": "send_time"}.get(
-        spec.test_type.value, "subject"
-    )
-    value = getattr(variant, field, None) or variant.subject or variant.content or variant.send_time
-    return str(value) if value else ""
-
-
-def _metric_word(metric: str) -> str:
-    return _METRIC_WORDS.get(metric, metric.removesuffix("_rate").replace("_", " "))
-
-
-def run_name(results: ExperimentResults) -> str:
-    """``#2 SHIP personal +16%``: what happened, decision first, short enough for the name column.
-
-    MLflow 3's runs table shows about 23 characters of a name (146 px): the iteration and the
-    decision always fit; the variant is cut to 10 characters; the metric is in the summary.
-    """
-    d = results.decision
-    parts = [f"#{results.experiment.iteration}", _STATUS_WORDS.get(d.status, d.status.value)]
-    who = d.winner or d.best_challenger
-    if who:
-        parts.append(who if len(who) <= 10 else who[:9] + "…")
-        if d.rel_lift is not None and math.isfinite(d.rel_lift):
-            parts.append(f"{d.rel_lift:+.0%}" if abs(d.rel_lift) >= 0.1 else f"{d.rel_lift:+.1%}")
-    return " ".join(parts)
-
-
-def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
-    """One line in words for a marketer.
-
-    It names the decision, the winning variant's subject line (or content / send time), the lift
-    with its interval and certainty, and the guardrails.
-    """
-    d = results.decision
-    status = _SUMMARY_WORDS.get(d.status, d.status.value)
-    who = d.winner or d.best_challenger
-    metric = _metric_word(d.primary_metric)
-    if who:
-        words = _words(spec, who)
-        role = "" if d.winner else "best so far: "
-        text = f"{status}: {role}{_plain(who, 40)}" + (f" “{_plain(words)}”" if words else "")
-        if d.rel_lift is not None and math.isfinite(d.rel_lift):
-            text += f" {d.rel_lift:+.1%} {metric}"
-            if d.rel_ci_low is not None and d.rel_ci_high is not None:
-                level = f"{100 * (d.ci_level or 0.95):.4g}%"  # the level the decision's test used
-                text += f" ({level} CI {d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}"
-                if d.prob_beat_control is not None:
-                    text += f", {d.prob_beat_control:.0%} chance to beat control"
-                text += ")"
-    else:
-        text = f"{status}: no challenger could be compared on {metric}"
-    failed = sorted({f"{g.metric} ({g.variant})" for g in d.guardrails if not g.passed})
-    if failed:
-        text += f"; guardrails broken: {', '.join(failed)}"
-    elif d.guardrails:
-        text += f"; guardrails ok ({', '.join(sorted({g.metric for g in d.guardrails}))})"
-    return text + "."
-
-
-def run_description(results: ExperimentResults, spec: ExperimentSpec | None = None) -> str:
-    """Markdown for the run page (``mlflow.note.content``): the summary first, then the reasons."""
-    d = results.decision
-    winner = f", winner **{markdown_text(d.winner)}**" if d.winner else ""
-    lines = [
-        f"**{markdown_text(summary_line(results, spec))}**" if spec else "",
-        "",
-        f"## {markdown_text(results.experiment.name)}, iteration {results.experiment.iteration}",
-        f"**Decision: {d.status.value}**" + winner,
-        "",
-        *[f"- {markdown_text(r)}" for r in d.reasons],
-        "",
-        f"Recipients {results.data.recipients:,}; events {results.data.events:,}; "
-        f"quarantined {results.data.quarantined:,}; SRM p = {results.srm.p_value:.3g}.",
-    ]
-    return "\n".join(lines).lstrip()
 
 
 def run_identity_tags(
@@ -575,6 +339,25 @@ def end_run(run: LoggedRun, status: str = "FINISHED", tags: dict[str, str] | Non
         for key, value in (tags or {}).items():
             client.set_tag(run.run_id, key, value)
         client.set_terminated(run.run_id, status=status)
+
+
+def start_campaign_run(
+    campaign: str, name: str, tags: dict[str, str], tracking_uri: str
+) -> LoggedRun | None:
+    """Create a RUNNING run in the campaign's existing experiment (None when it has none)."""
+    with _reachable(tracking_uri):
+        client = _client(tracking_uri)
+        experiment = client.get_experiment_by_name(campaign)
+        if experiment is None:
+            return None
+        run = client.create_run(experiment.experiment_id, run_name=name, tags=tags)
+    return LoggedRun(run.info.run_id, experiment.experiment_id, tracking_uri)
+
+
+def log_metric(run: LoggedRun, key: str, value: float) -> None:
+    """Log one metric on a run."""
+    with _reachable(run.tracking_uri):
+        _client(run.tracking_uri).log_metric(run.run_id, key, value)
 
 
 def log_run(
