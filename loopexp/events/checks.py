@@ -1,9 +1,10 @@
-"""The common checks of every staged row, in SQL: what makes a provider's row a canonical event.
+"""Staged rows become checked rows: the recipient, the quarantine reason, the event id.
 
-Kept together, apart from the reading and the writing, because they are the canonical-row
-validation of ingest (a recipient, a timestamp, a known event type, an event id): one place to
-read or replace. A row failing a check gets its ``quarantine_reason``; a row with no provider id
-gets a keyed content-hash one.
+What a staged row must hold to become an event is not here: it is ``STAGED_RULES`` in
+:mod:`loopexp.events.validation`, where every quarantine rule of loopexp is defined; this module
+applies them in ingest's one pass, with what is ingest's own: the recipient of a row (its key, else
+its address), a keyed content-hash id for a row the provider gives none, and the ``checked`` view
+over every staged part.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hmac
 import duckdb
 
 from loopexp.core.keys import HashKey
-from loopexp.events.schema import EVENT_TYPES
+from loopexp.events.validation import DUCKDB, staged_reason_sql
 
 
 def sql_path(path: object) -> str:
@@ -30,23 +31,17 @@ def id_salt(key: HashKey) -> str:
 
 
 def checked_sql(relation: str, salt: str) -> str:
-    """Staged rows → checked rows, in SQL.
+    """Staged rows → checked rows, in SQL, in one pass.
 
-    Adds the recipient (``who``), the common quarantine checks, a keyed content-hash id where the
-    provider gives none; ``raw`` is kept for quarantined rows only.
+    Adds the recipient (``who``: the key, else the normalised address), the quarantine reason
+    (:func:`loopexp.events.validation.staged_reason_sql`: the adapter's, else the first of
+    :data:`~loopexp.events.validation.STAGED_RULES` that holds) and a keyed content-hash id where
+    the provider gives none; ``raw`` is kept for quarantined rows only.
     """
-    # list_contains, not NOT IN: an IN list is planned as a join, which need not keep row order
-    known = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     return f"""
         SELECT * REPLACE (CASE WHEN quarantine_reason IS NOT NULL THEN raw END AS raw) FROM (
         SELECT * REPLACE (
-                CASE
-                    WHEN quarantine_reason IS NOT NULL THEN quarantine_reason
-                    WHEN who IS NULL THEN 'missing recipient'
-                    WHEN ts IS NULL THEN 'missing or unparseable timestamp'
-                    WHEN event_type IS NULL OR NOT list_contains([{known}], event_type)
-                        THEN 'unknown event type'
-                END AS quarantine_reason,
+                {staged_reason_sql(DUCKDB)} AS quarantine_reason,
                 CASE WHEN event_id IS NULL OR event_id = '' THEN 'h' || left(sha256(
                     '{salt}' || chr(31) || coalesce(who, '') || chr(31)
                     || coalesce(event_type, '') || chr(31) || coalesce(id_basis, '')), 31)

@@ -8,6 +8,9 @@ same files give the same quarantine counts and the same statistics whatever the 
   sets a ``bad_*`` marker, which a rule below turns into a reason.
 - **Quarantine rules** (:data:`QUARANTINE_RULES`): data, a reason and a condition over the parsed
   columns, in order; an event gets the first reason whose condition holds.
+- **Ingest's rules** (:data:`STAGED_RULES`): the same structure over the rows an adapter staged
+  (before they are canonical events), compiled by the same dialect into ingest's one pass. The
+  conditions both sets hold (a missing time, the known event types) are spelled once, here.
 - **Dedupe** (:data:`DEDUPE_KEY`, :data:`DEDUPE_ORDER`): of the otherwise valid events sharing
   ``(provider, event_id)`` the first by time (then recipient) is kept; the rest are quarantined as
   :data:`DUPLICATE`.
@@ -59,6 +62,7 @@ class Dialect:
     _full_match: ClassVar[str]  # whether all of {x} matches the regex literal {pattern}
     _search: ClassVar[str]  # whether some of {x} matches the regex literal {pattern}
     _contains_at: ClassVar[str]  # whether {x} contains an '@' (cheap, before the regex)
+    _one_of: ClassVar[str]  # whether {x} is one of the literals {values} (comma-separated)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -110,6 +114,10 @@ class Dialect:
         """Whether the whole of ``x`` matches ``pattern``."""
         return self._full_match.format(x=x, pattern=self.string(pattern))
 
+    def one_of(self, x: str, values: tuple[str, ...]) -> str:
+        """Whether ``x`` is one of the strings ``values`` (NULL when ``x`` is NULL)."""
+        return self._one_of.format(x=x, values=", ".join(map(self.string, values)))
+
     def is_address(self, x: str) -> str:
         """Whether ``x`` contains an e-mail address (:data:`loopexp.core.keys.EMAIL_PATTERN`).
 
@@ -148,6 +156,9 @@ class DuckDB(Dialect):
     _full_match = "regexp_full_match({x}, {pattern})"
     _search = "regexp_matches({x}, {pattern})"
     _contains_at = "contains({x}, '@')"
+    # list_contains, not IN: an IN list is planned as a join, which need not keep row order
+    # (ingest's output keeps the input's order)
+    _one_of = "list_contains([{values}], {x})"
     _NUMERIC = frozenset(
         {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"}
         | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
@@ -198,6 +209,7 @@ class Spark(Dialect):
     _full_match = "regexp_like({x}, concat('^(', {pattern}, ')$'))"
     _search = "regexp_like({x}, {pattern})"
     _contains_at = "(instr({x}, '@') > 0)"
+    _one_of = "{x} IN ({values})"
     _NUMERIC = frozenset(["tinyint", "smallint", "int", "bigint", "float", "double"])
     #: Java layouts of what DuckDB's TIMESTAMPTZ cast and ``_TS_FORMATS`` read beyond Spark's cast
     #: (Spark does not parse day names: RFC 2822's ``Mon,`` is dropped first).
@@ -319,13 +331,19 @@ def parse_revenue(d: Dialect, kind: TypeClass, column: str = "revenue") -> tuple
 class Rule:
     """One quarantine reason and the condition (SQL over the parsed columns) that gives it.
 
-    ``condition`` is shared SQL; ``{address}``, ``{ts_min}``, ``{ts_max}`` and ``{event_types}``
-    are filled in per dialect, ``bad_<column>`` are the parsers' unparseable markers.
+    ``condition`` is shared SQL; the ``{field}`` names of :func:`rule_fields` (``{address}``,
+    ``{ts_min}``, ``{ts_max}``, ``{known_event_type}``) are filled in per dialect, ``bad_<column>``
+    are the parsers' unparseable markers.
     """
 
     reason: str
     condition: str
 
+
+#: Conditions both rule sets hold, spelled once: no (parseable) time, and a type that is not one of
+#: :data:`loopexp.events.schema.EVENT_TYPES`.
+NO_TS = "ts IS NULL"
+UNKNOWN_EVENT_TYPE = "event_type IS NULL OR NOT {known_event_type}"
 
 ADDRESS_REASON = "recipient_key is an e-mail address, not a hashed key"
 #: In order: an event gets the first reason whose condition holds.
@@ -333,9 +351,9 @@ QUARANTINE_RULES: tuple[Rule, ...] = (
     Rule("missing event_id", "event_id IS NULL OR event_id = ''"),
     Rule("missing recipient_key", "recipient_key IS NULL OR recipient_key = ''"),
     Rule(ADDRESS_REASON, "{address}"),
-    Rule("missing or unparseable ts", "ts IS NULL"),
+    Rule("missing or unparseable ts", NO_TS),
     Rule("ts out of range (before 2000 or after 2099)", "ts < {ts_min} OR ts >= {ts_max}"),
-    Rule("unknown event_type", "event_type IS NULL OR event_type NOT IN ({event_types})"),
+    Rule("unknown event_type", UNKNOWN_EVENT_TYPE),
     Rule("unparseable is_machine_open", "bad_is_machine_open"),
     Rule("unparseable is_bot_click", "bad_is_bot_click"),
     Rule("unparseable or non-finite revenue", "bad_revenue"),
@@ -343,6 +361,16 @@ QUARANTINE_RULES: tuple[Rule, ...] = (
         "order without a valid revenue",
         "event_type = 'order' AND (revenue IS NULL OR revenue < 0)",
     ),
+)
+
+#: Ingest's checks of a staged row (what an adapter made of a provider record; ``who`` is its
+#: recipient: the key, else the normalised address), in order, after any reason the adapter gave.
+#: Adapters parse times and map types themselves; these hold every adapter, a plug-in's too, to
+#: the canonical table's contract. The reasons are in users' quarantine files: do not reword them.
+STAGED_RULES: tuple[Rule, ...] = (
+    Rule("missing recipient", "who IS NULL"),
+    Rule("missing or unparseable timestamp", NO_TS),
+    Rule("unknown event type", UNKNOWN_EVENT_TYPE),
 )
 
 DUPLICATE = "duplicate (provider, event_id)"
@@ -361,19 +389,40 @@ def dedupe_rank() -> str:
     )
 
 
-def reason_sql(d: Dialect) -> str:
-    """The CASE giving each parsed event its quarantine reason (NULL: valid)."""
-    fields = {
+def rule_fields(d: Dialect) -> dict[str, str]:
+    """The dialect's SQL of each ``{field}`` a rule's condition may name."""
+    return {
         "address": d.is_address("recipient_key"),
         "ts_min": d.timestamp_literal(TS_MIN),
         "ts_max": d.timestamp_literal(TS_MAX),
-        "event_types": ", ".join(map(d.string, EVENT_TYPES)),
+        "known_event_type": d.one_of("event_type", EVENT_TYPES),
     }
-    whens = "\n".join(
+
+
+def _whens(d: Dialect, rules: tuple[Rule, ...]) -> str:
+    """One ``WHEN condition THEN reason`` line per rule, in order."""
+    fields = rule_fields(d)
+    return "\n".join(
         f"            WHEN {rule.condition.format_map(fields)} THEN {d.string(rule.reason)}"
-        for rule in QUARANTINE_RULES
+        for rule in rules
     )
-    return f"CASE\n{whens}\n        END"
+
+
+def reason_sql(d: Dialect) -> str:
+    """The CASE giving each parsed event its quarantine reason (NULL: valid)."""
+    return f"CASE\n{_whens(d, QUARANTINE_RULES)}\n        END"
+
+
+def staged_reason_sql(d: Dialect) -> str:
+    """The CASE giving each staged row its quarantine reason (NULL: valid).
+
+    The adapter's own reason (``quarantine_reason`` of the staged row) comes first, then
+    :data:`STAGED_RULES`. The row needs ``who``, ``ts`` and ``event_type``.
+    """
+    return (
+        "CASE\n            WHEN quarantine_reason IS NOT NULL THEN quarantine_reason\n"
+        f"{_whens(d, STAGED_RULES)}\n        END"
+    )
 
 
 def checked_events_sql(d: Dialect, source_types: Mapping[str, str], source: str) -> str:
