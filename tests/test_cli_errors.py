@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
-from loopexp.cli import EXIT_BUSY, EXIT_INPUT, app
+from loopexp.cli import app
+from loopexp.cli.errors import EXIT_BUSY, EXIT_INPUT
 from loopexp.run.attempts import ATTEMPTS, LATEST, publish
 from tests.conftest import DEMO_SPEC
 
