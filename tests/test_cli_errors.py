@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loopexp import TrueEffects, load_spec, simulate_campaign
-from loopexp.cli import EXIT_BUSY, EXIT_INPUT, app
+from loopexp.cli import app, errors
+from loopexp.cli.errors import EXIT_BUSY, EXIT_INPUT
 from loopexp.run.attempts import ATTEMPTS, LATEST, publish
 from tests.conftest import DEMO_SPEC
 
@@ -208,3 +209,168 @@ def test_a_run_waits_for_the_experiments_lock_then_exits_busy(
     assert result.exit_code == EXIT_BUSY, result.output
     assert "holds the lock" in result.output
     assert not (tmp_path / "out" / ATTEMPTS).exists()
+
+
+# --- the error table: every loopexp exception has a documented exit code -------------------------
+
+
+def _import_every_module() -> None:
+    import importlib
+    import pkgutil
+
+    import loopexp
+
+    for info in pkgutil.walk_packages(loopexp.__path__, "loopexp."):
+        if not info.name.endswith("__main__"):  # running it is its only effect
+            importlib.import_module(info.name)
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found
+
+
+def _codes(cls: type[BaseException]) -> set[int]:
+    """The exit codes of the most specific table rows ``cls`` falls under (one, if placed)."""
+    rows = dict(errors._loaded_rows())
+    matching = [key for key in rows if issubclass(cls, key)]
+    nearest = [k for k in matching if not any(o is not k and issubclass(o, k) for o in matching)]
+    return {rows[k].code for k in nearest}
+
+
+def _misplaced(classes: set[type]) -> list[str]:
+    """Classes the table cannot place (no row) or places twice (rows that disagree)."""
+    documented = (errors.EXIT_FAILURE, errors.EXIT_INPUT, errors.EXIT_BUSY)
+    bad = []
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        codes = _codes(cls)
+        rule = errors.rule_for(cls)
+        if len(codes) != 1 or rule is None or rule.code not in documented:
+            bad.append(f"{cls.__module__}.{cls.__qualname__}: {sorted(codes)}")
+    return bad
+
+
+def test_every_loopexp_exception_maps_to_a_documented_exit_code() -> None:
+    from loopexp.core.errors import LoopexpError
+
+    _import_every_module()
+    classes = {c for c in _subclasses(LoopexpError) if c.__module__.startswith("loopexp.")}
+    assert len(classes) > 20  # the walk found the stages' exceptions, not only core's
+    assert _misplaced(classes) == []
+    for code in (errors.EXIT_FAILURE, errors.EXIT_INPUT, errors.EXIT_BUSY):
+        assert f"{code} " in errors.EXIT_CODES_HELP  # documented in `loopexp --help`
+
+
+def test_the_table_check_catches_an_exception_it_cannot_place() -> None:
+    from loopexp.core.errors import InputError, LoopexpError, StateError
+
+    class UnplacedError(LoopexpError):  # neither input nor state: which exit code?
+        pass
+
+    class BothError(InputError, StateError):  # bad input and a state of the world: 2 or 1?
+        pass
+
+    class NewInputError(InputError):  # a new subclass gets its parent's code
+        pass
+
+    misplaced = _misplaced({UnplacedError, BothError})
+    assert len(misplaced) == 2
+    assert "BothError: [1, 2]" in misplaced[0] and "UnplacedError: []" in misplaced[1]
+    assert _misplaced({NewInputError}) == []
+
+
+def test_table_rows_named_by_path_name_real_exception_classes() -> None:
+    import importlib
+
+    for key in errors.ERROR_TABLE:
+        if isinstance(key, str):
+            module, _, name = key.rpartition(".")
+            cls = getattr(importlib.import_module(module), name)
+            assert isinstance(cls, type) and issubclass(cls, Exception), key
+
+
+def test_specific_classes_keep_their_exit_codes() -> None:
+    from loopexp.core.keys import HashKeyError
+    from loopexp.design.spec import SpecError
+    from loopexp.run.lock import ExperimentBusyError
+    from loopexp.run.notebook import NotebookFailedError
+    from loopexp.run.pipeline import NotLoggedError
+    from loopexp.track.tracking import TrackingUnavailableError
+
+    expected = {
+        SpecError: EXIT_INPUT,
+        HashKeyError: EXIT_INPUT,
+        FileNotFoundError: EXIT_INPUT,
+        ExperimentBusyError: EXIT_BUSY,
+        NotLoggedError: errors.EXIT_FAILURE,
+        TrackingUnavailableError: errors.EXIT_FAILURE,
+        NotebookFailedError: errors.EXIT_FAILURE,
+    }
+    assert {cls: errors.rule_for(cls).code for cls in expected} == expected
+    assert errors.rule_for(ZeroDivisionError) is None  # not placed: a bug in loopexp
+
+
+def _raising(monkeypatch: pytest.MonkeyPatch, exc: BaseException):
+    """`loopexp validate` with its spec loader replaced by one that raises ``exc``."""
+
+    def boom(path: object) -> None:
+        raise exc
+
+    monkeypatch.setattr("loopexp.design.spec.load_spec", boom)
+    return runner.invoke(app, ["validate", "spec.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("ename", "code", "words"),
+    [
+        ("SpecError", EXIT_INPUT, "the partly executed notebook is"),
+        ("KeyError", 1, "the analysis notebook failed in cell 3: KeyError"),
+    ],
+)
+def test_a_failed_notebook_exits_by_what_it_raised(
+    monkeypatch: pytest.MonkeyPatch, ename: str, code: int, words: str
+) -> None:
+    from loopexp.run.notebook import NotebookFailedError
+
+    failed = NotebookFailedError(Path("out.ipynb"), 3, ename, "bad row of ann@example.com")
+    result = _raising(monkeypatch, failed)
+    assert result.exit_code == code, result.output
+    assert words in result.output and "out.ipynb" in result.output
+    assert "ann@example.com" not in result.output
+
+
+def test_a_new_loopexp_error_exits_by_its_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopexp.core.errors import InputError, StateError
+
+    class NewInputError(InputError):
+        pass
+
+    result = _raising(monkeypatch, NewInputError("column x of ann@example.com is not a date"))
+    assert result.exit_code == EXIT_INPUT
+    assert "column x" in result.output and "ann@example.com" not in result.output
+    result = _raising(monkeypatch, StateError("the store is read-only"))
+    assert result.exit_code == errors.EXIT_FAILURE
+    assert "the store is read-only" in result.output and "bug" not in result.output
+
+
+def test_an_unexpected_error_says_it_is_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopexp.core import config
+
+    monkeypatch.delenv(config.DEBUG, raising=False)
+    result = _raising(monkeypatch, ZeroDivisionError("division by zero"))
+    assert result.exit_code == errors.EXIT_FAILURE
+    assert "unexpected ZeroDivisionError" in result.output
+    assert "this is a bug in loopexp" in result.output
+    assert "Traceback" not in result.output
+    monkeypatch.setenv(config.DEBUG, "1")  # LOOPEXP_DEBUG: the traceback, not a message
+    result = _raising(monkeypatch, ZeroDivisionError("division by zero"))
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_the_help_lists_every_ingest_format_without_loading_ingest() -> None:
+    from loopexp.cli.common import FORMATS
+    from loopexp.events.ingest import FORMATS as INGEST_FORMATS
+
+    assert FORMATS == INGEST_FORMATS

@@ -40,7 +40,7 @@ def test_airflow_dag_compiles_and_its_command_parses_with_the_cli(tmp_path: Path
     assert ctx.params["tracking_uri"] == config["TRACKING_URI"]
     bash = str(config["BASH_COMMAND"])
     assert shlex.split(bash.split("&&", 1)[1])[1:] == list(args)
-    assert config["KEEP_TESTING_EXIT"] == 3  # loopexp.cli.EXIT_KEEP_TESTING
+    assert config["KEEP_TESTING_EXIT"] == 3  # loopexp.cli.errors.EXIT_KEEP_TESTING
 
 
 def test_airflow_dag_imports_when_airflow_is_installed() -> None:

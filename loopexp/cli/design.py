@@ -1,0 +1,123 @@
+"""``loopexp validate``, ``init`` and ``plan``: write a spec, check it, size the send."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from loopexp.cli.common import console, load
+from loopexp.cli.errors import fail
+from loopexp.design.parts import TestType
+
+
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="spec files (YAML) to check")],
+) -> None:
+    """Check experiment specs; print each problem with its file, line and field."""
+    from loopexp.design.spec import SpecError, load_spec  # noqa: PLC0415 (fast --help)
+
+    bad = 0
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            bad += 1
+            console.print(f"[red]✗[/] {escape(str(exc))}")
+            continue
+        console.print(
+            f"[green]✓[/] {escape(str(path))}: {escape(spec.name)} iteration {spec.iteration}, "
+            f"{len(spec.variants)} variants, primary metric {spec.primary_metric}"
+        )
+    if bad:
+        raise typer.Exit(code=1)
+
+
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="spec file to write [default: experiments/<campaign>-<type>.yaml]"),
+    ] = None,
+    test_type: Annotated[
+        TestType, typer.Option("--type", help="what the variants differ in")
+    ] = TestType.SUBJECT_LINE,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="campaign name (letters, digits, . _ -) [default: PATH's name]"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a commented starter spec for a new experiment, ready to edit and validate."""
+    from loopexp.design.resources import starter_spec  # noqa: PLC0415 (fast --help)
+
+    campaign = campaign or (path.stem if path else "my-campaign")
+    path = path or Path("experiments") / f"{campaign}-{test_type.value.replace('_', '-')}.yaml"
+    if path.exists() and not force:
+        fail(f"{path} exists; choose another PATH or pass --force to overwrite it")
+    try:
+        text = starter_spec(test_type, campaign)
+    except ValueError as exc:  # a SpecError too
+        fail(f"{exc}; choose one with --campaign NAME")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    console.print(
+        f"[green]✓[/] wrote a {test_type.value} spec to {path}\n"
+        f"Edit the variants, audience and metrics (each field is commented), then:\n"
+        f"  loopexp validate {path}\n  loopexp plan {path} --baseline 0.04",
+        highlight=False,
+    )
+
+
+def plan(
+    spec_path: Annotated[Path, typer.Argument(help="spec file (YAML)")],
+    baseline: Annotated[
+        float | None, typer.Option(help="expected control rate of the primary metric, e.g. 0.04")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(help="earlier sends' results.json (globs allowed): their control rate"),
+    ] = None,
+    per_day: Annotated[
+        int | None, typer.Option(help="recipients mailed per day: gives the days of sending")
+    ] = None,
+    audience: Annotated[
+        int | None, typer.Option(help="recipients available: gives the smallest detectable lift")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the plan as JSON to this file")
+    ] = None,
+) -> None:
+    """Recipients per variant to detect the spec's MDE, days of sending, the audience's MDE.
+
+    The same plan as notebooks/plan_experiment.ipynb and ``loopexp.design.plan.plan_experiment``.
+    """
+    from loopexp.design.plan import plan_experiment  # noqa: PLC0415 (scipy: fast --help)
+    from loopexp.learn.history import baseline_from_history  # noqa: PLC0415 (fast --help)
+    from loopexp.report.views import plan_summary  # noqa: PLC0415 (fast --help)
+
+    spec = load(spec_path)
+    paths = sorted({p for pattern in history or [] for p in glob.glob(pattern)})
+    if history and not paths:
+        fail(f"--history {' '.join(history)} matches no file")
+    if baseline is None and not paths:
+        fail("give the control's expected rate with --baseline (e.g. 0.04) or --history FILES")
+    try:
+        if paths:
+            rate = baseline_from_history(spec, paths)
+            source = f"pooled from {len(paths)} earlier send(s)"
+        else:
+            rate, source = float(baseline), "as given"
+        result = plan_experiment(spec, rate, source, per_day, audience)
+    except ValueError as exc:
+        fail(f"--baseline {baseline:g}: {exc}" if baseline is not None and not paths else str(exc))
+    console.print(
+        f"{spec.primary_metric}: baseline {result.baseline:.2%}, MDE {result.mde_relative:+.0%} "
+        f"relative, power {result.power:.0%}, alpha {result.alpha_per_comparison:.3g} per "
+        f"comparison → [bold]{result.per_variant:,}[/] per variant, {result.total:,} in all"
+    )
+    console.print(plan_summary(result), highlight=False)
+    if json_path:
+        console.print(f"plan written to {result.write_json(json_path)}", highlight=False)

@@ -1,0 +1,88 @@
+"""``loopexp ui``: the MLflow UI on 127.0.0.1, started and stopped with the command."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopexp.cli.common import TrackingOpt, console
+from loopexp.cli.errors import EXIT_FAILURE, error
+
+
+def ui(
+    tracking_uri: TrackingOpt = None,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    campaign: Annotated[str | None, typer.Option(help="print the link to this campaign")] = None,
+) -> None:
+    """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
+    from loopexp.track.tracking import (  # noqa: PLC0415 (fast --help)
+        experiment_id_of,
+        experiment_url,
+        is_remote,
+        resolve_tracking_uri,
+    )
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if is_remote(uri):
+        console.print(f"{uri} is a tracking server already: open {experiment_url(uri)}")
+        return
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", uri,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    if store is not None:
+        command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"starting the MLflow UI on {url} against {uri} …")
+    # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            if proc.poll() is not None:
+                error(f"mlflow server exited with code {proc.returncode}", EXIT_FAILURE)
+            if time.monotonic() > deadline:
+                error(f"mlflow server did not answer on {url} within 120 s", EXIT_FAILURE)
+            time.sleep(0.3)
+        experiment_id = experiment_id_of(campaign, url) if campaign else None
+        console.print(f"MLflow UI: {experiment_url(url, experiment_id)}  (Ctrl-C stops it)")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
