@@ -51,22 +51,30 @@ if job == "assign":
                                  "segment": segs[np.arange(n) % 4]}), source)
     cpu, t0 = usage(), time.perf_counter()
     result = assign_recipients(read_recipients(source), spec)
-    out = {"assigned": int(result.summary.assigned)}
+    wall, cpu = time.perf_counter() - t0, usage() - cpu
+    import hashlib
+    variants = result.assignment["variant_id"].astype(str).to_numpy().astype("U")
+    out = {"assigned": int(result.summary.assigned),
+           "variants_digest": hashlib.sha256(variants.tobytes()).hexdigest()[:12]}
 elif job == "metrics":
+    import hashlib
     from loopexp.metrics import compute_metrics
-    from loopexp import load_spec
-    spec = load_spec(Path(sys.argv[3]) / "experiments" / "subject_line_demo.yaml")
     folder = data / "data-10000000"
     cpu, t0 = usage(), time.perf_counter()
-    table = compute_metrics(spec, folder / "events.parquet", folder / "assignment.parquet")
-    out = {"valid_events": int(getattr(table, "valid_events", -1))}
+    table = compute_metrics(folder / "events.parquet", folder / "assignment.parquet",
+                            ["click_rate", "open_rate", "revenue_per_delivered"])
+    wall, cpu = time.perf_counter() - t0, usage() - cpu
+    rows = sorted((s.metric, s.variant_id, s.segment, s.n, round(s.sum, 6)) for s in table.stats)
+    out = {"stats_digest": hashlib.sha256(repr(rows).encode()).hexdigest()[:12],
+           "quarantined": sum(table.quarantine_reasons.values())}
 else:
     sys.path.insert(0, str(Path(sys.argv[3]) / "bench"))
     import bench_ingest
     cpu, t0 = usage(), time.perf_counter()
     r = bench_ingest.child("ingest", data / "sendgrid_10000000.ndjson", data / "ingest_out")
+    wall, cpu = time.perf_counter() - t0, usage() - cpu
     out = {"events": r.get("events")}
-out |= {"wall_s": time.perf_counter() - t0, "cpu_s": usage() - cpu,
+out |= {"wall_s": wall, "cpu_s": cpu,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loadavg": os.getloadavg()[0]}
 print(json.dumps(out))
@@ -81,6 +89,7 @@ def run(job: str, tree: Path, data: Path) -> dict:
         capture_output=True,
         text=True,
         check=False,
+        cwd=data,  # not a source tree: `python -c` puts the working folder first on sys.path
     )
     if proc.returncode:
         raise SystemExit(f"{job} @ {tree} failed:\n{proc.stderr[-3000:]}")
