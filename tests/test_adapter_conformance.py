@@ -22,11 +22,11 @@ import pytest
 
 from loopexp.core.keys import EMAIL_PATTERN, HashKey
 from loopexp.events.adapters import registry
-from loopexp.events.adapters.base import TS_MAX, TS_MIN, Context
+from loopexp.events.adapters.base import Context
 from loopexp.events.adapters.registry import VerificationUnsupportedError
 from loopexp.events.ingest import ingest
 from loopexp.events.reader import json_units
-from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES
+from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, TS_MAX, TS_MIN
 
 ESP = Path(__file__).parent / "data" / "esp"
 EVENTS_PACKAGE = Path(__file__).resolve().parents[1] / "loopexp" / "events"

@@ -105,6 +105,29 @@ def test_sendgrid_bounce_blocked_is_soft_and_custom_arg_variant(tmp_path: Path) 
     assert one(ev)["event_id"].startswith("h")  # no sg_event_id: content hash
 
 
+@pytest.mark.parametrize(
+    ("stamp", "valid"),
+    [
+        (946684799, False),  # 1999-12-31 23:59:59 as epoch seconds
+        ("1999-12-31T23:59:59Z", False),  # the same instant as ISO text
+        ("2100-01-01T00:00:00Z", False),
+        (946684800, True),
+        ("2000-01-01T00:00:00Z", True),
+        ("2099-12-31T23:59:59Z", True),
+    ],
+)
+def test_sendgrid_time_range_is_the_same_for_epoch_numbers_and_iso_text(
+    tmp_path: Path, stamp, valid
+) -> None:
+    """SendGrid's bulk path range-checked epoch numbers only: ISO text from 1999 became an event."""
+    record = {"email": "a@example.com", "timestamp": stamp, "event": "open", "sg_event_id": "e1"}
+    (tmp_path / "sg.json").write_text(json.dumps(record) + "\n")
+    summary, _, quarantine = run(tmp_path / "sg.json", tmp_path, fmt="sendgrid")
+    assert (summary.events, summary.quarantined) == ((1, 0) if valid else (0, 1))
+    if not valid:
+        assert quarantine["reason"].tolist() == ["unparseable or out-of-range timestamp"]
+
+
 def test_sendgrid_array_and_ndjson_read_the_same(tmp_path: Path) -> None:
     records = json.loads(
         (ESP / "sendgrid" / "legacy_docs_repo_all_event_types_array.json").read_text()

@@ -6,7 +6,14 @@ the assignment uses. Flags are three-valued: true, false, or null when the provi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pyarrow as pa
+
+#: Event times outside [TS_MIN, TS_MAX) are bad data (a unit mistake, a zero, a typo), not events:
+#: every adapter and both engines quarantine them, from these two values.
+TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 
 EVENT_TYPES: tuple[str, ...] = (
     "send",

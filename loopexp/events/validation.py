@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from loopexp.core.keys import EMAIL_PATTERN
-from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES
+from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, TS_MAX, TS_MIN
 
 DialectName = Literal["duckdb", "spark"]
 #: What a source column's type means to the parser.
@@ -34,7 +34,6 @@ TypeClass = Literal["missing", "timestamptz", "timestamp", "numeric", "string", 
 
 #: Columns parsed from what providers send; their raw text is kept as ``raw_<column>``.
 PARSED_COLUMNS: tuple[str, ...] = ("ts", "is_machine_open", "is_bot_click", "revenue")
-TS_MIN, TS_MAX = "2000-01-01", "2100-01-01"
 _TRUE = ("true", "t", "1", "yes", "y")
 _FALSE = ("false", "f", "0", "no", "n")
 _UNKNOWN = ("", "null", "none", "nan", "unknown", "n/a")
@@ -405,8 +404,8 @@ def rule_fields(d: Dialect, *, in_order: bool = False) -> dict[str, str]:
     """
     return {
         "address": d.is_address("recipient_key"),
-        "ts_min": d.timestamp_literal(TS_MIN),
-        "ts_max": d.timestamp_literal(TS_MAX),
+        "ts_min": d.timestamp_literal(TS_MIN.date().isoformat()),
+        "ts_max": d.timestamp_literal(TS_MAX.date().isoformat()),
         "known_event_type": d.one_of("event_type", EVENT_TYPES, in_order=in_order),
     }
 

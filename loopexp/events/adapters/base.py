@@ -15,10 +15,7 @@ from typing import Any
 
 from loopexp.core.errors import InputError
 from loopexp.events.config import IngestConfig
-
-#: Timestamps outside this range are bad data (a unit mistake, a zero, a typo), not events.
-TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
-TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+from loopexp.events.schema import TS_MAX, TS_MIN
 
 #: Columns of the staged table (canonical columns plus what ingest needs on the way).
 STAGE_FIELDS: tuple[str, ...] = (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from loopexp.events.adapters.base import ignored_reason
 from loopexp.events.adapters.registry import Adapter, BulkJob, BulkResult, register
 from loopexp.events.config import IngestConfig
+from loopexp.events.schema import TS_MAX, TS_MIN
 
 if TYPE_CHECKING:
     import duckdb
@@ -137,9 +138,13 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
         "CASE WHEN abs(num) >= 1e14 THEN num / 1e6 "
         "WHEN abs(num) >= 1e11 THEN num / 1e3 ELSE num END"
     )
+    # The same range as every adapter (schema.TS_MIN/TS_MAX), for epoch numbers and ISO text alike.
+    low, high = int(TS_MIN.timestamp()), int(TS_MAX.timestamp())
+    text_ts = f"TRY_CAST({f['timestamp']} AS TIMESTAMPTZ)"
     ts = (
-        "CASE WHEN secs BETWEEN 946684800 AND 4102444799 THEN to_timestamp(secs) "
-        f"WHEN num IS NULL THEN TRY_CAST({f['timestamp']} AS TIMESTAMPTZ) END"
+        f"CASE WHEN secs >= {low} AND secs < {high} THEN to_timestamp(secs) "
+        f"WHEN num IS NULL AND {text_ts} >= to_timestamp({low}) "
+        f"AND {text_ts} < to_timestamp({high}) THEN {text_ts} END"
     )
     variant = f"coalesce(nullif({f[config.variant_field]}, ''), {f['marketing_campaign_version']})"
     if config.variant_map:
