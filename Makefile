@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Airflow in a venv of its own (its pins clash with MLflow's): tests/test_recipes.py loads the DAG
+# recipe into a real DagBag with it.
+AIRFLOW := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW)/.installed
 
 .PHONY: demo test lint install clean bench lab kernel
 
@@ -13,6 +17,11 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(AIRFLOW_STAMP): $(STAMP)
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(AIRFLOW)
+	VIRTUAL_ENV=$(AIRFLOW) $(BIN)/uv pip install --quiet 'apache-airflow>=2.10,<4'
+	@touch $(AIRFLOW_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loopexp demo
@@ -29,11 +38,11 @@ kernel: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint $(AIRFLOW_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_metrics.py
 
 clean:
-	rm -rf $(VENV) runs notebooks/runs mlflow.db mlartifacts .pytest_cache test-artifacts build dist
+	rm -rf $(VENV) $(AIRFLOW) runs notebooks/runs mlflow.db mlartifacts .pytest_cache test-artifacts build dist
