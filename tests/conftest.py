@@ -1,7 +1,8 @@
-"""Shared fixtures: the repository's paths and a real MLflow server on 127.0.0.1."""
+"""Shared fixtures: the repository's paths, a real MLflow server on 127.0.0.1, Spark local mode."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -10,8 +11,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from loopexp.metrics.engine import MetricTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPEC = ROOT / "experiments" / "subject_line_demo.yaml"
@@ -73,3 +78,48 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One Spark local-mode session for every test that compares Spark with DuckDB (one JVM)."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("loopexp-tests")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def assert_same_tables(a: MetricTable, b: MetricTable, tol: float = 1e-9) -> None:
+    """Two engines' metric tables agree: counts, reasons, and every statistic within ``tol``."""
+    assert a.assigned == b.assigned
+    assert (a.events, a.quarantined, a.unassigned_events) == (
+        b.events,
+        b.quarantined,
+        b.unassigned_events,
+    )
+    assert a.quarantine_reasons == b.quarantine_reasons
+    assert len(a.stats) == len(b.stats) > 0
+    for x, y in zip(a.stats, b.stats, strict=True):
+        assert (x.metric, x.variant_id, x.segment, x.n) == (y.metric, y.variant_id, y.segment, y.n)
+        for field in ("sum", "sum_sq", "den_sum", "den_sum_sq", "cross_sum"):
+            u, v = getattr(x, field), getattr(y, field)
+            assert (u is None) == (v is None), field
+            if u is not None:
+                assert math.isclose(u, v, rel_tol=tol, abs_tol=tol), (x, y, field)
+        assert x.covariates.keys() == y.covariates.keys()
+        for name, cx in x.covariates.items():
+            cy = y.covariates[name]
+            for field in ("sum", "sum_sq", "cross"):
+                assert math.isclose(getattr(cx, field), getattr(cy, field), rel_tol=tol), field
+            assert cx.with_covariates.keys() == cy.with_covariates.keys()
+            for other, value in cx.with_covariates.items():
+                assert math.isclose(value, cy.with_covariates[other], rel_tol=tol), other

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from loopexp.metrics import (
     LIBRARY,
     Measure,
     MetricDef,
-    MetricTable,
     compute_metrics,
     compute_outcome_metrics,
     link_clicks,
@@ -38,26 +36,10 @@ from loopexp.metrics.spark import (
     link_clicks_spark,
     spark_session,
 )
+from tests.conftest import assert_same_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("loopexp-tests")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -107,32 +89,6 @@ def custom_defs() -> list[MetricDef]:
     ]
 
 
-def assert_same(a: MetricTable, b: MetricTable) -> None:
-    assert a.assigned == b.assigned
-    assert (a.events, a.quarantined, a.unassigned_events) == (
-        b.events,
-        b.quarantined,
-        b.unassigned_events,
-    )
-    assert a.quarantine_reasons == b.quarantine_reasons
-    assert len(a.stats) == len(b.stats) > 0
-    for x, y in zip(a.stats, b.stats, strict=True):
-        assert (x.metric, x.variant_id, x.segment, x.n) == (y.metric, y.variant_id, y.segment, y.n)
-        for field in ("sum", "sum_sq", "den_sum", "den_sum_sq", "cross_sum"):
-            u, v = getattr(x, field), getattr(y, field)
-            assert (u is None) == (v is None), field
-            if u is not None:
-                assert math.isclose(u, v, rel_tol=TOL, abs_tol=TOL), (x, y, field)
-        assert x.covariates.keys() == y.covariates.keys()
-        for name, cx in x.covariates.items():
-            cy = y.covariates[name]
-            for field in ("sum", "sum_sq", "cross"):
-                assert math.isclose(getattr(cx, field), getattr(cy, field), rel_tol=TOL), field
-            assert cx.with_covariates.keys() == cy.with_covariates.keys()
-            for other, value in cx.with_covariates.items():
-                assert math.isclose(value, cy.with_covariates[other], rel_tol=TOL), other
-
-
 def test_events_on_spark_equal_duckdb(spark, campaign):
     events, assignment = campaign
     defs = custom_defs()
@@ -141,7 +97,7 @@ def test_events_on_spark_equal_duckdb(spark, campaign):
     assert duck.quarantined == 3  # two duplicates, one unknown type: the checks are not vacuous
     assert duck.get("revenue_48h_capped", "control").sum > 0
     assert duck.get("clicks_per_opener", "control").den_sum > 0
-    assert_same(duck, on_spark)
+    assert_same_tables(duck, on_spark)
 
 
 def test_percentile_caps_on_spark_equal_duckdb(spark, campaign):
@@ -164,13 +120,13 @@ def test_percentile_caps_on_spark_equal_duckdb(spark, campaign):
         duck.get("revenue_per_delivered", "control").sum
         < uncapped.get("revenue_per_delivered", "control").sum
     )
-    assert_same(duck, on_spark)
+    assert_same_tables(duck, on_spark)
 
 
 def test_outcome_table_on_spark_equals_duckdb(spark):
     spec = load_spec(ROOT / "experiments" / "hillstrom_outcomes.yaml")
     table = hillstrom_outcomes(None)
-    assert_same(
+    assert_same_tables(
         compute_outcome_metrics(table, spec.metric_defs),
         compute_outcome_metrics_spark(table, spec.metric_defs, spark),
     )
@@ -185,7 +141,7 @@ def test_outcome_table_percentile_caps_on_spark_equal_duckdb(spark):
     assert duck.caps.keys() == on_spark.caps.keys() == caps.keys()
     for name, value in duck.caps.items():
         assert math.isclose(value, on_spark.caps[name], rel_tol=1e-12), name
-    assert_same(duck, on_spark)
+    assert_same_tables(duck, on_spark)
 
 
 def test_link_clicks_on_spark_equal_duckdb(spark, campaign):

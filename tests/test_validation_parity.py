@@ -11,22 +11,21 @@ sufficient statistics: the rules exist once and are compiled per dialect.
 
 from __future__ import annotations
 
-import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from loopexp.events.validation import REASONS
-from loopexp.metrics import LIBRARY, MetricTable, compute_metrics
+from loopexp.metrics import LIBRARY, compute_metrics
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # CI installs Java (.ci/run); a laptop without it skips
     pytest.skip("the Spark engine needs Java 17 on PATH", allow_module_level=True)
 
 from loopexp.metrics.spark import compute_metrics_spark
+from tests.conftest import assert_same_tables
 
 T = "2026-03-02T09:00:00Z"
 
@@ -85,22 +84,6 @@ def expected_reasons() -> dict[str, int]:
     return counts
 
 
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("loopexp-tests")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-
-
 @pytest.fixture(scope="module", params=["parquet", "csv"])
 def corrupt(request, tmp_path_factory) -> tuple[Path, Path]:
     """The corrupt events as Parquet with every column text (as exports come), or as CSV."""
@@ -124,23 +107,6 @@ def corrupt(request, tmp_path_factory) -> tuple[Path, Path]:
     return events, folder / "assignment.parquet"
 
 
-def assert_same_statistics(a: MetricTable, b: MetricTable) -> None:
-    assert a.assigned == b.assigned
-    assert (a.events, a.quarantined, a.unassigned_events) == (
-        b.events,
-        b.quarantined,
-        b.unassigned_events,
-    )
-    assert len(a.stats) == len(b.stats) > 0
-    for x, y in zip(a.stats, b.stats, strict=True):
-        assert (x.metric, x.variant_id, x.segment, x.n) == (y.metric, y.variant_id, y.segment, y.n)
-        for field in ("sum", "sum_sq", "den_sum", "den_sum_sq", "cross_sum"):
-            u, v = getattr(x, field), getattr(y, field)
-            assert (u is None) == (v is None), field
-            if u is not None:
-                assert math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9), (x, y, field)
-
-
 def test_fixture_covers_every_reason():
     assert set(expected_reasons()) == set(REASONS)
 
@@ -160,4 +126,4 @@ def test_spark_gives_the_same_reasons_and_statistics(spark, corrupt):
     duck = compute_metrics(events, assignment, list(LIBRARY))
     on_spark = compute_metrics_spark(events, assignment, list(LIBRARY), spark)
     assert on_spark.quarantine_reasons == duck.quarantine_reasons == expected_reasons()
-    assert_same_statistics(duck, on_spark)
+    assert_same_tables(duck, on_spark)
