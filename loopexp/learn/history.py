@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.design.spec import ExperimentSpec
-from loopexp.learn.shrinkage import Lift, cumulative_lift, empirical_bayes_prior, log_lift, shrink
+from loopexp.learn.shrinkage import (
+    Lift,
+    cumulative_lift,
+    empirical_bayes_prior,
+    primary_log_lifts,
+    shrink,
+)
 
 #: The KPIs of the trend, in reading order, with their labels.
 KPIS: dict[str, str] = {
@@ -236,12 +242,7 @@ def _shrunk_comparisons(
     """Every primary comparison the campaign made (the prior's data), raw and shrunk."""
     estimates: list[tuple[int, str, bool, Lift, tuple[float, float]]] = []
     for rec, res in zip(records, results, strict=True):
-        for c in res.comparisons:
-            if c.metric != rec.primary_metric:
-                continue
-            ys = log_lift(c.rel_lift, c.rel_ci_low, c.rel_ci_high, c.ci_level)
-            if ys is None:
-                continue
+        for c, ys in primary_log_lifts(res):
             raw = Lift(
                 value=c.rel_lift, low=c.rel_ci_low, high=c.rel_ci_high, level=c.ci_level or 0.95
             )

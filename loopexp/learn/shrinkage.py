@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
-from loopexp.analysis.results import ExperimentResults, Status
+from loopexp.analysis.results import Comparison, ExperimentResults, Status
 
 
 class Lift(BaseModel):
@@ -93,14 +93,17 @@ def cumulative_lift(lifts: Iterable[Lift]) -> Lift:
     )
 
 
-def primary_log_lifts(results: ExperimentResults) -> list[tuple[str, tuple[float, float]]]:
-    """(variant, (log lift, se)) of each usable comparison on the iteration's primary metric."""
+def primary_log_lifts(results: ExperimentResults) -> list[tuple[Comparison, tuple[float, float]]]:
+    """(comparison, (log lift, se)) of each usable comparison on the iteration's primary metric.
+
+    The prior's data: the closed-loop report and :func:`planning_baseline` both learn from these.
+    """
     metric = results.decision.primary_metric
     found = []
     for c in results.comparisons:
         ys = log_lift(c.rel_lift, c.rel_ci_low, c.rel_ci_high, c.ci_level)
         if c.metric == metric and ys is not None:
-            found.append((c.variant, ys))
+            found.append((c, ys))
     return found
 
 
@@ -122,19 +125,12 @@ def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
         return None
     control = next((v for v in last.variants if v.is_control), None)
     value = control.metrics.get(decision.primary_metric) if control else None
-    winner = dict(primary_log_lifts(last)).get(decision.winner)
-    raw = next(
-        (
-            c.rel_lift
-            for c in last.comparisons
-            if (c.metric, c.variant) == (decision.primary_metric, decision.winner)
-        ),
-        None,
-    )
-    if value is None or value.value is None or winner is None or raw is None:
+    winner = next((cy for cy in primary_log_lifts(last) if cy[0].variant == decision.winner), None)
+    if value is None or value.value is None or winner is None:
         return None
     prior = empirical_bayes_prior([ys for r in history for _, ys in primary_log_lifts(r)])
-    lift = shrink(*winner, prior).value if prior else raw
+    comparison, ys = winner
+    lift = shrink(*ys, prior).value if prior else comparison.rel_lift
     return value.value * (1 + lift)
 
 
