@@ -132,3 +132,14 @@ def test_each_canonical_rule_fires_in_the_duckdb_engine(tmp_path: Path, kind: st
     assert fired == {r["campaign_id"]: r["expected"] for r in rows if r["expected"] != VALID}
     assert table.quarantine_reasons == {reason: 1 for reason in REASONS}
     assert table.events - table.quarantined == sum(r["expected"] == VALID for r in rows)
+
+
+def test_a_run_stopped_by_quarantine_shows_each_rules_hint():
+    from loopexp.events.validation import QUARANTINE_RULES
+    from loopexp.metrics.checks import quarantine_message
+
+    hinted = [rule for rule in QUARANTINE_RULES if rule.hint]
+    assert len(hinted) >= 4
+    for rule in hinted:
+        message = quarantine_message("events.parquet", 10, {rule.reason: 9}, 0.5, None)
+        assert f"{rule.reason}: 9 ({rule.hint})" in message

@@ -346,6 +346,8 @@ class Rule:
 
     reason: str
     condition: str
+    hint: str = ""
+    """What to fix when many events get this reason (shown when a run stops on them)."""
 
 
 #: Conditions both rule sets hold, spelled once: no (parseable) time, and a type that is not one of
@@ -358,10 +360,27 @@ ADDRESS_REASON = "recipient_key is an e-mail address, not a hashed key"
 QUARANTINE_RULES: tuple[Rule, ...] = (
     Rule("missing event_id", "event_id IS NULL OR event_id = ''"),
     Rule("missing recipient_key", "recipient_key IS NULL OR recipient_key = ''"),
-    Rule(ADDRESS_REASON, "{address}"),
-    Rule("missing or unparseable ts", NO_TS),
-    Rule("ts out of range (before 2000 or after 2099)", "ts < {ts_min} OR ts >= {ts_max}"),
-    Rule("unknown event_type", UNKNOWN_EVENT_TYPE),
+    Rule(
+        ADDRESS_REASON,
+        "{address}",
+        "hash addresses on the way in (`loopexp ingest`, loopexp.core.keys)",
+    ),
+    Rule(
+        "missing or unparseable ts",
+        NO_TS,
+        "timestamps must be ISO 8601 (with an offset or UTC), RFC 2822, or Unix epoch seconds / "
+        "milliseconds / microseconds",
+    ),
+    Rule(
+        "ts out of range (before 2000 or after 2099)",
+        "ts < {ts_min} OR ts >= {ts_max}",
+        "the timestamps parse but are implausible: epoch values in the wrong unit?",
+    ),
+    Rule(
+        "unknown event_type",
+        UNKNOWN_EVENT_TYPE,
+        f"event_type must be one of {', '.join(EVENT_TYPES)}",
+    ),
     Rule("unparseable is_machine_open", "bad_is_machine_open"),
     Rule("unparseable is_bot_click", "bad_is_bot_click"),
     Rule("unparseable or non-finite revenue", "bad_revenue"),

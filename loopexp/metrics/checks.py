@@ -14,8 +14,7 @@ from pathlib import Path
 import duckdb
 
 from loopexp.core.errors import EventsError
-from loopexp.events.schema import EVENT_TYPES
-from loopexp.events.validation import DUCKDB
+from loopexp.events.validation import DUCKDB, QUARANTINE_RULES
 from loopexp.metrics.sources import Source, source_name
 
 
@@ -158,19 +157,8 @@ def _refuse_outside(
 
 DEFAULT_MAX_QUARANTINE_SHARE = 0.5
 
-_REASON_HINTS = {
-    "missing or unparseable ts": (
-        "timestamps must be ISO 8601 (with an offset or UTC), RFC 2822, or Unix epoch seconds / "
-        "milliseconds / microseconds"
-    ),
-    "ts out of range (before 2000 or after 2099)": (
-        "the timestamps parse but are implausible: epoch values in the wrong unit?"
-    ),
-    "recipient_key is an e-mail address, not a hashed key": (
-        "hash addresses on the way in (`loopexp ingest`, loopexp.core.keys)"
-    ),
-    "unknown event_type": f"event_type must be one of {', '.join(EVENT_TYPES)}",
-}
+#: What to fix, per quarantine reason (from the rules that give the reasons).
+_REASON_HINTS = {rule.reason: rule.hint for rule in QUARANTINE_RULES if rule.hint}
 
 
 def quarantine_message(
