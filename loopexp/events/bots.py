@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import re
 
+from loopexp.core.sql import sql_string
 from loopexp.events.config import IngestConfig
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def flag_sql(source: str, config: IngestConfig) -> str:
@@ -45,12 +42,13 @@ def flag_sql(source: str, config: IngestConfig) -> str:
     scanner = "FALSE"
     if "scanner_user_agent" in on and config.scanner_user_agents:
         pattern = "|".join(re.escape(s.lower()) for s in config.scanner_user_agents)
-        scanner = f"regexp_matches(lower(user_agent), {_lit(pattern)})"
+        scanner = f"regexp_matches(lower(user_agent), {sql_string(pattern)})"
         cases.append("WHEN e.is_scanner THEN 'scanner_user_agent'")
     if "apple_proxy" in on:
-        tests = [f"user_agent = {_lit(ua)}" for ua in config.apple_proxy_user_agents]
+        tests = [f"user_agent = {sql_string(ua)}" for ua in config.apple_proxy_user_agents]
         tests += [
-            f"starts_with(coalesce(ip, ''), {_lit(p)})" for p in config.apple_proxy_ip_prefixes
+            f"starts_with(coalesce(ip, ''), {sql_string(p)})"
+            for p in config.apple_proxy_ip_prefixes
         ]
         if tests:
             cases.append(f"WHEN event_type = 'open' AND ({' OR '.join(tests)}) THEN 'apple_proxy'")

@@ -15,12 +15,8 @@ import hmac
 import duckdb
 
 from loopexp.core.keys import HashKey
+from loopexp.core.sql import sql_string
 from loopexp.events.validation import DUCKDB, staged_reason_sql
-
-
-def sql_path(path: object) -> str:
-    """A path (or any text) as the inside of a SQL string literal."""
-    return str(path).replace("'", "''")
 
 
 def id_salt(key: HashKey) -> str:
@@ -65,7 +61,7 @@ def create_checked(
     con.execute("DROP TABLE staged_rows")
     selects = ["SELECT *, 0 AS part, rowid AS rid FROM checked_rows"]
     selects += [
-        f"SELECT * REPLACE ({first_no} + rowid AS input_no), '{sql_path(source)}' AS source, "
+        f"SELECT * REPLACE ({first_no} + rowid AS input_no), {sql_string(source)} AS source, "
         f"{i} AS part, rowid AS rid FROM {table}"
         for i, (table, first_no, source) in enumerate(parts, start=1)
     ]

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from loopexp.core import config as settings
 from loopexp.core.keys import HashKey
+from loopexp.core.sql import sql_escape
 from loopexp.events import checks, output, staging
 from loopexp.events.adapters import registry
 from loopexp.events.config import IngestConfig
@@ -81,13 +82,13 @@ def ingest(
         con.execute("SET preserve_insertion_order = false")  # less memory; order is not kept
         # Bounded memory: past the limit DuckDB spills to disk instead of growing without end.
         try:
-            con.execute(f"SET memory_limit = '{checks.sql_path(limit)}'")
+            con.execute(f"SET memory_limit = '{sql_escape(limit)}'")
         except duckdb.Error:
             raise IngestError(
                 f"memory limit {limit!r} is not a size DuckDB understands; write it like '2GB' "
                 f"or '512MiB' (spec data.memory_limit or ${settings.DUCKDB_MEMORY_LIMIT})"
             ) from None
-        con.execute(f"SET temp_directory = '{checks.sql_path(spill)}'")
+        con.execute(f"SET temp_directory = '{sql_escape(spill)}'")
         with contextlib.suppress(duckdb.Error):
             con.execute("SET enable_progress_bar = false")
         staging.create_staged_rows(con)

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_addresses
+from loopexp.core.sql import sql_escape
 from loopexp.events import bots
 from loopexp.events.adapters.base import IGNORED_TYPE
-from loopexp.events.checks import sql_path
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import IngestError
 from loopexp.events.schema import EVENT_SCHEMA
@@ -151,7 +151,7 @@ def _rank_duplicates(con: duckdb.DuckDBPyConnection) -> int:
 
 def _write_events(con: duckdb.DuckDBPyConnection, events_path: Path, config: IngestConfig) -> Path:
     """The flagged unique events as canonical Parquet, in input order; the ``flagged`` view."""
-    email_re = EMAIL_PATTERN.pattern.replace("'", "''")
+    email_re = sql_escape(EMAIL_PATTERN.pattern)
     select = ", ".join(
         f"regexp_replace(f.url, '{email_re}', '[address removed]', 'g') AS url"
         if f.name == "url"
@@ -170,12 +170,12 @@ def _write_events(con: duckdb.DuckDBPyConnection, events_path: Path, config: Ing
             f"COPY (SELECT {select} FROM ({bots.flag_sql('unique_events', config)}) f "
             "LEFT JOIN address_keys k ON k.address = f.address "
             "ORDER BY f.input_no, f.provider, f.event_id) "
-            f"TO '{sql_path(events_path)}' (FORMAT parquet)"
+            f"TO '{sql_escape(events_path)}' (FORMAT parquet)"
         )
     finally:
         con.execute("SET preserve_insertion_order = false")
     con.execute(
-        f"CREATE TEMP VIEW flagged AS SELECT * FROM read_parquet('{sql_path(events_path)}')"
+        f"CREATE TEMP VIEW flagged AS SELECT * FROM read_parquet('{sql_escape(events_path)}')"
     )
     return events_path
 
@@ -208,7 +208,7 @@ def _removed_by_rule(
     variant = "coalesce(f.variant_id, 'unknown')"
     join = ""
     if assignment is not None:
-        path = sql_path(assignment)
+        path = sql_escape(assignment)
         fn = "read_csv_auto" if str(assignment).endswith((".csv", ".csv.gz")) else "read_parquet"
         try:
             con.execute(

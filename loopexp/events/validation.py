@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from loopexp.core.keys import EMAIL_PATTERN
+from loopexp.core.sql import sql_string
 from loopexp.events.schema import EVENT_SCHEMA, EVENT_TYPES, TS_MAX, TS_MIN
 
 DialectName = Literal["duckdb", "spark"]
@@ -89,7 +90,7 @@ class Dialect:
 
     def string(self, text: str) -> str:
         """A string literal of ``text``."""
-        return "'" + text.replace("'", "''") + "'"
+        return sql_string(text)
 
     def cast(self, expr: str, sql_type: str, *, safe: bool = True) -> str:
         """``expr`` as ``sql_type``; NULL instead of an error when ``safe``."""

@@ -19,6 +19,7 @@ import pandas as pd
 from loopexp.core import config
 from loopexp.core.errors import EventsError
 from loopexp.core.keys import redact_addresses
+from loopexp.core.sql import sql_escape
 from loopexp.events.schema import REQUIRED_COLUMNS
 from loopexp.events.validation import DUCKDB, DUPLICATE
 from loopexp.metrics.checks import check_assignment, no_match_message, quarantine_message
@@ -42,7 +43,6 @@ from loopexp.metrics.sources import (
     connect,
     first_line,
     source_name,
-    sql_path,
 )
 from loopexp.metrics.validated import quarantine_select, validate_events
 
@@ -326,7 +326,7 @@ def _validate(
     reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     if quarantine_path is not None and reasons:
         con.execute(
-            f"COPY ({quarantine_select(con)}) TO '{sql_path(quarantine_path)}' (FORMAT parquet)"
+            f"COPY ({quarantine_select(con)}) TO '{sql_escape(quarantine_path)}' (FORMAT parquet)"
         )
     quarantined = sum(reasons.values())
     limit = max_quarantine_share

@@ -22,19 +22,10 @@ import pandas as pd
 from loopexp.core import config
 from loopexp.core.errors import EventsError
 from loopexp.core.keys import redact_addresses
+from loopexp.core.sql import sql_string
 
 #: An engine input: a Parquet/CSV path or glob, or a DataFrame.
 Source = str | Path | pd.DataFrame
-
-
-def sql_path(path: str | Path) -> str:
-    """A path inside a single-quoted SQL literal."""
-    return str(path).replace("'", "''")
-
-
-def sql_str(text: str) -> str:
-    """A single-quoted SQL string literal of ``text``."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def first_line(exc: BaseException) -> str:
@@ -76,13 +67,13 @@ def connect(
     try:
         con.execute("SET TimeZone = 'UTC'")  # naive timestamps are UTC, as providers send them
         try:
-            con.execute(f"SET memory_limit = {sql_str(limit)}")
+            con.execute(f"SET memory_limit = {sql_string(limit)}")
         except duckdb.Error:
             raise EventsError(
                 f"memory limit {limit!r} is not a size DuckDB understands; write it like "
                 f"'2GB' or '512MiB' (spec data.memory_limit or ${config.DUCKDB_MEMORY_LIMIT})"
             ) from None
-        con.execute(f"SET temp_directory = {sql_str(spill)}")
+        con.execute(f"SET temp_directory = {sql_string(spill)}")
         threads = config.duckdb_threads()
         if threads:
             con.execute(f"SET threads = {threads}")
@@ -126,7 +117,7 @@ def _reader(path: str) -> str:
 
 
 def _read_sql(files: list[str], reader: str) -> str:
-    paths = "[" + ", ".join(sql_str(f) for f in files) + "]"
+    paths = "[" + ", ".join(sql_string(f) for f in files) + "]"
     if reader == "csv":
         # Every column as text: the engine parses types itself (keys keep leading zeros).
         return f"read_csv({paths}, union_by_name = true, all_varchar = true)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import duckdb
 
 from loopexp.core.keys import EMAIL_PATTERN
+from loopexp.core.sql import sql_string
 from loopexp.events.validation import (
     DEDUPE_KEY,
     DUCKDB,
@@ -19,7 +20,7 @@ from loopexp.events.validation import (
     checked_events_sql,
     dedupe_rank,
 )
-from loopexp.metrics.sources import column_types, sql_str
+from loopexp.metrics.sources import column_types
 
 #: The duplicate check's hash of an event's key (DuckDB's 64-bit hash of :data:`DEDUPE_KEY`).
 KEY_HASH = f"hash({', '.join(DEDUPE_KEY)})"
@@ -112,7 +113,7 @@ def dedupe_sql(con: duckdb.DuckDBPyConnection) -> tuple[list[str], bool]:
         f"""CREATE VIEW quarantined_events AS
             SELECT * FROM checked_events WHERE quarantine_reason IS NOT NULL
             UNION ALL
-            SELECT * REPLACE ({sql_str(DUPLICATE)} AS quarantine_reason) FROM dup_candidates
+            SELECT * REPLACE ({sql_string(DUPLICATE)} AS quarantine_reason) FROM dup_candidates
             QUALIFY {rank} > 1""",
     ], True
 
@@ -127,9 +128,9 @@ def quarantine_select(con: duckdb.DuckDBPyConnection) -> str:
     text_columns = [
         name for name, kind in column_types(con, "quarantined_events").items() if kind == "VARCHAR"
     ]
+    pattern = sql_string(EMAIL_PATTERN.pattern)
     replace = ", ".join(
-        f"regexp_replace({c}, {sql_str(EMAIL_PATTERN.pattern)}, '[e-mail address removed]', 'g') "
-        f"AS {c}"
+        f"regexp_replace({c}, {pattern}, '[e-mail address removed]', 'g') AS {c}"
         for c in text_columns
     )
     return f"SELECT * REPLACE ({replace}) FROM quarantined_events"

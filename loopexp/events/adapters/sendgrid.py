@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from loopexp.core.sql import sql_string
 from loopexp.events.adapters.base import ignored_reason
 from loopexp.events.adapters.registry import Adapter, BulkJob, BulkResult, register
 from loopexp.events.config import IngestConfig
@@ -76,10 +77,6 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def fast_relation_sql(path: str, shape: str, config: IngestConfig) -> str:
     """A relation of the fields, straight from ``read_json`` (fails on any malformed record).
 
@@ -87,12 +84,12 @@ def fast_relation_sql(path: str, shape: str, config: IngestConfig) -> str:
     Every row gets the file's first record number: numbering rows here would cost a
     single-threaded window; :func:`stage_fast` numbers them by the table's row id instead.
     """
-    cols = ", ".join(f"{_lit(f)}: 'VARCHAR'" for f in fields(config))
+    cols = ", ".join(f"{sql_string(f)}: 'VARCHAR'" for f in fields(config))
     fmt = "array" if shape == "array" else "newline_delimited"
     select = ", ".join(f"{_q(f)} AS f{i}" for i, f in enumerate(fields(config)))
     return (
         f"SELECT 1 AS rec_no, NULL::VARCHAR AS raw, TRUE AS is_object, "
-        f"{select} FROM read_json({_lit(path)}, format='{fmt}', columns={{{cols}}}, "
+        f"{select} FROM read_json({sql_string(path)}, format='{fmt}', columns={{{cols}}}, "
         "maximum_object_size=16777216)"
     )
 
@@ -101,7 +98,7 @@ def lines_relation_sql(path: str) -> str:
     """Every non-blank line of a file as ``raw`` (nothing parsed yet, nothing can fail)."""
     return (
         "SELECT row_number() OVER () AS rec_no, line AS raw FROM read_csv("
-        f"{_lit(path)}, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
+        f"{sql_string(path)}, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
         "header=false, auto_detect=false, strict_mode=false, all_varchar=true, "
         "max_line_size=16777216) WHERE trim(coalesce(line, '')) <> ''"
     )
@@ -109,7 +106,7 @@ def lines_relation_sql(path: str) -> str:
 
 def parsed_relation_sql(raw_relation: str, config: IngestConfig) -> str:
     """Fields extracted from a relation of raw JSON texts (``rec_no``, ``raw``)."""
-    paths = ", ".join(_lit("$." + _q(f)) for f in fields(config))
+    paths = ", ".join(sql_string("$." + _q(f)) for f in fields(config))
     select = ", ".join(
         f"CASE WHEN ok THEN v[{i + 1}] END AS f{i}" for i, f in enumerate(fields(config))
     )
@@ -128,7 +125,7 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
     Built in layers so each expensive expression (casting the timestamp) is computed once.
     """
     f = {name: f"f{i}" for i, name in enumerate(fields(config))}
-    types = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _TYPES.items())
+    types = " ".join(f"WHEN {sql_string(k)} THEN {sql_string(v)}" for k, v in _TYPES.items())
     event_type = (
         f"CASE WHEN {f['event']} = 'bounce' THEN "
         f"CASE WHEN {f['type']} = 'blocked' THEN 'bounce_soft' ELSE 'bounce_hard' END "
@@ -148,14 +145,16 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
     )
     variant = f"coalesce(nullif({f[config.variant_field]}, ''), {f['marketing_campaign_version']})"
     if config.variant_map:
-        cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in config.variant_map.items())
+        cases = " ".join(
+            f"WHEN {sql_string(k)} THEN {sql_string(v)}" for k, v in config.variant_map.items()
+        )
         variant = f"CASE {variant} {cases} ELSE {variant} END"
     machine = f"CASE WHEN et = 'open' THEN TRY_CAST({f['sg_machine_open']} AS BOOLEAN) END"
     basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
     event_id = f"nullif({f['sg_event_id']}, '')"
-    ignored = ", ".join(_lit(t) for t in IGNORED)
+    ignored = ", ".join(sql_string(t) for t in IGNORED)
     return f"""
-        SELECT {first_no} + rec_no - 1 AS input_no, {_lit(source)} AS source,
+        SELECT {first_no} + rec_no - 1 AS input_no, {sql_string(source)} AS source,
             'sendgrid' AS provider, {event_id} AS event_id,
             CASE WHEN {event_id} IS NULL THEN {basis} END AS id_basis,
             et AS event_type, ts_parsed AS ts, nullif({f["email"]}, '') AS address,
@@ -171,9 +170,9 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
                 WHEN NOT is_object THEN CASE WHEN raw IS NOT NULL AND json_valid(raw)
                     THEN 'not a JSON object' ELSE 'unparseable JSON' END
                 WHEN et IS NULL AND list_contains([{ignored}], {f["event"]})
-                    THEN {_lit(ignored_reason(NAME, ""))} || {f["event"]}
+                    THEN {sql_string(ignored_reason(NAME, ""))} || {f["event"]}
                 WHEN et IS NULL THEN 'unmapped sendgrid event type '
-                    || coalesce({_lit("'")} || {f["event"]} || {_lit("'")}, '(missing)')
+                    || coalesce({sql_string("'")} || {f["event"]} || {sql_string("'")}, '(missing)')
                 WHEN ts_parsed IS NULL THEN CASE WHEN {f["timestamp"]} IS NULL
                     THEN 'missing timestamp' ELSE 'unparseable or out-of-range timestamp' END
             END AS quarantine_reason,
@@ -227,7 +226,7 @@ def _attach_raw(con: duckdb.DuckDBPyConnection, path: str, shape: str, table: st
     import duckdb  # noqa: PLC0415
 
     fmt = "array" if shape == "array" else "newline_delimited"
-    objects = f"read_json_objects({_lit(path)}, format='{fmt}', maximum_object_size=16777216)"
+    objects = f"read_json_objects({sql_string(path)}, format='{fmt}', maximum_object_size=16777216)"
     try:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE sg_raw AS
