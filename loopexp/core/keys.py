@@ -24,9 +24,6 @@ from loopexp.core import config
 from loopexp.core.errors import ConfigError
 from loopexp.core.parallel import fill_rows
 
-#: Environment variables holding the secret itself, or naming a file that holds it (first line).
-ENV_KEY = config.HASH_KEY
-ENV_KEY_FILE = config.HASH_KEY_FILE
 #: The demo's key: public, so it protects nothing. Only for simulated data and tutorials.
 DEMO_KEY = b"loopexp-demo-key-not-for-production"
 
@@ -79,13 +76,14 @@ def load_hash_key(key_file: str | Path | None = None, *, allow_demo: bool = Fals
         return HashKey(secret, f"file {path}")
     value = config.hash_key()
     if value:
-        return HashKey(value.encode(), f"env {ENV_KEY}")
+        return HashKey(value.encode(), f"env {config.HASH_KEY}")
     if allow_demo:
         return HashKey(DEMO_KEY, "demo")
     raise HashKeyError(
-        f"no key to hash e-mail addresses with: set {ENV_KEY} (a long random secret, e.g. "
-        f"`python -c 'import secrets; print(secrets.token_hex(32))'`) or {ENV_KEY_FILE} (a file "
-        "holding it). Keep it: the same key must hash the recipient list and the ESP's events."
+        f"no key to hash e-mail addresses with: set {config.HASH_KEY} (a long random secret, "
+        "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`) or "
+        f"{config.HASH_KEY_FILE} (a file holding it). Keep it: the same key must hash the "
+        "recipient list and the ESP's events."
     )
 
 
