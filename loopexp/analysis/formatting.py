@@ -40,7 +40,7 @@ def fmt_value(metric: str, value: float | None) -> str:
     """A metric's value: a rate as a percentage, anything else as a plain number."""
     if value is None:
         return "–"
-    from loopexp.metrics.definitions import resolve_metric  # noqa: PLC0415 (metrics loads DuckDB)
+    from loopexp.metrics.definitions import resolve_metric  # noqa: PLC0415 (loads pyarrow)
 
     try:
         proportion = resolve_metric(metric).kind == "proportion"
