@@ -23,9 +23,8 @@ if TYPE_CHECKING:
 
 console = Console(highlight=False)
 
-#: Every ``--format`` name ingest accepts (``loopexp.events.ingest.FORMATS``), read from the
-#: adapter registry, which loads no DuckDB: ``auto`` and the formats of the registered adapters.
-FORMATS: tuple[str, ...] = ("auto", *registry.format_names())
+#: Every ``--format`` name ingest accepts, from the adapter registry (which loads no DuckDB).
+FORMATS: tuple[str, ...] = registry.format_names()
 
 TrackingOpt = Annotated[
     str | None,

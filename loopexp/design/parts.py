@@ -342,10 +342,11 @@ class EventsSource(SpecModel):
     @field_validator("format")
     @classmethod
     def _known_format(cls, fmt: str) -> str:
-        from loopexp.events.ingest import FORMATS  # noqa: PLC0415 (DuckDB only when needed)
+        from loopexp.events.adapters.registry import format_names  # noqa: PLC0415 (loads adapters)
 
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown events format {fmt!r}; use one of {', '.join(FORMATS)}")
+        known = format_names()
+        if fmt not in known:
+            raise ValueError(f"unknown events format {fmt!r}; use one of {', '.join(known)}")
         return fmt
 
     def resolve(self, spec_path: str | Path) -> Path:

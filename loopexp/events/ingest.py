@@ -36,7 +36,7 @@ from loopexp.events.summary import FileReport, IngestSummary, write_summary
 
 #: Every value ``--format`` accepts: ``auto`` (each file recognised by its content) and the
 #: format names of the registered adapters.
-FORMATS: tuple[str, ...] = ("auto", *registry.format_names())
+FORMATS: tuple[str, ...] = registry.format_names()
 
 _EXPORT_SUFFIXES = TABLE_SUFFIXES + JSON_SUFFIXES + registry.own_suffixes()
 

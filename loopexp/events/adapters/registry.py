@@ -187,8 +187,8 @@ def providers() -> tuple[str, ...]:
 
 
 def format_names() -> tuple[str, ...]:
-    """Every ``--format`` name an adapter answers to, in registry order."""
-    return tuple(fmt for a in adapters() for fmt in a.formats)
+    """Every ``--format`` name ingest accepts: ``auto``, then each adapter's, in registry order."""
+    return ("auto", *(fmt for a in adapters() for fmt in a.formats))
 
 
 def by_format(fmt: str) -> Adapter | None:
