@@ -24,6 +24,7 @@ LAYERS = (
     "core",
     "stats",
     "events",
+    "collect",
     "metrics",
     "design",
     "assignment",
@@ -41,6 +42,8 @@ CONFINED = {
     "mlflow": ("loopexp.track",),
     "papermill": ("loopexp.run.notebook",),
     "pyspark": ("loopexp.metrics.spark",),
+    "starlette": ("loopexp.collect",),
+    "uvicorn": ("loopexp.collect",),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")
