@@ -100,8 +100,21 @@ def canonical(message: Mapping[str, object]) -> bytes:
     return "".join(f"{k}\n{message[k]}\n" for k in fields if message.get(k) is not None).encode()
 
 
+def _issued(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 class SnsVerifier(Verifier):
-    """SNS envelopes of allowed topics, signed by SNS; confirms subscriptions of those topics."""
+    """SNS envelopes of allowed topics, signed by SNS; confirms subscriptions of those topics.
+
+    The certificate is trusted because it came over HTTPS (the system's trust store) from the
+    pinned SNS host; ``issuers``, when given, must also have issued it directly (a second check,
+    and how the tests prove a certificate of another CA is refused).
+    """
 
     provider = "ses"
 
@@ -111,8 +124,10 @@ class SnsVerifier(Verifier):
         fetch: Fetcher = https_fetch,
         clock=time.time,
         max_age_s: float = MAX_AGE_S,
+        issuers: list[x509.Certificate] | None = None,
     ) -> None:
         self.topics = frozenset(topics)
+        self.issuers = issuers
         self.fetch = fetch
         self.clock = clock
         self.max_age_s = max_age_s
@@ -129,6 +144,8 @@ class SnsVerifier(Verifier):
             except (OSError, ValueError) as exc:
                 log.warning("SNS signing certificate %s not fetched: %s", url, exc)
                 raise RefusedError("certificate_unavailable", 503) from None
+            if self.issuers is not None and not any(_issued(cert, ca) for ca in self.issuers):
+                raise RefusedError("certificate_untrusted")
             with self._lock:
                 self._certs[url] = cert
         now = datetime.now(UTC)
