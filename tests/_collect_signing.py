@@ -128,8 +128,8 @@ def klaviyo_body(i: int) -> bytes:
         "id": f"kl-{i}-{uuid.uuid4().hex[:8]}",
         "attributes": {
             "datetime": dt.datetime.now(dt.UTC).isoformat(),
-            "event_properties": {"variant": "A"},
-            "metric_name": "Received Email",
+            "event_properties": {"variant": "A", "$email": f"user{i}@example.com"},
+            "metric": "Received Email",
         },
     }
     item = {"external_id": payload["id"], "topic": "event:klaviyo.email_delivered"}
