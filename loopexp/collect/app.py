@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -171,6 +172,9 @@ def from_env() -> Starlette:
 def serve(settings: CollectSettings, host: str = "127.0.0.1", port: int = 8025) -> None:
     """Serve the receiver with uvicorn until SIGINT/SIGTERM (then the open segment is sealed)."""
     import uvicorn  # noqa: PLC0415 (only the command that serves needs it)
+
+    # a file-size limit must fail the write (EFBIG → 503, the ESP retries), not kill the receiver
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     app = create_app(settings)  # secrets checked before the port is bound
     uvicorn.run(
