@@ -95,7 +95,18 @@ def ingest_for_run(events: Path, folder: Path, fmt: str, spec: ExperimentSpec) -
         f"{summary['ignored']:,} ignored (not an outcome) ({folder})",
         highlight=False,
     )
+    _print_completeness(folder)
     return path
+
+
+def _print_completeness(folder: Path) -> None:
+    """A raw webhook log's hours not final yet and its gaps (``completeness.json``), if any."""
+    from loopexp.events.completeness import FILE, summary_lines  # noqa: PLC0415 (DuckDB)
+
+    path = folder / FILE
+    if path.is_file():
+        for line in summary_lines(json.loads(path.read_text(encoding="utf-8"))):
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
 
 def _print_ingest(summary: IngestSummary) -> None:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from loopexp.core import config as settings
 from loopexp.core.keys import HashKey
 from loopexp.core.sql import sql_escape
-from loopexp.events import checks, output, rawlog, staging
+from loopexp.events import checks, completeness, output, rawlog, staging
 from loopexp.events.adapters import registry
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import JSON_SUFFIXES, TABLE_SUFFIXES, IngestError
@@ -109,6 +109,7 @@ def ingest(
             "hash": round(hash_done - read_done, 3),
             "finish": round(time.perf_counter() - hash_done, 3),
         }
+        _raw_log_completeness(files, summary, out)
         write_summary(summary, out)
         return summary
     finally:
@@ -117,6 +118,17 @@ def ingest(
             shutil.rmtree(raw_dir, ignore_errors=True)
         if own_spill:
             shutil.rmtree(spill, ignore_errors=True)
+
+
+def _raw_log_completeness(files: list[Path], summary: IngestSummary, out: Path) -> None:
+    """``completeness.json`` when the inputs include the webhook receiver's raw log."""
+    report = completeness.completeness(files, summary.events_path)
+    stale = out / completeness.FILE
+    if report is None:
+        stale.unlink(missing_ok=True)
+        return
+    completeness.write(report, out)
+    summary.warnings += completeness.summary_lines(report)
 
 
 def _stage_files(
