@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from loopexp.collect.app import create_app
@@ -185,3 +185,35 @@ def test_storage_failure_answers_503_and_acknowledges_nothing_lost(tmp_path, key
     ids = pq.read_table(summary.events_path).column("event_id").to_pylist()
     assert sorted(ids) == sorted(acked)  # the partial writes were cut back, not read as events
     assert summary.quarantined == 0
+
+
+def test_a_body_slower_than_the_read_timeout_gets_408(tmp_path, keys):
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    app = create_app(_settings(tmp_path, keys, read_timeout_s=0.5), fetch=keys["sns"].fetch)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(
+                b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{"
+            )
+            started = time.perf_counter()
+            answer = client.recv(200)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.perf_counter() - started < 5
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
