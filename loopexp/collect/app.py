@@ -37,6 +37,7 @@ from loopexp.collect.sns import Fetcher, https_fetch
 from loopexp.collect.verify import RefusedError, Verifier
 from loopexp.core import config
 from loopexp.events import rawlog
+from loopexp.events.adapters import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
         verifier = verifiers.get(provider)
         try:
             if verifier is None:
-                known = provider in rawlog.PROVIDERS
+                known = provider in webhooks.PROVIDERS
                 raise RefusedError("not_configured" if known else "unknown_provider", 404)
             body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
             headers = {k.lower(): v for k, v in request.headers.items()}

@@ -25,7 +25,7 @@ from loopexp.collect.verify import (
 )
 from loopexp.core import config
 from loopexp.core.errors import ConfigError
-from loopexp.events.rawlog import PROVIDERS
+from loopexp.events.adapters.webhooks import PROVIDERS
 
 log = logging.getLogger(__name__)
 

@@ -22,18 +22,8 @@ import duckdb
 
 from loopexp.core.sql import sql_string
 from loopexp.events import rawlog
+from loopexp.events.adapters import webhooks
 
-#: Hours each provider retries a failed delivery (reference/webhooks.md): SNS ≤ 1 h, Mailgun 8 h,
-#: Postmark ~10.5 h, SendGrid 24 h; Mandrill's and Klaviyo's schedules are not documented, so
-#: SendGrid's 24 h is assumed for them.
-RETRY_HOURS: dict[str, float] = {
-    "ses": 1.0,
-    "mailgun": 8.0,
-    "postmark": 10.5,
-    "sendgrid": 24.0,
-    "mandrill": 24.0,
-    "klaviyo": 24.0,
-}
 #: A variant with no event in an hour is flagged when every other variant has at least this many.
 IMBALANCE_MIN = 10
 FILE = "completeness.json"
@@ -52,7 +42,7 @@ def completeness(
         return None
     now = time.time() if now is None else now
     providers = sorted({p for p, _, _ in received})
-    window = max(RETRY_HOURS.get(p, 24.0) for p in providers)
+    window = max(webhooks.retry_hours(p) for p in providers)
     by_receipt = Counter(_hour(t) for _, t, _ in received)
     first, last = min(by_receipt), max(by_receipt)
     n_hours = int((last - first).total_seconds() // 3600) + 1

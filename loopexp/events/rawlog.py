@@ -11,7 +11,8 @@ record cut by a crash before its fsync, so never acknowledged): reading stops th
 segment is named ``<instance>-<start>-<seq>.wlog.open``; sealing renames it atomically to
 ``….wlog``, and only ``.wlog`` files are read. Our own framing (not JSON lines) because the body is
 stored byte for byte: a body that is not valid JSON or UTF-8 is kept as it came, to be
-quarantined at ingest rather than lost.
+quarantined at ingest rather than lost. How a body splits into records is each provider's
+(``adapters/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl
+
+from loopexp.events.adapters import webhooks
 
 SEALED = ".wlog"
 OPEN = ".wlog.open"
-#: Providers whose webhooks the receiver takes; each one's ingest format has the same name.
-PROVIDERS: tuple[str, ...] = ("sendgrid", "mailgun", "ses", "postmark", "mandrill", "klaviyo")
 
 
 @dataclass(frozen=True)
@@ -84,42 +83,6 @@ def is_segment(path: Path) -> bool:
     return path.name.endswith(SEALED)
 
 
-def _line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _unparsed(body: bytes) -> str:
-    # One line per record in the exploded file: an unparseable body's line breaks are escaped
-    # (the segment keeps the exact bytes); the line stays unparseable, so ingest quarantines it.
-    return body.decode("utf-8", "surrogateescape").replace("\r", "\\r").replace("\n", "\\n")
-
-
-def provider_records(provider: str, body: bytes) -> list[str]:
-    """A webhook body as the provider's export records, one JSON text each (ingest's input).
-
-    SendGrid and Mandrill batch events (a JSON array; Mandrill's in the ``mandrill_events`` form
-    field), Klaviyo's system webhook wraps each event's ``payload`` in ``data[]``; Mailgun,
-    Postmark and SNS send one object per request. A body that cannot be parsed is one record, kept
-    as it came, for ingest to quarantine.
-    """
-    try:
-        if provider == "mandrill":
-            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-            value = json.loads(form["mandrill_events"])
-        else:
-            value = json.loads(body)
-    except (ValueError, KeyError):
-        return [_unparsed(body)]
-    if provider in ("sendgrid", "mandrill") and isinstance(value, list):
-        return [_line(v) for v in value]
-    if provider == "klaviyo" and isinstance(value, dict) and isinstance(value.get("data"), list):
-        return [
-            _line(item.get("payload", item) if isinstance(item, dict) else item)
-            for item in value["data"]
-        ]
-    return [_line(value)]
-
-
 def explode(files: list[Path], folder: Path) -> tuple[list[Path], dict[Path, str], dict[Path, str]]:
     """Sealed segments among ``files`` as one NDJSON file per segment and provider.
 
@@ -137,7 +100,7 @@ def explode(files: list[Path], folder: Path) -> tuple[list[Path], dict[Path, str
         lines: dict[str, list[str]] = {}
         for record in read_segment(path):
             lines.setdefault(record.provider, []).extend(
-                provider_records(record.provider, record.body)
+                webhooks.records(record.provider, record.body)
             )
         folder.mkdir(parents=True, exist_ok=True)
         for provider, texts in lines.items():
