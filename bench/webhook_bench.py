@@ -42,6 +42,11 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted seconds, in milliseconds."""
+    return values[int(q * (len(values) - 1))] * 1000
+
+
 def _batches(private, n_batches: int, size: int) -> list[tuple[bytes, dict]]:
     out = []
     for b in range(n_batches):
@@ -113,6 +118,49 @@ def paced(port: int, batches, conns: int, rate: float, seconds: float) -> list[f
     return latencies
 
 
+def soak(args, batches, public: str) -> None:
+    """The fsync receiver at ``--goal-rate`` for ``--soak`` seconds: RSS every 30 s stays flat."""
+    out = Path(args.workdir) / "soak"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {
+        "LOOPEXP_COLLECT_OUT": str(out),
+        "LOOPEXP_SENDGRID_VERIFICATION_KEY": public,
+        "LOOPEXP_COLLECT_INSTANCE": "soak",
+    }
+    samples: list[tuple[float, float, float]] = []
+    with running(env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        done = threading.Event()
+        lat: list[float] = []
+
+        def load() -> None:
+            lat.extend(paced(port, batches, args.conns, args.goal_rate / args.batch, args.soak))
+            done.set()
+
+        threading.Thread(target=load).start()
+        t0 = time.perf_counter()
+        while not done.wait(30):
+            for sealed in out.glob("*.wlog"):  # bounded disk: sealed segments are not needed
+                sealed.unlink()
+            samples.append((time.perf_counter() - t0, _rss_mb(server.proc.pid), os.getloadavg()[0]))
+            print(f"soak {samples[-1][0]:5.0f} s: RSS {samples[-1][1]:.1f} MB, load "
+                  f"{samples[-1][2]:.2f}", flush=True)  # fmt: skip
+    lat.sort()
+    report = {
+        "soak_s": args.soak,
+        "rate_events_per_s": args.goal_rate,
+        "requests": len(lat),
+        "p50_ms": _pct(lat, 0.5),
+        "p99_ms": _pct(lat, 0.99),
+        "rss_mb": [(round(t), round(r, 1)) for t, r, _ in samples],
+        "load_average": [round(a, 2) for _, _, a in samples],
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="/work/bench-data/webhook")
@@ -120,14 +168,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--goal-rate", type=float, default=10_000, help="events/s: half the goal")
+    ap.add_argument("--soak", type=float, default=0, help="seconds of a soak run (only that)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     private, public = sig.sendgrid_keys()
     batches = _batches(private, 20, args.batch)
+    if args.soak:
+        soak(args, batches, public)
+        return
     work = Path(args.workdir)
     impls = {"fsync": (), "nofsync": ("--no-fsync",), "discard": ("--discard",)}
     results: dict[str, dict[str, list]] = {
-        k: {"eps": [], "p50": [], "p99": [], "rss": []} for k in impls
+        k: {"eps": [], "p50": [], "p99": [], "g50": [], "g99": [], "rss": []} for k in impls
     }
     load_before = os.getloadavg()
     for rnd in range(args.rounds):
@@ -147,16 +200,21 @@ def main() -> None:
                 eps = ok * args.batch / elapsed
                 rate = (results["fsync"]["eps"] or [eps])[-1] / args.batch / 2
                 lat = sorted(paced(port, batches, args.conns, rate, args.seconds))
+                goal_rate = args.goal_rate / args.batch
+                goal = sorted(paced(port, batches, args.conns, goal_rate, 2 * args.seconds))
                 rss1 = _rss_mb(server.proc.pid)
-            p50 = statistics.median(lat) * 1000
-            p99 = lat[int(0.99 * (len(lat) - 1))] * 1000
+            p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
+            g50, g99 = _pct(goal, 0.5), _pct(goal, 0.99)
+            results[name]["g50"].append(g50)
+            results[name]["g99"].append(g99)
             results[name]["eps"].append(eps)
             results[name]["p50"].append(p50)
             results[name]["p99"].append(p99)
             results[name]["rss"].append((rss0, rss1))
             print(
                 f"round {rnd} {name:8s} {eps:9.0f} events/s (refused {bad}); at "
-                f"{rate * args.batch:7.0f} events/s: p50 {p50:6.1f} ms p99 {p99:6.1f} ms; "
+                f"{rate * args.batch:7.0f} events/s: p50 {p50:6.1f} ms p99 {p99:6.1f} ms; at "
+                f"{args.goal_rate:.0f}/s: p50 {g50:5.1f} ms p99 {g99:6.1f} ms; "
                 f"RSS {rss0:.0f}→{rss1:.0f} MB; load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
@@ -166,6 +224,8 @@ def main() -> None:
             "events_per_s_median": statistics.median(r["eps"]),
             "p50_ms_median": statistics.median(r["p50"]),
             "p99_ms_median": statistics.median(r["p99"]),
+            "goal_rate_p50_ms_median": statistics.median(r["g50"]),
+            "goal_rate_p99_ms_median": statistics.median(r["g99"]),
             "rss_mb": r["rss"],
         }
         for name, r in results.items()
