@@ -43,7 +43,22 @@ def _discard_app():
     return app
 
 
+def moto_main() -> None:
+    """moto's S3 in server mode on 127.0.0.1, a port of its own choosing (printed)."""
+    from moto.server import ThreadedMotoServer
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    print(server.get_host_and_port()[1], flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
 def main(argv: list[str]) -> None:
+    if "--moto" in argv:
+        moto_main()
+        return
     import uvicorn
 
     from loopexp.collect.app import create_app, from_env

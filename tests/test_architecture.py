@@ -44,6 +44,7 @@ CONFINED = {
     "pyspark": ("loopexp.metrics.spark",),
     "starlette": ("loopexp.collect",),
     "uvicorn": ("loopexp.collect",),
+    "boto3": ("loopexp.collect.bucket", "loopexp.events.remote"),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")

@@ -22,6 +22,12 @@ def collect(
     segment_seconds: Annotated[
         float, typer.Option(help="…or this long after it was opened (ingest reads sealed ones)")
     ] = 300.0,
+    bucket: Annotated[
+        str,
+        typer.Option(
+            help="s3://bucket/prefix to ship sealed segments to [$LOOPEXP_COLLECT_BUCKET]"
+        ),
+    ] = "",
 ) -> None:
     """Receive ESP webhooks: verify, store (fsync'd) before answering, for `loopexp ingest OUT`.
 
@@ -39,5 +45,6 @@ def collect(
         max_body_bytes=int(max_body_mb * (1 << 20)),
         segment_bytes=int(segment_mb * (1 << 20)),
         segment_seconds=segment_seconds,
+        **({"bucket": bucket} if bucket else {}),
     )
     serve(settings, host, port)

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="export files, folders or globs")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="export files, folders or globs; a webhook receiver's folder (sealed *.wlog) "
+            "or its bucket, s3://bucket/prefix"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
     fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
     spec_path: Annotated[

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from loopexp.collect.bucket import BucketShipper
 from loopexp.collect.segments import SegmentWriter, StorageError
 from loopexp.collect.settings import CollectSettings, build_verifiers
 from loopexp.collect.sns import Fetcher, https_fetch
@@ -93,6 +94,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
     """The receiver for ``settings`` (``fetch``: how SNS certificates are fetched)."""
     verifiers: dict[str, Verifier] = build_verifiers(settings, fetch)
     metrics = _Metrics()
+    shipper = BucketShipper(settings.bucket, settings.out) if settings.bucket else None
     writer = SegmentWriter(
         settings.out,
         settings.instance,
@@ -100,6 +102,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
         max_age_s=settings.segment_seconds,
         fsync=settings.fsync,
         on_commit=lambda seconds, _n: metrics.fsync.observe(seconds),
+        on_sealed=shipper.sealed if shipper is not None else None,
     )
 
     async def webhook(request: Request) -> Response:
@@ -130,8 +133,8 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
             log.error("%s", exc)
             metrics.rejected.labels(provider, "storage").inc()
             return PlainTextResponse("storage unavailable", 503, headers={"Retry-After": "60"})
-        if checked.after_store is not None:
-            checked.after_store()
+        if checked.after_store is not None:  # e.g. Mailgun's token, fsync'd: off the loop
+            await run_in_threadpool(checked.after_store)
         metrics.accepted.labels(provider).inc()
         metrics.bytes.labels(provider).inc(len(body))
         return PlainTextResponse("ok")
@@ -145,11 +148,15 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        if shipper is not None:
+            shipper.start()
         log.info("storing webhooks of %s in %s", ", ".join(verifiers), settings.out)
         try:
             yield
         finally:
             await run_in_threadpool(writer.close)
+            if shipper is not None:
+                await run_in_threadpool(shipper.close)
 
     app = Starlette(
         routes=[
@@ -161,6 +168,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
     )
     app.state.writer = writer
     app.state.metrics = metrics
+    app.state.shipper = shipper
     return app
 
 

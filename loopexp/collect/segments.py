@@ -41,7 +41,7 @@ class StorageError(StateError):
     """The raw log could not make a record durable (disk full, I/O error): answer 503."""
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.]+")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME = re.compile(r"^(?P<instance>.+)-p(?P<pid>\d+)-\d{8}T\d{6}Z-\d{6}\.wlog\.open$")
 
 
@@ -108,6 +108,7 @@ class SegmentWriter:
         max_age_s: float = 300.0,
         fsync: bool = True,
         on_commit: Callable[[float, int], None] | None = None,
+        on_sealed: Callable[[Path], None] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.instance = safe_instance(instance)
@@ -115,6 +116,7 @@ class SegmentWriter:
         self.max_age_s = max_age_s
         self.fsync = fsync
         self.on_commit = on_commit
+        self.on_sealed = on_sealed
         self._queue: list[_Pending] = []
         self._cond = threading.Condition()
         self._stop = False
@@ -246,9 +248,12 @@ class SegmentWriter:
             os.close(self._fd)
         self._fd = None
         try:
-            seal_file(path, self._size)
+            sealed = seal_file(path, self._size)
         except OSError as exc:  # left open: the next start of this instance seals it
             log.error("cannot seal %s (%s); it is sealed at the next start", path, exc)
+            return
+        if sealed is not None and self.on_sealed is not None:
+            self.on_sealed(sealed)
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:

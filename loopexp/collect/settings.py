@@ -48,6 +48,8 @@ class CollectSettings:
     segment_bytes: int = 64 << 20
     segment_seconds: float = 300.0
     fsync: bool = True
+    bucket: str = ""
+    """``s3://bucket/prefix`` to ship sealed segments to (empty: they stay in ``out``)."""
 
     @classmethod
     def from_env(cls, out: str | Path, **overrides: object) -> CollectSettings:
@@ -62,6 +64,7 @@ class CollectSettings:
             "secrets": {p: v for p, v in secrets.items() if v},
             "allow_unsigned": config.collect_allow_unsigned(),
             "mandrill_url": config.mandrill_webhook_url(),
+            "bucket": config.collect_bucket(),
         }
         values.update(overrides)
         return cls(**values)

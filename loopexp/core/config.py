@@ -21,6 +21,7 @@ here give the environment's value or the default.
 | ``LOOPEXP_COLLECT_ALLOW_UNSIGNED`` | providers the receiver accepts without a secret (comma-separated; loud warning) |
 | ``LOOPEXP_COLLECT_INSTANCE`` | the receiver's instance id in its segment names (default: host name) |
 | ``LOOPEXP_COLLECT_OUT`` | the receiver's output folder when served by ``uvicorn --factory`` |
+| ``LOOPEXP_COLLECT_BUCKET`` | ``s3://bucket/prefix`` the receiver ships its sealed segments to |
 """  # noqa: E501 (a table)
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ SNS_TOPIC_ARNS = "LOOPEXP_SNS_TOPIC_ARNS"
 COLLECT_ALLOW_UNSIGNED = "LOOPEXP_COLLECT_ALLOW_UNSIGNED"
 COLLECT_INSTANCE = "LOOPEXP_COLLECT_INSTANCE"
 COLLECT_OUT = "LOOPEXP_COLLECT_OUT"
+COLLECT_BUCKET = "LOOPEXP_COLLECT_BUCKET"
 #: Provider → the variable of its webhook secret(s) (a list: keys can rotate).
 WEBHOOK_SECRETS = {
     "sendgrid": SENDGRID_VERIFICATION_KEY,
@@ -221,3 +223,8 @@ def collect_out() -> str:
     if not out:
         raise ConfigError(f"set {COLLECT_OUT} to the folder the receiver writes its segments to")
     return out
+
+
+def collect_bucket() -> str:
+    """Where the receiver ships sealed segments (``$LOOPEXP_COLLECT_BUCKET``; ``""``: nowhere)."""
+    return text(COLLECT_BUCKET)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from loopexp.core import config as settings
 from loopexp.core.keys import HashKey
 from loopexp.core.sql import sql_escape
-from loopexp.events import checks, completeness, output, rawlog, staging
+from loopexp.events import checks, completeness, output, rawlog, remote, staging
 from loopexp.events.adapters import registry
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import JSON_SUFFIXES, TABLE_SUFFIXES, IngestError
@@ -70,6 +70,25 @@ def ingest(
     config = config or IngestConfig()
     if fmt not in FORMATS:
         raise IngestError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    items, fetched = remote.localize(items)  # a receivers' bucket: its segments, downloaded
+    try:
+        return _ingest(items, out_dir, key, fmt, config, assignment, memory_limit, temp_directory)
+    finally:
+        if fetched is not None:
+            shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _ingest(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    key: HashKey,
+    fmt: str,
+    config: IngestConfig,
+    assignment: str | Path | None,
+    memory_limit: str | None,
+    temp_directory: str | Path | None,
+) -> IngestSummary:
     files = expand_paths(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
