@@ -49,7 +49,10 @@ class BucketShipper:
     def client(self):
         """The boto3 S3 client (created on first use: boto3 loads in the receiver only)."""
         if self._client is None:
-            import boto3  # noqa: PLC0415 (only a receiver with a bucket needs it)
+            try:
+                import boto3  # noqa: PLC0415 (only a receiver with a bucket needs it)
+            except ImportError:
+                raise ConfigError("a bucket needs boto3: pip install 'loopexp[s3]'") from None
 
             self._client = boto3.client("s3")
         return self._client

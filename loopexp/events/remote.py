@@ -28,8 +28,11 @@ def localize(paths: list[str | Path]) -> tuple[list[str | Path], Path | None]:
     """
     if not any(is_remote(p) for p in paths):
         return paths, None
-    import boto3  # noqa: PLC0415 (only ingest of a bucket needs it)
-    import botocore.exceptions  # noqa: PLC0415
+    try:
+        import boto3  # noqa: PLC0415 (only ingest of a bucket needs it)
+        import botocore.exceptions  # noqa: PLC0415
+    except ImportError:
+        raise IngestError("reading s3:// needs boto3: pip install 'loopexp[s3]'") from None
 
     folder = Path(tempfile.mkdtemp(prefix="loopexp-bucket-"))
     client = boto3.client("s3")
