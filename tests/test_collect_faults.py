@@ -177,3 +177,17 @@ def test_sealing_cuts_a_torn_tail(tmp_path):
     assert len(rawlog.read_segment(sealed)) == 2
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def test_a_restart_under_the_same_pid_seals_its_earlier_segment(tmp_path):
+    """In a container the receiver is pid 1 every time: its own pid in a name is a past life."""
+    from loopexp.collect.segments import SegmentWriter
+
+    writer = SegmentWriter(tmp_path, "box")
+    name = f"box-p{os.getpid()}-20260101T000000Z-000001{rawlog.OPEN}"
+    (tmp_path / name).write_bytes(rawlog.encode("sendgrid", time.time(), {}, b"[]"))
+    other = f"other-p{os.getpid()}-20260101T000000Z-000001{rawlog.OPEN}"
+    (tmp_path / other).write_bytes(rawlog.encode("sendgrid", time.time(), {}, b"[]"))
+    sealed = writer.recover()
+    assert [p.name for p in sealed] == [name.removesuffix(".open")]
+    assert (tmp_path / other).exists()  # another instance's segment is left alone

@@ -111,6 +111,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
         try:
             if verifier is None:
                 known = provider in webhooks.PROVIDERS
+                provider = provider if known else "unknown"  # bounded metric labels
                 raise RefusedError("not_configured" if known else "unknown_provider", 404)
             body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
             headers = {k.lower(): v for k, v in request.headers.items()}

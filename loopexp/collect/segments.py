@@ -149,7 +149,11 @@ class SegmentWriter:
         sealed = []
         for path in sorted(self.folder.glob(f"*{rawlog.OPEN}")):
             m = _NAME.match(path.name)
-            if not m or m["instance"] != self.instance or _pid_alive(int(m["pid"])):
+            if not m or m["instance"] != self.instance:
+                continue
+            pid = int(m["pid"])
+            # our own pid: an earlier life of this process id (a container's pid 1 restarted)
+            if pid != os.getpid() and _pid_alive(pid):
                 continue
             done = seal_file(path)
             if done is not None:
@@ -198,6 +202,15 @@ class SegmentWriter:
         return max(0.01, min(1.0, self._opened + self.max_age_s - time.time()))
 
     def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self._commit_batch(batch)
+        except Exception as exc:  # a bug must fail the requests (503), never hang them
+            log.exception("segment writer failed")
+            error = StorageError(f"cannot store webhook records: {exc}")
+            for p in batch:
+                p.loop.call_soon_threadsafe(_settle, p.future, error)
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
         data = b"".join(p.data for p in batch)
         error: BaseException | None = None
         started = time.perf_counter()
