@@ -35,7 +35,7 @@ from loopexp.collect.bucket import BucketShipper
 from loopexp.collect.segments import SegmentWriter, StorageError
 from loopexp.collect.settings import CollectSettings, build_verifiers
 from loopexp.collect.sns import Fetcher, https_fetch
-from loopexp.collect.verify import RefusedError, Verifier
+from loopexp.collect.verify import Checked, RefusedError, Verifier
 from loopexp.core import config
 from loopexp.events import rawlog
 from loopexp.events.adapters import webhooks
@@ -90,6 +90,65 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise RefusedError("client_disconnect", 400) from None
 
 
+class _Receiver:
+    """``POST /webhooks/<provider>``: verify, store (fsync'd), then answer."""
+
+    def __init__(
+        self,
+        settings: CollectSettings,
+        verifiers: dict[str, Verifier],
+        metrics: _Metrics,
+        writer: SegmentWriter,
+    ) -> None:
+        self.settings = settings
+        self.verifiers = verifiers
+        self.metrics = metrics
+        self.writer = writer
+
+    async def webhook(self, request: Request) -> Response:
+        """One webhook request."""
+        provider = request.path_params["provider"]
+        try:
+            checked, headers, body = await self._check(request, provider)
+        except RefusedError as refused:
+            label = provider if provider in webhooks.PROVIDERS else "unknown"  # bounded labels
+            self.metrics.rejected.labels(label, refused.reason).inc()
+            return PlainTextResponse(refused.reason, refused.status)
+        if checked.control:
+            return PlainTextResponse("ok")
+        kept = {k: headers[k] for k in _KEEP if k in headers}
+        kept.update(checked.headers)
+        try:
+            await self.writer.append(rawlog.encode(provider, time.time(), kept, body))
+        except StorageError as exc:
+            log.error("%s", exc)
+            self.metrics.rejected.labels(provider, "storage").inc()
+            return PlainTextResponse("storage unavailable", 503, headers={"Retry-After": "60"})
+        if checked.after_store is not None:  # e.g. Mailgun's token, fsync'd: off the loop
+            try:
+                await run_in_threadpool(checked.after_store)
+            except OSError as exc:  # stored already: answer 200; a replay is deduped at ingest
+                log.warning("%s: replay cache not updated (%s)", provider, exc)
+        self.metrics.accepted.labels(provider).inc()
+        self.metrics.bytes.labels(provider).inc(len(body))
+        return PlainTextResponse("ok")
+
+    async def _check(self, request: Request, provider: str) -> tuple[Checked, dict, bytes]:
+        verifier = self.verifiers.get(provider)
+        if verifier is None:
+            known = provider in webhooks.PROVIDERS
+            raise RefusedError("not_configured" if known else "unknown_provider", 404)
+        limit, timeout = self.settings.max_body_bytes, self.settings.read_timeout_s
+        body = await _read_body(request, limit, timeout)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        url = str(request.url)
+        if provider == "ses":  # may fetch a certificate or confirm a subscription: off the loop
+            checked = await run_in_threadpool(verifier.verify, headers, body, url)
+        else:
+            checked = verifier.verify(headers, body, url)
+        return checked, headers, body
+
+
 def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> Starlette:
     """The receiver for ``settings`` (``fetch``: how SNS certificates are fetched)."""
     verifiers: dict[str, Verifier] = build_verifiers(settings, fetch)
@@ -105,40 +164,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
         on_sealed=shipper.sealed if shipper is not None else None,
     )
 
-    async def webhook(request: Request) -> Response:
-        provider = request.path_params["provider"]
-        verifier = verifiers.get(provider)
-        try:
-            if verifier is None:
-                known = provider in webhooks.PROVIDERS
-                provider = provider if known else "unknown"  # bounded metric labels
-                raise RefusedError("not_configured" if known else "unknown_provider", 404)
-            body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            check = verifier.verify
-            checked = (
-                await run_in_threadpool(check, headers, body, str(request.url))
-                if provider == "ses"  # may fetch a certificate or confirm a subscription
-                else check(headers, body, str(request.url))
-            )
-        except RefusedError as refused:
-            metrics.rejected.labels(provider, refused.reason).inc()
-            return PlainTextResponse(refused.reason, refused.status)
-        if checked.control:
-            return PlainTextResponse("ok")
-        kept = {k: headers[k] for k in _KEEP if k in headers}
-        kept.update(checked.headers)
-        try:
-            await writer.append(rawlog.encode(provider, time.time(), kept, body))
-        except StorageError as exc:
-            log.error("%s", exc)
-            metrics.rejected.labels(provider, "storage").inc()
-            return PlainTextResponse("storage unavailable", 503, headers={"Retry-After": "60"})
-        if checked.after_store is not None:  # e.g. Mailgun's token, fsync'd: off the loop
-            await run_in_threadpool(checked.after_store)
-        metrics.accepted.labels(provider).inc()
-        metrics.bytes.labels(provider).inc(len(body))
-        return PlainTextResponse("ok")
+    receiver = _Receiver(settings, verifiers, metrics, writer)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n" + "".join(f"{p}\n" for p in verifiers))
@@ -161,7 +187,7 @@ def create_app(settings: CollectSettings, *, fetch: Fetcher = https_fetch) -> St
 
     app = Starlette(
         routes=[
-            Route("/webhooks/{provider}", webhook, methods=["POST"]),
+            Route("/webhooks/{provider}", receiver.webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
