@@ -212,6 +212,8 @@ def serve(settings: CollectSettings, host: str = "127.0.0.1", port: int = 8025) 
     # a file-size limit must fail the write (EFBIG → 503, the ESP retries), not kill the receiver
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
+    # the receiver's own lines (unsigned warnings, refused providers, storage errors)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     app = create_app(settings)  # secrets checked before the port is bound
     uvicorn.run(
         app,
