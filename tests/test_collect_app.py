@@ -122,6 +122,11 @@ def test_refusals_are_counted_and_nothing_is_stored(tmp_path, keys):
         for provider, data, headers, status in cases:
             response = client.post(f"/webhooks/{provider}", content=data, headers=headers)
             assert response.status_code == status, (provider, response.text)
+        confirm = json.dumps(keys["sns"].message("SubscriptionConfirmation")).encode()
+        assert client.post("/webhooks/ses", content=confirm).status_code == 200  # confirmed
+        assert keys["sns"].fetched[-1].startswith("https://sns.eu-west-1.amazonaws.com/?Action=")
+        theirs = keys["sns"].message(TopicArn="arn:aws:sns:eu-west-1:999999999999:x")
+        assert client.post("/webhooks/ses", content=json.dumps(theirs)).status_code == 403
         mg = sig.mailgun_body("mg-key", sig.mailgun_event(1))
         assert client.post("/webhooks/mailgun", content=mg).status_code == 200
         assert client.post("/webhooks/mailgun", content=mg).status_code == 406  # replayed
@@ -132,7 +137,8 @@ def test_refusals_are_counted_and_nothing_is_stored(tmp_path, keys):
         assert _metric(client, metric, provider="mailgun", reason="replayed") == 1
         assert _metric(client, "loopexp_webhook_accepted_total", provider="sendgrid") == 0
     summary = ingest(tmp_path / "raw", tmp_path / "out", key=KEY)
-    assert (summary.input_records, summary.events) == (1, 1)  # only the one Mailgun event
+    # only the one Mailgun event: no refused request and no SNS control message was stored
+    assert (summary.input_records, summary.events) == (1, 1)
 
 
 def test_malformed_json_with_a_valid_signature_is_stored_then_quarantined(tmp_path, keys):
