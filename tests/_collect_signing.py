@@ -133,7 +133,8 @@ def klaviyo_body(i: int) -> bytes:
         },
     }
     item = {"external_id": payload["id"], "topic": "event:klaviyo.email_delivered"}
-    return json.dumps({"data": [{**item, "payload": payload}]}).encode()
+    meta = {"klaviyo_account_id": "AbC123", "klaviyo_webhook_id": "wh-1"}
+    return json.dumps({"data": [{**item, "payload": payload}], "meta": meta}).encode()
 
 
 def postmark_body(i: int) -> bytes:

@@ -134,6 +134,9 @@ def test_klaviyo_signature_and_tolerance():
     )
     stale = sig.sign_klaviyo("s" * 32, body, ts=int(time.time()) - 301)
     assert _refused(v.verify, stale, body).reason == "stale"
+    # signed, but for another webhook than the header names (Klaviyo: do not process it)
+    other = {**sig.sign_klaviyo("s" * 32, body), "Klaviyo-Webhook-Id": "wh-2"}
+    assert _refused(v.verify, other, body).reason == "webhook_id_mismatch"
 
 
 # --- Postmark -------------------------------------------------------------------------------------
