@@ -24,6 +24,7 @@ LAYERS = (
     "core",
     "stats",
     "events",
+    "collect",
     "metrics",
     "design",
     "assignment",
@@ -41,6 +42,9 @@ CONFINED = {
     "mlflow": ("loopexp.track",),
     "papermill": ("loopexp.run.notebook",),
     "pyspark": ("loopexp.metrics.spark",),
+    "starlette": ("loopexp.collect",),
+    "uvicorn": ("loopexp.collect",),
+    "boto3": ("loopexp.collect.bucket", "loopexp.events.remote"),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")

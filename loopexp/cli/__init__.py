@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
+from loopexp.cli import collect as collect_cmd
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -51,6 +52,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("runs", run.runs),
     ("ui", server.ui),
     ("ingest", events.ingest),
+    ("collect", collect_cmd.collect),
     ("metrics", events.metrics),
     ("demo", demo.demo),
     ("report", report.report),

@@ -39,6 +39,7 @@ BUILTIN: tuple[str, ...] = (
     "braze",
     "klaviyo",
     "mailchimp",
+    "mandrill",
     "table",
 )
 
