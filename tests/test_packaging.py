@@ -50,6 +50,7 @@ def test_every_test_type_has_a_valid_commented_example(test_type: TestType) -> N
         "preheader": "preheader",
         "from_name": "from_name",
         "multivariate": "cell",
+        "flow": "description",
     }[test_type]
     assert all(getattr(v, field) for v in spec.variants), f"{path.name}: every variant sets {field}"
 
