@@ -119,6 +119,9 @@ class FlowSpec(SpecModel):
     recency_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     """Audience rule: an entry within this many days of the recipient's previous one is not
     counted (the recipient is already in the flow). None: every first entry counts."""
+    backlog: list[Branch] = Field(default_factory=list)
+    """Branches of challengers waiting for a later iteration (the spec's ``backlog:`` variants):
+    when one is drawn, its branch joins the experiment split (:mod:`loopexp.learn.flow`)."""
     compatible_with: list[Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]] = Field(
         default_factory=list
     )
@@ -190,6 +193,11 @@ def _graph_problems(flow: FlowSpec) -> Iterator[str]:
         for t in s.successors()
         if t not in known
     ]
+    broken += [
+        f"backlog branch {b.id!r} leads to unknown step {b.next!r} (steps: {ids})"
+        for b in flow.backlog
+        if b.next is not None and b.next not in known
+    ]
     if flow.start is not None and flow.start not in known:
         broken.append(f"start {flow.start!r} is not a step (steps: {ids})")
     if flow.experiment not in known or flow.step(flow.experiment).split is None:
@@ -209,12 +217,12 @@ def _reach_problems(flow: FlowSpec) -> Iterator[str]:
             "loop, or use a later flow)"
         )
         return
-    reached = _reachable(flow, flow.first)
+    reached = _reachable(flow, flow.first, [b.next for b in flow.backlog if b.next])
     unreachable = [s.id for s in flow.steps if s.id not in reached]
     if unreachable:
         yield f"steps {unreachable} cannot be reached from the start {flow.first!r}; remove them"
     window = flow.conversion.window_days
-    for branch in flow.split_node.split or []:
+    for branch in [*(flow.split_node.split or []), *flow.backlog]:
         for day, step_id, _ in _all_sends(flow, branch.next, 0.0):
             if day >= window:
                 yield (
@@ -237,9 +245,10 @@ def _all_sends(flow: FlowSpec, step_id: str | None, day: float) -> Iterator[tupl
         yield from _all_sends(flow, target, later)
 
 
-def _reachable(flow: FlowSpec, start: str) -> set[str]:
+def _reachable(flow: FlowSpec, start: str, also: Sequence[str] = ()) -> set[str]:
+    """Steps reachable from ``start`` (and from ``also``: the backlog branches' first steps)."""
     seen: set[str] = set()
-    stack = [start]
+    stack = [start, *also]
     while stack:
         current = stack.pop()
         if current not in seen:
@@ -278,6 +287,7 @@ def check_flow_spec(
     flow: FlowSpec | None,
     test_type: str,
     variants: Sequence[Variant],
+    backlog: Sequence[Variant],
     enrolment: str,
     holdout: float,
     primary_metric: str,
@@ -294,6 +304,12 @@ def check_flow_spec(
         raise ValueError(
             f"the branches of the experiment split {flow.experiment!r} ({arms}) must be the "
             f"variants ({ids}): each arm of the test is one branch"
+        )
+    waiting = sorted(b.id for b in flow.backlog)
+    if waiting != sorted(v.id for v in backlog):
+        raise ValueError(
+            f"flow.backlog branches ({waiting}) must be the backlog variants "
+            f"({[v.id for v in backlog]}): each waiting challenger needs its branch"
         )
     weights = {v.id: v.weight for v in variants}
     for b in branches:

@@ -169,6 +169,7 @@ class ExperimentSpec(SpecModel):
             self.flow,
             self.test_type.value,
             self.variants,
+            self.backlog,
             self.enrolment,
             self.audience.holdout,
             self.primary_metric,

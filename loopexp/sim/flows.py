@@ -69,6 +69,24 @@ class FlowTruth:
         )
 
 
+#: The known truth of each example flow (by flow id) and the decision it must lead to.
+DEMO_FLOW_TRUTHS: dict[str, FlowTruth] = {
+    # the 3-day wait converts later but more: the naive count makes it look worse early
+    "welcome": FlowTruth(conversion={"wait_1d": 0.06, "wait_3d": 0.075}),
+    # a third reminder buys a few orders with unsubscribes: the guardrail must veto it
+    "winback": FlowTruth(
+        conversion={"two": 0.05, "three": 0.062}, unsubscribe={"three": 3.0}, baseline=0.05
+    ),
+    # the reminder earns orders over sending nothing
+    "cart": FlowTruth(conversion={"none": 0.08, "reminder": 0.11}, baseline=0.08),
+}
+EXPECTED_FLOW_DECISIONS: dict[str, tuple[str, str | None]] = {
+    "welcome": ("ship", "wait_3d"),
+    "winback": ("guardrail_veto", None),
+    "cart": ("ship", "reminder"),
+}
+
+
 def nudge_days(flow: FlowSpec, arms: list[str]) -> np.ndarray:
     """Day of each arm's last message after entry (NaN for an arm that sends nothing)."""
     return np.array([max((d for d, _, _ in flow.arm_sends(a)), default=np.nan) for a in arms])
@@ -329,6 +347,8 @@ class _Walker:
 
 
 __all__ = [
+    "DEMO_FLOW_TRUTHS",
+    "EXPECTED_FLOW_DECISIONS",
     "FlowTruth",
     "SimulatedFlow",
     "draw_conversion_times",
