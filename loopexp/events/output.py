@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_addresses
 from loopexp.core.sql import sql_escape
 from loopexp.events import bots
-from loopexp.events.adapters.base import IGNORED_TYPE, STAGE_FIELDS
+from loopexp.events.adapters.base import IGNORED_TYPE
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import IngestError
-from loopexp.events.schema import EVENT_SCHEMA, FLOW_COLUMNS
+from loopexp.events.schema import EVENT_SCHEMA
 from loopexp.events.summary import FileReport, IngestSummary
 
 
@@ -157,8 +157,6 @@ def _write_events(con: duckdb.DuckDBPyConnection, events_path: Path, config: Ing
         if f.name == "url"
         else "coalesce(f.recipient_key, k.hashed) AS recipient_key"
         if f.name == "recipient_key"
-        else f"NULL::VARCHAR AS {f.name}"  # a flow column no adapter stages yet (issue 26)
-        if f.name in FLOW_COLUMNS and f.name not in STAGE_FIELDS
         else f"f.{f.name}"
         for f in EVENT_SCHEMA
     )
