@@ -104,3 +104,19 @@ def test_a_step_has_exactly_one_kind_and_flow_rules_hold() -> None:
         data = _example()
         data[field] = value
         assert needle in _problems(data), field
+
+
+def test_loopexp_plan_gives_recipients_and_days_of_a_flow_test() -> None:
+    from typer.testing import CliRunner
+
+    from loopexp.cli import app
+
+    spec = str(ROOT / "experiments" / "welcome_flow_timing.yaml")
+    result = CliRunner().invoke(app, ["plan", spec, "--baseline", "0.06", "--per-day", "1200"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "11,631 per arm" in text and "19.4 days of entries + the 7-day window = 26.4 days" in text
+    )
+    missing = CliRunner().invoke(app, ["plan", spec, "--baseline", "0.06"])
+    assert missing.exit_code == 2 and "--per-day" in missing.output
