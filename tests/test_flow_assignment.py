@@ -69,3 +69,20 @@ def test_bad_entries_say_what_to_fix() -> None:
         assign_flow_entries(bad, SPEC)
     with pytest.raises(InputError, match="without a recipient_key"):
         assign_flow_entries(_entries(["", "b"], [0, 1]), SPEC)
+
+
+def test_loopexp_assign_takes_flow_entries(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loopexp.cli import app
+
+    entries = _entries(["a", "a", "b", "c"], [0, 1, 2, 3])
+    entries["entered_at"] = entries["entered_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    entries.to_csv(tmp_path / "entries.csv", index=False)
+    spec = str(ROOT / "experiments" / "welcome_flow_timing.yaml")
+    args = ["assign", spec, "--recipients", str(tmp_path / "entries.csv")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"recent_reentry": 1' in result.output and '"recipients": 3' in result.output
+    written = pd.read_parquet(tmp_path / "out" / "assignment.parquet")
+    assert {"entered_at", "propensity", "flow_version"} <= set(written.columns)
