@@ -250,7 +250,8 @@ def _guardrails(spec: ExperimentSpec, unsub: dict[str, WindowRate]) -> list[Guar
                     max_relative_increase=g.max_relative_increase,
                     passed=bool(passed),
                     mode=g.mode,
-                    p_value=e.p_value,
+                    # the veto reads the interval against the margin; no one-sided p of it
+                    p_value=None,
                     ci_level=1 - alpha,
                 )
             )
