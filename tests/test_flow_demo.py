@@ -51,3 +51,13 @@ def test_demo_on_the_welcome_flow_decides_its_truth_and_adopts_the_winner(
     text = "".join(o.get("text", "") for o in outputs)
     assert "Decision: ship: wait_3d" in text
     assert (executed.parent / "figures" / "flow_funnel.csv").exists()
+
+    # the closed-loop report reads the flow's KPI per version back from MLflow
+    from loopexp.report.closed_loop import report_html
+    from loopexp.track.closed_loop import build_report
+
+    report = build_report(spec.campaign, uri, tmp_path / "report")
+    (record,) = report.iterations
+    assert record.flow_version == spec.flow.version()
+    assert record.kpis["conversion_rate"] is not None
+    assert f"1 (flow version {spec.flow.version()})" in report_html(report, plot=False)
