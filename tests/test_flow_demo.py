@@ -61,3 +61,26 @@ def test_demo_on_the_welcome_flow_decides_its_truth_and_adopts_the_winner(
     assert record.flow_version == spec.flow.version()
     assert record.kpis["conversion_rate"] is not None
     assert f"1 (flow version {spec.flow.version()})" in report_html(report, plot=False)
+
+
+@pytest.mark.integration
+def test_flow_notebook_runs_without_data_on_a_simulated_flow(tmp_path: Path) -> None:
+    """As opened in JupyterLab: no events given, so it simulates the example with its truth."""
+    from loopexp.run.notebook import execute
+
+    results = tmp_path / "runs" / "results.json"
+    executed = execute(
+        ROOT / "notebooks" / "flow_experiment.ipynb",
+        tmp_path / "out.ipynb",
+        {
+            "spec_path": str(ROOT / "experiments" / "welcome_flow_timing.yaml"),
+            "results_path": str(results),
+            "figures_dir": str(tmp_path / "figures"),
+        },
+        cwd=tmp_path,
+    )
+    assert results.is_file() and (tmp_path / "figures" / "conversion_curves.png").is_file()
+    nb = nbformat.read(executed, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "wait_3d (challenger): sends welcome-2 on day 3" in text
+    assert "Decision:" in text
