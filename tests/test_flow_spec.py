@@ -100,6 +100,7 @@ def test_a_step_has_exactly_one_kind_and_flow_rules_hold() -> None:
         ("primary_metric", "click_rate", "judged on conversion_rate"),
         ("audience", {"holdout": 0.1}, "no audience.holdout"),
         ("test_type", "content", "go together"),
+        ("guardrails", [{"metric": "complaint_rate"}], "['complaint_rate'] cannot be judged"),
     ]:
         data = _example()
         data[field] = value

@@ -291,6 +291,7 @@ def check_flow_spec(
     enrolment: str,
     holdout: float,
     primary_metric: str,
+    guardrail_metrics: Sequence[str] = (),
 ) -> None:
     """Checks spanning the flow and the rest of the spec (raised as ``ValueError``)."""
     if (test_type == "flow") != (flow is not None):
@@ -324,6 +325,12 @@ def check_flow_spec(
         raise ValueError(
             "a flow test has no audience.holdout: make the holdout an arm of the split whose "
             "branch sends nothing (`next:` left out)"
+        )
+    others = sorted(set(guardrail_metrics) - {"unsubscribe_rate"})
+    if others:
+        raise ValueError(
+            f"a flow test's guardrail is unsubscribe_rate (within the window, per entered "
+            f"recipient); {others} cannot be judged from entry yet: remove them"
         )
     if primary_metric != "conversion_rate":
         raise ValueError(

@@ -173,6 +173,7 @@ class ExperimentSpec(SpecModel):
             self.enrolment,
             self.audience.holdout,
             self.primary_metric,
+            [g.metric for g in self.guardrails],
         )
         return self
 
