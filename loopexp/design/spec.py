@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from loopexp.core.errors import InputError
+from loopexp.design.flow import FlowSpec, check_flow_spec
 from loopexp.design.parts import (
     AllocationSettings,
     Audience,
@@ -92,6 +93,9 @@ class ExperimentSpec(SpecModel):
     :class:`SendTimeSettings`); None: one send for everyone."""
     allocation: AllocationSettings | None = None
     """Adaptive weights written into each next spec; None: the variants keep their weights."""
+    flow: FlowSpec | None = None
+    """A test of an automation flow (test_type ``flow``): trigger, steps, the split node tested
+    and the conversion window (see :mod:`loopexp.design.flow`); None: a single mail."""
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +165,16 @@ class ExperimentSpec(SpecModel):
         dupes = sorted({c for c in self.covariates if self.covariates.count(c) > 1})
         if dupes:
             raise ValueError(f"covariates must be unique; repeated: {dupes}")
+        check_flow_spec(
+            self.flow,
+            self.test_type.value,
+            self.variants,
+            self.backlog,
+            self.enrolment,
+            self.audience.holdout,
+            self.primary_metric,
+            [g.metric for g in self.guardrails],
+        )
         return self
 
     def _check_factorial(self) -> None:
@@ -260,6 +274,8 @@ class ExperimentSpec(SpecModel):
             exclude["events"] = True
         if self.allocation is None:
             exclude["allocation"] = True
+        if self.flow is None:  # issue 26
+            exclude["flow"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

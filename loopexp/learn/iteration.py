@@ -29,6 +29,7 @@ from loopexp.design.parts import SendTimeSettings, Variant
 from loopexp.design.plan import plan_for
 from loopexp.design.spec import ExperimentSpec
 from loopexp.learn.allocation import thompson_weights
+from loopexp.learn.flow import next_flow
 from loopexp.learn.sendtime import SendTimeAnalysis, next_send_time
 from loopexp.learn.shrinkage import planning_baseline
 
@@ -162,6 +163,8 @@ def next_spec(
     )
     if send_time is not None:
         data["send_time"] = send_time.model_dump(mode="json")
+    if spec.flow is not None:  # a flow's split follows its arms: the winner's branch adopted
+        data["flow"] = next_flow(spec.flow, [v["id"] for v in variants])
     next_spec = ExperimentSpec.model_validate(data)
     if rate is not None and 0 < rate < 1:
         # Re-planned as `loopexp plan` would: the next spec's challengers, decision method (a

@@ -48,7 +48,13 @@ from loopexp.run.attempts import (
 from loopexp.run.checks import check_inputs
 from loopexp.run.learning import analyse_send_time, write_next_spec
 from loopexp.run.lock import experiment_lock
-from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
+from loopexp.run.notebook import (
+    ANALYZE_NOTEBOOK,
+    FLOW_NOTEBOOK,
+    NotebookFailedError,
+    execute_or_fail,
+    render_html,
+)
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.describe import run_name
@@ -135,6 +141,8 @@ def run_iteration(
     """
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)  # fail fast, before a kernel starts, on a bad spec or missing data
+    if spec.flow is not None and notebook == ANALYZE_NOTEBOOK:
+        notebook = FLOW_NOTEBOOK  # a flow test is judged from entry (loopexp.analysis.flow)
     _say(progress, "checking the inputs")
     for warning in check_inputs(spec, events_path, assignment_path):
         _say(progress, f"warning: {warning}")
