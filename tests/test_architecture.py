@@ -41,12 +41,15 @@ CONFINED = {
     "mlflow": ("loopexp.track",),
     "papermill": ("loopexp.run.notebook",),
     "pyspark": ("loopexp.metrics.spark",),
+    # policy learning (issue 27): the outcome models and the policy tree
+    "sklearn": ("loopexp.learn.policy",),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")
 
 #: What ``import loopexp`` must not load (each costs from 0.1 to 2 s).
 HEAVY = ("scipy", "statsmodels", "duckdb", "mlflow", "papermill", "matplotlib", "pyspark")
+HEAVY += ("sklearn",)  # policy learning (issue 27)
 
 
 def _module_name(path: Path) -> str:
