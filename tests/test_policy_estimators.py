@@ -1,4 +1,4 @@
-"""Off-policy estimators (issue 27): AIPW by hand, IPW unbiased with known propensities, intervals."""
+"""Off-policy estimators (issue 27): AIPW by hand, IPW unbiased with known propensities."""
 
 from __future__ import annotations
 

@@ -87,8 +87,9 @@ def _lift_b(scenario: str, segment: np.ndarray, hour: np.ndarray) -> np.ndarray:
 def send(
     pop: PolicyPopulation, seed: int, propensity: np.ndarray | None = None
 ) -> tuple[LoggedData, np.ndarray]:
-    """A randomised send to ``pop``: each recipient's action drawn with ``propensity`` (n × actions,
-    default equal), their click drawn from the truth. Returns the logged data and the actions.
+    """A randomised send to ``pop``: the logged data and each recipient's action.
+
+    Each action is drawn with ``propensity`` (n × actions, default equal), the click from the truth.
     """
     rng = np.random.default_rng(seed)
     n, k = pop.truth.shape
