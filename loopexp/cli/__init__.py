@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
+from loopexp.cli import policy as policy_cmd  # issue 27
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -54,6 +55,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("metrics", events.metrics),
     ("demo", demo.demo),
     ("report", report.report),
+    ("policy", policy_cmd.policy),
 )
 
 for _name, _command in COMMANDS:

@@ -40,6 +40,7 @@ from loopexp.design.parts import (
     check_metric,
     factorial_cells,
 )
+from loopexp.design.policy import PolicySettings
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -92,6 +93,9 @@ class ExperimentSpec(SpecModel):
     :class:`SendTimeSettings`); None: one send for everyone."""
     allocation: AllocationSettings | None = None
     """Adaptive weights written into each next spec; None: the variants keep their weights."""
+    policy: PolicySettings | None = None
+    """A per-recipient policy learned from an earlier send (issue 27): rules giving each
+    recipient's variant, with an exploration share randomised uniformly; None: the weights split."""
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +148,10 @@ class ExperimentSpec(SpecModel):
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
         for g in self.guardrails:
             check_metric(g.metric, [d.name for d in self.metrics])
+        if self.policy is not None:  # issue 27: the rules send variants of this spec
+            unknown = sorted({r.action for r in self.policy.rules} - set(ids))
+            if unknown:
+                raise ValueError(f"policy rules name variant(s) {unknown} not among {ids}")
         self._check_factorial()
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
@@ -260,6 +268,8 @@ class ExperimentSpec(SpecModel):
             exclude["events"] = True
         if self.allocation is None:
             exclude["allocation"] = True
+        if self.policy is None:  # issue 27
+            exclude["policy"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

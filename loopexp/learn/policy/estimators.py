@@ -110,3 +110,15 @@ def aipw_matrix(
     rows = np.arange(len(action))
     gamma[rows, action] += (y - mu[rows, action]) / propensity
     return gamma
+
+
+def planned_recipients(gain: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Recipients for a two-sided ``alpha`` test of a policy gain to have ``power``.
+
+    ``sd``: standard deviation of the per-recipient paired score difference (from a pilot or an
+    earlier send); ``gain``: the gain worth finding. n = ((z₁₋α/₂ + z_power) · sd / gain)².
+    """
+    if gain <= 0 or sd <= 0:
+        raise PolicyError(f"a sample plan needs a positive gain and sd; got {gain}, {sd}")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return int(np.ceil((z * sd / gain) ** 2))

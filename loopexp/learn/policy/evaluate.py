@@ -8,8 +8,11 @@ estimate of "learn this kind of policy on data like this, deploy it", and the sc
 recipients are independent given the training folds — what the CLT interval assumes.
 
 The choice: the simplest candidate whose paired gain interval over the best single arm lies above
-0; otherwise the best single arm, saying so. The rules reported (and deployed) are the candidate
-re-learned on all recipients, with scores from the cross-fitted μ̂.
+0; otherwise the best single arm, saying so. The gain intervals are simultaneous over the
+personalised candidates (Bonferroni: level 1 − α/m for m of them), so when nothing differs a
+personalised policy is chosen in at most α/2 of sends (bench/policy_calibration.md measures it).
+The rules reported (and deployed) are the candidate re-learned on all recipients, with scores from
+the cross-fitted μ̂.
 """
 
 from __future__ import annotations
@@ -113,8 +116,13 @@ class PolicyReport:
     folds: int
     recipients: int
     alpha: float
+    """Level of the value intervals (1 − alpha)."""
+    gain_alpha: float
+    """Level of the gain intervals: alpha over the number of personalised candidates."""
     method: str = "aipw"
     actions: tuple[str, ...] = field(default=())
+    fit: CrossFit | None = field(default=None, repr=False)
+    """The held-out scores behind the values (calibration, the notebook's plots)."""
 
     def to_dict(self) -> dict[str, object]:
         """``{"chosen": {name, kind, rules}, "candidates": [...], "method", "folds"}`` and more."""
@@ -130,6 +138,7 @@ class PolicyReport:
             "folds": self.folds,
             "recipients": self.recipients,
             "alpha": self.alpha,
+            "gain_alpha": self.gain_alpha,
         }
 
 
@@ -162,13 +171,25 @@ def _codes(actions_of: np.ndarray, actions: Sequence[str]) -> np.ndarray:
     return np.array([index[a] for a in actions_of], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class CrossFit:
+    """Held-out scores per candidate and estimator, the out-of-fold μ̂, and each fold's rules."""
+
+    scores: dict[str, dict[str, np.ndarray]]
+    """candidate name → ``aipw`` / ``ipw`` / ``dm`` → one score per recipient."""
+    mu: np.ndarray
+    fold: np.ndarray
+    rules: dict[str, list[list[PolicyRule]]]
+    """candidate name → the rules learned without fold k, for each k (what fold k valued)."""
+
+
 def cross_fit(
     data: LoggedData,
     candidates: Sequence[CandidateSpec] = DEFAULT_CANDIDATES,
     folds: int = 5,
     seed: int = 0,
-) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """Held-out scores per candidate (``aipw``, ``ipw``, ``dm``) and the out-of-fold μ̂."""
+) -> CrossFit:
+    """Held-out scores per candidate (``aipw``, ``ipw``, ``dm``), the out-of-fold μ̂, fold rules."""
     n = len(data.y)
     if n < 10 * folds:
         raise PolicyError(f"{n} recipients for {folds} folds: need at least {10 * folds}")
@@ -177,6 +198,7 @@ def cross_fit(
     mu_all = np.empty((n, len(data.actions)))
     scores = {c.name: {k: np.empty(n) for k in ("aipw", "ipw", "dm")} for c in candidates}
     min_leaf = max(50, n // 20)
+    fold_rules: dict[str, list[list[PolicyRule]]] = {c.name: [] for c in candidates}
     for k in range(folds):
         test, train = fold == k, fold != k
         mu = outcome_model(data, train, segments)
@@ -188,11 +210,12 @@ def cross_fit(
         y, a, p = data.y[test], data.action[test], data.propensity[test]
         for c in candidates:
             rules = learn(c, gamma, train_frame, data.actions, data.features, min_leaf)
+            fold_rules[c.name].append(rules)
             pi = _codes(apply_rules(rules, test_frame), data.actions)
             scores[c.name]["aipw"][test] = aipw_scores(y, a, p, mu_test, pi)
             scores[c.name]["ipw"][test] = ipw_scores(y, a, p, pi)
             scores[c.name]["dm"][test] = dm_scores(mu_test, pi)
-    return scores, mu_all
+    return CrossFit(scores, mu_all, fold, fold_rules)
 
 
 def evaluate_policies(
@@ -208,15 +231,17 @@ def evaluate_policies(
     """
     if candidates[0].kind != "single":
         raise PolicyError("the first candidate must be the best single arm (kind 'single')")
-    scores, mu = cross_fit(data, candidates, folds, seed)
+    fit = cross_fit(data, candidates, folds, seed)
+    scores = fit.scores
     base = scores[candidates[0].name]["aipw"]
-    gamma = aipw_matrix(data.y, data.action, data.propensity, mu)
+    gamma = aipw_matrix(data.y, data.action, data.propensity, fit.mu)
     min_leaf = max(50, len(data.y) // 20)
+    gain_alpha = alpha / max(1, len(candidates) - 1)
     values = []
     for c in candidates:
         s = scores[c.name]
         rules = learn(c, gamma, data.frame, data.actions, data.features, min_leaf)
-        gain = _gain(s["aipw"] - base, alpha)
+        gain = _gain(s["aipw"] - base, gain_alpha)
         values.append(
             CandidateValue(
                 c.name,
@@ -230,7 +255,9 @@ def evaluate_policies(
             )
         )
     chosen, reason = choose(values)
-    return PolicyReport(chosen, values, reason, folds, len(data.y), alpha, actions=data.actions)
+    return PolicyReport(
+        chosen, values, reason, folds, len(data.y), alpha, gain_alpha, data.actions, fit=fit
+    )
 
 
 def _gain(diff: np.ndarray, alpha: float) -> Estimate:
