@@ -66,7 +66,9 @@ def _propensity(
     if "propensity" in table and table["propensity"].notna().all():
         # The column is P(group) with the holdout in it; among the mailed: divide by 1 − holdout.
         mailed = 1 - spec.audience.holdout
-        return table["propensity"].to_numpy(dtype=float) / mailed, "propensities from the assignment"
+        return table["propensity"].to_numpy(
+            dtype=float
+        ) / mailed, "propensities from the assignment"
     weights = np.array([v.weight for v in spec.variants], dtype=float)
     shares = weights / weights.sum()
     return shares[action], (
