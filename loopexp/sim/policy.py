@@ -101,5 +101,4 @@ def send(
 
 
 def _codes(labels: np.ndarray, actions: tuple[str, ...]) -> np.ndarray:
-    index = {a: i for i, a in enumerate(actions)}
-    return np.array([index[a] for a in labels], dtype=np.int64)
+    return pd.Categorical(labels, categories=list(actions)).codes.astype(np.int64)

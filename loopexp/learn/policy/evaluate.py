@@ -167,8 +167,7 @@ def outcome_model(data: LoggedData, train: np.ndarray, segments: Sequence[str]) 
 
 
 def _codes(actions_of: np.ndarray, actions: Sequence[str]) -> np.ndarray:
-    index = {a: i for i, a in enumerate(actions)}
-    return np.array([index[a] for a in actions_of], dtype=np.int64)
+    return pd.Categorical(actions_of, categories=list(actions)).codes.astype(np.int64)
 
 
 @dataclass(frozen=True)
