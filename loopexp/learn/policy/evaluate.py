@@ -255,7 +255,15 @@ def evaluate_policies(
         )
     chosen, reason = choose(values)
     return PolicyReport(
-        chosen, values, reason, folds, len(data.y), alpha, gain_alpha, data.actions, fit=fit
+        chosen,
+        values,
+        reason,
+        folds,
+        len(data.y),
+        alpha,
+        gain_alpha,
+        actions=data.actions,
+        fit=fit,
     )
 
 
