@@ -30,13 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from loopexp.assignment import policy as pol  # issue 27: a spec's per-recipient policy
 from loopexp.assignment.exclusions import (
     REASONS,
     ExclusionReason,
     exclusion_reasons,
     later_duplicates,
 )
-from loopexp.assignment.policy import EXPLORE_SALT, policy_codes, policy_features, policy_rows
 from loopexp.assignment.recipients import (
     SEGMENT_ORDER,
     PreparedRecipients,
@@ -179,11 +179,11 @@ def _policy(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group codes and propensities: the weights' split, or the spec's policy (issue 27)."""
     codes = _group_codes(bucket, spec)
-    if spec.policy is None:
-        return policy_codes(spec, bucket, codes, None, None)
-    explore = unit_interval(spec.salt + EXPLORE_SALT, rows["recipient_key"])
-    return policy_codes(
-        spec, bucket, codes, explore, policy_features(spec.policy, rows, raw, where)
+    if not pol.deployed(spec):
+        return pol.policy_codes(spec, bucket, codes, None, None)
+    explore = unit_interval(spec.salt + pol.EXPLORE_SALT, rows["recipient_key"])
+    return pol.policy_codes(
+        spec, bucket, codes, explore, pol.policy_features(spec.policy, rows, raw, where)
     )
 
 
@@ -331,8 +331,8 @@ def assign_recipients(
     bucket = top.astype(np.float64)
     bucket /= 2.0**53
     segment_code = prepared.segment_code[chosen]
-    rows = policy_rows(spec, eligible_keys, segment_code)  # a policy's inputs (issue 27)
-    raw = recipients.iloc[chosen] if spec.policy is not None else recipients.iloc[:0]
+    rows = pol.policy_rows(spec, eligible_keys, segment_code)  # a policy's inputs (issue 27)
+    raw = recipients.iloc[chosen] if pol.deployed(spec) else recipients.iloc[:0]
     group_code, propensity = _policy(spec, rows, bucket, raw, source)
     assignment = _assignment_frame(spec, eligible_keys, bucket, group_code, segment_code)
     assignment["propensity"] = propensity
@@ -448,7 +448,7 @@ def _summarise(
         if cells[i].sum()
     }
     srm = {seg: srm_check(obs, shares).p_value for seg, obs in by_segment.items()}
-    if spec.policy is not None:  # a policy's split is not the weights': no SRM against them
+    if pol.deployed(spec):  # a policy's split is not the weights': no SRM against them
         srm = {}
     hashed = key_kind == "email"
     summary = AssignmentSummary(

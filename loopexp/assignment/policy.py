@@ -24,6 +24,11 @@ from loopexp.design.spec import ExperimentSpec
 EXPLORE_SALT = ":policy-explore"
 
 
+def deployed(spec: ExperimentSpec) -> bool:
+    """True when ``spec`` has a policy with rules to apply."""
+    return spec.policy is not None and spec.policy.deployed
+
+
 def apply_rules(rules: Sequence[PolicyRule], features: pd.DataFrame) -> np.ndarray:
     """The action of each row of ``features`` under ``rules``: the first rule that holds."""
     out = np.empty(len(features), dtype=object)
@@ -68,7 +73,7 @@ def policy_rows(spec: ExperimentSpec, keys: pa.Array, segment_code: np.ndarray) 
 
     Empty without a policy: a 10 M-row list then pays nothing for it.
     """
-    if spec.policy is None:
+    if not deployed(spec):
         return pd.DataFrame()
     segments = np.array([s.value for s in SEGMENT_ORDER], dtype=object)[segment_code]
     return pd.DataFrame({"recipient_key": keys.to_pandas(), "segment": segments})
@@ -123,7 +128,7 @@ def policy_codes(
     bucket; the propensity is then P(holdout) = h, P(variant) = (1 − h) · P(variant | mailed).
     """
     shares = split_propensities(spec)
-    if spec.policy is None:
+    if not deployed(spec):
         return group_code, shares[group_code]
     if explore_u is None or features is None:
         raise InputError("a spec with a policy needs the exploration hash and the features")

@@ -87,7 +87,9 @@ class PolicySettings(SpecModel):
 
     name: str = "policy"
     kind: Literal["single", "segment", "tree"] = "segment"
-    rules: Annotated[list[PolicyRule], Field(min_length=1)]
+    rules: list[PolicyRule] = Field(default_factory=list)
+    """The deployed rules; none (``policy: {}``): no policy yet — the weights split everyone, and
+    ``loopexp run`` learns one from this send for the next spec."""
     exploration: Annotated[float, Field(gt=0, le=1)] = 0.10
     """Share of recipients (by salted hash) randomised uniformly over the variants: the policy's
     comparison group, and what keeps the next policy learnable. Never 0: a policy sent to everyone
@@ -98,12 +100,17 @@ class PolicySettings(SpecModel):
 
     @model_validator(mode="after")
     def _ends_with_everyone(self) -> PolicySettings:
-        if self.rules[-1].when:
+        if self.rules and self.rules[-1].when:
             raise ValueError(
                 "the last policy rule must have no `when` (everyone not matched above); add "
                 "`- action: <variant>` at the end"
             )
         return self
+
+    @property
+    def deployed(self) -> bool:
+        """True when there are rules to apply (else the spec only asks to learn a policy)."""
+        return bool(self.rules)
 
     def features(self) -> list[str]:
         """Feature columns the rules read (``segment`` included), in first-use order."""

@@ -7,7 +7,8 @@ probability under every variant. Scenarios set how the variants' effects vary:
 - ``none``: no heterogeneity — ``b`` lifts clicks by the same factor for everyone;
 - ``segment_flip``: ``b`` wins among prospects and inactive customers and loses among new and
   existing ones (the winner flips by segment, at realistic sizes: ×1.3 / ×0.85);
-- ``click_hour``: ``b`` (an evening send) wins for evening clickers, loses for the others.
+- ``click_hour``: ``b`` (an evening send) wins for evening clickers (×1.5), loses for the others
+  (×0.85).
 
 The true value of any policy is its mean true click probability over a large reference population
 (:func:`true_value`), which the calibration compares the estimates with.
@@ -81,7 +82,7 @@ def _lift_b(scenario: str, segment: np.ndarray, hour: np.ndarray) -> np.ndarray:
     if scenario == "segment_flip":
         wins = (segment == "prospect") | (segment == "inactive")
         return np.where(wins, 1.3, 0.85)
-    return np.where(hour >= 17, 1.3, 0.9)
+    return np.where(hour >= 17, 1.5, 0.85)
 
 
 def send(
