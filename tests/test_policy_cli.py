@@ -24,8 +24,8 @@ runner = CliRunner()
 #: "personal" wins among prospects, loses among existing customers: the winner flips by segment.
 FLIPPED = TrueEffects(
     segment_click={
-        "prospect": {"personal": 2.5},
-        "existing_customer": {"personal": 0.6, "urgency": 0.6},
+        "prospect": {"personal": 3.0},
+        "existing_customer": {"personal": 0.5, "urgency": 0.5},
     }
 )
 

@@ -107,6 +107,10 @@ def _features(
         merged = merged.fillna(no_history())
         notes.append(f"features from the event history before {as_of:%Y-%m-%d}")
         return merged, list(FEATURE_COLUMNS)
+    known = [c for c in FEATURE_COLUMNS if c in table]  # features kept in the assignment
+    if known and table[known].notna().all().all():
+        notes.append(f"features from the assignment: {', '.join(known)}")
+        return pd.concat([base, table[known].astype(float)], axis=1), known
     notes.append("no features: candidates use the lifecycle segment only")
     return base, []
 
