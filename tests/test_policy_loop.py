@@ -3,6 +3,7 @@ applied by ``assign``, and its realised gain measured against the projection."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from typer.testing import CliRunner
 import loopexp as lx
 from loopexp.cli import app
 from loopexp.design.spec import load_spec, parse_spec
+from loopexp.learn.history import closed_loop_report, iteration_record
 from loopexp.learn.iteration import Learned, next_iteration
 from loopexp.learn.policy.step import POLICY_ARTIFACT, PolicyStep, policy_step
+from loopexp.report.closed_loop import write_html
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
 from tests.conftest import DEMO_SPEC
 
@@ -58,6 +61,19 @@ def test_policy_learned_deployed_and_its_gain_realised(tmp_path: Path) -> None:
     assert step2.realised.ci_low > 0, step2.line()  # a real gain, found on the new send
     assert step2.line().startswith("personalisation gain: projected +")
     assert "realised +" in step2.line()
+    # The closed-loop report shows it for the iteration (read from policy.json, as from MLflow).
+    _, results2 = lx.analyze_files(nxt, events2, assignment2)
+    record = iteration_record(
+        results2,
+        run_id="run-2",
+        parent_run_id=None,
+        previous_run_id=None,
+        policy=json.loads(step2.model_dump_json()),
+    )
+    assert record.policy_gain == step2.line()
+    report = closed_loop_report(spec.campaign, "sqlite://", [record], [results2])
+    page = write_html(report, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Iteration 2: personalisation gain: projected +" in page
 
 
 def test_a_spec_without_policy_has_no_policy_step(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ class PolicyStep(BaseModel):
     realised: Gain | None = None
     """The deployed rules' gain measured on this send (None: nothing deployed)."""
     notes: list[str] = []
+    gain_line: str = ""
+    """:meth:`line`, kept for the closed-loop report (which reads the JSON, not this class)."""
 
     def line(self) -> str:
         """``personalisation gain: projected X [lo, hi], realised Y [lo, hi]`` (or why not)."""
@@ -116,13 +118,14 @@ def policy_step(
         projected_gain=chosen.gain.value if personal else None,
         projected_gain_ci=(chosen.gain.ci_low, chosen.gain.ci_high) if personal else None,
     )
-    return PolicyStep(
+    step = PolicyStep(
         candidates=report.to_dict(),
         next_policy=next_policy,
         projected=projected,
         realised=realised,
         notes=[*notes, report.reason],
     )
+    return step.model_copy(update={"gain_line": step.line() if realised else ""})
 
 
 def write_step(step: PolicyStep, folder: Path) -> Path:
