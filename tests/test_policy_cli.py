@@ -119,3 +119,26 @@ def test_outcomes_and_history_features_come_from_the_engine(tmp_path: Path) -> N
     )
     y = recipient_outcomes(path, assignment, "click_rate").table.set_index("recipient_key")["y"]
     assert y.to_dict() == {"r1": 1.0, "r2": 1.0, "r3": 0.0}  # a bot click alone is no click
+
+
+def test_policy_notebook_shows_candidates_rules_and_writes_the_json(tmp_path: Path) -> None:
+    import nbformat  # noqa: PLC0415
+
+    from loopexp.run.notebook import execute  # noqa: PLC0415
+    from tests.conftest import ROOT  # noqa: PLC0415
+
+    result = tmp_path / "out" / "policy.json"
+    executed = execute(
+        ROOT / "notebooks" / "policy.ipynb",
+        tmp_path / "policy.ipynb",
+        {"result_path": str(result)},
+        cwd=tmp_path,
+    )
+    out = json.loads(result.read_text())
+    assert out["chosen"]["kind"] == "segment"
+    assert "prospect → variant personal" in out["chosen"]["rules"]
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Chosen: best arm per segment" in text and "Policy for other tools:" in text
