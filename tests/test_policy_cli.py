@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,9 @@ from loopexp.cli.errors import EXIT_INPUT
 from loopexp.design.spec import load_spec
 from loopexp.events.schema import EVENT_SCHEMA
 from loopexp.metrics.features import history_features, recipient_outcomes
+from loopexp.run.notebook import execute
 from loopexp.sim.simulate import TrueEffects, simulate_campaign, write_events
-from tests.conftest import DEMO_SPEC
+from tests.conftest import DEMO_SPEC, ROOT
 
 runner = CliRunner()
 
@@ -122,11 +124,6 @@ def test_outcomes_and_history_features_come_from_the_engine(tmp_path: Path) -> N
 
 
 def test_policy_notebook_shows_candidates_rules_and_writes_the_json(tmp_path: Path) -> None:
-    import nbformat  # noqa: PLC0415
-
-    from loopexp.run.notebook import execute  # noqa: PLC0415
-    from tests.conftest import ROOT  # noqa: PLC0415
-
     result = tmp_path / "out" / "policy.json"
     executed = execute(
         ROOT / "notebooks" / "policy.ipynb",
