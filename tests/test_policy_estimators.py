@@ -14,6 +14,7 @@ from loopexp.learn.policy.estimators import (
     dm_scores,
     ipw_scores,
     mean_interval,
+    planned_recipients,
 )
 
 
@@ -88,3 +89,54 @@ def test_propensities_outside_zero_one_are_refused():
         check_logged(np.array([0, 1]), np.array([0.5, 0.0]), np.array([1.0, 0.0]))
     with pytest.raises(PolicyError, match="one value per recipient"):
         check_logged(np.array([0, 1]), np.array([0.5]), np.array([1.0, 0.0]))
+
+
+def test_planned_recipients_is_the_normal_formula():
+    # ((1.959964 + 0.841621) · 0.2 / 0.004)² = 19,622.2… → 19,623
+    assert planned_recipients(0.004, 0.2) == 19_623
+    assert planned_recipients(0.004, 0.2, alpha=0.025) > 19_623
+    with pytest.raises(PolicyError, match="positive gain"):
+        planned_recipients(0.0, 0.2)
+
+
+def test_realised_gain_is_unbiased_and_always_valid():
+    """A deployed segment policy with 20 % exploration: the paired IPW gain over its default arm
+    estimates the true gain, and its always-valid interval is wider than the CLT one."""
+    import yaml
+
+    from loopexp.design.spec import parse_spec
+    from loopexp.learn.policy.step import realised_gain
+    from loopexp.sim.policy import population, send
+    from tests.conftest import DEMO_SPEC
+
+    data = yaml.safe_load(DEMO_SPEC.read_text())
+    data["variants"] = [
+        {"id": "a", "subject": "A"},
+        {"id": "b", "subject": "B"},
+    ]
+    data["control"] = "a"
+    data["policy"] = {
+        "exploration": 0.2,
+        "rules": [
+            {"when": [{"feature": "segment", "op": "==", "value": s}], "action": "b"}
+            for s in ("prospect", "inactive")
+        ]
+        + [{"action": "a"}],
+    }
+    spec = parse_spec(yaml.safe_dump(data), "deployed.yaml")
+    pop = population(200_000, "segment_flip", seed=3)
+    follows_b = np.isin(pop.frame["segment"], ["prospect", "inactive"])
+    p_b = np.where(follows_b, 0.8 + 0.1, 0.1)
+    propensity = np.column_stack([1 - p_b, p_b])
+    logged, _ = send(pop, seed=4, propensity=propensity)
+    gain = realised_gain(spec, logged)
+    truth = pop.value(spec.policy.rules) - pop.value(spec.policy.rules[-1:])
+    assert gain.ci_low < truth < gain.ci_high
+    # The fixed-horizon (CLT) interval of the same paired scores is narrower: always-valid costs.
+    pi = np.where(follows_b, 1, 0)
+    diff = ipw_scores(logged.y, logged.action, logged.propensity, pi) - ipw_scores(
+        logged.y, logged.action, logged.propensity, np.zeros_like(pi)
+    )
+    clt = mean_interval(diff)
+    assert clt.value == pytest.approx(gain.value)
+    assert gain.ci_high - gain.ci_low > 1.5 * (clt.ci_high - clt.ci_low)
