@@ -99,9 +99,9 @@ def test_planned_recipients_is_the_normal_formula():
         planned_recipients(0.0, 0.2)
 
 
-def test_realised_gain_is_unbiased_and_always_valid():
+def test_realised_gain_covers_the_true_gain_and_is_always_valid():
     """A deployed segment policy with 20 % exploration: the paired IPW gain over its default arm
-    estimates the true gain, and its always-valid interval is wider than the CLT one."""
+    covers the true gain, and its always-valid interval is wider than the CLT one."""
     import yaml
 
     from loopexp.design.spec import parse_spec
