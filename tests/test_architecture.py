@@ -45,12 +45,15 @@ CONFINED = {
     "starlette": ("loopexp.collect",),
     "uvicorn": ("loopexp.collect",),
     "boto3": ("loopexp.collect.bucket", "loopexp.events.remote"),
+    # policy learning (issue 27): the outcome models and the policy tree
+    "sklearn": ("loopexp.learn.policy",),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")
 
 #: What ``import loopexp`` must not load (each costs from 0.1 to 2 s).
 HEAVY = ("scipy", "statsmodels", "duckdb", "mlflow", "papermill", "matplotlib", "pyspark")
+HEAVY += ("sklearn",)  # policy learning (issue 27)
 
 
 def _module_name(path: Path) -> str:

@@ -16,6 +16,7 @@ import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
 from loopexp.cli import collect as collect_cmd
+from loopexp.cli import policy as policy_cmd
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -56,6 +57,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("metrics", events.metrics),
     ("demo", demo.demo),
     ("report", report.report),
+    ("policy", policy_cmd.policy),
 )
 
 for _name, _command in COMMANDS:

@@ -41,6 +41,7 @@ from loopexp.design.parts import (
     check_metric,
     factorial_cells,
 )
+from loopexp.design.policy import PolicySettings
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -96,6 +97,9 @@ class ExperimentSpec(SpecModel):
     flow: FlowSpec | None = None
     """A test of an automation flow (test_type ``flow``): trigger, steps, the split node tested
     and the conversion window (see :mod:`loopexp.design.flow`); None: a single mail."""
+    policy: PolicySettings | None = None
+    """A per-recipient policy learned from an earlier send (issue 27): rules giving each
+    recipient's variant, with an exploration share randomised uniformly; None: the weights split."""
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +152,10 @@ class ExperimentSpec(SpecModel):
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
         for g in self.guardrails:
             check_metric(g.metric, [d.name for d in self.metrics])
+        if self.policy is not None:  # issue 27: the rules send variants of this spec
+            unknown = sorted({r.action for r in self.policy.rules} - set(ids))
+            if unknown:
+                raise ValueError(f"policy rules name variant(s) {unknown} not among {ids}")
         self._check_factorial()
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
@@ -276,6 +284,8 @@ class ExperimentSpec(SpecModel):
             exclude["allocation"] = True
         if self.flow is None:  # issue 26
             exclude["flow"] = True
+        if self.policy is None:  # issue 27
+            exclude["policy"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

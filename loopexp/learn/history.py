@@ -91,6 +91,9 @@ class IterationRecord(_Model):
     link_clicks: dict[str, dict[str, float]] | None = None
     flow_version: str | None = None
     """A flow test's version (its flow definition's fingerprint): KPIs are read per version."""
+    policy_gain: str | None = None
+    """Issue 27: "personalisation gain: projected X [interval], realised Y [interval]" of the
+    policy the iteration deployed (its policy.json), None without one."""
 
 
 class ClosedLoopReport(_Model):
@@ -130,6 +133,7 @@ def iteration_record(
     next_spec: str = "",
     send_time: Mapping[str, Any] | None = None,
     flow_version: str | None = None,
+    policy: Mapping[str, Any] | None = None,
 ) -> IterationRecord:
     """One iteration's record from its results and lineage (``send_time``: its send_time.json)."""
     d = results.decision
@@ -166,6 +170,7 @@ def iteration_record(
         incremental_revenue=_incremental_revenue(results),
         link_clicks=_link_shares(results),
         flow_version=flow_version,
+        policy_gain=(policy or {}).get("gain_line") or None,  # issue 27: its policy.json
     )
 
 

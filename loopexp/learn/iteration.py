@@ -27,6 +27,7 @@ from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.core.errors import InputError
 from loopexp.design.parts import SendTimeSettings, Variant
 from loopexp.design.plan import plan_for
+from loopexp.design.policy import PolicySettings
 from loopexp.design.spec import ExperimentSpec
 from loopexp.learn.allocation import thompson_weights
 from loopexp.learn.flow import next_flow
@@ -48,6 +49,10 @@ class Learned:
     """The next variants' adaptive weights by id (None: they keep theirs)."""
     baseline: float | None = None
     """The next control's primary rate corrected for winner's curse (None: the observed rate)."""
+    policy: PolicySettings | None = None
+    """The next ``policy:`` section (issue 27, :mod:`loopexp.learn.policy.step`): with rules, the
+    next spec keeps these variants and deploys the rules; without, the decision stands and the
+    next send is learned from again."""
 
 
 def _next_arms(
@@ -110,7 +115,9 @@ def next_iteration(
     The one learning path: ``loopexp run`` and ``loopexp demo`` both write their next spec here.
     Raises :class:`LoopError` when no next iteration can be drafted.
     """
-    return next_spec(
+    if learned.policy is not None and learned.policy.deployed:
+        return _with_policy(spec, learned.policy, parent_run_id)
+    nxt = next_spec(
         spec,
         results,
         parent_run_id=parent_run_id,
@@ -118,6 +125,29 @@ def next_iteration(
         weights=learned.weights,
         baseline=learned.baseline,
     )
+    if learned.policy is None:
+        return nxt
+    data = nxt.model_dump(mode="json")
+    data["policy"] = learned.policy.model_dump(mode="json")
+    return ExperimentSpec.model_validate(data)
+
+
+def _with_policy(
+    spec: ExperimentSpec, policy: PolicySettings, parent_run_id: str | None
+) -> ExperimentSpec:
+    """The next iteration deploying ``policy`` (issue 27).
+
+    The same variants (the rules send them), a new salt, the rules with their exploration share.
+    """
+    iteration = spec.iteration + 1
+    data = spec.model_dump(mode="json")
+    data.update(
+        iteration=iteration,
+        salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",
+        parent_run_id=parent_run_id,
+        policy=policy.model_dump(mode="json"),
+    )
+    return ExperimentSpec.model_validate(data)
 
 
 def next_spec(
@@ -152,6 +182,9 @@ def next_spec(
     for v in variants:
         v["weight"] = (weights or {}).get(v["id"], v["weight"])
     data = spec.model_dump(mode="json")
+    data.pop(
+        "policy", None
+    )  # issue 27: its rules may name retired variants; next_iteration sets it
     data.update(
         iteration=iteration,
         salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",

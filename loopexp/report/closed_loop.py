@@ -182,6 +182,8 @@ def _earned_html(report: ClosedLoopReport) -> list[str]:
                 f"{e(_money(inc.high))}; {inc.per_recipient:+.3f} per recipient, "
                 f"{e(_pct(inc.rel_lift))} over not mailing)</li>"
             )
+        if r.policy_gain:  # issue 27: a deployed policy's projected vs realised gain
+            parts.append(f"<li>Iteration {r.iteration}: {e(r.policy_gain)}</li>")
     parts.append("</ul>")
     return parts
 

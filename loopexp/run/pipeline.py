@@ -46,7 +46,7 @@ from loopexp.run.attempts import (
     write_json,
 )
 from loopexp.run.checks import check_inputs
-from loopexp.run.learning import analyse_send_time, write_next_spec
+from loopexp.run.learning import analyse_policy, analyse_send_time, write_next_spec
 from loopexp.run.lock import experiment_lock
 from loopexp.run.notebook import (
     ANALYZE_NOTEBOOK,
@@ -256,6 +256,7 @@ def _finish_analysis(
     results = ExperimentResults.read_json(attempt / "results.json")
     write_decision(results, attempt, manifest["attempt_id"], run_id=None)
     analyse_send_time(spec, manifest["events"], manifest["assignment"], attempt)
+    analyse_policy(spec, manifest["events"], manifest["assignment"], attempt)  # issue 27
     manifest["state"] = "analysed"
     write_json(attempt / MANIFEST, manifest)
     publish(
@@ -426,6 +427,7 @@ def _log_run(
     try:
         write_decision(results, attempt, manifest["attempt_id"], run.run_id)
         names = ["results.json", "decision.json", "report.html", "links.csv", SEND_TIME_ARTIFACT]
+        names.append("policy.json")  # issue 27: candidates, next policy, projected vs realised
         artifacts = [
             *sorted(attempt.glob("*.ipynb")),
             *sorted(attempt.glob("*.html")),
