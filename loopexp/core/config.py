@@ -41,6 +41,13 @@ DEBUG = "LOOPEXP_DEBUG"
 #: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
 #: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
 DEFAULT_MEMORY_SHARE = 0.5
+#: Under an address-space limit (``ulimit -v``, RLIMIT_AS), DuckDB's share of the address space
+#: still free. RLIMIT_AS counts virtual memory: beside DuckDB's buffers (which its memory_limit
+#: bounds) the allocator reserves 64 MiB arenas, threads their stacks, libraries their mappings.
+#: Measured (tests/test_memory_limit.py, 5 M recipients, all metrics, 2 GiB limit, ~0.55 GiB
+#: taken before DuckDB starts): a 1024 or 700 MiB DuckDB limit failed to map a 64 MiB block,
+#: 500 MiB spilled and finished; a third of what is left (~500 MiB there) is that.
+ADDRESS_SPACE_SHARE = 1 / 3
 DEFAULT_STALE_AFTER_HOURS = 6.0
 DEFAULT_KEEP_ATTEMPTS = 30
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -75,8 +82,21 @@ def hash_workers_cap() -> int:
     return positive_int(HASH_WORKERS) or MAX_HASH_WORKERS
 
 
+def _address_space_used() -> int:
+    """The virtual size of this process now (``VmSize``), 0 where /proc is not there."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def default_memory_limit() -> str:
-    """Half of the memory this process may use: physical RAM, ``ulimit -v`` and cgroup, least."""
+    """Half of the memory this process may use: physical RAM and cgroup, least.
+
+    Under ``ulimit -v`` at most a third of the address space still free
+    (:data:`ADDRESS_SPACE_SHARE`): that limit counts virtual memory, not only DuckDB's buffers.
+    """
     candidates = []
     with suppress(ValueError, OSError, AttributeError):
         candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -85,7 +105,9 @@ def default_memory_limit() -> str:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            candidates.append(soft)
+            left = max(0, soft - _address_space_used())
+            # expressed before the common share below is applied
+            candidates.append(int(left * ADDRESS_SPACE_SHARE / DEFAULT_MEMORY_SHARE))
     except (ImportError, ValueError, OSError):
         pass
     try:
