@@ -134,12 +134,21 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def spark_cluster(folder: Path, workers: int = 2) -> Iterator[SparkCluster]:
-    """Start a master and ``workers`` workers (1 core, 768 MiB each); stop them by PID on exit."""
+def spark_cluster(
+    folder: Path,
+    workers: int = 2,
+    worker_memory: str = WORKER_MEMORY,
+    executor_memory: str = DEFAULTS["spark.executor.memory"],
+) -> Iterator[SparkCluster]:
+    """Start a master and ``workers`` workers (1 core each); stop them by PID on exit.
+
+    Tests keep the defaults (768 MiB workers, 512 MiB executors); bench/ gives more.
+    """
     (folder / "conf").mkdir(parents=True, exist_ok=True)
     (folder / "local").mkdir(exist_ok=True)
+    settings = {**DEFAULTS, "spark.executor.memory": executor_memory}
     (folder / "conf" / "spark-defaults.conf").write_text(
-        "".join(f"{k} {v}\n" for k, v in DEFAULTS.items())
+        "".join(f"{k} {v}\n" for k, v in settings.items())
     )
     cluster = SparkCluster(url="", folder=folder)
     try:
@@ -162,7 +171,7 @@ def spark_cluster(folder: Path, workers: int = 2) -> Iterator[SparkCluster]:
             args = [
                 "org.apache.spark.deploy.worker.Worker",
                 *("--host", "127.0.0.1", "--port", "0", "--webui-port", "0"),
-                *("--cores", "1", "--memory", WORKER_MEMORY, "--work-dir", str(work_dir)),
+                *("--cores", "1", "--memory", worker_memory, "--work-dir", str(work_dir)),
                 cluster.url,
             ]
             started.append((_start(cluster, f"worker-{i}", args), cluster.logs[-1]))

@@ -74,6 +74,7 @@ def generate(folder: Path, n: int) -> tuple[Path, Path]:
     values = ", ".join(f"('{t}', {off}, {p})" for t, off, p in EVENTS)
     with duckdb.connect() as con:
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"""CREATE TEMP TABLE r AS SELECT i, sha256('r' || i) AS recipient_key,
             ['prospect', 'new_customer', 'existing_customer', 'inactive'][1 + (i % 4)::INT]
                 AS segment,
