@@ -8,7 +8,7 @@ here give the environment's value or the default.
 |---|---|
 | ``LOOPEXP_HASH_KEY`` / ``LOOPEXP_HASH_KEY_FILE`` | the secret of the keyed address hash, or a file holding it |
 | ``LOOPEXP_HASH_WORKERS`` | processes the hashing may use (``1``: the calling process only) |
-| ``LOOPEXP_DUCKDB_MEMORY_LIMIT`` | DuckDB's memory limit (default: half the memory available) |
+| ``LOOPEXP_DUCKDB_MEMORY_LIMIT`` | DuckDB's memory limit (default: half the memory available; a third of the address space left under ``ulimit -v``) |
 | ``LOOPEXP_DUCKDB_TEMP_DIR`` | where DuckDB spills (default: a fresh temporary folder) |
 | ``LOOPEXP_DUCKDB_THREADS`` | DuckDB's threads (default: one per core) |
 | ``LOOPEXP_SPARK_MASTER`` / ``LOOPEXP_SPARK_PARTITIONS`` | the Spark engine's master and shuffle partitions |
@@ -70,6 +70,13 @@ WEBHOOK_SECRETS = {
 #: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
 #: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
 DEFAULT_MEMORY_SHARE = 0.5
+#: Under an address-space limit (``ulimit -v``, RLIMIT_AS), DuckDB's share of the address space
+#: still free. RLIMIT_AS counts virtual memory: beside DuckDB's buffers (which its memory_limit
+#: bounds) the allocator reserves 64 MiB arenas, threads their stacks, libraries their mappings.
+#: Measured (tests/test_memory_limit.py, 5 M recipients, all metrics, 2 GiB limit, ~0.55 GiB
+#: taken before DuckDB starts): a 1024 or 700 MiB DuckDB limit failed to map a 64 MiB block,
+#: 500 MiB spilled and finished; a third of what is left (~500 MiB there) is that.
+ADDRESS_SPACE_SHARE = 1 / 3
 DEFAULT_STALE_AFTER_HOURS = 6.0
 DEFAULT_KEEP_ATTEMPTS = 30
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -104,8 +111,21 @@ def hash_workers_cap() -> int:
     return positive_int(HASH_WORKERS) or MAX_HASH_WORKERS
 
 
+def _address_space_used() -> int:
+    """The virtual size of this process now (``VmSize``), 0 where /proc is not there."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def default_memory_limit() -> str:
-    """Half of the memory this process may use: physical RAM, ``ulimit -v`` and cgroup, least."""
+    """Half of the memory this process may use: physical RAM and cgroup, least.
+
+    Under ``ulimit -v`` at most a third of the address space still free
+    (:data:`ADDRESS_SPACE_SHARE`): that limit counts virtual memory, not only DuckDB's buffers.
+    """
     candidates = []
     with suppress(ValueError, OSError, AttributeError):
         candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -114,7 +134,9 @@ def default_memory_limit() -> str:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            candidates.append(soft)
+            left = max(0, soft - _address_space_used())
+            # expressed before the common share below is applied
+            candidates.append(int(left * ADDRESS_SPACE_SHARE / DEFAULT_MEMORY_SHARE))
     except (ImportError, ValueError, OSError):
         pass
     try:
