@@ -127,3 +127,30 @@ def test_spark_gives_the_same_reasons_and_statistics(spark, corrupt):
     on_spark = compute_metrics_spark(events, assignment, list(LIBRARY), spark)
     assert on_spark.quarantine_reasons == duck.quarantine_reasons == expected_reasons()
     assert_same_tables(duck, on_spark)
+
+
+def test_both_engines_stop_at_the_same_quarantine_share(spark, corrupt):
+    """A run on Spark stops where the same run on DuckDB stops (the share limit is one rule)."""
+    from loopexp.metrics import QuarantineError, compute
+
+    events, assignment = corrupt
+    share = sum(expected_reasons().values()) / len(ROWS)
+    for engine in ("duckdb", "spark"):
+        with pytest.raises(QuarantineError, match="max_quarantine_share"):
+            compute(
+                list(LIBRARY),
+                events=events,
+                assignment=assignment,
+                engine=engine,
+                spark=spark,
+                max_quarantine_share=share * 0.9,
+            )
+        table = compute(
+            list(LIBRARY),
+            events=events,
+            assignment=assignment,
+            engine=engine,
+            spark=spark,
+            max_quarantine_share=min(1.0, share * 1.1),
+        )
+        assert table.table.quarantine_reasons == expected_reasons()

@@ -186,12 +186,16 @@ def metrics(
             engine=engine,  # type: ignore[arg-type]
             caps=spec_caps(spec),  # decision.cap_percentile, on either input (as in `run`)
             **(
-                {
-                    "max_quarantine_share": spec.data.max_quarantine_share,
-                    "memory_limit": spec.data.memory_limit,
-                    "temp_directory": spec.data.temp_directory,
-                }
-                if engine == "duckdb" and outcomes is None
+                {"max_quarantine_share": spec.data.max_quarantine_share}  # both engines stop alike
+                | (
+                    {
+                        "memory_limit": spec.data.memory_limit,
+                        "temp_directory": spec.data.temp_directory,
+                    }
+                    if engine == "duckdb"
+                    else {}
+                )
+                if outcomes is None
                 else {}
             ),
         )  # an EventsError or MetricsError exits 2 (errors.py)

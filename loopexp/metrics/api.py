@@ -79,9 +79,10 @@ def compute(
         spark: a ``SparkSession`` to use (default: the active one or a new one).
         caps: mean metric → percentile at which its per-recipient numerator is capped (either
             input, both engines; see :func:`loopexp.metrics.compute_metrics`).
-        **checks: DuckDB event input: the run's checks and bounds of
-            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share``, ``memory_limit``,
-            ``temp_directory``, ``segments``, ``variants``, ``require_match``).
+        **checks: event input: the run's checks and bounds of
+            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` on both engines;
+            ``memory_limit``, ``temp_directory``, ``segments``, ``variants``, ``require_match`` on
+            DuckDB).
 
     Raises:
         ValueError: when the inputs are not exactly one of (events and assignment) or outcomes.
@@ -103,7 +104,14 @@ def compute(
                 "outcomes",
                 engine,
             )
-        table = sp.compute_metrics_spark(events, assignment, metrics, session, caps=caps)
+        table = sp.compute_metrics_spark(
+            events,
+            assignment,
+            metrics,
+            session,
+            caps=caps,
+            max_quarantine_share=checks.get("max_quarantine_share"),
+        )
         link_table = sp.link_clicks_spark(events, assignment, session) if links else None
         return MetricsReport(table, link_table, "events", engine)
 

@@ -328,11 +328,24 @@ def _validate(
         con.execute(
             f"COPY ({quarantine_select(con)}) TO '{sql_escape(quarantine_path)}' (FORMAT parquet)"
         )
+    check_quarantine_share(events, n_events, reasons, max_quarantine_share, quarantine_path)
+    return n_events, reasons
+
+
+def check_quarantine_share(
+    events: Source,
+    n_events: int,
+    reasons: dict[str, int],
+    limit: float | None,
+    quarantine_path: str | Path | None = None,
+) -> None:
+    """Raise :class:`QuarantineError` when more than ``limit`` of the events were quarantined.
+
+    One rule for both engines: a run on Spark stops where the same run on DuckDB stops.
+    """
     quarantined = sum(reasons.values())
-    limit = max_quarantine_share
     if limit is not None and n_events and quarantined > limit * n_events:
         raise QuarantineError(quarantine_message(events, n_events, reasons, limit, quarantine_path))
-    return n_events, reasons
 
 
 def unassigned_events(rows: Sequence[dict[str, Any]]) -> int:

@@ -37,7 +37,12 @@ from loopexp.metrics.compile import (
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef
-from loopexp.metrics.engine import MetricTable, collect_stats, unassigned_events
+from loopexp.metrics.engine import (
+    MetricTable,
+    check_quarantine_share,
+    collect_stats,
+    unassigned_events,
+)
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
 from loopexp.metrics.sources import Source, require_source
@@ -122,11 +127,13 @@ def compute_metrics_spark(
     metrics: Sequence[str | MetricDef],
     spark: SparkSession | None = None,
     caps: Mapping[str, float] | None = None,
+    max_quarantine_share: float | None = None,
 ) -> MetricTable:
     """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics.
 
     ``caps`` (mean metric → percentile) are computed here, in Spark, by the same compiled query
     as in DuckDB (Spark's exact ``percentile`` interpolates as DuckDB's ``quantile_cont``).
+    ``max_quarantine_share``: above it the run stops with :class:`QuarantineError`, as on DuckDB.
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
@@ -167,6 +174,7 @@ def compute_metrics_spark(
     if dup["n"]:
         reasons[DUPLICATE] = int(dup["n"])
     reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+    check_quarantine_share(events, int(sum(counts.values())), reasons, max_quarantine_share)
     return MetricTable(
         stats=stats,
         assigned=assigned,
