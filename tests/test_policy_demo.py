@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from loopexp.cli import app
 from loopexp.core import tags as tag
+from loopexp.design.policy import PolicySettings
 from loopexp.design.spec import load_spec
-from loopexp.learn.policy.step import POLICY_ARTIFACT, PolicyStep
+from loopexp.learn.policy.step import POLICY_ARTIFACT, Gain, PolicyStep, _incumbent_stays
 from loopexp.track.closed_loop import campaign_runs
 from tests.conftest import ROOT
 
@@ -59,3 +60,15 @@ def test_demo_learns_deploys_and_realises_a_policy(tmp_path: Path) -> None:
     assert logged["policy_gain_realised"] == pytest.approx(steps[3].realised.value)
     assert logged["policy_gain_projected"] == pytest.approx(steps[3].projected.value)
     assert "policy_gain_realised" not in runs[1].data.metrics  # nothing deployed in iteration 1
+
+
+def test_deployed_rules_stay_unless_their_realised_gain_is_shown_negative() -> None:
+    rules = PolicySettings.model_validate(
+        {"rules": [{"when": [{"feature": "segment", "op": "==", "value": "prospect"}],
+                    "action": "personal"}, {"action": "control"}]}
+    )  # fmt: skip
+    unclear = Gain(value=0.002, ci_low=-0.004, ci_high=0.008, n=1000, method="x")
+    loss = Gain(value=-0.01, ci_low=-0.016, ci_high=-0.004, n=1000, method="x")
+    assert _incumbent_stays(rules, unclear)
+    assert not _incumbent_stays(rules, loss)  # a loss shown on the send: the rules go
+    assert not _incumbent_stays(PolicySettings(), None)  # nothing deployed: nothing to keep
