@@ -67,7 +67,7 @@ def test_assign_applies_the_policy_with_uniform_exploration(tmp_path: Path) -> N
     assert result.summary.srm_p_values == {}  # no SRM check against weights a policy ignores
     paths = result.write(tmp_path)
     table = pq.read_table(paths["assignment"])
-    assert table.column_names[-1] == "propensity"
+    assert table.column_names[-2:] == ["propensity", "explored"]
     assert np.allclose(table["propensity"].to_numpy(), p)
 
 

@@ -20,6 +20,7 @@ from loopexp.analysis.compare import (
     why_not_compared,
 )
 from loopexp.analysis.decide import decide
+from loopexp.analysis.policy import exploration_view
 from loopexp.analysis.results import (
     DataInfo,
     ExperimentInfo,
@@ -423,26 +424,31 @@ def analyze_files(
             "loopexp.analysis.flow.analyze_flow_files (`loopexp run` picks the flow notebook)"
         )
     caps = spec_caps(spec)
+    explore = exploration_view(spec, assignment_path)  # issue 27: None without policy rules
     table = compute_metrics(
         events_path,
-        assignment_path,
+        assignment_path if explore is None else explore.assignment,
         engine_defs(spec),
         quarantine_path,
         caps=caps,
         segments=[s.value for s in spec.audience.segments],
-        variants=list(spec.expected_shares()),
+        variants=list(spec.expected_shares()) if explore is None else explore.variants,
         max_quarantine_share=spec.data.max_quarantine_share,
         require_match=True,
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
     )
+    if explore is not None:
+        table, n_policy = explore.strip(table)
     results = analyze(
-        spec,
+        spec if explore is None else explore.spec,
         table,
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
     )
+    if explore is not None:
+        results = explore.annotate(results, spec, n_policy)
     if table.links is not None:
         results.links = [LinkClicks(**row) for row in table.links.to_dict(orient="records")]
     return table, results

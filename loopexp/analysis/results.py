@@ -279,6 +279,17 @@ class Decision(_Record):
     """The plan's sample per variant; a fixed-horizon test is read only once it is reached."""
 
 
+class PolicyShareInfo(_Record):
+    """A policy iteration's split (issue 27): the analysis above describes the explored share."""
+
+    explored: int
+    """Recipients in the uniformly randomised exploration share (holdout included)."""
+    policy: int
+    """Recipients whose variant the policy's rules chose: judged by its realised gain."""
+    exploration: float
+    """The spec's ``policy.exploration``."""
+
+
 class ExperimentResults(_Record):
     """Everything one analysis of one iteration produced: the ``results.json`` contract."""
 
@@ -300,6 +311,8 @@ class ExperimentResults(_Record):
     """Each mailed arm and all pooled against the no-mail holdout (when the spec has one)."""
     links: list[LinkClicks] = Field(default_factory=list)
     """Per-link human clicks per variant, most-clicked first (empty when events carry no URL)."""
+    policy_share: PolicyShareInfo | None = None
+    """With deployed policy rules: variants, comparisons and SRM describe the exploration share."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""

@@ -59,6 +59,7 @@ from loopexp.stats.srm import srm_check
 #: Columns of ``assignment.parquet``, in order (a contract with ingest and the metrics engine).
 ASSIGNMENT_COLUMNS = ("recipient_key", "variant_id", "segment", "bucket", "salt", "spec_sha256")
 ASSIGNMENT_COLUMNS += ("propensity",)  # issue 27: P(the recipient's own group was drawn)
+ASSIGNMENT_COLUMNS += ("explored",)  # issue 27: in the uniformly randomised share
 #: Message fields a send list carries for its variant.
 MESSAGE_FIELDS = ("subject", "preheader", "from_name", "content", "send_time")
 _CHUNK = 1 << 18
@@ -168,23 +169,21 @@ def assign(recipients: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
         dupes = out.loc[out["recipient_key"].duplicated(), "recipient_key"]
         raise ValueError(f"recipient_key must be unique; first repeats: {dupes.head(5).tolist()}")
     bucket = unit_interval(spec.salt, out["recipient_key"])
-    codes, propensity = _policy(spec, out, bucket, recipients[keep], "recipient table")
+    codes, propensity, explored = _policy(spec, out, bucket, recipients[keep], "recipient table")
     out["variant_id"] = _group_names(spec)[codes]
     out["propensity"] = propensity
+    out["explored"] = explored
     return out
 
 
 def _policy(
     spec: ExperimentSpec, rows: pd.DataFrame, bucket: np.ndarray, raw: pd.DataFrame, where: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Group codes and propensities: the weights' split, or the spec's policy (issue 27)."""
-    codes = _group_codes(bucket, spec)
-    if not pol.deployed(spec):
-        return pol.policy_codes(spec, bucket, codes, None, None)
-    explore = unit_interval(spec.salt + pol.EXPLORE_SALT, rows["recipient_key"])
-    return pol.policy_codes(
-        spec, bucket, codes, explore, pol.policy_features(spec.policy, rows, raw, where)
-    )
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group codes, propensities and explored flags: the weights' split, or the spec's policy."""
+    explore = None
+    if pol.deployed(spec):
+        explore = unit_interval(spec.salt + pol.EXPLORE_SALT, rows["recipient_key"])
+    return pol.policy_split(spec, bucket, _group_codes(bucket, spec), explore, rows, raw, where)
 
 
 @dataclass(frozen=True)
@@ -333,9 +332,9 @@ def assign_recipients(
     segment_code = prepared.segment_code[chosen]
     rows = pol.policy_rows(spec, eligible_keys, segment_code)  # a policy's inputs (issue 27)
     raw = recipients.iloc[chosen] if pol.deployed(spec) else recipients.iloc[:0]
-    group_code, propensity = _policy(spec, rows, bucket, raw, source)
+    group_code, propensity, explored = _policy(spec, rows, bucket, raw, source)
     assignment = _assignment_frame(spec, eligible_keys, bucket, group_code, segment_code)
-    assignment["propensity"] = propensity
+    assignment["propensity"], assignment["explored"] = propensity, explored  # issue 27
     exclusions = _exclusions_frame(reason, prepared)
     emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
     summary = _summarise(
@@ -479,6 +478,8 @@ def _assignment_table(assignment: pd.DataFrame) -> pa.Table:
         arr = pa.array(assignment[name])
         if name in ("bucket", "propensity"):
             arr = arr.cast(pa.float64())
+        elif name == "explored":
+            arr = arr.cast(pa.bool_())
         elif not pa.types.is_dictionary(arr.type) and arr.type != pa.string():
             arr = arr.cast(pa.string())
         columns[name] = arr

@@ -106,6 +106,41 @@ def policy_groups(
     return variant, propensity, explored
 
 
+def explored(spec: ExperimentSpec, explore_u: np.ndarray | None, bucket: np.ndarray) -> np.ndarray:
+    """Per recipient: in the uniformly randomised share (the ``explored`` assignment column).
+
+    With deployed rules, the recipients whose exploration hash falls below ``policy.exploration``
+    — holdout included, by the same hash, so the share is a random sample of the whole audience
+    split ``holdout`` / uniformly over the variants: what the variant comparisons and the SRM check
+    of a policy iteration read (:mod:`loopexp.analysis.policy`). Without rules, every recipient's
+    group was drawn at random: all True.
+    """
+    if not deployed(spec) or explore_u is None:
+        return np.ones(len(bucket), dtype=bool)
+    assert spec.policy is not None
+    return np.asarray(explore_u < spec.policy.exploration, dtype=bool)
+
+
+def policy_split(
+    spec: ExperimentSpec,
+    bucket: np.ndarray,
+    group_code: np.ndarray,
+    explore_u: np.ndarray | None,
+    rows: pd.DataFrame,
+    raw: pd.DataFrame,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group code, ``propensity`` and ``explored`` flag per recipient (see :func:`policy_codes`).
+
+    ``explore_u`` is the exploration hash (None without deployed rules).
+    """
+    features = None
+    if explore_u is not None and spec.policy is not None:
+        features = policy_features(spec.policy, rows, raw, where)
+    codes, propensity = policy_codes(spec, bucket, group_code, explore_u, features)
+    return codes, propensity, explored(spec, explore_u, bucket)
+
+
 def split_propensities(spec: ExperimentSpec) -> np.ndarray:
     """Probability of each group ``[*variants, holdout]`` under the spec's weights and holdout."""
     weights = np.array([v.weight for v in spec.variants], dtype=float)

@@ -26,6 +26,7 @@ from loopexp.track.tracking import (
     TrackingUnavailableError,
     download_artifact,
     log_files,
+    log_metric,
 )
 
 
@@ -75,6 +76,21 @@ def earlier_results(spec: ExperimentSpec, uri: str) -> list[ExperimentResults]:
     return history
 
 
+def log_policy_gain(run: LoggedRun, step: PolicyStep) -> None:
+    """A deployed policy's projected and realised gain (and interval) as metrics of its run.
+
+    Beside ``policy.json``: marketers compare iterations' gains in the MLflow UI's charts.
+    """
+    for name, gain in (
+        ("policy_gain_projected", step.projected),
+        ("policy_gain_realised", step.realised),
+    ):
+        if gain is not None:
+            log_metric(run, name, gain.value)
+            log_metric(run, f"{name}_ci_low", gain.ci_low)
+            log_metric(run, f"{name}_ci_high", gain.ci_high)
+
+
 def write_next_spec(
     spec: ExperimentSpec,
     results: ExperimentResults,
@@ -93,6 +109,7 @@ def write_next_spec(
     step = read_step(attempt)  # issue 27: the policy learned from this send, if the spec asked
     if step is not None:
         learned = replace(learned, policy=step.next_policy)
+        log_policy_gain(run, step)
     try:
         nxt = next_iteration(spec, results, learned, parent_run_id=run.run_id)
     except LoopError as exc:
@@ -108,6 +125,7 @@ __all__ = [
     "analyse_policy",
     "analyse_send_time",
     "earlier_results",
+    "log_policy_gain",
     "read_send_time",
     "write_next_spec",
 ]

@@ -19,6 +19,10 @@ The demo campaign's truth (:data:`DEMO_TRUTHS`), relative to the original contro
    nothing ships, and the backlog is empty, so the next spec says what to test next.
 
 In every iteration the best send slot differs by segment (:data:`DEMO_SLOT_EFFECTS`).
+
+A first spec with ``policy:`` (e.g. ``experiments/personalised_subject.yaml``) is simulated with
+:data:`loopexp.sim.policy.DEMO_POLICY_TRUTH` instead (issue 27): iteration 1 learns a per-segment
+policy, the next iterations deploy it and print its projected vs realised gain.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from loopexp.design.parts import AllocationSettings
 from loopexp.design.resources import example_spec_path
 from loopexp.design.spec import load_spec, write_spec
 from loopexp.learn.history import ClosedLoopReport
+from loopexp.learn.policy.step import read_step
 from loopexp.learn.sendtime import SendTimeAnalysis
 from loopexp.report.closed_loop import write_html
 from loopexp.run.learning import read_send_time
 from loopexp.run.pipeline import IterationOutcome, run_iteration
+from loopexp.sim.policy import DEMO_POLICY_TRUTH
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
 from loopexp.track.closed_loop import build_report, log_report
 from loopexp.track.tracking import resolve_tracking_uri
@@ -119,9 +125,10 @@ def run_demo_loop(
     out = Path(out).resolve()
     say = progress or (lambda _msg: None)
     uri = resolve_tracking_uri(tracking_uri)
-    truths = truths or DEMO_TRUTHS
     experiments = out / "experiments"
     current = _first_spec(experiments, spec_path, adaptive)
+    policy = load_spec(current).policy is not None  # issue 27: a heterogeneous truth to learn
+    truths = truths or ([DEMO_POLICY_TRUTH] if policy else DEMO_TRUTHS)
     done: list[DemoIteration] = []
     for i in range(iterations):
         spec = load_spec(current)
@@ -141,6 +148,11 @@ def run_demo_loop(
             f"iteration {spec.iteration}: {decision.status.value}"
             + (f" ({decision.winner})" if decision.winner else "")
         )
+        step = read_step(outcome.output_dir)  # issue 27: the policy learned / measured
+        if step is not None:
+            say(f"iteration {spec.iteration}: {step.gain_line or step.line()}")
+            rules = "; ".join(step.next_policy.words()) or "none (one variant for everyone)"
+            say(f"iteration {spec.iteration}: next policy: {rules}")
         if next_path is None:
             say(f"no next iteration: {note}")
             break

@@ -24,6 +24,7 @@ import pandas as pd
 from loopexp.assignment.policy import apply_rules
 from loopexp.design.policy import PolicyRule
 from loopexp.learn.policy.evaluate import LoggedData
+from loopexp.sim.simulate import TrueEffects
 
 FEATURES = ("recency_days", "frequency", "tenure_days", "past_click_hour", "machine_open")
 SEGMENTS = ("prospect", "new_customer", "existing_customer", "inactive")
@@ -31,6 +32,17 @@ SHARES = (0.30, 0.15, 0.35, 0.20)
 #: Click probability of variant ``a`` per segment at average engagement.
 BASE_CLICK = {"prospect": 0.03, "new_customer": 0.06, "existing_customer": 0.07, "inactive": 0.015}
 SCENARIOS = ("none", "segment_flip", "click_hour")
+#: File name of the personalised-subject demo spec (``experiments/``, ``policy:`` to learn).
+POLICY_DEMO_SPEC = "personalised_subject.yaml"
+#: The truth ``loopexp demo --iterations N`` simulates for a spec with ``policy:``: the winner
+#: flips by segment (prospects click ``personal`` far more, existing customers click both
+#: challengers less), so a per-segment policy beats every single subject line.
+DEMO_POLICY_TRUTH = TrueEffects(
+    segment_click={
+        "prospect": {"personal": 3.0},
+        "existing_customer": {"personal": 0.5, "urgency": 0.5},
+    }
+)
 
 
 @dataclass(frozen=True)

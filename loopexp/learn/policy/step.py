@@ -118,14 +118,36 @@ def policy_step(
         projected_gain=chosen.gain.value if personal else None,
         projected_gain_ci=(chosen.gain.ci_low, chosen.gain.ci_high) if personal else None,
     )
+    notes = [*notes, report.reason]
+    if not personal and _incumbent_stays(spec.policy, realised):
+        next_policy = spec.policy  # issue 27: the deployed rules, their projection kept
+        notes.append(_INCUMBENT_NOTE)
     step = PolicyStep(
         candidates=report.to_dict(),
         next_policy=next_policy,
         projected=projected,
         realised=realised,
-        notes=[*notes, report.reason],
+        notes=notes,
     )
     return step.model_copy(update={"gain_line": step.line() if realised else ""})
+
+
+_INCUMBENT_NOTE = (
+    "the deployed rules stay: no candidate's gain is clear on this send, but neither is a loss of "
+    "the rules (their realised gain interval reaches 0 or above); a send that follows rules "
+    "explores each other arm thinly, so it is no evidence against them"
+)
+
+
+def _incumbent_stays(policy: PolicySettings, realised: Gain | None) -> bool:
+    """Keep deployed rules when the new send finds no clear candidate and no clear loss.
+
+    Like a control kept until a challenger is shown better: the rules were chosen on a send
+    randomised throughout, and a send that follows them estimates the other arms from the
+    exploration share only, so a gain interval that now includes 0 is weak evidence. They go only
+    when their realised gain is shown negative (interval wholly below 0).
+    """
+    return policy.deployed and realised is not None and realised.ci_high >= 0
 
 
 def write_step(step: PolicyStep, folder: Path) -> Path:
