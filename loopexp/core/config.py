@@ -16,6 +16,8 @@ here give the environment's value or the default.
 | ``LOOPEXP_STALE_AFTER_HOURS`` | when a RUNNING MLflow run counts as abandoned (default 6) |
 | ``LOOPEXP_KEEP_ATTEMPTS`` | attempt folders kept per output folder (default 30) |
 | ``LOOPEXP_DEBUG`` | the CLI shows the traceback of an unexpected error |
+| ``LOOPEXP_LOCK_URI`` | PostgreSQL holding the cross-host run lock (default: the store's, if PostgreSQL) |
+| ``LOOPEXP_ARTIFACT_ROOT`` | artifact root of new experiments on a database store (e.g. ``s3://…``) |
 """  # noqa: E501 (a table)
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ LOCK_DIR = "LOOPEXP_LOCK_DIR"
 STALE_AFTER_HOURS = "LOOPEXP_STALE_AFTER_HOURS"
 KEEP_ATTEMPTS = "LOOPEXP_KEEP_ATTEMPTS"
 DEBUG = "LOOPEXP_DEBUG"
+# the team's store (loopexp.run.lock, loopexp.track.tracking)
+LOCK_URI = "LOOPEXP_LOCK_URI"
+ARTIFACT_ROOT = "LOOPEXP_ARTIFACT_ROOT"
 
 #: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
 #: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
@@ -152,3 +157,13 @@ def keep_attempts() -> int:
 def debug() -> bool:
     """True when ``$LOOPEXP_DEBUG`` is set: the CLI re-raises unexpected errors."""
     return bool(text(DEBUG))
+
+
+def lock_uri() -> str | None:
+    """``$LOOPEXP_LOCK_URI``: the PostgreSQL whose advisory lock keeps one run per experiment."""
+    return text(LOCK_URI) or None
+
+
+def artifact_root() -> str | None:
+    """``$LOOPEXP_ARTIFACT_ROOT``: where a database store's new experiments keep artifacts."""
+    return text(ARTIFACT_ROOT) or None

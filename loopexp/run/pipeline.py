@@ -45,7 +45,7 @@ from loopexp.run.attempts import (
     unpublish,
     write_json,
 )
-from loopexp.run.checks import check_inputs
+from loopexp.run.checks import check_inputs, check_store
 from loopexp.run.learning import analyse_send_time, write_next_spec
 from loopexp.run.lock import experiment_lock
 from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
@@ -139,6 +139,8 @@ def run_iteration(
     for warning in check_inputs(spec, events_path, assignment_path):
         _say(progress, f"warning: {warning}")
     uri = resolve_tracking_uri(tracking_uri)
+    for warning in check_store(uri):  # refused sign-in, old schema: raise before any work
+        _say(progress, f"warning: {warning}")
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, Any] = {

@@ -35,6 +35,14 @@ from loopexp.track.describe import (
     spec_params,
     summary_line,
 )
+from loopexp.track.store import (
+    RetryingClient,
+    StoreConfigError,
+    StoreKind,
+    database_unavailable,
+    redact,
+    store_kind,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -65,7 +73,8 @@ class TrackingUnavailableError(StateError):
     def __init__(self, uri: str, cause: BaseException | str):
         self.uri = uri
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-        super().__init__(f"MLflow tracking server {uri} is not reachable ({first_line[:300]})")
+        what = "database" if _kind(uri) is StoreKind.DATABASE else "tracking server"
+        super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
 
 
 def configure_http() -> None:
@@ -77,6 +86,14 @@ def configure_http() -> None:
 def is_remote(uri: str) -> bool:
     """True for a tracking server (http/https), False for a local store."""
     return urlparse(uri).scheme in ("http", "https")
+
+
+def _kind(uri: str) -> StoreKind | None:
+    """The store's kind (see :mod:`loopexp.track.store`); None for a scheme loopexp doesn't know."""
+    try:
+        return store_kind(uri)
+    except StoreConfigError:
+        return None
 
 
 @contextlib.contextmanager
@@ -112,6 +129,8 @@ def _client(uri: str) -> MlflowClient:
     configure_http()
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
 
+    if _kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
+        return RetryingClient(MlflowClient(tracking_uri=uri))
     if not uri.startswith("sqlite:"):
         return MlflowClient(tracking_uri=uri)
     # MLflow creates a fresh SQLite store's tables without a lock (the client creates its store
@@ -131,19 +150,25 @@ def _reachable(uri: str) -> Iterator[None]:
         raise
     except Exception as exc:
         text = str(exc)
-        if is_remote(uri) and (
-            "API request to" in text
-            or "Max retries exceeded" in text
-            or "Connection" in type(exc).__name__
-            or "Connection refused" in text
-        ):
+        if (
+            is_remote(uri)
+            and (
+                "API request to" in text
+                or "Max retries exceeded" in text
+                or "Connection" in type(exc).__name__
+                or "Connection refused" in text
+            )
+        ) or (_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
             raise TrackingUnavailableError(uri, exc) from exc
         raise
 
 
 def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
-    """Default to ``sqlite:///mlflow.db`` in ``base`` (the working folder); make paths absolute."""
-    uri = uri or DEFAULT_TRACKING_URI
+    """``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in ``base``; make paths absolute.
+
+    ``base`` defaults to the working folder.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI  # MLflow's own
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = Path(uri.removeprefix("sqlite:///"))
         uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
@@ -154,6 +179,8 @@ def _artifact_root(uri: str) -> str | None:
     """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    if _kind(uri) is StoreKind.DATABASE:  # shared by hosts: not MLflow's ./mlruns of one of them
+        return config.artifact_root()
     return None
 
 
