@@ -41,6 +41,9 @@ CONFINED = {
     "mlflow": ("loopexp.track",),
     "papermill": ("loopexp.run.notebook",),
     "pyspark": ("loopexp.metrics.spark",),
+    # the team extra: the advisory run lock, the store's pre-flight
+    "psycopg": ("loopexp.run.lock",),
+    "sqlalchemy": ("loopexp.track.store",),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")
