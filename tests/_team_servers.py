@@ -243,7 +243,9 @@ class TeamServer:
         return self.config["passwords"][role]
 
     def start(self, timeout: float = 180) -> None:
-        log = (self.config_dir / "server.log").open("ab")
+        log_path = self.config_dir / "server.log"
+        seen = log_path.read_text().count("marketer (read-only)") if log_path.exists() else 0
+        log = log_path.open("ab")
         self.proc = subprocess.Popen(
             loopexp_cmd("server", "start", "--config-dir", str(self.config_dir)),
             env=self.env,
@@ -253,47 +255,64 @@ class TeamServer:
         )
         deadline = time.monotonic() + timeout
         # ready when `server start` printed the sign-in lines (users exist)
-        while "marketer (read-only)" not in (self.config_dir / "server.log").read_text():
+        while log_path.read_text().count("marketer (read-only)") <= seen:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError((self.config_dir / "server.log").read_text()[-3000:])
             time.sleep(0.3)
 
+    def _groups(self) -> list[int]:
+        """Process groups of the server: `loopexp server start`'s and its `mlflow server`'s (which
+        it starts in a session of its own)."""
+        assert self.proc is not None
+        groups = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.proc.pid:  # ppid
+                    groups.append(int(fields[2]))  # pgrp
+        return groups
+
+    def _signal(self, groups: list[int], sig: int) -> None:
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+
     def kill(self) -> None:
         """SIGKILL the whole server (the supervisor and its workers) at once: a crash."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            groups = self._groups()
+            self._signal(groups, signal.SIGKILL)
             self.proc.wait(timeout=30)
-            self._reap_group()
+            self._reap(groups)
             self.proc = None
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        groups = self._groups()
+        self._signal(groups[:1], signal.SIGTERM)  # `server start` stops its server's group
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self._signal(groups, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        self._reap_group()
+        self._reap(groups)
         self.proc = None
 
-    def _reap_group(self) -> None:
-        """Wait until no process of the server's group is left (its port is free again)."""
-        assert self.proc is not None
+    def _reap(self, groups: list[int]) -> None:
+        """Wait until no process of the server's groups is left (its port is free again)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
+            alive = []
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, 0)
+                    alive.append(group)
+            if not alive:
                 return
             time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._signal(groups, signal.SIGKILL)
 
 
 @dataclass
