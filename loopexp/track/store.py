@@ -70,6 +70,14 @@ def store_kind(uri: str) -> StoreKind:
     )
 
 
+def known_kind(uri: str) -> StoreKind | None:
+    """The store's kind, or None for a scheme loopexp does not know (MLflow may: databricks)."""
+    try:
+        return store_kind(uri)
+    except StoreConfigError:
+        return None
+
+
 def is_postgresql(uri: str) -> bool:
     """True for a ``postgresql://`` or ``postgresql+driver://`` URI."""
     return urlparse(uri).scheme.lower().split("+", 1)[0] == "postgresql"
@@ -255,6 +263,7 @@ __all__ = [
     "StoreUnreachableError",
     "database_unavailable",
     "is_postgresql",
+    "known_kind",
     "preflight",
     "psycopg_dsn",
     "redact",

@@ -37,11 +37,10 @@ from loopexp.track.describe import (
 )
 from loopexp.track.store import (
     RetryingClient,
-    StoreConfigError,
     StoreKind,
     database_unavailable,
+    known_kind,
     redact,
-    store_kind,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ class TrackingUnavailableError(StateError):
     def __init__(self, uri: str, cause: BaseException | str):
         self.uri = uri
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-        what = "database" if _kind(uri) is StoreKind.DATABASE else "tracking server"
+        what = "database" if known_kind(uri) is StoreKind.DATABASE else "tracking server"
         super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
 
 
@@ -86,14 +85,6 @@ def configure_http() -> None:
 def is_remote(uri: str) -> bool:
     """True for a tracking server (http/https), False for a local store."""
     return urlparse(uri).scheme in ("http", "https")
-
-
-def _kind(uri: str) -> StoreKind | None:
-    """The store's kind (see :mod:`loopexp.track.store`); None for a scheme loopexp doesn't know."""
-    try:
-        return store_kind(uri)
-    except StoreConfigError:
-        return None
 
 
 @contextlib.contextmanager
@@ -129,7 +120,7 @@ def _client(uri: str) -> MlflowClient:
     configure_http()
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
 
-    if _kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
+    if known_kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
         return RetryingClient(MlflowClient(tracking_uri=uri))
     if not uri.startswith("sqlite:"):
         return MlflowClient(tracking_uri=uri)
@@ -158,7 +149,7 @@ def _reachable(uri: str) -> Iterator[None]:
                 or "Connection" in type(exc).__name__
                 or "Connection refused" in text
             )
-        ) or (_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
+        ) or (known_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
             raise TrackingUnavailableError(uri, exc) from exc
         raise
 
@@ -179,7 +170,7 @@ def _artifact_root(uri: str) -> str | None:
     """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    if _kind(uri) is StoreKind.DATABASE:  # shared by hosts: not MLflow's ./mlruns of one of them
+    if known_kind(uri) is StoreKind.DATABASE:  # shared by hosts, not ./mlruns of one of them
         return config.artifact_root()
     return None
 
@@ -430,13 +421,19 @@ def list_runs(campaign: str, tracking_uri: str) -> list[Run]:
         experiment = client.get_experiment_by_name(campaign)
         if experiment is None:
             return []
-        return list(
-            client.search_runs(
+        runs: list[Run] = []
+        token = None
+        while True:  # page on: a campaign may hold more runs than one page (1,000)
+            page = client.search_runs(
                 [experiment.experiment_id],
                 order_by=["attributes.start_time ASC"],
                 max_results=1000,
+                page_token=token,
             )
-        )
+            runs += page
+            token = page.token
+            if not token:
+                return runs
 
 
 def experiment_id_of(campaign: str, tracking_uri: str) -> str | None:
