@@ -130,13 +130,14 @@ def runs(
 ) -> None:
     """List a campaign's iterations with their decisions."""
     from loopexp.core import tags as tag  # noqa: PLC0415 (only this command reads tags)
+    from loopexp.track.store import redact  # noqa: PLC0415
     from loopexp.track.tracking import list_runs, resolve_tracking_uri, ui_hint  # noqa: PLC0415
 
     quiet_mlflow()
     uri = resolve_tracking_uri(tracking_uri)
     found = list_runs(campaign, uri)
     if not found:
-        console.print(f"no runs of campaign {escape(campaign)!r} in {uri}")
+        console.print(f"no runs of campaign {escape(campaign)!r} in {redact(uri)}")
         return
     table = Table(title=f"{campaign} · {len(found)} runs", box=box.SIMPLE_HEAD, show_edge=False)
     for col in ("iter", "started (UTC)", "status", "run", "summary"):

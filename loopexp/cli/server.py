@@ -24,6 +24,7 @@ def ui(
     campaign: Annotated[str | None, typer.Option(help="print the link to this campaign")] = None,
 ) -> None:
     """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
+    from loopexp.track.store import redact  # noqa: PLC0415 (fast --help)
     from loopexp.track.tracking import (  # noqa: PLC0415 (fast --help)
         experiment_id_of,
         experiment_url,
@@ -47,7 +48,7 @@ def ui(
         command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://127.0.0.1:{port}"
-    console.print(f"starting the MLflow UI on {url} against {uri} …")
+    console.print(f"starting the MLflow UI on {url} against {redact(uri)} …")
     # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -52,6 +52,7 @@ from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.describe import run_name
+from loopexp.track.store import redact
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
@@ -362,7 +363,7 @@ def _log_attempt(
         if existing is not None:
             _say(progress, f"already logged: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, stale)
-    _say(progress, f"logging to MLflow ({uri})")
+    _say(progress, f"logging to MLflow ({redact(uri)})")
     run, next_path, next_note = _log_run(spec, results, attempt, manifest, uri)
     manifest.update(
         state="logged",

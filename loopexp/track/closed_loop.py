@@ -22,6 +22,7 @@ from loopexp.analysis.results import ExperimentResults
 from loopexp.core import tags as tag
 from loopexp.core.errors import InputError
 from loopexp.learn.history import ClosedLoopReport, closed_loop_report, iteration_record
+from loopexp.track.store import redact
 from loopexp.track.tracking import (
     TrackingUnavailableError,
     download_artifact,
@@ -82,8 +83,8 @@ def build_report(
     runs = campaign_runs(campaign, uri)
     if not runs:
         raise ReportError(
-            f"campaign {campaign!r} has no analysed iteration in {uri}: run `loopexp run` (or "
-            "`loopexp demo`) first, or check --tracking-uri and the campaign name"
+            f"campaign {campaign!r} has no analysed iteration in {redact(uri)}: run `loopexp run` "
+            "(or `loopexp demo`) first, or check --tracking-uri and the campaign name"
         )
     folder = Path(workdir or tempfile.mkdtemp(prefix="loopexp-report-"))
     records = []
@@ -131,7 +132,7 @@ def log_report(report: ClosedLoopReport, html_path: str | Path) -> str:
         uri,
     )
     if run is None:
-        raise ReportError(f"campaign {report.campaign!r} has no MLflow experiment in {uri}")
+        raise ReportError(f"campaign {report.campaign!r} has no MLflow experiment in {redact(uri)}")
     status = "FAILED"
     try:
         log_files(run, [html_path, json_path], artifact_path="report")

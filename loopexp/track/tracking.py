@@ -481,6 +481,6 @@ def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
     if is_remote(uri):
         return experiment_url(uri, experiment_id)
     return (
-        f"loopexp ui --tracking-uri {uri}  then open "
+        f"loopexp ui --tracking-uri {redact(uri)}  then open "
         f"{experiment_url('http://127.0.0.1:5000', experiment_id)}"
     )
