@@ -32,6 +32,8 @@ AUTH_INI = "basic_auth.ini"
 ANALYST, MARKETER, ADMIN = "analyst", "marketer", "admin"
 #: The default admin password older MLflow versions shipped; it must never stay usable.
 LEGACY_ADMIN_PASSWORD = "password1234"
+#: Seconds a worker trusts a verified sign-in (MLflow's ``auth_cache_ttl_seconds``; off by default).
+AUTH_CACHE_TTL = 60
 
 
 class TeamServerError(StateError):
@@ -88,7 +90,11 @@ def init_config(folder: Path, config: TeamConfig) -> TeamConfig:
         "default_permission = READ\n"
         f"database_uri = {config.backend_store_uri}\n"
         f"admin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # MLflow checks the password (PBKDF2) on every request unless this cache is on: one
+        # iteration's logging (~40 requests) took 40x SQLite's time without it (bench/README.md).
+        # A changed password reaches the other workers within the TTL.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL}\n",
         encoding="utf-8",
     )
     os.chmod(folder / AUTH_INI, 0o600)  # it holds the database password
