@@ -130,3 +130,22 @@ def test_a_database_that_does_not_answer_is_named() -> None:
     uri = f"postgresql+psycopg://postgres:pw@127.0.0.1:{free_port()}/mlflow"
     with pytest.raises(StoreUnreachableError, match=r"database .*:\*\*\*@127.0.0.1.*not reachable"):
         preflight(uri)
+
+
+def test_list_runs_pages_and_keeps_the_latest_oldest_first(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from loopexp.track.tracking import list_runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("paging")
+    ids = []
+    for i in range(5):
+        ids.append(client.create_run(experiment_id, start_time=1_000 + i).info.run_id)
+        if i % 2:
+            client.set_terminated(ids[-1])
+    assert [r.info.run_id for r in list_runs("paging", uri)] == ids
+    assert [r.info.run_id for r in list_runs("paging", uri, latest=2)] == ids[3:]
+    finished = list_runs("paging", uri, where="attributes.status = 'FINISHED'")
+    assert [r.info.run_id for r in finished] == [ids[1], ids[3]]

@@ -137,6 +137,21 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
     )
     assert listed.returncode == 0, listed.stderr
     assert all(r.info.run_id in listed.stdout for r in analysed)
+    newest = max(runs, key=lambda r: r.info.start_time)
+    last = _cli(
+        "runs",
+        "--campaign",
+        campaign,
+        "--last",
+        "1",
+        "--tracking-uri",
+        team.server.url,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert last.returncode == 0 and "the latest 1 runs" in last.stdout, last.stdout + last.stderr
+    assert newest.info.run_id in last.stdout
+    assert sum(r.info.run_id in last.stdout for r in runs) == 1
     report = _cli(
         "report",
         "--campaign",

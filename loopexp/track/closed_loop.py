@@ -49,7 +49,7 @@ def campaign_runs(campaign: str, tracking_uri: str | None = None) -> list[Any]:
     """The campaign's FINISHED analysis runs, one per iteration (the latest), oldest first."""
     uri = resolve_tracking_uri(tracking_uri)
     latest: dict[int, Any] = {}
-    for run in list_runs(campaign, uri):
+    for run in list_runs(campaign, uri, where="attributes.status = 'FINISHED'"):
         tags = run.data.tags
         if tags.get(tag.KIND) == "report" or run.info.status != "FINISHED":
             continue

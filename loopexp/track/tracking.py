@@ -414,8 +414,10 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
     }
 
 
-def list_runs(campaign: str, tracking_uri: str) -> list[Run]:
-    """The campaign's runs, oldest first."""
+def list_runs(
+    campaign: str, tracking_uri: str, latest: int | None = None, where: str = ""
+) -> list[Run]:
+    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``."""
     with _reachable(tracking_uri):
         client = _client(tracking_uri)
         experiment = client.get_experiment_by_name(campaign)
@@ -423,17 +425,19 @@ def list_runs(campaign: str, tracking_uri: str) -> list[Run]:
             return []
         runs: list[Run] = []
         token = None
-        while True:  # page on: a campaign may hold more runs than one page (1,000)
+        while latest is None or len(runs) < latest:  # pages: a store returns 1,000 at most
             page = client.search_runs(
                 [experiment.experiment_id],
-                order_by=["attributes.start_time ASC"],
-                max_results=1000,
+                where,
+                order_by=["attributes.start_time DESC"],
+                max_results=min(1000, latest or 1000),
                 page_token=token,
             )
             runs += page
             token = page.token
             if not token:
-                return runs
+                break
+        return runs[::-1]
 
 
 def experiment_id_of(campaign: str, tracking_uri: str) -> str | None:
