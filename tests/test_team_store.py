@@ -314,3 +314,42 @@ def test_postgresql_restart_is_retried_then_a_clear_error(team: Team) -> None:
         assert "not reachable" in str(down.value)
     finally:
         team.pg.start(port=port)
+
+
+def test_server_init_again_keeps_the_passwords_private(team: Team, tmp_path: Path) -> None:
+    config = team.server.config_dir / "team.json"
+    before = config.read_text()
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert (team.server.config_dir / "basic_auth.ini").stat().st_mode & 0o777 == 0o600
+    again = _cli(
+        "server",
+        "init",
+        "--config-dir",
+        str(team.server.config_dir),
+        "--backend-store-uri",
+        team.pg.uri("mlflow"),
+        "--artifacts-destination",
+        f"s3://{BUCKET}/mlflow",
+        "--port",
+        str(team.server.config["port"]),
+        "--workers",
+        "1",
+        env=team.env,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert config.read_text() == before  # same passwords: the team's accounts keep working
+    assert config.stat().st_mode & 0o777 == 0o600
+    refused = _cli(
+        "server",
+        "init",
+        "--config-dir",
+        str(tmp_path / "x"),
+        "--backend-store-uri",
+        "http://127.0.0.1:1",
+        "--artifacts-destination",
+        "s3://b",
+        env=team.env,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and "is not a database" in refused.stdout + refused.stderr
