@@ -83,6 +83,7 @@ def test_the_marketer_signs_in_and_reads_the_runs_table(team: Team) -> None:
             page.goto(url)
             expect(page.get_by_text(RUN_NAME).first).to_be_visible(timeout=120_000)
             expect(page.get_by_text("browser-campaign").first).to_be_visible()
+            expect(page.get_by_text("marketer", exact=True).first).to_be_visible()  # signed in
         finally:
             ARTIFACTS.mkdir(exist_ok=True)
             if browser.contexts and browser.contexts[0].pages:
