@@ -24,6 +24,7 @@ LAYERS = (
     "core",
     "stats",
     "events",
+    "collect",
     "metrics",
     "design",
     "assignment",
@@ -41,6 +42,11 @@ CONFINED = {
     "mlflow": ("loopexp.track",),
     "papermill": ("loopexp.run.notebook",),
     "pyspark": ("loopexp.metrics.spark",),
+    "starlette": ("loopexp.collect",),
+    "uvicorn": ("loopexp.collect",),
+    "boto3": ("loopexp.collect.bucket", "loopexp.events.remote"),
+    # policy learning (issue 27): the outcome models and the policy tree
+    "sklearn": ("loopexp.learn.policy",),
     # the team extra: the advisory run lock, the store's pre-flight
     "psycopg": ("loopexp.run.lock",),
     "sqlalchemy": ("loopexp.track.store",),
@@ -50,6 +56,7 @@ ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")
 
 #: What ``import loopexp`` must not load (each costs from 0.1 to 2 s).
 HEAVY = ("scipy", "statsmodels", "duckdb", "mlflow", "papermill", "matplotlib", "pyspark")
+HEAVY += ("sklearn",)  # policy learning (issue 27)
 
 
 def _module_name(path: Path) -> str:

@@ -269,7 +269,8 @@ def test_assign_returns_keys_segments_groups_in_input_order():
     recipients = recipients_frame().iloc[::-1].reset_index(drop=True)
     spec = make_spec(holdout=0.1)
     out = assign(recipients, spec)
-    assert list(out.columns) == ["recipient_key", "segment", "variant_id"]
+    # propensity (issue 27): the probability of the recipient's own group, extending the columns
+    assert list(out.columns) == ["recipient_key", "segment", "variant_id", "propensity"]
     assert out["recipient_key"].tolist() == recipients["recipient_key"].tolist()
     assert out["segment"].tolist() == recipients["segment"].tolist()
     assert out["variant_id"].tolist() == assign_groups(recipients["recipient_key"], spec).tolist()

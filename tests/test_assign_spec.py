@@ -36,6 +36,8 @@ def fingerprint_without_new_fields(spec: ExperimentSpec) -> str:
     data.pop("send_time")  # issue 18
     data.pop("events")  # issue 14's export folder for `run`, left out while None
     data.pop("allocation")  # issue 23's adaptive weights for scheduled runs, left out while None
+    data.pop("flow")  # issue 26's automation-flow section, left out while None
+    data.pop("policy")  # issue 27's per-recipient policy, left out while None
     if not data.get("metrics"):  # issue 16's own-metrics field, also left out at its default
         data.pop("metrics", None)
     canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)

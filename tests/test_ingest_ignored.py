@@ -128,7 +128,7 @@ def test_every_provider_names_its_ignored_types(tmp_path: Path) -> None:
         "braze:Abort": 1,
         "klaviyo:Dropped Email": n_klaviyo,
         "mailgun:rejected": 1,
-        "postmark:SubscriptionChange": 1,
+        "postmark:SubscriptionChange/reactivation": 1,
         "sendgrid:dropped": 1,
         "ses:Reject": 1,
         "ses:Rendering Failure": 1,

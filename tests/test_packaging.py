@@ -50,6 +50,7 @@ def test_every_test_type_has_a_valid_commented_example(test_type: TestType) -> N
         "preheader": "preheader",
         "from_name": "from_name",
         "multivariate": "cell",
+        "flow": "description",
     }[test_type]
     assert all(getattr(v, field) for v in spec.variants), f"{path.name}: every variant sets {field}"
 
@@ -154,8 +155,15 @@ def test_every_example_spec_goes_round_the_loop(tmp_path: Path, test_type: TestT
     from loopexp.sim.simulate import DEMO_EFFECTS
 
     spec = load_spec(example_spec_path(EXAMPLE_SPECS[test_type]))
-    events, assignment = simulate_campaign(spec, 5_000, DEMO_EFFECTS, seed=3).write(tmp_path)
-    _, results = analyze_files(spec, events, assignment)
+    if spec.flow is not None:  # a flow test: its own simulator and analysis (issue 26)
+        from loopexp.analysis.flow import analyze_flow_files
+        from loopexp.sim.flows import DEMO_FLOW_TRUTHS, simulate_flow
+
+        flow = simulate_flow(spec, DEMO_FLOW_TRUTHS[spec.flow.id], 5_000, seed=3)
+        results = analyze_flow_files(spec, *flow.write(tmp_path)).results
+    else:
+        events, assignment = simulate_campaign(spec, 5_000, DEMO_EFFECTS, seed=3).write(tmp_path)
+        _, results = analyze_files(spec, events, assignment)
     assert results.decision.primary_metric == spec.primary_metric
     assert {v.id for v in results.variants} >= {v.id for v in spec.variants}
     assert next_spec(spec, results).iteration == 2

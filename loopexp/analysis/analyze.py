@@ -33,6 +33,7 @@ from loopexp.analysis.results import (
     SRMResult,
     VariantResult,
 )
+from loopexp.core.errors import InputError
 from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.definitions import HOLDOUT, MetricDef
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
@@ -416,6 +417,11 @@ def analyze_files(
     recipient, DuckDB within ``data.memory_limit``; mean metrics are capped at
     ``decision.cap_percentile``.
     """
+    if spec.flow is not None:  # judged from entry with windows, not per delivered mail
+        raise InputError(
+            f"spec {spec.name!r} is a flow test: analyse it with "
+            "loopexp.analysis.flow.analyze_flow_files (`loopexp run` picks the flow notebook)"
+        )
     caps = spec_caps(spec)
     table = compute_metrics(
         events_path,

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from loopexp.assignment import policy as pol  # issue 27: a spec's per-recipient policy
 from loopexp.assignment.exclusions import (
     REASONS,
     ExclusionReason,
@@ -57,6 +58,7 @@ from loopexp.stats.srm import srm_check
 
 #: Columns of ``assignment.parquet``, in order (a contract with ingest and the metrics engine).
 ASSIGNMENT_COLUMNS = ("recipient_key", "variant_id", "segment", "bucket", "salt", "spec_sha256")
+ASSIGNMENT_COLUMNS += ("propensity",)  # issue 27: P(the recipient's own group was drawn)
 #: Message fields a send list carries for its variant.
 MESSAGE_FIELDS = ("subject", "preheader", "from_name", "content", "send_time")
 _CHUNK = 1 << 18
@@ -165,8 +167,24 @@ def assign(recipients: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     if out["recipient_key"].duplicated().any():
         dupes = out.loc[out["recipient_key"].duplicated(), "recipient_key"]
         raise ValueError(f"recipient_key must be unique; first repeats: {dupes.head(5).tolist()}")
-    out["variant_id"] = assign_groups(out["recipient_key"], spec)
+    bucket = unit_interval(spec.salt, out["recipient_key"])
+    codes, propensity = _policy(spec, out, bucket, recipients[keep], "recipient table")
+    out["variant_id"] = _group_names(spec)[codes]
+    out["propensity"] = propensity
     return out
+
+
+def _policy(
+    spec: ExperimentSpec, rows: pd.DataFrame, bucket: np.ndarray, raw: pd.DataFrame, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group codes and propensities: the weights' split, or the spec's policy (issue 27)."""
+    codes = _group_codes(bucket, spec)
+    if not pol.deployed(spec):
+        return pol.policy_codes(spec, bucket, codes, None, None)
+    explore = unit_interval(spec.salt + pol.EXPLORE_SALT, rows["recipient_key"])
+    return pol.policy_codes(
+        spec, bucket, codes, explore, pol.policy_features(spec.policy, rows, raw, where)
+    )
 
 
 @dataclass(frozen=True)
@@ -312,9 +330,12 @@ def assign_recipients(
     chosen, top, eligible_keys = _drop_later_duplicates(reason, eligible, eligible_keys, top)
     bucket = top.astype(np.float64)
     bucket /= 2.0**53
-    group_code = _group_codes(bucket, spec)
     segment_code = prepared.segment_code[chosen]
+    rows = pol.policy_rows(spec, eligible_keys, segment_code)  # a policy's inputs (issue 27)
+    raw = recipients.iloc[chosen] if pol.deployed(spec) else recipients.iloc[:0]
+    group_code, propensity = _policy(spec, rows, bucket, raw, source)
     assignment = _assignment_frame(spec, eligible_keys, bucket, group_code, segment_code)
+    assignment["propensity"] = propensity
     exclusions = _exclusions_frame(reason, prepared)
     emails = prepared.emails.take(pa.array(chosen)) if prepared.emails is not None else None
     summary = _summarise(
@@ -427,6 +448,8 @@ def _summarise(
         if cells[i].sum()
     }
     srm = {seg: srm_check(obs, shares).p_value for seg, obs in by_segment.items()}
+    if pol.deployed(spec):  # a policy's split is not the weights': no SRM against them
+        srm = {}
     hashed = key_kind == "email"
     summary = AssignmentSummary(
         source=source,
@@ -454,7 +477,7 @@ def _assignment_table(assignment: pd.DataFrame) -> pa.Table:
     columns = {}
     for name in ASSIGNMENT_COLUMNS:
         arr = pa.array(assignment[name])
-        if name == "bucket":
+        if name in ("bucket", "propensity"):
             arr = arr.cast(pa.float64())
         elif not pa.types.is_dictionary(arr.type) and arr.type != pa.string():
             arr = arr.cast(pa.string())

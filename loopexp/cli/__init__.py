@@ -15,6 +15,8 @@ from typing import Any
 import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
+from loopexp.cli import collect as collect_cmd
+from loopexp.cli import policy as policy_cmd
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -51,9 +53,11 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("runs", run.runs),
     ("ui", server.ui),
     ("ingest", events.ingest),
+    ("collect", collect_cmd.collect),
     ("metrics", events.metrics),
     ("demo", demo.demo),
     ("report", report.report),
+    ("policy", policy_cmd.policy),
 )
 
 for _name, _command in COMMANDS:

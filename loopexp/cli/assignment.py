@@ -17,6 +17,7 @@ from loopexp.cli.errors import err_console
 if TYPE_CHECKING:
     from loopexp.assignment.assign import AssignmentSummary
     from loopexp.core.keys import HashKey
+    from loopexp.design.spec import ExperimentSpec
 
 
 def assign(
@@ -57,6 +58,9 @@ def assign(
     from loopexp.core.parallel import available_workers  # noqa: PLC0415 (fast --help)
 
     spec = load(spec_path)
+    if spec.flow is not None:  # a flow test: entries into its split, not a list (issue 26)
+        _assign_flow(spec, recipients, out, json_out)
+        return
     # A RecipientsError, HashKeyError or an --as-of that is not a date exits 2 (errors.py).
     key = _hash_key(key_file, demo_key)
     started = time.perf_counter()
@@ -78,6 +82,48 @@ def assign(
         typer.echo(summary.to_json())
         return
     _print_assignment(summary, paths)
+
+
+def _assign_flow(spec: ExperimentSpec, entries: Path, out: Path, json_out: bool) -> None:
+    """Entries (recipient_key, entered_at, segment) into the flow's experiment split."""
+    import json  # noqa: PLC0415
+
+    from loopexp.assignment.flow import assign_flow_entries  # noqa: PLC0415 (fast --help)
+    from loopexp.assignment.recipients import read_table  # noqa: PLC0415
+
+    frame = read_table(entries, "flow entries")
+    result = assign_flow_entries(frame.astype(object), spec)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "assignment": out / "assignment.parquet",
+        "entries": out / "entries.parquet",
+    }
+    result.assignment.to_parquet(paths["assignment"], index=False)
+    result.entries.to_parquet(paths["entries"], index=False)
+    summary = {
+        "source": str(entries),
+        "input_rows": len(frame),
+        "recipients": len(result.assignment),
+        "entries": len(result.entries),
+        "excluded": result.excluded,
+        "arms": result.assignment["variant_id"].value_counts().to_dict(),
+        "flow_version": spec.flow.version() if spec.flow else None,
+    }
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"Flow entries of {entries}", box=box.ROUNDED)
+    table.add_column("rows", style="bold")
+    table.add_column("count", justify="right")
+    for name in ("input_rows", "entries", "recipients"):
+        table.add_row(name.replace("_", " "), f"{summary[name]:,}")
+    for reason, count in result.excluded.items():
+        table.add_row(f"not counted: {reason}", f"{count:,}")
+    for arm, count in summary["arms"].items():
+        table.add_row(f"arm {arm}", f"{count:,}")
+    console.print(table)
+    for name, path in paths.items():
+        console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False, emoji=False)
 
 
 def _hash_key(key_file: Path | None, demo_key: bool) -> HashKey | None:

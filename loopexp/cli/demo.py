@@ -105,6 +105,9 @@ def demo(
         return
     spec_path = spec_path or example_spec_path("subject_line_demo.yaml")  # shipped in the wheel
     spec = load(spec_path)
+    if spec.flow is not None:  # a flow test: its own simulator and known truth (issue 26)
+        _demo_flow(spec_path, out, recipients, seed, tracking_uri)
+        return
     console.print(
         f"Simulating {recipients:,} recipients for [bold]{escape(spec.name)}[/]; the truth: "
         f"{DEMO_EFFECTS.describe()}"
@@ -114,6 +117,22 @@ def demo(
     console.print(f"{len(campaign.events):,} events written to {events}")
     outcome = run_iteration(spec_path, events, assignment, out / "analysis", tracking_uri, out)
     print_outcome(outcome)
+
+
+def _demo_flow(
+    spec_path: Path, out: Path, recipients: int, seed: int, tracking_uri: str | None
+) -> None:
+    from loopexp.sim.flow_demo import run_flow_demo  # noqa: PLC0415 (only this command needs it)
+
+    quiet_mlflow()
+    demo = run_flow_demo(spec_path, out, recipients, seed, tracking_uri, progress=progress)
+    console.print(f"Simulated truth: {escape(demo.truth.describe())}")
+    print_outcome(demo.outcome)
+    status, winner = demo.expected
+    verdict = (
+        "[green]decided the simulated truth[/]" if demo.decided_the_truth else "[red]missed it[/]"
+    )
+    console.print(f"Expected {status}{f' ({winner})' if winner else ''}: {verdict}")
 
 
 def _demo_loop(

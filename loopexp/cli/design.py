@@ -12,6 +12,7 @@ from rich.markup import escape
 from loopexp.cli.common import console, load
 from loopexp.cli.errors import fail
 from loopexp.design.parts import TestType
+from loopexp.design.spec import ExperimentSpec
 
 
 def validate(
@@ -110,6 +111,9 @@ def plan(
             source = f"pooled from {len(paths)} earlier send(s)"
         else:
             rate, source = float(baseline), "as given"
+        if spec.flow is not None:  # a flow test: entries a day, the window, daily looks (issue 26)
+            _plan_flow(spec, rate, per_day)
+            return
         result = plan_experiment(spec, rate, source, per_day, audience)
     except ValueError as exc:
         fail(f"--baseline {baseline:g}: {exc}" if baseline is not None and not paths else str(exc))
@@ -121,3 +125,19 @@ def plan(
     console.print(plan_summary(result), highlight=False)
     if json_path:
         console.print(f"plan written to {result.write_json(json_path)}", highlight=False)
+
+
+def _plan_flow(spec: ExperimentSpec, rate: float, per_day: int | None) -> None:
+    from loopexp.design.flow_plan import plan_flow_spec  # noqa: PLC0415 (fast --help)
+
+    if per_day is None:
+        fail("a flow test is planned from its entry rate: give --per-day (entries a day)")
+    plan = plan_flow_spec(spec, rate, per_day)
+    console.print(
+        f"{spec.primary_metric} within {plan.window_days:g} days of entry: baseline {rate:.2%}, "
+        f"MDE {plan.mde_relative:+.0%} relative, power {plan.power:.0%}"
+        + (" (read daily, always-valid)" if plan.sequential else "")
+        + f" → [bold]{plan.per_arm:,}[/] per arm, {plan.total:,} entries: "
+        f"{plan.entry_days:.1f} days of entries + the {plan.window_days:g}-day window = "
+        f"[bold]{plan.days:.1f} days[/]"
+    )

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="export files, folders or globs")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="export files, folders or globs; a webhook receiver's folder (sealed *.wlog) "
+            "or its bucket, s3://bucket/prefix"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
     fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
     spec_path: Annotated[
@@ -95,7 +101,18 @@ def ingest_for_run(events: Path, folder: Path, fmt: str, spec: ExperimentSpec) -
         f"{summary['ignored']:,} ignored (not an outcome) ({folder})",
         highlight=False,
     )
+    _print_completeness(folder)
     return path
+
+
+def _print_completeness(folder: Path) -> None:
+    """A raw webhook log's hours not final yet and its gaps (``completeness.json``), if any."""
+    from loopexp.events.completeness import FILE, summary_lines  # noqa: PLC0415 (DuckDB)
+
+    path = folder / FILE
+    if path.is_file():
+        for line in summary_lines(json.loads(path.read_text(encoding="utf-8"))):
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
 
 def _print_ingest(summary: IngestSummary) -> None:

@@ -16,6 +16,12 @@ here give the environment's value or the default.
 | ``LOOPEXP_STALE_AFTER_HOURS`` | when a RUNNING MLflow run counts as abandoned (default 6) |
 | ``LOOPEXP_KEEP_ATTEMPTS`` | attempt folders kept per output folder (default 30) |
 | ``LOOPEXP_DEBUG`` | the CLI shows the traceback of an unexpected error |
+| ``LOOPEXP_SENDGRID_VERIFICATION_KEY`` … ``LOOPEXP_SNS_TOPIC_ARNS`` | the webhook receiver's secrets (``loopexp collect``; each also as ``…_FILE``; see :data:`WEBHOOK_SECRETS`) |
+| ``LOOPEXP_MANDRILL_WEBHOOK_URL`` | the public URL Mandrill signs (behind a proxy it differs from the request's) |
+| ``LOOPEXP_COLLECT_ALLOW_UNSIGNED`` | providers the receiver accepts without a secret (comma-separated; loud warning) |
+| ``LOOPEXP_COLLECT_INSTANCE`` | the receiver's instance id in its segment names (default: host name) |
+| ``LOOPEXP_COLLECT_OUT`` | the receiver's output folder when served by ``uvicorn --factory`` |
+| ``LOOPEXP_COLLECT_BUCKET`` | ``s3://bucket/prefix`` the receiver ships its sealed segments to |
 | ``LOOPEXP_LOCK_URI`` | PostgreSQL holding the cross-host run lock (default: the store's, if PostgreSQL) |
 | ``LOOPEXP_ARTIFACT_ROOT`` | artifact root of new experiments on a database store (e.g. ``s3://…``) |
 """  # noqa: E501 (a table)
@@ -26,6 +32,8 @@ import os
 import tempfile
 from contextlib import suppress
 from pathlib import Path
+
+from loopexp.core.errors import ConfigError
 
 HASH_KEY = "LOOPEXP_HASH_KEY"
 HASH_KEY_FILE = "LOOPEXP_HASH_KEY_FILE"
@@ -39,6 +47,27 @@ LOCK_DIR = "LOOPEXP_LOCK_DIR"
 STALE_AFTER_HOURS = "LOOPEXP_STALE_AFTER_HOURS"
 KEEP_ATTEMPTS = "LOOPEXP_KEEP_ATTEMPTS"
 DEBUG = "LOOPEXP_DEBUG"
+# The webhook receiver (loopexp collect, issue #24)
+SENDGRID_VERIFICATION_KEY = "LOOPEXP_SENDGRID_VERIFICATION_KEY"
+MAILGUN_SIGNING_KEY = "LOOPEXP_MAILGUN_SIGNING_KEY"
+POSTMARK_BASIC_AUTH = "LOOPEXP_POSTMARK_BASIC_AUTH"
+MANDRILL_WEBHOOK_KEY = "LOOPEXP_MANDRILL_WEBHOOK_KEY"
+MANDRILL_WEBHOOK_URL = "LOOPEXP_MANDRILL_WEBHOOK_URL"
+KLAVIYO_WEBHOOK_SECRET = "LOOPEXP_KLAVIYO_WEBHOOK_SECRET"
+SNS_TOPIC_ARNS = "LOOPEXP_SNS_TOPIC_ARNS"
+COLLECT_ALLOW_UNSIGNED = "LOOPEXP_COLLECT_ALLOW_UNSIGNED"
+COLLECT_INSTANCE = "LOOPEXP_COLLECT_INSTANCE"
+COLLECT_OUT = "LOOPEXP_COLLECT_OUT"
+COLLECT_BUCKET = "LOOPEXP_COLLECT_BUCKET"
+#: Provider → the variable of its webhook secret(s) (a list: keys can rotate).
+WEBHOOK_SECRETS = {
+    "sendgrid": SENDGRID_VERIFICATION_KEY,
+    "mailgun": MAILGUN_SIGNING_KEY,
+    "ses": SNS_TOPIC_ARNS,
+    "postmark": POSTMARK_BASIC_AUTH,
+    "mandrill": MANDRILL_WEBHOOK_KEY,
+    "klaviyo": KLAVIYO_WEBHOOK_SECRET,
+}
 # the team's store (loopexp.run.lock, loopexp.track.tracking)
 LOCK_URI = "LOOPEXP_LOCK_URI"
 ARTIFACT_ROOT = "LOOPEXP_ARTIFACT_ROOT"
@@ -157,6 +186,53 @@ def keep_attempts() -> int:
 def debug() -> bool:
     """True when ``$LOOPEXP_DEBUG`` is set: the CLI re-raises unexpected errors."""
     return bool(text(DEBUG))
+
+
+def secret_list(name: str, *, commas: bool = True) -> list[str]:
+    """A list of secrets from ``$NAME`` or the file ``$NAME_FILE`` (both may be set).
+
+    Values are separated by newlines (and commas, unless ``commas`` is False: a password may
+    hold one), so a key can rotate: the new one is added beside the old until every sender uses
+    it. Empty when neither is set.
+    """
+    raw = text(name)
+    path = text(name + "_FILE")
+    if path:
+        raw += "\n" + Path(path).read_text(encoding="utf-8")
+    if commas:
+        raw = raw.replace(",", "\n")
+    return [v.strip() for v in raw.splitlines() if v.strip()]
+
+
+def mandrill_webhook_url() -> str:
+    """The public URL Mandrill signs (``$LOOPEXP_MANDRILL_WEBHOOK_URL``; ``""``: the request's)."""
+    return text(MANDRILL_WEBHOOK_URL)
+
+
+def collect_allow_unsigned() -> frozenset[str]:
+    """Providers whose webhooks the receiver takes without a secret (``all`` for every one)."""
+    names = text(COLLECT_ALLOW_UNSIGNED).split(",")
+    return frozenset(v.strip().lower() for v in names if v.strip())
+
+
+def collect_instance() -> str:
+    """The receiver's instance id: ``$LOOPEXP_COLLECT_INSTANCE``, else the host name."""
+    import socket  # noqa: PLC0415 (only the receiver needs it)
+
+    return text(COLLECT_INSTANCE) or socket.gethostname()
+
+
+def collect_out() -> str:
+    """The receiver's output folder (``$LOOPEXP_COLLECT_OUT``), for an ASGI server's factory."""
+    out = text(COLLECT_OUT)
+    if not out:
+        raise ConfigError(f"set {COLLECT_OUT} to the folder the receiver writes its segments to")
+    return out
+
+
+def collect_bucket() -> str:
+    """Where the receiver ships sealed segments (``$LOOPEXP_COLLECT_BUCKET``; ``""``: nowhere)."""
+    return text(COLLECT_BUCKET)
 
 
 def lock_uri() -> str | None:

@@ -25,3 +25,7 @@ NEXT_SPEC = "loopexp.next_spec"
 #: What a run is: an iteration's analysis, or the closed-loop report over iterations.
 KIND = "loopexp.kind"
 REPORT_ITERATIONS = "loopexp.report.iterations"
+#: A flow test (issue 26): the flow's id in the ESP and the fingerprint of its definition (an edit
+#: makes a new version, analysed apart).
+FLOW_ID = "loopexp.flow.id"
+FLOW_VERSION = "loopexp.flow.version"

@@ -48,6 +48,8 @@ class TestType(StrEnum):
     FROM_NAME = "from_name"
     MULTIVARIATE = "multivariate"
     """Factorial: ``factors`` with levels; the variants are the cells (every combination)."""
+    FLOW = "flow"
+    """An automation flow (``flow:``): the variants are the branches of its experiment split."""
 
 
 class SpecModel(BaseModel):

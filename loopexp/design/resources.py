@@ -27,6 +27,7 @@ EXAMPLE_SPECS: dict[TestType, str] = {
     TestType.PREHEADER: "preheader_demo.yaml",
     TestType.FROM_NAME: "from_name_demo.yaml",
     TestType.MULTIVARIATE: "multivariate_demo.yaml",
+    TestType.FLOW: "welcome_flow_timing.yaml",
 }
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from loopexp.core.errors import InputError
+from loopexp.design.flow import FlowSpec, check_flow_spec
 from loopexp.design.parts import (
     AllocationSettings,
     Audience,
@@ -40,6 +41,7 @@ from loopexp.design.parts import (
     check_metric,
     factorial_cells,
 )
+from loopexp.design.policy import PolicySettings
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -92,6 +94,12 @@ class ExperimentSpec(SpecModel):
     :class:`SendTimeSettings`); None: one send for everyone."""
     allocation: AllocationSettings | None = None
     """Adaptive weights written into each next spec; None: the variants keep their weights."""
+    flow: FlowSpec | None = None
+    """A test of an automation flow (test_type ``flow``): trigger, steps, the split node tested
+    and the conversion window (see :mod:`loopexp.design.flow`); None: a single mail."""
+    policy: PolicySettings | None = None
+    """A per-recipient policy learned from an earlier send (issue 27): rules giving each
+    recipient's variant, with an exploration share randomised uniformly; None: the weights split."""
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +152,10 @@ class ExperimentSpec(SpecModel):
             raise ValueError(f"control {self.control!r} is not one of the variants {ids}")
         for g in self.guardrails:
             check_metric(g.metric, [d.name for d in self.metrics])
+        if self.policy is not None:  # issue 27: the rules send variants of this spec
+            unknown = sorted({r.action for r in self.policy.rules} - set(ids))
+            if unknown:
+                raise ValueError(f"policy rules name variant(s) {unknown} not among {ids}")
         self._check_factorial()
         backlog_clash = sorted({b.id for b in self.backlog} & set(ids))
         if backlog_clash:
@@ -161,6 +173,16 @@ class ExperimentSpec(SpecModel):
         dupes = sorted({c for c in self.covariates if self.covariates.count(c) > 1})
         if dupes:
             raise ValueError(f"covariates must be unique; repeated: {dupes}")
+        check_flow_spec(
+            self.flow,
+            self.test_type.value,
+            self.variants,
+            self.backlog,
+            self.enrolment,
+            self.audience.holdout,
+            self.primary_metric,
+            [g.metric for g in self.guardrails],
+        )
         return self
 
     def _check_factorial(self) -> None:
@@ -260,6 +282,10 @@ class ExperimentSpec(SpecModel):
             exclude["events"] = True
         if self.allocation is None:
             exclude["allocation"] = True
+        if self.flow is None:  # issue 26
+            exclude["flow"] = True
+        if self.policy is None:  # issue 27
+            exclude["policy"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
         variant_fields = {

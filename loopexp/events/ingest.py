@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from loopexp.core import config as settings
 from loopexp.core.keys import HashKey
 from loopexp.core.sql import sql_escape
-from loopexp.events import checks, output, staging
+from loopexp.events import checks, completeness, output, rawlog, remote, staging
 from loopexp.events.adapters import registry
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import JSON_SUFFIXES, TABLE_SUFFIXES, IngestError
@@ -38,7 +38,7 @@ from loopexp.events.summary import FileReport, IngestSummary, write_summary
 #: format names of the registered adapters.
 FORMATS: tuple[str, ...] = registry.format_names()
 
-_EXPORT_SUFFIXES = TABLE_SUFFIXES + JSON_SUFFIXES + registry.own_suffixes()
+_EXPORT_SUFFIXES = TABLE_SUFFIXES + JSON_SUFFIXES + registry.own_suffixes() + (rawlog.SEALED,)
 
 
 def ingest(
@@ -70,6 +70,25 @@ def ingest(
     config = config or IngestConfig()
     if fmt not in FORMATS:
         raise IngestError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    items, fetched = remote.localize(items)  # a receivers' bucket: its segments, downloaded
+    try:
+        return _ingest(items, out_dir, key, fmt, config, assignment, memory_limit, temp_directory)
+    finally:
+        if fetched is not None:
+            shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _ingest(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    key: HashKey,
+    fmt: str,
+    config: IngestConfig,
+    assignment: str | Path | None,
+    memory_limit: str | None,
+    temp_directory: str | Path | None,
+) -> IngestSummary:
     files = expand_paths(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +96,7 @@ def ingest(
     own_spill = spill is None
     spill = spill if spill is not None else tempfile.mkdtemp(prefix="loopexp-ingest-")
     con = duckdb.connect()
+    raw_dir: Path | None = None
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET preserve_insertion_order = false")  # less memory; order is not kept
@@ -94,16 +114,9 @@ def ingest(
         staging.create_staged_rows(con)
         salt = checks.id_salt(key)
         check = functools.partial(checks.checked_sql, salt=salt)
-        reports = []
-        parts: list[tuple[str, int, str]] = []  # tables staged in bulk: first number, source
-        next_no = 1
         started = time.perf_counter()
-        for path in files:
-            file_format, n, table_name = staging.stage_file(con, path, fmt, config, next_no, check)
-            reports.append(FileReport(str(path), file_format, n))
-            if table_name:
-                parts.append((table_name, next_no, str(path)))
-            next_no += n
+        raw_dir = Path(tempfile.mkdtemp(prefix="loopexp-rawlog-", dir=spill or None))
+        reports, parts = _stage_files(con, files, fmt, config, check, raw_dir)
         checks.create_checked(con, salt, parts)
         read_done = time.perf_counter()
         n_addresses = output.hash_address_keys(con, key)
@@ -115,12 +128,50 @@ def ingest(
             "hash": round(hash_done - read_done, 3),
             "finish": round(time.perf_counter() - hash_done, 3),
         }
+        _raw_log_completeness(files, summary, out)
         write_summary(summary, out)
         return summary
     finally:
         con.close()
+        if raw_dir is not None:
+            shutil.rmtree(raw_dir, ignore_errors=True)
         if own_spill:
             shutil.rmtree(spill, ignore_errors=True)
+
+
+def _raw_log_completeness(files: list[Path], summary: IngestSummary, out: Path) -> None:
+    """``completeness.json`` when the inputs include the webhook receiver's raw log."""
+    report = completeness.completeness(files, summary.events_path)
+    stale = out / completeness.FILE
+    if report is None:
+        stale.unlink(missing_ok=True)
+        return
+    completeness.write(report, out)
+    summary.warnings += completeness.summary_lines(report)
+
+
+def _stage_files(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    fmt: str,
+    config: IngestConfig,
+    check: functools.partial,
+    raw_dir: Path,
+) -> tuple[list[FileReport], list[tuple[str, int, str]]]:
+    """Stage every file; the reports and the tables staged in bulk (first number, source)."""
+    reports = []
+    parts: list[tuple[str, int, str]] = []
+    next_no = 1
+    # The webhook receiver's sealed segments: per provider, read as that provider's export.
+    files, forced, origin = rawlog.explode(files, raw_dir)
+    for path in files:
+        file_fmt = forced.get(path, fmt)
+        file_format, n, table_name = staging.stage_file(con, path, file_fmt, config, next_no, check)
+        reports.append(FileReport(origin.get(path, str(path)), file_format, n))
+        if table_name:
+            parts.append((table_name, next_no, str(path)))
+        next_no += n
+    return reports, parts
 
 
 def ingest_to_canonical(
@@ -163,7 +214,7 @@ def expand_paths(paths: list[str | Path] | str | Path) -> list[Path]:
             if not inside:
                 raise IngestError(
                     f"{p}: folder holds no export file "
-                    "(.json, .ndjson, .jsonl, .csv, .parquet, .avro)"
+                    "(.json, .ndjson, .jsonl, .csv, .parquet, .avro, or a webhook log's .wlog)"
                 )
             found += inside
         elif p.is_file():

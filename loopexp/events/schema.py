@@ -48,8 +48,15 @@ EVENT_SCHEMA = pa.schema(
         ("bounce_class", pa.string()),
         ("revenue", pa.float64()),
         ("currency", pa.string()),
+        # Automation flows (issue 26), optional: the provider's flow / canvas id and the step
+        # (message) of the flow the event belongs to; null for a one-off campaign.
+        ("flow_id", pa.string()),
+        ("step_id", pa.string()),
     ]
 )
+
+#: The optional flow columns (issue 26): adapters that do not stage them write them as null.
+FLOW_COLUMNS: tuple[str, ...] = ("flow_id", "step_id")
 
 #: Columns without which an event cannot be used at all.
 REQUIRED_COLUMNS: tuple[str, ...] = ("event_id", "provider", "event_type", "ts", "recipient_key")

@@ -163,20 +163,30 @@ def _json_adapter(path: Path, fmt: str) -> Adapter:
 
 
 def _detect(path: Path, text: str, *, final: bool = True) -> Adapter | None:
-    """The adapter of the first parseable record.
+    """The adapter of the first parseable record that is an event.
 
-    None when ``text`` is only the file's head and its first record is not complete in it
-    (``final`` False); an :class:`IngestError` when the record is no known provider's.
+    Control messages before it (an SNS capture begins with a subscription confirmation) are
+    skipped; a file of control messages only is their adapter's. None when ``text`` is only the
+    file's head and its first event is not complete in it (``final`` False); an
+    :class:`IngestError` when the record is no known provider's.
     """
+    first_control = None
     for unit in reader.json_units(text):
         if unit.reason is not None:
             if not final:
                 return None
             continue
+        owner = registry.control(unit.value)
+        if owner is not None:
+            first_control = first_control or owner
+            continue
         found = registry.detect(unit.value)
         if found is not None:
             return found
         break
+    else:
+        if final and first_control is not None:
+            return first_control
     if not final:
         return None
     names = ", ".join(a.name for a in registry.adapters() if JSON in a.reads)

@@ -89,6 +89,11 @@ class IterationRecord(_Model):
     vetoed: list[str] = Field(default_factory=list)
     incremental_revenue: Incremental | None = None
     link_clicks: dict[str, dict[str, float]] | None = None
+    flow_version: str | None = None
+    """A flow test's version (its flow definition's fingerprint): KPIs are read per version."""
+    policy_gain: str | None = None
+    """Issue 27: "personalisation gain: projected X [interval], realised Y [interval]" of the
+    policy the iteration deployed (its policy.json), None without one."""
 
 
 class ClosedLoopReport(_Model):
@@ -127,6 +132,8 @@ def iteration_record(
     previous_run_id: str | None,
     next_spec: str = "",
     send_time: Mapping[str, Any] | None = None,
+    flow_version: str | None = None,
+    policy: Mapping[str, Any] | None = None,
 ) -> IterationRecord:
     """One iteration's record from its results and lineage (``send_time``: its send_time.json)."""
     d = results.decision
@@ -162,6 +169,8 @@ def iteration_record(
         vetoed=sorted({g.variant for g in d.guardrails if not g.passed}),
         incremental_revenue=_incremental_revenue(results),
         link_clicks=_link_shares(results),
+        flow_version=flow_version,
+        policy_gain=(policy or {}).get("gain_line") or None,  # issue 27: its policy.json
     )
 
 

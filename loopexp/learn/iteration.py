@@ -27,8 +27,10 @@ from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.core.errors import InputError
 from loopexp.design.parts import SendTimeSettings, Variant
 from loopexp.design.plan import plan_for
+from loopexp.design.policy import PolicySettings
 from loopexp.design.spec import ExperimentSpec
 from loopexp.learn.allocation import thompson_weights
+from loopexp.learn.flow import next_flow
 from loopexp.learn.sendtime import SendTimeAnalysis, next_send_time
 from loopexp.learn.shrinkage import planning_baseline
 
@@ -47,6 +49,10 @@ class Learned:
     """The next variants' adaptive weights by id (None: they keep theirs)."""
     baseline: float | None = None
     """The next control's primary rate corrected for winner's curse (None: the observed rate)."""
+    policy: PolicySettings | None = None
+    """The next ``policy:`` section (issue 27, :mod:`loopexp.learn.policy.step`): with rules, the
+    next spec keeps these variants and deploys the rules; without, the decision stands and the
+    next send is learned from again."""
 
 
 def _next_arms(
@@ -109,7 +115,9 @@ def next_iteration(
     The one learning path: ``loopexp run`` and ``loopexp demo`` both write their next spec here.
     Raises :class:`LoopError` when no next iteration can be drafted.
     """
-    return next_spec(
+    if learned.policy is not None and learned.policy.deployed:
+        return _with_policy(spec, learned.policy, parent_run_id)
+    nxt = next_spec(
         spec,
         results,
         parent_run_id=parent_run_id,
@@ -117,6 +125,29 @@ def next_iteration(
         weights=learned.weights,
         baseline=learned.baseline,
     )
+    if learned.policy is None:
+        return nxt
+    data = nxt.model_dump(mode="json")
+    data["policy"] = learned.policy.model_dump(mode="json")
+    return ExperimentSpec.model_validate(data)
+
+
+def _with_policy(
+    spec: ExperimentSpec, policy: PolicySettings, parent_run_id: str | None
+) -> ExperimentSpec:
+    """The next iteration deploying ``policy`` (issue 27).
+
+    The same variants (the rules send them), a new salt, the rules with their exploration share.
+    """
+    iteration = spec.iteration + 1
+    data = spec.model_dump(mode="json")
+    data.update(
+        iteration=iteration,
+        salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",
+        parent_run_id=parent_run_id,
+        policy=policy.model_dump(mode="json"),
+    )
+    return ExperimentSpec.model_validate(data)
 
 
 def next_spec(
@@ -151,6 +182,9 @@ def next_spec(
     for v in variants:
         v["weight"] = (weights or {}).get(v["id"], v["weight"])
     data = spec.model_dump(mode="json")
+    data.pop(
+        "policy", None
+    )  # issue 27: its rules may name retired variants; next_iteration sets it
     data.update(
         iteration=iteration,
         salt=f"{spec.campaign}-{spec.test_type.value}-iter-{iteration}",
@@ -162,6 +196,8 @@ def next_spec(
     )
     if send_time is not None:
         data["send_time"] = send_time.model_dump(mode="json")
+    if spec.flow is not None:  # a flow's split follows its arms: the winner's branch adopted
+        data["flow"] = next_flow(spec.flow, [v["id"] for v in variants])
     next_spec = ExperimentSpec.model_validate(data)
     if rate is not None and 0 < rate < 1:
         # Re-planned as `loopexp plan` would: the next spec's challengers, decision method (a

@@ -157,7 +157,8 @@ def _trend_html(report: ClosedLoopReport, plot: bool) -> list[str]:
     parts.append("</tr>")
     for r in report.iterations:
         cells = "".join(f"<td>{e(_rate(r.kpis.get(k), k))}</td>" for k in KPIS)
-        parts.append(f"<tr><td>{r.iteration}</td>{cells}</tr>")
+        version = f" (flow version {e(r.flow_version)})" if r.flow_version else ""
+        parts.append(f"<tr><td>{r.iteration}{version}</td>{cells}</tr>")
     parts.append("</table>")
     if plot:
         parts.append(f'<img alt="KPI trend" src="data:image/png;base64,{_trend_png(report)}"/>')
@@ -181,6 +182,8 @@ def _earned_html(report: ClosedLoopReport) -> list[str]:
                 f"{e(_money(inc.high))}; {inc.per_recipient:+.3f} per recipient, "
                 f"{e(_pct(inc.rel_lift))} over not mailing)</li>"
             )
+        if r.policy_gain:  # issue 27: a deployed policy's projected vs realised gain
+            parts.append(f"<li>Iteration {r.iteration}: {e(r.policy_gain)}</li>")
     parts.append("</ul>")
     return parts
 

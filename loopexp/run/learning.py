@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import tags as tag
 from loopexp.design.spec import ExperimentSpec, write_spec
 from loopexp.learn.iteration import LoopError, learned_from, next_iteration
+from loopexp.learn.policy.step import PolicyStep, policy_step, read_step, write_step
 from loopexp.learn.sendtime import LEARNING_METRIC, SendTimeAnalysis, send_time_from_files
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT, campaign_runs
 from loopexp.track.tracking import (
@@ -36,6 +38,16 @@ def analyse_send_time(
     analysis = send_time_from_files(events, assignment, spec, metric=LEARNING_METRIC)
     (attempt / SEND_TIME_ARTIFACT).write_text(analysis.model_dump_json(indent=2), encoding="utf-8")
     return analysis
+
+
+def analyse_policy(
+    spec: ExperimentSpec, events: str | Path, assignment: str | Path, attempt: Path
+) -> PolicyStep | None:
+    """The policy step of a spec with a ``policy:`` section, kept as policy.json (issue 27)."""
+    step = policy_step(spec, events, assignment)
+    if step is not None:
+        write_step(step, attempt)
+    return step
 
 
 def read_send_time(attempt: Path) -> SendTimeAnalysis | None:
@@ -78,6 +90,9 @@ def write_next_spec(
     learned = learned_from(
         spec, results, read_send_time(attempt), earlier_results(spec, run.tracking_uri)
     )
+    step = read_step(attempt)  # issue 27: the policy learned from this send, if the spec asked
+    if step is not None:
+        learned = replace(learned, policy=step.next_policy)
     try:
         nxt = next_iteration(spec, results, learned, parent_run_id=run.run_id)
     except LoopError as exc:
@@ -89,4 +104,10 @@ def write_next_spec(
     return path, ""
 
 
-__all__ = ["analyse_send_time", "earlier_results", "read_send_time", "write_next_spec"]
+__all__ = [
+    "analyse_policy",
+    "analyse_send_time",
+    "earlier_results",
+    "read_send_time",
+    "write_next_spec",
+]

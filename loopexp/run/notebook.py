@@ -11,6 +11,8 @@ from loopexp.design.resources import notebooks_dir
 #: The shipped notebooks: the repository's ``notebooks/`` in a checkout, inside the installed wheel.
 NOTEBOOKS_DIR = notebooks_dir()
 ANALYZE_NOTEBOOK = "analyze_experiment.ipynb"
+#: The analysis of a flow test (a spec with ``flow:``): ``loopexp run`` picks it for such specs.
+FLOW_NOTEBOOK = "flow_experiment.ipynb"
 
 
 def execute(

@@ -46,9 +46,15 @@ from loopexp.run.attempts import (
     write_json,
 )
 from loopexp.run.checks import check_inputs, check_store
-from loopexp.run.learning import analyse_send_time, write_next_spec
+from loopexp.run.failure import fail_attempt, record_failure, render_quietly, say
+from loopexp.run.learning import analyse_policy, analyse_send_time, write_next_spec
 from loopexp.run.lock import experiment_lock
-from loopexp.run.notebook import ANALYZE_NOTEBOOK, NotebookFailedError, execute_or_fail, render_html
+from loopexp.run.notebook import (
+    ANALYZE_NOTEBOOK,
+    FLOW_NOTEBOOK,
+    NotebookFailedError,
+    execute_or_fail,
+)
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.describe import run_name
@@ -61,7 +67,6 @@ from loopexp.track.tracking import (
     end_run,
     find_finished_run,
     log_contents,
-    log_files,
     mark_stale_runs,
     resolve_tracking_uri,
     run_identity_tags,
@@ -107,11 +112,6 @@ class IterationOutcome:
     """RUNNING runs of killed processes this start marked FAILED."""
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress:
-        progress(message)
-
-
 def run_iteration(
     spec_path: str | Path,
     events_path: str | Path,
@@ -136,12 +136,14 @@ def run_iteration(
     """
     spec_path = Path(spec_path).resolve()
     spec = load_spec(spec_path)  # fail fast, before a kernel starts, on a bad spec or missing data
-    _say(progress, "checking the inputs")
+    if spec.flow is not None and notebook == ANALYZE_NOTEBOOK:
+        notebook = FLOW_NOTEBOOK  # a flow test is judged from entry (loopexp.analysis.flow)
+    say(progress, "checking the inputs")
     for warning in check_inputs(spec, events_path, assignment_path):
-        _say(progress, f"warning: {warning}")
+        say(progress, f"warning: {warning}")
     uri = resolve_tracking_uri(tracking_uri)
     for warning in check_store(uri):  # refused sign-in, old schema: raise before any work
-        _say(progress, f"warning: {warning}")
+        say(progress, f"warning: {warning}")
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, Any] = {
@@ -156,21 +158,21 @@ def run_iteration(
     with experiment_lock(spec, uri, lock_timeout):
         stale, tracking_down, existing = _look_up(spec, inputs, force, progress)
         if existing is not None:
-            _say(progress, f"already analysed: run {existing.info.run_id} has this spec and data")
+            say(progress, f"already analysed: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, tuple(stale))
         attempt, manifest = _start_attempt(out, spec_path, inputs)
         nb_name = Path(str(notebook)).name
-        _say(progress, f"running the analysis notebook {nb_name} (a kernel starts: ~10-20 s)")
+        say(progress, f"running the analysis notebook {nb_name} (a kernel starts: ~10-20 s)")
         started = time.monotonic()
         try:
             executed = _execute(notebook, attempt, manifest, kernel_name)
         except NotebookFailedError as exc:
-            _fail_attempt(spec, exc, attempt, manifest, out, uri, tracking_down, progress)
+            fail_attempt(spec, exc, attempt, manifest, out, uri, tracking_down, progress)
             raise
         except BaseException as exc:  # e.g. Ctrl-C, or papermill refusing the notebook
-            _record_failure(out, attempt, manifest, f"{type(exc).__name__}: {exc}")
+            record_failure(out, attempt, manifest, f"{type(exc).__name__}: {exc}")
             raise
-        _say(progress, f"notebook done in {time.monotonic() - started:.0f} s; writing the report")
+        say(progress, f"notebook done in {time.monotonic() - started:.0f} s; writing the report")
         _finish_analysis(spec, executed, attempt, manifest, out)
         if tracking_down is not None:
             raise NotLoggedError(attempt, tracking_down)
@@ -190,7 +192,7 @@ def _look_up(
         stale = _mark_stale(spec, uri, progress)
         existing = None if force else find_finished_run(spec.campaign, sha, data, uri)
     except TrackingUnavailableError as exc:
-        _say(progress, f"warning: {exc}; analysing anyway, the results will be kept locally")
+        say(progress, f"warning: {exc}; analysing anyway, the results will be kept locally")
         return stale, exc, None
     return stale, None, existing
 
@@ -235,22 +237,15 @@ def _execute(
     )
 
 
-def _record_failure(out: Path, attempt: Path, manifest: dict[str, Any], error: str) -> None:
-    """A failed attempt: its manifest says so, and ``latest.json`` publishes nothing."""
-    manifest.update(state="failed", error=error)
-    write_json(attempt / MANIFEST, manifest)
-    state = {"state": "failed", "attempt_id": manifest["attempt_id"], "attempt": str(attempt)}
-    unpublish(out, {**state, "error": error})
-
-
 def _finish_analysis(
     spec: ExperimentSpec, executed: Path, attempt: Path, manifest: dict[str, Any], out: Path
 ) -> None:
     """The report, decision and send-time analysis of a notebook that ran; publish them."""
-    _render_quietly(executed)
+    render_quietly(executed)
     results = ExperimentResults.read_json(attempt / "results.json")
     write_decision(results, attempt, manifest["attempt_id"], run_id=None)
     analyse_send_time(spec, manifest["events"], manifest["assignment"], attempt)
+    analyse_policy(spec, manifest["events"], manifest["assignment"], attempt)  # issue 27
     manifest["state"] = "analysed"
     write_json(attempt / MANIFEST, manifest)
     publish(
@@ -297,51 +292,8 @@ def upload(
 def _mark_stale(spec: ExperimentSpec, uri: str, progress: Progress | None) -> list[str]:
     stale = mark_stale_runs(spec, uri)
     for run_id in stale:
-        _say(progress, f"marked the stale RUNNING run {run_id} FAILED (its process was killed)")
+        say(progress, f"marked the stale RUNNING run {run_id} FAILED (its process was killed)")
     return stale
-
-
-def _render_quietly(executed: Path) -> Path | None:
-    """The notebook's HTML rendering; a rendering problem must not fail the analysis."""
-    try:
-        return render_html(executed)
-    except Exception:
-        return None
-
-
-def _fail_attempt(
-    spec: ExperimentSpec,
-    exc: NotebookFailedError,
-    attempt: Path,
-    manifest: dict[str, Any],
-    out: Path,
-    uri: str,
-    tracking_down: TrackingUnavailableError | None,
-    progress: Progress | None,
-) -> None:
-    """A failing cell: record it locally and as a FAILED MLflow run with the partial notebook."""
-    _record_failure(out, attempt, manifest, str(exc))
-    if tracking_down is not None:
-        return
-    html_path = _render_quietly(exc.notebook) if exc.notebook.exists() else None
-    tags = {
-        **run_identity_tags(
-            spec, manifest["spec_sha256"], manifest["data_fingerprint"], manifest["attempt_id"]
-        ),
-        tag.FAILURE: str(exc)[:4000],
-        "mlflow.note.content": f"**FAILED**: {exc.ename} in cell {exc.cell}. The partly executed "
-        "notebook is attached; no decision was made.",
-    }
-    try:
-        run = start_run(spec, f"#{spec.iteration} FAILED {exc.ename}"[:60], tags, uri)
-        try:
-            log_files(run, [p for p in (exc.notebook, html_path, attempt / "spec.yaml") if p])
-        finally:
-            end_run(run, "FAILED")
-        exc.run_id = run.run_id
-        _say(progress, f"MLflow run {run.run_id} marked FAILED with the partial notebook")
-    except TrackingUnavailableError as down:
-        _say(progress, f"warning: could not record the failure in MLflow: {down}")
 
 
 def _log_attempt(
@@ -361,9 +313,9 @@ def _log_attempt(
             spec.campaign, manifest["spec_sha256"], manifest["data_fingerprint"], uri
         )
         if existing is not None:
-            _say(progress, f"already logged: run {existing.info.run_id} has this spec and data")
+            say(progress, f"already logged: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, stale)
-    _say(progress, f"logging to MLflow ({redact(uri)})")
+    say(progress, f"logging to MLflow ({redact(uri)})")
     run, next_path, next_note = _log_run(spec, results, attempt, manifest, uri)
     manifest.update(
         state="logged",
@@ -421,6 +373,7 @@ def _log_run(
     try:
         write_decision(results, attempt, manifest["attempt_id"], run.run_id)
         names = ["results.json", "decision.json", "report.html", "links.csv", SEND_TIME_ARTIFACT]
+        names.append("policy.json")  # issue 27: candidates, next policy, projected vs realised
         artifacts = [
             *sorted(attempt.glob("*.ipynb")),
             *sorted(attempt.glob("*.html")),

@@ -75,6 +75,9 @@ class TrueEffects:
     slot_open: dict[str, dict[str, float]] = field(default_factory=dict)
     """Send-time effects: segment → send slot (HH:MM) → open multiplier (see
     loopexp.learn.sendtime)."""
+    segment_click: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Heterogeneous effects (issue 27): segment → variant → clicks/open multiplier, on top of
+    ``click_given_open`` (a winner that flips by segment is what a per-recipient policy learns)."""
 
     def describe(self) -> str:
         """The effects in words, e.g. ``personal: opens ×1.15; urgency: unsubscribes ×1.9``."""
@@ -83,6 +86,9 @@ class TrueEffects:
         for kind, label in names.items():
             for variant, factor in getattr(self, kind).items():
                 per_variant.setdefault(variant, []).append(f"{label} ×{factor:g}")
+        for segment, by_variant in self.segment_click.items():  # issue 27
+            for variant, factor in by_variant.items():
+                per_variant.setdefault(variant, []).append(f"clicks/open ×{factor:g} ({segment})")
         for segment, slots in self.slot_open.items():
             best = max(slots, key=slots.__getitem__)
             per_variant.setdefault(f"send time ({segment})", []).append(f"best at {best}")
@@ -94,6 +100,14 @@ class TrueEffects:
         """Per-recipient multiplier of ``kind`` for the given variant labels."""
         table: dict[str, float] = getattr(self, kind)
         return np.array([table.get(v, 1.0) for v in variant], dtype=float)
+
+    def segment_multiplier(self, segment: np.ndarray, variant: np.ndarray) -> np.ndarray:
+        """Per-recipient clicks/open multiplier of :attr:`segment_click` (1 where none)."""
+        if not self.segment_click:
+            return np.ones(len(variant))
+        table = self.segment_click
+        pairs = zip(segment, variant, strict=True)
+        return np.array([table.get(s, {}).get(v, 1.0) for s, v in pairs], dtype=float)
 
 
 #: The demo campaign's truth: "personal" lifts opens (and so clicks) by ~20%; "urgency" lifts opens
@@ -379,6 +393,7 @@ def _engage(
     p_click = np.clip(
         _profile_array(seg, "click_given_open")
         * effects.multiplier("click_given_open", variant)
+        * effects.segment_multiplier(seg, variant)
         * level,
         0,
         0.98,

@@ -105,6 +105,8 @@ def build_report(
             previous_run_id=previous,
             next_spec=tags.get(tag.NEXT_SPEC, ""),
             send_time=artifact_json(run_id, SEND_TIME_ARTIFACT, uri, sub),
+            flow_version=tags.get(tag.FLOW_VERSION) or None,
+            policy=artifact_json(run_id, "policy.json", uri, sub),  # issue 27
         )
         records.append(record)
         all_results.append(results)

@@ -201,7 +201,13 @@ def run_identity_tags(
     spec: ExperimentSpec, spec_sha256: str, fingerprint: str, attempt_id: str
 ) -> dict[str, str]:
     """Tags that identify a run (idempotency) and its owner (stale-run detection)."""
+    flow = (
+        {tag.FLOW_ID: spec.flow.id, tag.FLOW_VERSION: spec.flow.version()}
+        if spec.flow is not None
+        else {}
+    )
     return {
+        **flow,
         tag.CAMPAIGN: spec.campaign,
         tag.ITERATION: str(spec.iteration),
         tag.EXPERIMENT: spec.name,

@@ -38,6 +38,8 @@ STAGE_FIELDS: tuple[str, ...] = (
     "bounce_class",
     "revenue",
     "currency",
+    "flow_id",  # automation flows (issue 26): the provider's flow / canvas id, where sent
+    "step_id",
     "quarantine_reason",
     "raw",
 )

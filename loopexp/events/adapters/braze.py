@@ -111,6 +111,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             is_bot_click=bot,
             bot_reason="provider_flag" if machine or bot else None,
             bounce_class=text(props.get("bounce_reason")),
+            flow_id=text(props.get("canvas_id")),  # a Canvas step: the canvas and its step
+            step_id=text(props.get("canvas_step_id")),
         )
     ]
 

@@ -115,6 +115,8 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             bot_reason="provider_flag" if machine or bot else None,
             revenue=float(revenue) if isinstance(revenue, int | float) else None,
             currency=text(props.get("$currency_code")),
+            flow_id=text(props.get("$flow")),  # a flow message: its flow and message ids
+            step_id=text(props.get("$message")) if props.get("$flow") else None,
         )
     ]
 

@@ -39,6 +39,7 @@ BUILTIN: tuple[str, ...] = (
     "braze",
     "klaviyo",
     "mailchimp",
+    "mandrill",
     "table",
 )
 
@@ -106,6 +107,14 @@ class Adapter:
     def detect_columns(self, columns: list[str], config: IngestConfig) -> bool:
         """Whether a table with these (normalised) column names is this provider's."""
         return False
+
+    def control_kind(self, value: Any) -> str | None:
+        """What control message of this provider's transport a parsed record is, or None.
+
+        A control message (an SNS subscription confirmation) is no event and tells no provider:
+        :meth:`normalize` ignores it and format detection skips it for the next record.
+        """
+        return None
 
     def expand(self, value: Any) -> Iterator[tuple[Any, Context]]:
         """A payload (a page, a batch, a webhook body) as provider records with their context."""
@@ -205,6 +214,13 @@ def forced_kind(fmt: str) -> str | None:
 def detect(value: Any) -> Adapter | None:
     """The first adapter that recognises a parsed JSON record."""
     return next((a for a in adapters() if JSON in a.reads and a.detect(value)), None)
+
+
+def control(value: Any) -> Adapter | None:
+    """The adapter whose transport's control message a parsed JSON record is (None: not one)."""
+    return next(
+        (a for a in adapters() if JSON in a.reads and a.control_kind(value) is not None), None
+    )
 
 
 def detect_columns(kind: str, columns: list[str], config: IngestConfig) -> Adapter:

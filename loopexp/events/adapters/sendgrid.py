@@ -40,6 +40,8 @@ FIELDS: tuple[str, ...] = (
     "sg_machine_open",
     "type",
     "bounce_classification",
+    "flow_id",  # custom args a flow sets on its sends (issue 26), flattened by SendGrid
+    "step_id",
 )
 
 _TYPES = {
@@ -166,6 +168,7 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
             CASE WHEN et LIKE 'bounce%' THEN coalesce({f["bounce_classification"]}, {f["type"]})
                 END AS bounce_class,
             NULL::DOUBLE AS revenue, NULL::VARCHAR AS currency,
+            {f["flow_id"]} AS flow_id, {f["step_id"]} AS step_id,
             CASE
                 WHEN NOT is_object THEN CASE WHEN raw IS NOT NULL AND json_valid(raw)
                     THEN 'not a JSON object' ELSE 'unparseable JSON' END
