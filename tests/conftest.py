@@ -81,6 +81,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The team stack (tests/_team_servers.py): PostgreSQL, moto's S3, `loopexp server start`."""
+    from tests._team_servers import start_team, stop_team
+
+    stack = start_team(tmp_path_factory.mktemp("team"), ROOT)
+    try:
+        yield stack
+    finally:
+        stop_team(stack)
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One Spark local-mode session for every test that compares Spark with DuckDB (one JVM)."""
     from pyspark.sql import SparkSession

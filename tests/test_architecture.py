@@ -47,6 +47,9 @@ CONFINED = {
     "boto3": ("loopexp.collect.bucket", "loopexp.events.remote"),
     # policy learning (issue 27): the outcome models and the policy tree
     "sklearn": ("loopexp.learn.policy",),
+    # the team extra: the advisory run lock, the store's pre-flight
+    "psycopg": ("loopexp.run.lock",),
+    "sqlalchemy": ("loopexp.track.store",),
 }
 #: Engines the statistics never touch: stats works on sufficient statistics.
 ENGINES = ("duckdb", "pyspark", "polars", "mlflow", "pyarrow")

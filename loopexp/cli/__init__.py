@@ -62,3 +62,9 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
 
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
+
+# `loopexp server init|start`: the team's tracking server (MLflow on PostgreSQL, S3, sign-in).
+server_app = _App(help="The team's MLflow server: PostgreSQL, S3 artifacts, sign-in.")
+server_app.command("init")(server.server_init)
+server_app.command("start")(server.server_start)
+app.add_typer(server_app, name="server")

@@ -127,18 +127,23 @@ def upload(
 def runs(
     campaign: Annotated[str, typer.Option(help="campaign (the MLflow experiment)")],
     tracking_uri: TrackingOpt = None,
+    last: Annotated[
+        int, typer.Option(min=0, help="show the latest N runs (0: all; one search page each)")
+    ] = 50,
 ) -> None:
-    """List a campaign's iterations with their decisions."""
+    """List a campaign's iterations with their decisions (the latest 50 unless --last)."""
     from loopexp.core import tags as tag  # noqa: PLC0415 (only this command reads tags)
+    from loopexp.track.store import redact  # noqa: PLC0415
     from loopexp.track.tracking import list_runs, resolve_tracking_uri, ui_hint  # noqa: PLC0415
 
     quiet_mlflow()
     uri = resolve_tracking_uri(tracking_uri)
-    found = list_runs(campaign, uri)
+    found = list_runs(campaign, uri, latest=last or None)
     if not found:
-        console.print(f"no runs of campaign {escape(campaign)!r} in {uri}")
+        console.print(f"no runs of campaign {escape(campaign)!r} in {redact(uri)}")
         return
-    table = Table(title=f"{campaign} · {len(found)} runs", box=box.SIMPLE_HEAD, show_edge=False)
+    shown = f"the latest {len(found)} runs (--last 0: all)" if len(found) == last else "all runs"
+    table = Table(title=f"{campaign} · {shown}", box=box.SIMPLE_HEAD, show_edge=False)
     for col in ("iter", "started (UTC)", "status", "run", "summary"):
         table.add_column(col, no_wrap=col != "summary", overflow="fold")
     for r in found:

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from loopexp.cli.common import TrackingOpt, console
-from loopexp.cli.errors import EXIT_FAILURE, error
+from loopexp.cli.errors import EXIT_FAILURE, error, fail
 
 
 def ui(
@@ -24,6 +24,7 @@ def ui(
     campaign: Annotated[str | None, typer.Option(help="print the link to this campaign")] = None,
 ) -> None:
     """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
+    from loopexp.track.store import redact  # noqa: PLC0415 (fast --help)
     from loopexp.track.tracking import (  # noqa: PLC0415 (fast --help)
         experiment_id_of,
         experiment_url,
@@ -47,7 +48,7 @@ def ui(
         command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://127.0.0.1:{port}"
-    console.print(f"starting the MLflow UI on {url} against {uri} …")
+    console.print(f"starting the MLflow UI on {url} against {redact(uri)} …")
     # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -86,3 +87,80 @@ def _healthy(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+# --- the team's server: `loopexp server init` / `loopexp server start` ----------------------------
+
+ConfigDirOpt = Annotated[
+    Path, typer.Option(help="folder of team.json and basic_auth.ini (keep it private: 0700)")
+]
+
+
+def server_init(
+    backend_store_uri: Annotated[
+        str, typer.Option(help="postgresql+psycopg://user:password@host:5432/mlflow")
+    ],
+    artifacts_destination: Annotated[
+        str, typer.Option(help="s3://bucket/prefix (the server proxies artifacts)")
+    ],
+    config_dir: ConfigDirOpt = Path("loopexp-team"),
+    host: Annotated[str, typer.Option(help="address the server listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port the server listens on")] = 5000,
+    workers: Annotated[int, typer.Option(help="server worker processes")] = 2,
+) -> None:
+    """Create the team store's schemas and write its config with fresh passwords (idempotent)."""
+    from loopexp.track.store import StoreKind, redact, store_kind  # noqa: PLC0415
+    from loopexp.track.team import TeamConfig, init_config, upgrade_schemas  # noqa: PLC0415
+
+    if store_kind(backend_store_uri) is not StoreKind.DATABASE:
+        fail(
+            f"--backend-store-uri {backend_store_uri!r} is not a database (postgresql+psycopg://…)"
+        )
+    config = init_config(
+        config_dir,
+        TeamConfig(backend_store_uri, artifacts_destination, host, port, workers),
+    )
+    console.print(f"upgrading the MLflow and auth schemas in {redact(backend_store_uri)} …")
+    upgrade_schemas(config)
+    console.print(f"wrote {config_dir / 'team.json'} (0600); next: loopexp server start "
+                  f"--config-dir {config_dir}")  # fmt: skip
+
+
+def server_start(config_dir: ConfigDirOpt = Path("loopexp-team")) -> None:
+    """Run the team's MLflow server (foreground, for systemd), create its users, print the URLs."""
+    from loopexp.track.team import (  # noqa: PLC0415 (fast --help)
+        load_config,
+        provision_users,
+        server_command,
+        server_env,
+        sign_in_lines,
+    )
+
+    config = load_config(config_dir)
+    proc = subprocess.Popen(
+        server_command(config), env=server_env(config_dir, config), start_new_session=True
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _wait_healthy(proc, config.url, timeout=180)
+        provision_users(config)
+        for line in sign_in_lines(config, config_dir):
+            console.print(line, soft_wrap=True)
+        sys.stdout.flush()
+        proc.wait()
+        if proc.returncode:
+            error(f"mlflow server exited with code {proc.returncode}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(proc)
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if proc.poll() is not None:
+            error(f"mlflow server exited with code {proc.returncode}", EXIT_FAILURE)
+        if time.monotonic() > deadline:
+            error(f"mlflow server did not answer on {url} within {timeout:g} s", EXIT_FAILURE)
+        time.sleep(0.3)

@@ -22,6 +22,8 @@ here give the environment's value or the default.
 | ``LOOPEXP_COLLECT_INSTANCE`` | the receiver's instance id in its segment names (default: host name) |
 | ``LOOPEXP_COLLECT_OUT`` | the receiver's output folder when served by ``uvicorn --factory`` |
 | ``LOOPEXP_COLLECT_BUCKET`` | ``s3://bucket/prefix`` the receiver ships its sealed segments to |
+| ``LOOPEXP_LOCK_URI`` | PostgreSQL holding the cross-host run lock (default: the store's, if PostgreSQL) |
+| ``LOOPEXP_ARTIFACT_ROOT`` | artifact root of new experiments on a database store (e.g. ``s3://…``) |
 """  # noqa: E501 (a table)
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ WEBHOOK_SECRETS = {
     "mandrill": MANDRILL_WEBHOOK_KEY,
     "klaviyo": KLAVIYO_WEBHOOK_SECRET,
 }
+# the team's store (loopexp.run.lock, loopexp.track.tracking)
+LOCK_URI = "LOOPEXP_LOCK_URI"
+ARTIFACT_ROOT = "LOOPEXP_ARTIFACT_ROOT"
 
 #: Share of the memory available to this process that DuckDB may use by default. DuckDB's own
 #: default (80 % of physical RAM) ignores address-space and cgroup limits and other processes.
@@ -250,3 +255,13 @@ def collect_out() -> str:
 def collect_bucket() -> str:
     """Where the receiver ships sealed segments (``$LOOPEXP_COLLECT_BUCKET``; ``""``: nowhere)."""
     return text(COLLECT_BUCKET)
+
+
+def lock_uri() -> str | None:
+    """``$LOOPEXP_LOCK_URI``: the PostgreSQL whose advisory lock keeps one run per experiment."""
+    return text(LOCK_URI) or None
+
+
+def artifact_root() -> str | None:
+    """``$LOOPEXP_ARTIFACT_ROOT``: where a database store's new experiments keep artifacts."""
+    return text(ARTIFACT_ROOT) or None

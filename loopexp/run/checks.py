@@ -95,3 +95,19 @@ def check_inputs(spec: ExperimentSpec, events: str | Path, assignment: str | Pat
 
 
 __all__ = ["AssignmentMismatchError", "check_inputs"]
+
+
+def check_store(tracking_uri: str) -> list[str]:
+    """The tracking store's pre-flight (:func:`loopexp.track.store.preflight`), before any work.
+
+    Refused credentials or an old database schema raise (:class:`StoreNotReadyError`: waiting
+    does not fix them); a store that does not answer is a warning, since the run analyses anyway
+    and keeps its results locally for ``loopexp upload``.
+    """
+    from loopexp.track.store import StoreUnreachableError, preflight  # noqa: PLC0415
+
+    try:
+        preflight(tracking_uri)
+    except StoreUnreachableError as exc:
+        return [str(exc)]
+    return []

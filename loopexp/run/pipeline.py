@@ -45,7 +45,7 @@ from loopexp.run.attempts import (
     unpublish,
     write_json,
 )
-from loopexp.run.checks import check_inputs
+from loopexp.run.checks import check_inputs, check_store
 from loopexp.run.failure import fail_attempt, record_failure, render_quietly, say
 from loopexp.run.learning import analyse_policy, analyse_send_time, write_next_spec
 from loopexp.run.lock import experiment_lock
@@ -58,6 +58,7 @@ from loopexp.run.notebook import (
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.describe import run_name
+from loopexp.track.store import redact
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
@@ -141,6 +142,8 @@ def run_iteration(
     for warning in check_inputs(spec, events_path, assignment_path):
         say(progress, f"warning: {warning}")
     uri = resolve_tracking_uri(tracking_uri)
+    for warning in check_store(uri):  # refused sign-in, old schema: raise before any work
+        say(progress, f"warning: {warning}")
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, Any] = {
@@ -312,7 +315,7 @@ def _log_attempt(
         if existing is not None:
             say(progress, f"already logged: run {existing.info.run_id} has this spec and data")
             return _reused(existing, uri, out, stale)
-    say(progress, f"logging to MLflow ({uri})")
+    say(progress, f"logging to MLflow ({redact(uri)})")
     run, next_path, next_note = _log_run(spec, results, attempt, manifest, uri)
     manifest.update(
         state="logged",

@@ -22,6 +22,7 @@ from loopexp.analysis.results import ExperimentResults
 from loopexp.core import tags as tag
 from loopexp.core.errors import InputError
 from loopexp.learn.history import ClosedLoopReport, closed_loop_report, iteration_record
+from loopexp.track.store import redact
 from loopexp.track.tracking import (
     TrackingUnavailableError,
     download_artifact,
@@ -48,7 +49,7 @@ def campaign_runs(campaign: str, tracking_uri: str | None = None) -> list[Any]:
     """The campaign's FINISHED analysis runs, one per iteration (the latest), oldest first."""
     uri = resolve_tracking_uri(tracking_uri)
     latest: dict[int, Any] = {}
-    for run in list_runs(campaign, uri):
+    for run in list_runs(campaign, uri, where="attributes.status = 'FINISHED'"):
         tags = run.data.tags
         if tags.get(tag.KIND) == "report" or run.info.status != "FINISHED":
             continue
@@ -82,8 +83,8 @@ def build_report(
     runs = campaign_runs(campaign, uri)
     if not runs:
         raise ReportError(
-            f"campaign {campaign!r} has no analysed iteration in {uri}: run `loopexp run` (or "
-            "`loopexp demo`) first, or check --tracking-uri and the campaign name"
+            f"campaign {campaign!r} has no analysed iteration in {redact(uri)}: run `loopexp run` "
+            "(or `loopexp demo`) first, or check --tracking-uri and the campaign name"
         )
     folder = Path(workdir or tempfile.mkdtemp(prefix="loopexp-report-"))
     records = []
@@ -133,7 +134,7 @@ def log_report(report: ClosedLoopReport, html_path: str | Path) -> str:
         uri,
     )
     if run is None:
-        raise ReportError(f"campaign {report.campaign!r} has no MLflow experiment in {uri}")
+        raise ReportError(f"campaign {report.campaign!r} has no MLflow experiment in {redact(uri)}")
     status = "FAILED"
     try:
         log_files(run, [html_path, json_path], artifact_path="report")

@@ -35,6 +35,13 @@ from loopexp.track.describe import (
     spec_params,
     summary_line,
 )
+from loopexp.track.store import (
+    RetryingClient,
+    StoreKind,
+    database_unavailable,
+    known_kind,
+    redact,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -65,7 +72,8 @@ class TrackingUnavailableError(StateError):
     def __init__(self, uri: str, cause: BaseException | str):
         self.uri = uri
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-        super().__init__(f"MLflow tracking server {uri} is not reachable ({first_line[:300]})")
+        what = "database" if known_kind(uri) is StoreKind.DATABASE else "tracking server"
+        super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
 
 
 def configure_http() -> None:
@@ -112,6 +120,8 @@ def _client(uri: str) -> MlflowClient:
     configure_http()
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
 
+    if known_kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
+        return RetryingClient(MlflowClient(tracking_uri=uri))
     if not uri.startswith("sqlite:"):
         return MlflowClient(tracking_uri=uri)
     # MLflow creates a fresh SQLite store's tables without a lock (the client creates its store
@@ -131,19 +141,25 @@ def _reachable(uri: str) -> Iterator[None]:
         raise
     except Exception as exc:
         text = str(exc)
-        if is_remote(uri) and (
-            "API request to" in text
-            or "Max retries exceeded" in text
-            or "Connection" in type(exc).__name__
-            or "Connection refused" in text
-        ):
+        if (
+            is_remote(uri)
+            and (
+                "API request to" in text
+                or "Max retries exceeded" in text
+                or "Connection" in type(exc).__name__
+                or "Connection refused" in text
+            )
+        ) or (known_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
             raise TrackingUnavailableError(uri, exc) from exc
         raise
 
 
 def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
-    """Default to ``sqlite:///mlflow.db`` in ``base`` (the working folder); make paths absolute."""
-    uri = uri or DEFAULT_TRACKING_URI
+    """``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in ``base``; make paths absolute.
+
+    ``base`` defaults to the working folder.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI  # MLflow's own
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = Path(uri.removeprefix("sqlite:///"))
         uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
@@ -154,6 +170,8 @@ def _artifact_root(uri: str) -> str | None:
     """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    if known_kind(uri) is StoreKind.DATABASE:  # shared by hosts, not ./mlruns of one of them
+        return config.artifact_root()
     return None
 
 
@@ -402,20 +420,30 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
     }
 
 
-def list_runs(campaign: str, tracking_uri: str) -> list[Run]:
-    """The campaign's runs, oldest first."""
+def list_runs(
+    campaign: str, tracking_uri: str, latest: int | None = None, where: str = ""
+) -> list[Run]:
+    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``."""
     with _reachable(tracking_uri):
         client = _client(tracking_uri)
         experiment = client.get_experiment_by_name(campaign)
         if experiment is None:
             return []
-        return list(
-            client.search_runs(
+        runs: list[Run] = []
+        token = None
+        while latest is None or len(runs) < latest:  # pages: a store returns 1,000 at most
+            page = client.search_runs(
                 [experiment.experiment_id],
-                order_by=["attributes.start_time ASC"],
-                max_results=1000,
+                where,
+                order_by=["attributes.start_time DESC"],
+                max_results=min(1000, latest or 1000),
+                page_token=token,
             )
-        )
+            runs += page
+            token = page.token
+            if not token:
+                break
+        return runs[::-1]
 
 
 def experiment_id_of(campaign: str, tracking_uri: str) -> str | None:
@@ -463,6 +491,6 @@ def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
     if is_remote(uri):
         return experiment_url(uri, experiment_id)
     return (
-        f"loopexp ui --tracking-uri {uri}  then open "
+        f"loopexp ui --tracking-uri {redact(uri)}  then open "
         f"{experiment_url('http://127.0.0.1:5000', experiment_id)}"
     )
