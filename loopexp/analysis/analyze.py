@@ -10,6 +10,7 @@ import dataclasses
 import glob
 import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loopexp.analysis.compare import (
@@ -20,6 +21,7 @@ from loopexp.analysis.compare import (
     why_not_compared,
 )
 from loopexp.analysis.decide import decide
+from loopexp.analysis.maturity import read_time
 from loopexp.analysis.results import (
     DataInfo,
     ExperimentInfo,
@@ -90,6 +92,7 @@ def analyze(
     source: str = "",
     fingerprint: str = "",
     covariate_moments: CovariateMoments | None = None,
+    as_of: datetime | None = None,
 ) -> ExperimentResults:
     """Analyse one iteration of ``spec`` from the engine's sufficient statistics.
 
@@ -99,6 +102,9 @@ def analyze(
     products on ``spec.covariates``) turns the whole-audience comparisons of those metrics into
     regression-adjusted ones. With a holdout, ``incrementality`` compares each mailed arm and all
     of them pooled with it on the per-assigned metrics the table has.
+
+    ``as_of`` (default: the table's censoring time, else now) dates the read: a fixed-horizon
+    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`).
     """
     if covariate_moments is None and spec.covariates:
         covariate_moments = moments_from_table(table, spec.covariates)
@@ -127,6 +133,7 @@ def analyze(
         srm_result,
         not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
         delivery_srm=delivery,
+        read=read_time(spec, table.last_sent_at, as_of or table.censored_at),
     )
 
     seg_comparisons, seg_not_compared = compare_all(spec, table, table.segments)
@@ -408,8 +415,12 @@ def analyze_files(
     events_path: str | Path,
     assignment_path: str | Path,
     quarantine_path: str | Path | None = None,
+    as_of: datetime | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
     """Compute the spec's metrics from files in DuckDB and analyse them; return both.
+
+    Read as of ``as_of`` (default: now, what a scheduled run sees): outcomes not yet final are
+    censored, and a fixed-horizon one-off send is read only after its final read time.
 
     The inputs are held to the spec: assignment groups and segments it defines, at most
     ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
@@ -417,6 +428,7 @@ def analyze_files(
     ``decision.cap_percentile``.
     """
     caps = spec_caps(spec)
+    as_of = as_of or datetime.now(UTC)
     table = compute_metrics(
         events_path,
         assignment_path,
@@ -430,12 +442,14 @@ def analyze_files(
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
+        as_of=as_of,
     )
     results = analyze(
         spec,
         table,
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
+        as_of=as_of,
     )
     if table.links is not None:
         results.links = [LinkClicks(**row) for row in table.links.to_dict(orient="records")]

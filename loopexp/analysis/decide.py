@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+from loopexp.analysis.maturity import ReadTime, early_look_note, premature_reasons, utc_text
 from loopexp.analysis.results import (
     Comparison,
     Decision,
@@ -82,11 +83,13 @@ def decide(
     srm: SRMResult,
     not_compared: list[NotCompared] | None = None,
     delivery_srm: SRMResult | None = None,
+    read: ReadTime | None = None,
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger.
 
-    First the gates that make the data unreadable or premature (:func:`_gate`), then the verdict
-    on the comparisons (:func:`_verdict`).
+    First the gates that make the data unreadable or premature (:func:`_gate`; ``read``: a
+    fixed-horizon one-off send before its final read time, :mod:`loopexp.analysis.maturity`),
+    then the verdict on the comparisons (:func:`_verdict`).
     """
     metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
@@ -96,14 +99,20 @@ def decide(
         "guardrails": guardrails,
         "recipients_per_variant": reached,
         "planned_recipients_per_variant": spec.planned_recipients_per_variant,
+        "final_read_at": utc_text(read.final_read_at) if read else None,
+        "read_as_of": utc_text(read.as_of) if read else None,
     }
     key = _order_key(sign)
     best = max(primary, key=key) if primary else None
     gated = _gate(spec, primary, srm, not_compared or [], delivery_srm, reached)
+    premature = premature_reasons(spec, read)
+    if premature and (gated is None or gated[0] != Status.INVALID_SRM):
+        gated = Status.KEEP_TESTING, premature
     if gated is not None:
         status, reasons = gated
         return Decision(status=status, winner=None, reasons=reasons, **base, **_fields(best))
     status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
+    reasons += early_look_note(spec, read)
     winner = None if win is None else win.variant
     return Decision(status=status, winner=winner, reasons=reasons, **base, **_fields(win or best))
 

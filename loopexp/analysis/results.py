@@ -277,6 +277,13 @@ class Decision(_Record):
     """Fewest recipients assigned to a variant at this analysis (for the planned-sample gate)."""
     planned_recipients_per_variant: int | None = None
     """The plan's sample per variant; a fixed-horizon test is read only once it is reached."""
+    final_read_at: str | None = None
+    """When a one-off send's outcomes are final and it is read (UTC, ISO 8601): the last send
+    plus the longest maturity window of the primary metric and guardrails, or decision.read_at.
+    A fixed-horizon test read before then says keep_testing. None: continuous enrolment, or no
+    send time in the data."""
+    read_as_of: str | None = None
+    """The time this analysis read the data as of (UTC, ISO 8601)."""
 
 
 class ExperimentResults(_Record):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from loopexp.metrics.compile import (
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.links import links_sql, order_links
+from loopexp.metrics.maturity import last_send_sql
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
     Source,
@@ -132,6 +134,10 @@ class MetricTable:
     """Per capped metric, the value its per-recipient numerator was winsorised at."""
     links: pd.DataFrame | None = field(default=None, compare=False, repr=False)
     """Per-link human clicks per variant (``compute_metrics(..., links=True)``), else None."""
+    last_sent_at: datetime | None = None
+    """The latest send (or delivery) event of an assigned recipient, UTC (None: none seen)."""
+    censored_at: datetime | None = None
+    """With ``as_of``: only outcomes final at this time were counted (immature ones censored)."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -170,6 +176,7 @@ def compute_metrics(
     temp_directory: str | Path | None = None,
     caps: Mapping[str, float] | None = None,
     links: bool = False,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -193,6 +200,9 @@ def compute_metrics(
 
     ``links`` also returns the per-link click table (:func:`loopexp.metrics.links.link_clicks`)
     from the same validated events, without validating them a second time.
+
+    ``as_of`` censors immature outcomes: each metric counts only the recipients whose outcome is
+    final at that time (:mod:`loopexp.metrics.maturity`); None counts everyone.
     """
     defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with connect(memory_limit, temp_directory) as (con, limit):
@@ -209,6 +219,7 @@ def compute_metrics(
                 require_match=require_match,
                 caps=caps,
                 links=links,
+                as_of=as_of,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -239,6 +250,7 @@ def _compute(
     require_match: bool,
     caps: Mapping[str, float] | None = None,
     links: bool = False,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     plan = make_plan(defs)
     _attach_inputs(con, events, assignment, plan, segments, variants)
@@ -252,7 +264,7 @@ def _compute(
             [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
         )
     # One query from valid events to the statistics (and the unassigned / matched counts).
-    query, columns = events_stats_sql(plan, DUCKDB)
+    query, columns = events_stats_sql(plan, DUCKDB, as_of=epoch_of(as_of))
     cursor = con.execute(query.sql, query.params)
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
@@ -274,6 +286,8 @@ def _compute(
         matched_recipients=matched,
         caps=cap_values,
         links=link_table,
+        last_sent_at=utc(con.execute(last_send_sql()).fetchone()[0]),
+        censored_at=as_of,
     )
 
 
@@ -333,6 +347,19 @@ def _validate(
     if limit is not None and n_events and quarantined > limit * n_events:
         raise QuarantineError(quarantine_message(events, n_events, reasons, limit, quarantine_path))
     return n_events, reasons
+
+
+def epoch_of(when: datetime | None) -> float | None:
+    """Seconds since the epoch of an aware (or UTC-naive) time; None stays None."""
+    return None if when is None else utc(when).timestamp()
+
+
+def utc(when: datetime | None) -> datetime | None:
+    """``when`` as an aware UTC datetime (a naive one is taken as UTC, as the event table is)."""
+    if when is None:
+        return None
+    when = pd.Timestamp(when).to_pydatetime()
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def unassigned_events(rows: Sequence[dict[str, Any]]) -> int:

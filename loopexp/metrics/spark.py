@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +38,9 @@ from loopexp.metrics.compile import (
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef
-from loopexp.metrics.engine import MetricTable, collect_stats, unassigned_events
+from loopexp.metrics.engine import MetricTable, collect_stats, epoch_of, unassigned_events, utc
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
+from loopexp.metrics.maturity import last_send_sql
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
 from loopexp.metrics.sources import Source, require_source
 
@@ -122,11 +124,13 @@ def compute_metrics_spark(
     metrics: Sequence[str | MetricDef],
     spark: SparkSession | None = None,
     caps: Mapping[str, float] | None = None,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics.
 
     ``caps`` (mean metric → percentile) are computed here, in Spark, by the same compiled query
     as in DuckDB (Spark's exact ``percentile`` interpolates as DuckDB's ``quantile_cont``).
+    ``as_of`` censors immature outcomes by the same compiled query as in DuckDB.
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
@@ -160,8 +164,9 @@ def compute_metrics_spark(
             plan = make_plan(
                 [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
             )
-        query, columns = events_stats_sql(plan, SPARK)
+        query, columns = events_stats_sql(plan, SPARK, as_of=epoch_of(as_of))
         rows = _rows(spark, query.sql, query.params)
+        (last,) = _rows(spark, last_send_sql(), {})
     stats, assigned = collect_stats(rows, columns)
     reasons = {k: int(v) for k, v in counts.items() if k is not None}
     if dup["n"]:
@@ -175,6 +180,8 @@ def compute_metrics_spark(
         quarantine_reasons=reasons,
         unassigned_events=unassigned_events(rows),
         caps=cap_values,
+        last_sent_at=utc(last["last_sent"]),
+        censored_at=as_of,
     )
 
 
