@@ -107,7 +107,8 @@ def decide(
     gated = _gate(spec, primary, srm, not_compared or [], delivery_srm, reached)
     premature = premature_reasons(spec, read)
     if premature and (gated is None or gated[0] != Status.INVALID_SRM):
-        gated = Status.KEEP_TESTING, premature
+        # no lift copied: an immature lift is no estimate of anything worth quoting
+        return Decision(status=Status.KEEP_TESTING, winner=None, reasons=premature, **base)
     if gated is not None:
         status, reasons = gated
         return Decision(status=status, winner=None, reasons=reasons, **base, **_fields(best))

@@ -346,8 +346,9 @@ class ExperimentResults(_Record):
         return frame
 
     def comparisons_frame(self) -> pd.DataFrame:
-        """One row per (metric, challenger) comparison."""
-        return pd.DataFrame([c.model_dump() for c in self.comparisons])
+        """One row per (metric, challenger) comparison (the columns even when none was made)."""
+        columns = list(Comparison.model_fields)
+        return pd.DataFrame([c.model_dump() for c in self.comparisons], columns=columns)
 
     def incrementality_frame(self) -> pd.DataFrame:
         """One row per (metric, mailed arm or all_mailed) comparison with the holdout."""

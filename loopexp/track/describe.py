@@ -227,6 +227,8 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
                 if d.prob_beat_control is not None:
                     text += f", {d.prob_beat_control:.0%} chance to beat control"
                 text += ")"
+    elif d.final_read_at and d.read_as_of and d.read_as_of < d.final_read_at:
+        text = f"{status}: outcomes still arriving, final read at {d.final_read_at}"
     else:
         text = f"{status}: no challenger could be compared on {metric}"
     failed = sorted({f"{g.metric} ({g.variant})" for g in d.guardrails if not g.passed})
