@@ -325,13 +325,16 @@ def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResul
         worse_is_up = not metric.higher_is_better
         bad_ratio = 1 + g.max_relative_increase if worse_is_up else 1 - g.max_relative_increase
         for ch in spec.challengers:
-            try:
-                t = table.get(g.metric, ch.id)
-                c = table.get(g.metric, spec.control)
-            except KeyError:
+            missing = _guardrail_missing(spec, table, metric, ch.id)
+            if missing is not None:
+                out.append(
+                    missing.model_copy(
+                        update={"max_relative_increase": g.max_relative_increase, "mode": g.mode}
+                    )
+                )
                 continue
-            if why_not_compared(metric, ch.id, t, spec.control, c):
-                continue
+            t = table.get(g.metric, ch.id)
+            c = table.get(g.metric, spec.control)
             m = two_sample_method(spec, metric.kind, t, c)
             ci = m.interval(alpha)
             if g.mode == "harm":
@@ -355,6 +358,42 @@ def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResul
                 )
             )
     return out
+
+
+def _guardrail_missing(
+    spec: ExperimentSpec, table: MetricTable, metric: MetricDef, variant: str
+) -> GuardrailResult | None:
+    """A no-data result when guardrail ``metric`` cannot judge ``variant``, else None.
+
+    No event of the metric in any arm (e.g. an export without unsubscribe events) is no evidence
+    that a challenger is harmless: it must not pass as if it were.
+    """
+    stats = {}
+    for v in spec.variants:
+        try:
+            stats[v.id] = table.get(metric.name, v.id)
+        except KeyError:
+            stats[v.id] = None
+    why = why_not_compared(metric, variant, stats[variant], spec.control, stats[spec.control])
+    if why is None and all(s is not None and s.sum == 0 for s in stats.values()):
+        events = ", ".join(metric.numerator.events or [metric.numerator.column or "?"])
+        why = (
+            f"no {events} event in any arm: the data may lack that event type (check the "
+            "export), so it cannot show the challenger is harmless"
+        )
+    if why is None:
+        return None
+    return GuardrailResult(
+        metric=metric.name,
+        variant=variant,
+        rel_lift=None,
+        rel_ci_low=None,
+        rel_ci_high=None,
+        max_relative_increase=0.0,
+        passed=False,
+        no_data=True,
+        note=why,
+    )
 
 
 def _heterogeneity(spec: ExperimentSpec, table: MetricTable) -> list[HeterogeneityResult]:

@@ -186,10 +186,23 @@ def _verdict(
     one broke a guardrail, else no difference or keep testing (see :func:`_no_winner`).
     """
     key = _order_key(sign)
-    failed = {g.variant for g in guardrails if not g.passed}
-    vetoes = [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
+    failed = {g.variant for g in guardrails if not g.passed and not g.no_data}
+    vetoes = [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed and not g.no_data]
+    unjudged = {g.variant for g in guardrails if g.no_data}
+    no_data = [
+        f"Guardrail {g.metric}: no data for {g.variant}: {g.note}." for g in guardrails if g.no_data
+    ]
     significant = [c for c in primary if c.p_value_adjusted < rule.alpha and sign * c.estimate > 0]
     winners = [c for c in significant if c.variant not in failed]
+    waiting = [c for c in winners if c.variant in unjudged]
+    winners = [c for c in winners if c.variant not in unjudged]
+    if waiting and not winners:
+        reasons = [_describe(c, rule.alpha, rule.correction) for c in waiting] + no_data
+        reasons.append(
+            "A guardrail without data is not a pass: keep testing until it has data (include "
+            "its events in the export), or remove the guardrail from the spec knowingly."
+        )
+        return Status.KEEP_TESTING, None, reasons + vetoes
     if winners:
         win = max(winners, key=key)
         reasons = [f"{win.variant} wins: " + _describe(win, rule.alpha, rule.correction)]
@@ -199,7 +212,7 @@ def _verdict(
             for c in sorted(winners, key=key, reverse=True)
             if c is not win
         ]
-        return Status.SHIP, win, reasons + vetoes
+        return Status.SHIP, win, reasons + vetoes + no_data
     if significant:
         reasons = [_describe(c, rule.alpha, rule.correction) for c in significant]
         reasons += vetoes
@@ -208,7 +221,7 @@ def _verdict(
         )
         return Status.GUARDRAIL_VETO, None, reasons
     status, reasons = _no_winner(rule, primary, sign)
-    return status, None, reasons + vetoes
+    return status, None, reasons + vetoes + no_data
 
 
 def _no_winner(

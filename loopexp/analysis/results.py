@@ -254,6 +254,12 @@ class GuardrailResult(_Record):
     ci_level: float | None = None
     """Two-sided level of ``rel_ci_*`` (1 - alpha): its end on the bad side is the one-sided
     bound of the test (beyond the margin for a harm veto, within it for a non-inferiority pass)."""
+    no_data: bool = False
+    """True when the guardrail could not be judged: no event of its type in any arm (an export
+    lacking that type), or an arm without enough recipients. Not a pass (``passed`` is False),
+    and not a veto: a winner waits (keep_testing) until the guardrail has data."""
+    note: str | None = None
+    """Why the guardrail has no data, in words (with ``no_data``)."""
 
 
 class Decision(_Record):
@@ -422,7 +428,7 @@ class ExperimentResults(_Record):
                 "margin": f"+{g.max_relative_increase:.0%}",
                 "mode": g.mode.replace("_", "-"),
                 "p (one-sided)": "–" if g.p_value is None else fmt.fmt_p(g.p_value),
-                "verdict": "passed" if g.passed else "VETO",
+                "verdict": "NO DATA" if g.no_data else ("passed" if g.passed else "VETO"),
             }
             for g in self.decision.guardrails
         ]
