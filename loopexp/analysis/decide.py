@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 from loopexp.analysis.maturity import ReadTime, early_look_note, premature_reasons, utc_text
+from loopexp.analysis.power import power_check
 from loopexp.analysis.results import (
     Comparison,
     Decision,
@@ -109,13 +110,28 @@ def decide(
     if premature and (gated is None or gated[0] != Status.INVALID_SRM):
         # no lift copied: an immature lift is no estimate of anything worth quoting
         return Decision(status=Status.KEEP_TESTING, winner=None, reasons=premature, **base)
-    if gated is not None:
+    if gated is not None and gated[0] == Status.INVALID_SRM:
         status, reasons = gated
         return Decision(status=status, winner=None, reasons=reasons, **base, **_fields(best))
-    status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
-    reasons += early_look_note(spec, read)
+    if gated is not None:
+        status, reasons = gated
+        win = None
+    else:
+        status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
+        reasons += early_look_note(spec, read)
+    power = power_check(spec, win or best, reached)  # a read far below the plan says so
+    base |= {
+        "detectable_rel_lift": power.detectable_rel_lift,
+        "shrunk_rel_lift": power.shrunk_rel_lift,
+    }
     winner = None if win is None else win.variant
-    return Decision(status=status, winner=winner, reasons=reasons, **base, **_fields(win or best))
+    return Decision(
+        status=status,
+        winner=winner,
+        reasons=reasons + power.reasons,
+        **base,
+        **_fields(win or best),
+    )
 
 
 def _fields(c: Comparison | None) -> dict:

@@ -290,6 +290,12 @@ class Decision(_Record):
     send time in the data."""
     read_as_of: str | None = None
     """The time this analysis read the data as of (UTC, ISO 8601)."""
+    detectable_rel_lift: float | None = None
+    """A read far below the planned sample: the smallest relative lift of the primary metric
+    this many recipients per variant detect with the spec's power (else None)."""
+    shrunk_rel_lift: float | None = None
+    """With ``detectable_rel_lift``: the reported lift shrunk for the winner's curse (normal
+    prior of true log lifts N(0, log(1 + MDE)²)), beside the raw ``rel_lift``."""
 
 
 class ExperimentResults(_Record):
