@@ -116,6 +116,13 @@ def ingest(
             "finish": round(time.perf_counter() - hash_done, 3),
         }
         write_summary(summary, out)
+        if summary.assignment_match_share == 0 and summary.events:
+            raise IngestError(
+                f"none of the {summary.events:,} events is of a recipient on the assignment "
+                f"{assignment}: the exports were hashed with another key than the assignment "
+                "(check $LOOPEXP_HASH_KEY or --key-file), or they are of another list or "
+                f"mailing. The events and ingest_summary.json were written to {out} to inspect."
+            )
         return summary
     finally:
         con.close()
