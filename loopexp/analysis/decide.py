@@ -101,7 +101,7 @@ def decide(
         "recipients_per_variant": reached,
         "planned_recipients_per_variant": spec.planned_recipients_per_variant,
         "final_read_at": utc_text(read.final_read_at) if read else None,
-        "read_as_of": utc_text(read.as_of) if read else None,
+        "before_final_read": bool(read and not read.due),
     }
     key = _order_key(sign)
     best = max(primary, key=key) if primary else None

@@ -288,8 +288,9 @@ class Decision(_Record):
     plus the longest maturity window of the primary metric and guardrails, or decision.read_at.
     A fixed-horizon test read before then says keep_testing. None: continuous enrolment, or no
     send time in the data."""
-    read_as_of: str | None = None
-    """The time this analysis read the data as of (UTC, ISO 8601)."""
+    before_final_read: bool = False
+    """True when the data were read before ``final_read_at``: outcomes still arriving (a
+    fixed-horizon test then keeps testing; a sequential one looked at matured recipients)."""
     detectable_rel_lift: float | None = None
     """A read far below the planned sample: the smallest relative lift of the primary metric
     this many recipients per variant detect with the spec's power (else None)."""

@@ -227,7 +227,7 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
                 if d.prob_beat_control is not None:
                     text += f", {d.prob_beat_control:.0%} chance to beat control"
                 text += ")"
-    elif d.final_read_at and d.read_as_of and d.read_as_of < d.final_read_at:
+    elif d.before_final_read:
         text = f"{status}: outcomes still arriving, final read at {d.final_read_at}"
     else:
         text = f"{status}: no challenger could be compared on {metric}"
