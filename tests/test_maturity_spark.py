@@ -32,5 +32,7 @@ def test_censoring_on_spark_equals_duckdb(spark, tmp_path: Path) -> None:
         on_spark = compute_metrics_spark(events, assignment, defs, spark, as_of=as_of)
         assert_same_tables(duck, on_spark)
         assert duck.last_sent_at == on_spark.last_sent_at is not None
+        assert duck.assigned_by_period == on_spark.assigned_by_period  # the SRM over time
+        assert sum(duck.assigned_by_period["2026-03-02"].values()) == 3_000
     click, orders = duck.get("click_rate", "control"), duck.get("conversion_rate", "control")
     assert click.n > 0 and orders.n == 0  # at 100 h: the 72 h window closed, the 7 days not

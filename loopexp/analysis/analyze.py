@@ -17,20 +17,19 @@ from loopexp.analysis.compare import (
     MIN_PER_ARM,
     CovariateMoments,
     compare_all,
-    two_sample_method,
-    why_not_compared,
 )
 from loopexp.analysis.decide import decide
+from loopexp.analysis.guardrails import guardrail_results
 from loopexp.analysis.maturity import read_time
 from loopexp.analysis.results import (
     DataInfo,
     ExperimentInfo,
     ExperimentResults,
-    GuardrailResult,
     HeterogeneityResult,
     IncrementalityResult,
     LinkClicks,
     MetricValue,
+    PeriodSRM,
     SegmentResult,
     SRMResult,
     VariantResult,
@@ -42,6 +41,7 @@ from loopexp.stats import srm_check
 from loopexp.stats.adjustment import Moments
 from loopexp.stats.heterogeneity import cochran_q
 from loopexp.stats.incrementality import holdout_comparisons
+from loopexp.stats.srm import srm_by_period
 
 #: Per-assigned (intent-to-treat) metrics the holdout comparison reports, when there is a holdout.
 INCREMENTALITY_METRICS = ("conversion_per_assigned", "revenue_per_assigned")
@@ -120,11 +120,12 @@ def analyze(
         p_value=srm.p_value, ok=srm.ok, expected=srm.expected, observed=srm.observed
     )
     delivery = _delivery_srm(spec, table)
+    periods = _period_srm(spec, table)
 
     variants = _variants(spec, table, ALL_SEGMENTS)
     by_segment, not_compared = compare_all(spec, table, [ALL_SEGMENTS], covariate_moments)
     comparisons = by_segment[ALL_SEGMENTS]
-    guardrails = _guardrails(spec, table)
+    guardrails = guardrail_results(spec, table)
     primary = [c for c in comparisons if c.metric == spec.primary_metric]
     decision = decide(
         spec,
@@ -134,6 +135,7 @@ def analyze(
         not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
         delivery_srm=delivery,
         read=read_time(spec, table.last_sent_at, as_of or table.censored_at),
+        period_srm=periods,
     )
 
     seg_comparisons, seg_not_compared = compare_all(spec, table, table.segments)
@@ -165,6 +167,7 @@ def analyze(
         delivery_srm=delivery,
         heterogeneity=_heterogeneity(spec, table),
         incrementality=_incrementality(spec, table),
+        srm_by_period=periods,
     )
 
 
@@ -283,6 +286,22 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
     )
 
 
+def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
+    """The split of the mailed variants per day of enrolment or send batch (two days or more)."""
+    counts = getattr(table, "assigned_by_period", {})
+    if len(counts) < 2:
+        return []
+    total = sum(v.weight for v in spec.variants)
+    shares = {v.id: v.weight / total for v in spec.variants}
+    alpha = spec.decision.srm_alpha
+    checks = srm_by_period(counts, shares, alpha)
+    level = alpha / max(1, len(checks))
+    return [
+        PeriodSRM(period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed)
+        for p, c in checks
+    ]
+
+
 def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[VariantResult]:
     out = []
     for v in spec.variants:
@@ -304,96 +323,6 @@ def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Va
             n = max((m.denominator for m in metrics.values()), default=0)
         out.append(VariantResult(id=v.id, is_control=v.id == spec.control, n=n, metrics=metrics))
     return out
-
-
-def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResult]:
-    """One-sided test of each challenger against each guardrail's margin, at level alpha / 2.
-
-    ``harm``: veto when the data show a worsening beyond the margin (H0: not worse by more than
-    the margin). ``non_inferiority``: pass only when the data show the challenger is not worse by
-    more than the margin (H0: worse by at least the margin). Both are one-sided at alpha / 2, the
-    regulatory convention for non-inferiority (ICH E9), so that the decision reads the same
-    two-sided ``1 - alpha`` interval the spec's level names: a veto (harm) or a pass
-    (non-inferiority) exactly when that interval lies wholly beyond / within the margin. No
-    multiplicity adjustment: each challenger must pass every guardrail (an intersection-union
-    test).
-    """
-    alpha = spec.decision.alpha
-    out = []
-    for g in spec.guardrails:
-        metric = spec.metric(g.metric)
-        worse_is_up = not metric.higher_is_better
-        bad_ratio = 1 + g.max_relative_increase if worse_is_up else 1 - g.max_relative_increase
-        for ch in spec.challengers:
-            missing = _guardrail_missing(spec, table, metric, ch.id)
-            if missing is not None:
-                out.append(
-                    missing.model_copy(
-                        update={"max_relative_increase": g.max_relative_increase, "mode": g.mode}
-                    )
-                )
-                continue
-            t = table.get(g.metric, ch.id)
-            c = table.get(g.metric, spec.control)
-            m = two_sample_method(spec, metric.kind, t, c)
-            ci = m.interval(alpha)
-            if g.mode == "harm":
-                p = m.one_sided_p(bad_ratio, "greater" if worse_is_up else "less")
-                failed = p < alpha / 2
-            else:
-                p = m.one_sided_p(bad_ratio, "less" if worse_is_up else "greater")
-                failed = not p < alpha / 2
-            out.append(
-                GuardrailResult(
-                    metric=g.metric,
-                    variant=ch.id,
-                    rel_lift=m.rel_lift,
-                    rel_ci_low=ci.rel_low,
-                    rel_ci_high=ci.rel_high,
-                    max_relative_increase=g.max_relative_increase,
-                    passed=not failed,
-                    mode=g.mode,
-                    p_value=p,
-                    ci_level=1 - alpha,
-                )
-            )
-    return out
-
-
-def _guardrail_missing(
-    spec: ExperimentSpec, table: MetricTable, metric: MetricDef, variant: str
-) -> GuardrailResult | None:
-    """A no-data result when guardrail ``metric`` cannot judge ``variant``, else None.
-
-    No event of the metric in any arm (e.g. an export without unsubscribe events) is no evidence
-    that a challenger is harmless: it must not pass as if it were.
-    """
-    stats = {}
-    for v in spec.variants:
-        try:
-            stats[v.id] = table.get(metric.name, v.id)
-        except KeyError:
-            stats[v.id] = None
-    why = why_not_compared(metric, variant, stats[variant], spec.control, stats[spec.control])
-    if why is None and all(s is not None and s.sum == 0 for s in stats.values()):
-        events = ", ".join(metric.numerator.events or [metric.numerator.column or "?"])
-        why = (
-            f"no {events} event in any arm: the data may lack that event type (check the "
-            "export), so it cannot show the challenger is harmless"
-        )
-    if why is None:
-        return None
-    return GuardrailResult(
-        metric=metric.name,
-        variant=variant,
-        rel_lift=None,
-        rel_ci_low=None,
-        rel_ci_high=None,
-        max_relative_increase=0.0,
-        passed=False,
-        no_data=True,
-        note=why,
-    )
 
 
 def _heterogeneity(spec: ExperimentSpec, table: MetricTable) -> list[HeterogeneityResult]:

@@ -32,6 +32,7 @@ from loopexp.analysis.results import (
     Decision,
     GuardrailResult,
     NotCompared,
+    PeriodSRM,
     SRMResult,
     Status,
 )
@@ -85,6 +86,7 @@ def decide(
     not_compared: list[NotCompared] | None = None,
     delivery_srm: SRMResult | None = None,
     read: ReadTime | None = None,
+    period_srm: list[PeriodSRM] | None = None,
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger.
 
@@ -106,6 +108,9 @@ def decide(
     key = _order_key(sign)
     best = max(primary, key=key) if primary else None
     gated = _gate(spec, primary, srm, not_compared or [], delivery_srm, reached)
+    broken = [p for p in period_srm or [] if not p.ok]
+    if broken and (gated is None or gated[0] != Status.INVALID_SRM):
+        gated = Status.INVALID_SRM, [_period_reason(p) for p in broken]
     premature = premature_reasons(spec, read)
     if premature and (gated is None or gated[0] != Status.INVALID_SRM):
         # no lift copied: an immature lift is no estimate of anything worth quoting
@@ -282,6 +287,14 @@ def _delivery_reason(s: SRMResult, srm_alpha: float) -> str:
         f"delivered recipients instead of {s.expected[worst]:.1%}. A send that failed for one "
         "variant makes every delivered-based metric compare different populations: check the "
         "ESP's send report and re-send before reading any lift."
+    )
+
+
+def _period_reason(p: PeriodSRM) -> str:
+    return (
+        f"Sample ratio mismatch on {p.period}: {p.observed} recipients (chi-square p = "
+        f"{p.p_value:.2g} < {p.alpha:.2g}, the SRM level over the days checked). The split or "
+        f"the send broke that day; fix it and re-run before reading any lift."
     )
 
 

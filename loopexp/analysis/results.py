@@ -92,6 +92,17 @@ class SRMResult(_Record):
     observed: dict[str, int]
 
 
+class PeriodSRM(_Record):
+    """Sample-ratio check of one day of enrolment (or send batch), mailed variants only."""
+
+    period: str
+    p_value: float
+    ok: bool
+    alpha: float
+    """The level it was checked at: ``decision.srm_alpha`` / number of periods checked."""
+    observed: dict[str, int]
+
+
 class MetricValue(_Record):
     """A metric's value with the numbers it is made of."""
 
@@ -320,6 +331,9 @@ class ExperimentResults(_Record):
     """Each mailed arm and all pooled against the no-mail holdout (when the spec has one)."""
     links: list[LinkClicks] = Field(default_factory=list)
     """Per-link human clicks per variant, most-clicked first (empty when events carry no URL)."""
+    srm_by_period: list[PeriodSRM] = Field(default_factory=list)
+    """The split per day of enrolment (flows) or send batch (a send over several days), when
+    there are two or more: a send broken on one day invalidates the run, naming the day."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""

@@ -37,11 +37,13 @@ from loopexp.metrics.compile import (
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.links import links_sql, order_links
 from loopexp.metrics.maturity import last_send_sql
+from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
     Source,
     attach,
     check_columns,
+    columns_of,
     connect,
     first_line,
     source_name,
@@ -138,6 +140,8 @@ class MetricTable:
     """The latest send (or delivery) event of an assigned recipient, UTC (None: none seen)."""
     censored_at: datetime | None = None
     """With ``as_of``: only outcomes final at this time were counted (immature ones censored)."""
+    assigned_by_period: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Day of enrolment (or of the send batch) → group → recipients: the SRM over time."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -288,6 +292,11 @@ def _compute(
         links=link_table,
         last_sent_at=utc(con.execute(last_send_sql()).fetchone()[0]),
         censored_at=as_of,
+        assigned_by_period=by_period(
+            con.execute(
+                periods_sql(ENROLLED_AT in columns_of(con, "assignment_raw"), "assignment_raw")
+            ).fetchall()
+        ),
     )
 
 
