@@ -6,6 +6,8 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from loopexp.design.spec import load_spec
@@ -32,7 +34,15 @@ def test_censoring_on_spark_equals_duckdb(spark, tmp_path: Path) -> None:
         on_spark = compute_metrics_spark(events, assignment, defs, spark, as_of=as_of)
         assert_same_tables(duck, on_spark)
         assert duck.last_sent_at == on_spark.last_sent_at is not None
-        assert duck.assigned_by_period == on_spark.assigned_by_period  # the SRM over time
-        assert sum(duck.assigned_by_period["2026-03-02"].values()) == 3_000
     click, orders = duck.get("click_rate", "control"), duck.get("conversion_rate", "control")
     assert click.n > 0 and orders.n == 0  # at 100 h: the 72 h window closed, the 7 days not
+    # the SRM over time: recipients per day of enrolment, from the assignment
+    enrolled = pd.read_parquet(assignment)
+    days = np.random.default_rng(0).integers(0, 4, len(enrolled))
+    enrolled["enrolled_at"] = pd.Timestamp(SENT) + pd.to_timedelta(days * 24 + 5, unit="h")
+    enrolled.to_parquet(tmp_path / "enrolled.parquet")
+    duck = compute_metrics(events, tmp_path / "enrolled.parquet", ["click_rate"])
+    on_spark = compute_metrics_spark(events, tmp_path / "enrolled.parquet", ["click_rate"], spark)
+    assert duck.assigned_by_period == on_spark.assigned_by_period
+    assert len(duck.assigned_by_period) == 4
+    assert sum(sum(v.values()) for v in duck.assigned_by_period.values()) == 3_000

@@ -109,12 +109,7 @@ def analyze(
     if covariate_moments is None and spec.covariates:
         covariate_moments = moments_from_table(table, spec.covariates)
     table = _IndexedTable.of(table)
-    unknown = set(table.assigned) - set(spec.expected_shares())
-    if unknown:
-        raise ValueError(
-            f"assignment has groups {sorted(unknown)} that spec {spec.name!r} does not define; "
-            "was the assignment made from another spec?"
-        )
+    _check_groups(spec, table)
     srm = srm_check(table.assigned, spec.expected_shares(), spec.decision.srm_alpha)
     srm_result = SRMResult(
         p_value=srm.p_value, ok=srm.ok, expected=srm.expected, observed=srm.observed
@@ -169,6 +164,15 @@ def analyze(
         incrementality=_incrementality(spec, table),
         srm_by_period=periods,
     )
+
+
+def _check_groups(spec: ExperimentSpec, table: MetricTable) -> None:
+    unknown = set(table.assigned) - set(spec.expected_shares())
+    if unknown:
+        raise ValueError(
+            f"assignment has groups {sorted(unknown)} that spec {spec.name!r} does not define; "
+            "was the assignment made from another spec?"
+        )
 
 
 def engine_metrics(spec: ExperimentSpec) -> list[str]:
@@ -287,7 +291,7 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
 
 
 def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
-    """The split of the mailed variants per day of enrolment or send batch (two days or more)."""
+    """The split of the mailed variants per day of enrolment (two days or more)."""
     counts = getattr(table, "assigned_by_period", {})
     if len(counts) < 2:
         return []

@@ -93,7 +93,7 @@ class SRMResult(_Record):
 
 
 class PeriodSRM(_Record):
-    """Sample-ratio check of one day of enrolment (or send batch), mailed variants only."""
+    """Sample-ratio check of one day of enrolment, mailed variants only."""
 
     period: str
     p_value: float
@@ -332,8 +332,8 @@ class ExperimentResults(_Record):
     links: list[LinkClicks] = Field(default_factory=list)
     """Per-link human clicks per variant, most-clicked first (empty when events carry no URL)."""
     srm_by_period: list[PeriodSRM] = Field(default_factory=list)
-    """The split per day of enrolment (flows) or send batch (a send over several days), when
-    there are two or more: a send broken on one day invalidates the run, naming the day."""
+    """The split per day of enrolment (a flow's assignment ``enrolled_at``), when there are two
+    or more days: a send broken on one day invalidates the run, naming the day."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""

@@ -286,7 +286,7 @@ def events_stats_sql(
     in the ``assigned`` population only, even with a stray event.
     """
     p = Params(dialect)
-    per_recipient = _per_recipient(plan, p, source, sent_at=as_of is not None)
+    per_recipient = _per_recipient(plan, p, source, sent_at=True)
     q = partial(quote, dialect)
     value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
     for d in plan.defs:  # identical measures share a column; map each def's objects to it
@@ -306,12 +306,14 @@ def events_stats_sql(
         f"a.recipient_key IS NOT NULL AND a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
         f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
         f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
-        "coalesce(p.n_events, 0) AS n_events, "
+        "coalesce(p.n_events, 0) AS n_events, p.first_sent AS first_sent, "
         + ", ".join(cols)
         + f" FROM {assignment} a FULL OUTER JOIN per_recipient p"
         " ON a.recipient_key = p.recipient_key"
     )
     exprs, columns = _stat_columns(plan, value_of, matured)
+    # the last send of an assigned recipient (the read time), in the same pass
+    exprs.append("max(CASE WHEN is_assigned THEN first_sent END) AS last_sent")
     sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
     return Compiled(sql, p.values), columns
 

@@ -36,7 +36,7 @@ from loopexp.metrics.compile import (
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.links import links_sql, order_links
-from loopexp.metrics.maturity import last_send_sql
+from loopexp.metrics.maturity import last_sent_of
 from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
@@ -290,12 +290,12 @@ def _compute(
         matched_recipients=matched,
         caps=cap_values,
         links=link_table,
-        last_sent_at=utc(con.execute(last_send_sql()).fetchone()[0]),
+        last_sent_at=utc(last_sent_of(rows)),
         censored_at=as_of,
-        assigned_by_period=by_period(
-            con.execute(
-                periods_sql(ENROLLED_AT in columns_of(con, "assignment_raw"), "assignment_raw")
-            ).fetchall()
+        assigned_by_period=(
+            by_period(con.execute(periods_sql("assignment_raw")).fetchall())
+            if ENROLLED_AT in columns_of(con, "assignment_raw")  # the assignment alone: cheap
+            else {}
         ),
     )
 

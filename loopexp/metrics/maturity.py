@@ -3,7 +3,8 @@
 A look before a recipient's maturity window has closed (:func:`loopexp.metrics.definitions.
 maturity_hours` after their send) would count a late clicker or buyer as a non-responder. The
 engine leaves such recipients out of the metric's population instead (both dialects, the same
-SQL), and reports when the campaign's last send was, from which the analysis dates its read.
+SQL), and reports when the campaign's last send was (:func:`last_sent_of`, from the same query),
+from which the analysis dates its read.
 """
 
 from __future__ import annotations
@@ -44,12 +45,7 @@ def matured_columns(
     return cols, of
 
 
-def last_send_sql(source: str = "valid_events", assignment: str = "assignment_src") -> str:
-    """The latest send (or delivery) time among assigned recipients: when the send ended.
-
-    Shared SQL of both dialects; NULL when the events hold neither type.
-    """
-    return (
-        f"SELECT max(e.ts) AS last_sent FROM {source} e JOIN {assignment} a "
-        "ON e.recipient_key = a.recipient_key WHERE e.event_type IN ('send', 'delivered')"
-    )
+def last_sent_of(rows: Sequence[dict[str, Any]]) -> Any:
+    """The last send time over the rows of a compiled statistics query (None when none)."""
+    times = [r["last_sent"] for r in rows if r.get("last_sent") is not None]
+    return max(times, default=None)

@@ -1,8 +1,8 @@
-"""Recipients per period and group, for the sample-ratio check over time.
+"""Recipients per day of enrolment and group, for the sample-ratio check over time.
 
-The period of a recipient is the day of enrolment when the assignment has an ``enrolled_at``
-column (a lifecycle flow), else the day of their first send (or delivery) event: the send batch
-of a one-off send that went out over several days. Shared SQL of both engines.
+A lifecycle flow's assignment dates each recipient's entry (``enrolled_at``); a split broken on
+one day can hide in a long flow's totals. Counted from the assignment alone (no scan of the
+events), by the same SQL in both engines.
 """
 
 from __future__ import annotations
@@ -14,21 +14,11 @@ from typing import Any
 ENROLLED_AT = "enrolled_at"
 
 
-def periods_sql(enrolled: bool, assignment: str, events: str = "valid_events") -> str:
-    """Per (period, variant): assigned recipients (NULL period: no enrolment or send time)."""
-    if enrolled:
-        period = f"CAST(a.{ENROLLED_AT} AS DATE)"
-        source = f"{assignment} a"
-    else:
-        period = "CAST(s.first_sent AS DATE)"
-        source = (
-            f"{assignment} a JOIN (SELECT recipient_key, min(ts) AS first_sent FROM {events} "
-            "WHERE event_type IN ('send', 'delivered') GROUP BY recipient_key) s "
-            "ON CAST(a.recipient_key AS STRING) = s.recipient_key"
-        )
+def periods_sql(assignment: str) -> str:
+    """Per (day of enrolment, variant): assigned recipients (NULL day: no enrolment time)."""
     return (
-        f"SELECT CAST({period} AS STRING) AS period, CAST(a.variant_id AS STRING) AS variant_id, "
-        f"count(*) AS n FROM {source} GROUP BY 1, 2"
+        f"SELECT CAST(CAST({ENROLLED_AT} AS DATE) AS STRING) AS period, "
+        f"CAST(variant_id AS STRING) AS variant_id, count(*) AS n FROM {assignment} GROUP BY 1, 2"
     )
 
 

@@ -40,7 +40,7 @@ from loopexp.metrics.compile import (
 from loopexp.metrics.definitions import MetricDef
 from loopexp.metrics.engine import MetricTable, collect_stats, epoch_of, unassigned_events, utc
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
-from loopexp.metrics.maturity import last_send_sql
+from loopexp.metrics.maturity import last_sent_of
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
 from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
 from loopexp.metrics.sources import Source, require_source
@@ -167,9 +167,9 @@ def compute_metrics_spark(
             )
         query, columns = events_stats_sql(plan, SPARK, as_of=epoch_of(as_of))
         rows = _rows(spark, query.sql, query.params)
-        (last,) = _rows(spark, last_send_sql(), {})
-        enrolled = ENROLLED_AT in assigned_df.columns
-        periods = _rows(spark, periods_sql(enrolled, "assignment_src"), {})
+        periods = []
+        if ENROLLED_AT in assigned_df.columns:  # the assignment alone: no scan of the events
+            periods = _rows(spark, periods_sql("assignment_src"), {})
     stats, assigned = collect_stats(rows, columns)
     reasons = {k: int(v) for k, v in counts.items() if k is not None}
     if dup["n"]:
@@ -183,7 +183,7 @@ def compute_metrics_spark(
         quarantine_reasons=reasons,
         unassigned_events=unassigned_events(rows),
         caps=cap_values,
-        last_sent_at=utc(last["last_sent"]),
+        last_sent_at=utc(last_sent_of(rows)),
         censored_at=as_of,
         assigned_by_period=by_period((r["period"], r["variant_id"], r["n"]) for r in periods),
     )
