@@ -88,7 +88,7 @@ def test_the_engine_censors_recipients_whose_window_has_not_closed() -> None:
     assert (click.n, click.sum) == (2, 1.0)  # a and c matured; b (sent at 50 h) is censored
     delivery = at_80h.get("delivery_rate", "control")
     assert (delivery.n, delivery.sum) == (2, 2.0)  # d counts from the last send: censored too
-    assert at_80h.last_sent_at == SENT + timedelta(hours=50.1)
+    assert at_80h.last_sent_at == SENT + timedelta(hours=50)  # b, the last recipient sent
     later = compute_metrics(events, assignment, defs, as_of=SENT + timedelta(hours=130))
     assert (later.get("click_rate", "control").n, later.get("click_rate", "control").sum) == (3, 2)
     assert later.get("delivery_rate", "control").n == 4

@@ -39,7 +39,8 @@ def test_censoring_on_spark_equals_duckdb(spark, tmp_path: Path) -> None:
     # the SRM over time: recipients per day of enrolment, from the assignment
     enrolled = pd.read_parquet(assignment)
     days = np.random.default_rng(0).integers(0, 4, len(enrolled))
-    enrolled["enrolled_at"] = pd.Timestamp(SENT) + pd.to_timedelta(days * 24 + 5, unit="h")
+    at = pd.Timestamp(SENT) + pd.to_timedelta(days * 24 + 5, unit="h")
+    enrolled["enrolled_at"] = at.astype("datetime64[us, UTC]")  # Spark reads no nanoseconds
     enrolled.to_parquet(tmp_path / "enrolled.parquet")
     duck = compute_metrics(events, tmp_path / "enrolled.parquet", ["click_rate"])
     on_spark = compute_metrics_spark(events, tmp_path / "enrolled.parquet", ["click_rate"], spark)

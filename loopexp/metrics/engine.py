@@ -137,7 +137,8 @@ class MetricTable:
     links: pd.DataFrame | None = field(default=None, compare=False, repr=False)
     """Per-link human clicks per variant (``compute_metrics(..., links=True)``), else None."""
     last_sent_at: datetime | None = None
-    """The latest send (or delivery) event of an assigned recipient, UTC (None: none seen)."""
+    """When the last assigned recipient was sent: the latest of their first send (or delivery)
+    events, UTC (None: no such event)."""
     censored_at: datetime | None = None
     """With ``as_of``: only outcomes final at this time were counted (immature ones censored)."""
     assigned_by_period: dict[str, dict[str, int]] = field(default_factory=dict)
