@@ -10,26 +10,27 @@ import dataclasses
 import glob
 import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loopexp.analysis.compare import (
     MIN_PER_ARM,
     CovariateMoments,
     compare_all,
-    two_sample_method,
-    why_not_compared,
 )
 from loopexp.analysis.decide import decide
+from loopexp.analysis.guardrails import guardrail_results
+from loopexp.analysis.maturity import read_time
 from loopexp.analysis.policy import exploration_view
 from loopexp.analysis.results import (
     DataInfo,
     ExperimentInfo,
     ExperimentResults,
-    GuardrailResult,
     HeterogeneityResult,
     IncrementalityResult,
     LinkClicks,
     MetricValue,
+    PeriodSRM,
     SegmentResult,
     SRMResult,
     VariantResult,
@@ -42,6 +43,7 @@ from loopexp.stats import srm_check
 from loopexp.stats.adjustment import Moments
 from loopexp.stats.heterogeneity import cochran_q
 from loopexp.stats.incrementality import holdout_comparisons
+from loopexp.stats.srm import srm_by_period
 
 #: Per-assigned (intent-to-treat) metrics the holdout comparison reports, when there is a holdout.
 INCREMENTALITY_METRICS = ("conversion_per_assigned", "revenue_per_assigned")
@@ -92,6 +94,7 @@ def analyze(
     source: str = "",
     fingerprint: str = "",
     covariate_moments: CovariateMoments | None = None,
+    as_of: datetime | None = None,
 ) -> ExperimentResults:
     """Analyse one iteration of ``spec`` from the engine's sufficient statistics.
 
@@ -101,26 +104,25 @@ def analyze(
     products on ``spec.covariates``) turns the whole-audience comparisons of those metrics into
     regression-adjusted ones. With a holdout, ``incrementality`` compares each mailed arm and all
     of them pooled with it on the per-assigned metrics the table has.
+
+    ``as_of`` (default: the table's censoring time, else now) dates the read: a fixed-horizon
+    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`).
     """
     if covariate_moments is None and spec.covariates:
         covariate_moments = moments_from_table(table, spec.covariates)
     table = _IndexedTable.of(table)
-    unknown = set(table.assigned) - set(spec.expected_shares())
-    if unknown:
-        raise ValueError(
-            f"assignment has groups {sorted(unknown)} that spec {spec.name!r} does not define; "
-            "was the assignment made from another spec?"
-        )
+    _check_groups(spec, table)
     srm = srm_check(table.assigned, spec.expected_shares(), spec.decision.srm_alpha)
     srm_result = SRMResult(
         p_value=srm.p_value, ok=srm.ok, expected=srm.expected, observed=srm.observed
     )
     delivery = _delivery_srm(spec, table)
+    periods = _period_srm(spec, table)
 
     variants = _variants(spec, table, ALL_SEGMENTS)
     by_segment, not_compared = compare_all(spec, table, [ALL_SEGMENTS], covariate_moments)
     comparisons = by_segment[ALL_SEGMENTS]
-    guardrails = _guardrails(spec, table)
+    guardrails = guardrail_results(spec, table)
     primary = [c for c in comparisons if c.metric == spec.primary_metric]
     decision = decide(
         spec,
@@ -129,6 +131,8 @@ def analyze(
         srm_result,
         not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
         delivery_srm=delivery,
+        read=read_time(spec, table.last_sent_at, as_of or table.censored_at),
+        period_srm=periods,
     )
 
     seg_comparisons, seg_not_compared = compare_all(spec, table, table.segments)
@@ -160,7 +164,17 @@ def analyze(
         delivery_srm=delivery,
         heterogeneity=_heterogeneity(spec, table),
         incrementality=_incrementality(spec, table),
+        srm_by_period=periods,
     )
+
+
+def _check_groups(spec: ExperimentSpec, table: MetricTable) -> None:
+    unknown = set(table.assigned) - set(spec.expected_shares())
+    if unknown:
+        raise ValueError(
+            f"assignment has groups {sorted(unknown)} that spec {spec.name!r} does not define; "
+            "was the assignment made from another spec?"
+        )
 
 
 def engine_metrics(spec: ExperimentSpec) -> list[str]:
@@ -278,6 +292,22 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
     )
 
 
+def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
+    """The split of the mailed variants per day of enrolment (two days or more)."""
+    counts = getattr(table, "assigned_by_period", {})
+    if len(counts) < 2:
+        return []
+    total = sum(v.weight for v in spec.variants)
+    shares = {v.id: v.weight / total for v in spec.variants}
+    alpha = spec.decision.srm_alpha
+    checks = srm_by_period(counts, shares, alpha)
+    level = alpha / max(1, len(checks))
+    return [
+        PeriodSRM(period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed)
+        for p, c in checks
+    ]
+
+
 def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[VariantResult]:
     out = []
     for v in spec.variants:
@@ -298,57 +328,6 @@ def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[Va
         elif not n:
             n = max((m.denominator for m in metrics.values()), default=0)
         out.append(VariantResult(id=v.id, is_control=v.id == spec.control, n=n, metrics=metrics))
-    return out
-
-
-def _guardrails(spec: ExperimentSpec, table: MetricTable) -> list[GuardrailResult]:
-    """One-sided test of each challenger against each guardrail's margin, at level alpha / 2.
-
-    ``harm``: veto when the data show a worsening beyond the margin (H0: not worse by more than
-    the margin). ``non_inferiority``: pass only when the data show the challenger is not worse by
-    more than the margin (H0: worse by at least the margin). Both are one-sided at alpha / 2, the
-    regulatory convention for non-inferiority (ICH E9), so that the decision reads the same
-    two-sided ``1 - alpha`` interval the spec's level names: a veto (harm) or a pass
-    (non-inferiority) exactly when that interval lies wholly beyond / within the margin. No
-    multiplicity adjustment: each challenger must pass every guardrail (an intersection-union
-    test).
-    """
-    alpha = spec.decision.alpha
-    out = []
-    for g in spec.guardrails:
-        metric = spec.metric(g.metric)
-        worse_is_up = not metric.higher_is_better
-        bad_ratio = 1 + g.max_relative_increase if worse_is_up else 1 - g.max_relative_increase
-        for ch in spec.challengers:
-            try:
-                t = table.get(g.metric, ch.id)
-                c = table.get(g.metric, spec.control)
-            except KeyError:
-                continue
-            if why_not_compared(metric, ch.id, t, spec.control, c):
-                continue
-            m = two_sample_method(spec, metric.kind, t, c)
-            ci = m.interval(alpha)
-            if g.mode == "harm":
-                p = m.one_sided_p(bad_ratio, "greater" if worse_is_up else "less")
-                failed = p < alpha / 2
-            else:
-                p = m.one_sided_p(bad_ratio, "less" if worse_is_up else "greater")
-                failed = not p < alpha / 2
-            out.append(
-                GuardrailResult(
-                    metric=g.metric,
-                    variant=ch.id,
-                    rel_lift=m.rel_lift,
-                    rel_ci_low=ci.rel_low,
-                    rel_ci_high=ci.rel_high,
-                    max_relative_increase=g.max_relative_increase,
-                    passed=not failed,
-                    mode=g.mode,
-                    p_value=p,
-                    ci_level=1 - alpha,
-                )
-            )
     return out
 
 
@@ -410,8 +389,12 @@ def analyze_files(
     events_path: str | Path,
     assignment_path: str | Path,
     quarantine_path: str | Path | None = None,
+    as_of: datetime | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
     """Compute the spec's metrics from files in DuckDB and analyse them; return both.
+
+    Read as of ``as_of`` (default: now, what a scheduled run sees): outcomes not yet final are
+    censored, and a fixed-horizon one-off send is read only after its final read time.
 
     The inputs are held to the spec: assignment groups and segments it defines, at most
     ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
@@ -425,6 +408,7 @@ def analyze_files(
         )
     caps = spec_caps(spec)
     explore = exploration_view(spec, assignment_path)  # issue 27: None without policy rules
+    as_of = as_of or datetime.now(UTC)
     table = compute_metrics(
         events_path,
         assignment_path if explore is None else explore.assignment,
@@ -438,6 +422,7 @@ def analyze_files(
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
+        as_of=as_of,
     )
     if explore is not None:
         table, n_policy = explore.strip(table)
@@ -446,6 +431,7 @@ def analyze_files(
         table,
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
+        as_of=as_of,
     )
     if explore is not None:
         results = explore.annotate(results, spec, n_policy)

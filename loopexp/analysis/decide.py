@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import math
 
+from loopexp.analysis.maturity import ReadTime, early_look_note, premature_reasons, utc_text
+from loopexp.analysis.power import power_check
 from loopexp.analysis.results import (
     Comparison,
     Decision,
     GuardrailResult,
     NotCompared,
+    PeriodSRM,
     SRMResult,
     Status,
 )
@@ -82,11 +85,14 @@ def decide(
     srm: SRMResult,
     not_compared: list[NotCompared] | None = None,
     delivery_srm: SRMResult | None = None,
+    read: ReadTime | None = None,
+    period_srm: list[PeriodSRM] | None = None,
 ) -> Decision:
     """Apply the spec's decision rule to the primary-metric comparisons of each challenger.
 
-    First the gates that make the data unreadable or premature (:func:`_gate`), then the verdict
-    on the comparisons (:func:`_verdict`).
+    First the gates that make the data unreadable or premature (:func:`_gate`; ``read``: a
+    fixed-horizon one-off send before its final read time, :mod:`loopexp.analysis.maturity`),
+    then the verdict on the comparisons (:func:`_verdict`).
     """
     metric = spec.metric(spec.primary_metric)
     sign = 1 if metric.higher_is_better else -1
@@ -96,16 +102,41 @@ def decide(
         "guardrails": guardrails,
         "recipients_per_variant": reached,
         "planned_recipients_per_variant": spec.planned_recipients_per_variant,
+        "final_read_at": utc_text(read.final_read_at) if read else None,
+        "before_final_read": bool(read and not read.due),
     }
     key = _order_key(sign)
     best = max(primary, key=key) if primary else None
     gated = _gate(spec, primary, srm, not_compared or [], delivery_srm, reached)
-    if gated is not None:
+    broken = [p for p in period_srm or [] if not p.ok]
+    if broken and (gated is None or gated[0] != Status.INVALID_SRM):
+        gated = Status.INVALID_SRM, [_period_reason(p) for p in broken]
+    premature = premature_reasons(spec, read)
+    if premature and (gated is None or gated[0] != Status.INVALID_SRM):
+        # no lift copied: an immature lift is no estimate of anything worth quoting
+        return Decision(status=Status.KEEP_TESTING, winner=None, reasons=premature, **base)
+    if gated is not None and gated[0] == Status.INVALID_SRM:
         status, reasons = gated
         return Decision(status=status, winner=None, reasons=reasons, **base, **_fields(best))
-    status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
+    if gated is not None:
+        status, reasons = gated
+        win = None
+    else:
+        status, win, reasons = _verdict(spec.decision, primary, guardrails, sign)
+        reasons += early_look_note(spec, read)
+    power = power_check(spec, win or best, reached)  # a read far below the plan says so
+    base |= {
+        "detectable_rel_lift": power.detectable_rel_lift,
+        "shrunk_rel_lift": power.shrunk_rel_lift,
+    }
     winner = None if win is None else win.variant
-    return Decision(status=status, winner=winner, reasons=reasons, **base, **_fields(win or best))
+    return Decision(
+        status=status,
+        winner=winner,
+        reasons=reasons + power.reasons,
+        **base,
+        **_fields(win or best),
+    )
 
 
 def _fields(c: Comparison | None) -> dict:
@@ -176,10 +207,23 @@ def _verdict(
     one broke a guardrail, else no difference or keep testing (see :func:`_no_winner`).
     """
     key = _order_key(sign)
-    failed = {g.variant for g in guardrails if not g.passed}
-    vetoes = [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed]
+    failed = {g.variant for g in guardrails if not g.passed and not g.no_data}
+    vetoes = [_veto_reason(g, rule.alpha) for g in guardrails if not g.passed and not g.no_data]
+    unjudged = {g.variant for g in guardrails if g.no_data}
+    no_data = [
+        f"Guardrail {g.metric}: no data for {g.variant}: {g.note}." for g in guardrails if g.no_data
+    ]
     significant = [c for c in primary if c.p_value_adjusted < rule.alpha and sign * c.estimate > 0]
     winners = [c for c in significant if c.variant not in failed]
+    waiting = [c for c in winners if c.variant in unjudged]
+    winners = [c for c in winners if c.variant not in unjudged]
+    if waiting and not winners:
+        reasons = [_describe(c, rule.alpha, rule.correction) for c in waiting] + no_data
+        reasons.append(
+            "A guardrail without data is not a pass: keep testing until it has data (include "
+            "its events in the export), or remove the guardrail from the spec knowingly."
+        )
+        return Status.KEEP_TESTING, None, reasons + vetoes
     if winners:
         win = max(winners, key=key)
         reasons = [f"{win.variant} wins: " + _describe(win, rule.alpha, rule.correction)]
@@ -189,7 +233,7 @@ def _verdict(
             for c in sorted(winners, key=key, reverse=True)
             if c is not win
         ]
-        return Status.SHIP, win, reasons + vetoes
+        return Status.SHIP, win, reasons + vetoes + no_data
     if significant:
         reasons = [_describe(c, rule.alpha, rule.correction) for c in significant]
         reasons += vetoes
@@ -198,7 +242,7 @@ def _verdict(
         )
         return Status.GUARDRAIL_VETO, None, reasons
     status, reasons = _no_winner(rule, primary, sign)
-    return status, None, reasons + vetoes
+    return status, None, reasons + vetoes + no_data
 
 
 def _no_winner(
@@ -243,6 +287,14 @@ def _delivery_reason(s: SRMResult, srm_alpha: float) -> str:
         f"delivered recipients instead of {s.expected[worst]:.1%}. A send that failed for one "
         "variant makes every delivered-based metric compare different populations: check the "
         "ESP's send report and re-send before reading any lift."
+    )
+
+
+def _period_reason(p: PeriodSRM) -> str:
+    return (
+        f"Sample ratio mismatch on {p.period}: {p.observed} recipients (chi-square p = "
+        f"{p.p_value:.2g} < {p.alpha:.2g}, the SRM level over the days checked). The split or "
+        f"the send broke that day; fix it and re-run before reading any lift."
     )
 
 

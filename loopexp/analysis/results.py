@@ -92,6 +92,17 @@ class SRMResult(_Record):
     observed: dict[str, int]
 
 
+class PeriodSRM(_Record):
+    """Sample-ratio check of one day of enrolment, mailed variants only."""
+
+    period: str
+    p_value: float
+    ok: bool
+    alpha: float
+    """The level it was checked at: ``decision.srm_alpha`` / number of periods checked."""
+    observed: dict[str, int]
+
+
 class MetricValue(_Record):
     """A metric's value with the numbers it is made of."""
 
@@ -254,6 +265,12 @@ class GuardrailResult(_Record):
     ci_level: float | None = None
     """Two-sided level of ``rel_ci_*`` (1 - alpha): its end on the bad side is the one-sided
     bound of the test (beyond the margin for a harm veto, within it for a non-inferiority pass)."""
+    no_data: bool = False
+    """True when the guardrail could not be judged: no event of its type in any arm (an export
+    lacking that type), or an arm without enough recipients. Not a pass (``passed`` is False),
+    and not a veto: a winner waits (keep_testing) until the guardrail has data."""
+    note: str | None = None
+    """Why the guardrail has no data, in words (with ``no_data``)."""
 
 
 class Decision(_Record):
@@ -277,6 +294,20 @@ class Decision(_Record):
     """Fewest recipients assigned to a variant at this analysis (for the planned-sample gate)."""
     planned_recipients_per_variant: int | None = None
     """The plan's sample per variant; a fixed-horizon test is read only once it is reached."""
+    final_read_at: str | None = None
+    """When a one-off send's outcomes are final and it is read (UTC, ISO 8601): the last send
+    plus the longest maturity window of the primary metric and guardrails, or decision.read_at.
+    A fixed-horizon test read before then says keep_testing. None: continuous enrolment, or no
+    send time in the data."""
+    before_final_read: bool = False
+    """True when the data were read before ``final_read_at``: outcomes still arriving (a
+    fixed-horizon test then keeps testing; a sequential one looked at matured recipients)."""
+    detectable_rel_lift: float | None = None
+    """A read far below the planned sample: the smallest relative lift of the primary metric
+    this many recipients per variant detect with the spec's power (else None)."""
+    shrunk_rel_lift: float | None = None
+    """With ``detectable_rel_lift``: the reported lift shrunk for the winner's curse (normal
+    prior of true log lifts N(0, log(1 + MDE)²)), beside the raw ``rel_lift``."""
 
 
 class PolicyShareInfo(_Record):
@@ -313,6 +344,9 @@ class ExperimentResults(_Record):
     """Per-link human clicks per variant, most-clicked first (empty when events carry no URL)."""
     policy_share: PolicyShareInfo | None = None
     """With deployed policy rules: variants, comparisons and SRM describe the exploration share."""
+    srm_by_period: list[PeriodSRM] = Field(default_factory=list)
+    """The split per day of enrolment (a flow's assignment ``enrolled_at``), when there are two
+    or more days: a send broken on one day invalidates the run, naming the day."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""
@@ -352,8 +386,9 @@ class ExperimentResults(_Record):
         return frame
 
     def comparisons_frame(self) -> pd.DataFrame:
-        """One row per (metric, challenger) comparison."""
-        return pd.DataFrame([c.model_dump() for c in self.comparisons])
+        """One row per (metric, challenger) comparison (the columns even when none was made)."""
+        columns = list(Comparison.model_fields)
+        return pd.DataFrame([c.model_dump() for c in self.comparisons], columns=columns)
 
     def incrementality_frame(self) -> pd.DataFrame:
         """One row per (metric, mailed arm or all_mailed) comparison with the holdout."""
@@ -427,7 +462,7 @@ class ExperimentResults(_Record):
                 "margin": f"+{g.max_relative_increase:.0%}",
                 "mode": g.mode.replace("_", "-"),
                 "p (one-sided)": "–" if g.p_value is None else fmt.fmt_p(g.p_value),
-                "verdict": "passed" if g.passed else "VETO",
+                "verdict": "NO DATA" if g.no_data else ("passed" if g.passed else "VETO"),
             }
             for g in self.decision.guardrails
         ]

@@ -90,6 +90,12 @@ def plan(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the plan as JSON to this file")
     ] = None,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write", help="write planned_recipients_per_variant into the spec (comments kept)"
+        ),
+    ] = False,
 ) -> None:
     """Recipients per variant to detect the spec's MDE, days of sending, the audience's MDE.
 
@@ -125,6 +131,17 @@ def plan(
     console.print(plan_summary(result), highlight=False)
     if json_path:
         console.print(f"plan written to {result.write_json(json_path)}", highlight=False)
+    if write:
+        from loopexp.design.resources import write_planned_sample  # noqa: PLC0415
+
+        note = (
+            f"loopexp plan: baseline {result.baseline:.2%} {source}, MDE {result.mde_relative:+.0%}"
+        )
+        write_planned_sample(spec_path, result.per_variant, note)
+        console.print(
+            f"planned_recipients_per_variant: {result.per_variant:,} written to {spec_path}",
+            highlight=False,
+        )
 
 
 def _plan_flow(spec: ExperimentSpec, rate: float, per_day: int | None) -> None:

@@ -144,6 +144,12 @@ def _print_ingest(summary: IngestSummary) -> None:
     for rule, per_variant in summary.removed_by_rule.items():
         parts = [f"{v}: {c['open']:,} opens, {c['click']:,} clicks" for v, c in per_variant.items()]
         table.add_row(rule, "\n".join(parts))
+    if summary.assignment_matched is not None and summary.assignment_match_share is not None:
+        table.add_row(
+            "on the assignment",
+            f"{summary.assignment_matched:,} of {summary.events:,} events "
+            f"({summary.assignment_match_share:.1%})",
+        )
     table.add_row("outputs", f"{summary.events_path}\n{summary.quarantine_path}")
     console.print(table)
     for warning in summary.warnings:

@@ -20,6 +20,8 @@ PID = "loopexp.pid"
 FAILURE = "loopexp.failure"
 DECISION_STATUS = "loopexp.decision.status"
 DECISION_WINNER = "loopexp.decision.winner"
+#: When a one-off send's outcomes are final and it is read (UTC, ISO 8601; issue 28).
+DECISION_FINAL_READ_AT = "loopexp.decision.final_read_at"
 SUMMARY = "loopexp.summary"
 NEXT_SPEC = "loopexp.next_spec"
 #: What a run is: an iteration's analysis, or the closed-loop report over iterations.

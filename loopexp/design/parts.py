@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -263,6 +264,11 @@ class DecisionRule(SpecModel):
     decision; capped at the 99th percentile of order values, the Fieller interval of revenue per
     delivered covers at 95 % on such data (bench/calibration.md). The metric is then revenue with
     orders capped at that value, stated in each comparison's ``method``."""
+    read_at: datetime | None = None
+    """When a fixed-horizon one-off send is read (UTC; a time without zone is taken as UTC).
+    Default: after the send and the longest maturity window among the primary metric and the
+    guardrails (loopexp.metrics.definitions.MATURITY_HOURS); before then a run says keep_testing,
+    "final read at <time>". Set it to read later (or, knowingly, sooner)."""
 
 
 class DataRules(SpecModel):

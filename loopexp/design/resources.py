@@ -82,5 +82,40 @@ def starter_spec(test_type: TestType | str, campaign: str) -> str:
         )
         if count != 1:
             raise ValueError(f"example spec for {test_type.value} has no top-level {key!r}")
+    text = with_planned_hint(text)  # issue 28: a first test without a plan ships on luck
     parse_spec(text, source=f"starter spec for {test_type.value}")
     return text
+
+
+#: The line ``loopexp init`` adds, commented, when the example has no planned sample.
+PLANNED_HINT = (
+    "# planned_recipients_per_variant: 20000  # recipients per variant the test needs: "
+    "`loopexp plan SPEC --baseline 0.04 --write` fills it in; a fixed-horizon test is read only "
+    "once it is reached"
+)
+
+
+def with_planned_hint(text: str) -> str:
+    """``text`` with :data:`PLANNED_HINT` appended when it sets no planned sample (commented)."""
+    if re.search(r"^#?\s*planned_recipients_per_variant:", text, flags=re.M):
+        return text
+    return text.rstrip("\n") + "\n" + PLANNED_HINT + "\n"
+
+
+def write_planned_sample(path: str | Path, per_variant: int, source: str) -> Path:
+    """Set ``planned_recipients_per_variant`` in the spec file at ``path``, comments kept.
+
+    Replaces the top-level key (or its commented hint from ``loopexp init``), else appends it;
+    the new text is validated before it is written, so the file stays a valid spec.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    line = f"planned_recipients_per_variant: {int(per_variant)}  # {source}"
+    new, count = re.subn(
+        r"^#?\s*planned_recipients_per_variant:.*$", line, text, count=1, flags=re.M
+    )
+    if not count:
+        new = text.rstrip("\n") + "\n" + line + "\n"
+    parse_spec(new, source=path)
+    path.write_text(new, encoding="utf-8")
+    return path

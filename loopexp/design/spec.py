@@ -288,6 +288,8 @@ class ExperimentSpec(SpecModel):
             exclude["policy"] = True
         if not self.metrics:  # the spec's own metric definitions (issue 16)
             exclude["metrics"] = True
+        if self.decision.read_at is None:  # issue 28: the read time of a one-off send
+            exclude["decision"] = {"read_at"}
         variant_fields = {
             i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
             for i, v in enumerate(self.variants)

@@ -129,7 +129,7 @@ def _ingest(
             "finish": round(time.perf_counter() - hash_done, 3),
         }
         _raw_log_completeness(files, summary, out)
-        write_summary(summary, out)
+        _write_and_check(summary, assignment, out)
         return summary
     finally:
         con.close()
@@ -235,3 +235,15 @@ def canonical_columns_ok(path: str | Path) -> bool:
     except (pa.ArrowException, OSError):
         return False
     return set(REQUIRED_COLUMNS) <= set(names)
+
+
+def _write_and_check(summary: IngestSummary, assignment: str | Path | None, out: Path) -> None:
+    """Write the summary; then no event on the assignment is an error (wrong key or list)."""
+    write_summary(summary, out)
+    if summary.assignment_match_share == 0 and summary.events:
+        raise IngestError(
+            f"none of the {summary.events:,} events is of a recipient on the assignment "
+            f"{assignment}: the exports were hashed with another key than the assignment "
+            "(check $LOOPEXP_HASH_KEY or --key-file), or they are of another list or "
+            f"mailing. The events and ingest_summary.json were written to {out} to inspect."
+        )

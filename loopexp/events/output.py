@@ -76,6 +76,12 @@ def finish(
     ).fetchall()
     by_type = {t: n for t, n, _, _ in per_type}
     removed = _removed_by_rule(con, assignment)
+    matched = None
+    if assignment is not None:  # the view _removed_by_rule made: how many events are the test's
+        (matched,) = con.execute(
+            "SELECT count(a.recipient_key) FROM flagged f LEFT JOIN assign_src a USING "
+            "(recipient_key)"
+        ).fetchone()
     _count_per_file(con, reports, per_file_reason)
     warnings = []
     if key.is_demo:
@@ -97,6 +103,10 @@ def finish(
         warnings=warnings,
         ignored=sum(ignored_by_type.values()),
         ignored_by_type=ignored_by_type,
+        assignment_matched=None if matched is None else int(matched),
+        assignment_match_share=(
+            None if matched is None else int(matched) / max(1, int(sum(by_type.values())))
+        ),
     )
 
 

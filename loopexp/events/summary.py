@@ -60,6 +60,11 @@ class IngestSummary:
     :attr:`errors`."""
     ignored_by_type: dict[str, int] = field(default_factory=dict)
     """``provider:type`` → records ignored."""
+    assignment_matched: int | None = None
+    """With ``--assignment``: events whose recipient is on the assignment (else None)."""
+    assignment_match_share: float | None = None
+    """With ``--assignment``: the share of events whose recipient is on it; 0 is an error (a
+    wrong hashing key, or another list's exports)."""
 
     @property
     def errors(self) -> int:

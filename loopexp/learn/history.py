@@ -166,7 +166,7 @@ def iteration_record(
         next_spec=next_spec,
         send_windows=windows,
         send_time_notes=notes,
-        vetoed=sorted({g.variant for g in d.guardrails if not g.passed}),
+        vetoed=sorted({g.variant for g in d.guardrails if not g.passed and not g.no_data}),
         incremental_revenue=_incremental_revenue(results),
         link_clicks=_link_shares(results),
         flow_version=flow_version,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
 from loopexp.analysis.results import Comparison, ExperimentResults, Status
+from loopexp.stats.shrinkage import log_lift_se, shrink_log_lift
 
 
 class Lift(BaseModel):
@@ -34,11 +35,7 @@ def log_lift(
     lift: float | None, low: float | None, high: float | None, level: float | None
 ) -> tuple[float, float] | None:
     """(log ratio, its standard error) from a lift and its interval; None when not usable."""
-    if lift is None or low is None or high is None or low <= -1 or lift <= -1:
-        return None
-    z = float(sps.norm.ppf(1 - (1 - (level or 0.95)) / 2))
-    se = (math.log1p(high) - math.log1p(low)) / (2 * z)
-    return (math.log1p(lift), se) if se > 0 and math.isfinite(se) else None
+    return log_lift_se(lift, low, high, level)
 
 
 def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, float] | None:
@@ -62,17 +59,8 @@ def empirical_bayes_prior(estimates: list[tuple[float, float]]) -> tuple[float, 
 
 def shrink(y: float, se: float, prior: tuple[float, float], level: float = 0.95) -> Lift:
     """The posterior of one log lift under the normal prior, as a relative lift with interval."""
-    mu, tau = prior
-    b = tau**2 / (tau**2 + se**2) if tau > 0 else 0.0
-    mean = mu + b * (y - mu)
-    sd = math.sqrt(b) * se
-    z = float(sps.norm.ppf(1 - (1 - level) / 2))
-    return Lift(
-        value=math.expm1(mean),
-        low=math.expm1(mean - z * sd),
-        high=math.expm1(mean + z * sd),
-        level=level,
-    )
+    value, low, high = shrink_log_lift(y, se, prior[0], prior[1], level)
+    return Lift(value=value, low=low, high=high, level=level)
 
 
 def cumulative_lift(lifts: Iterable[Lift]) -> Lift:

@@ -80,7 +80,7 @@ def compute(
         caps: mean metric → percentile at which its per-recipient numerator is capped (either
             input, both engines; see :func:`loopexp.metrics.compute_metrics`).
         **checks: event input: the run's checks and bounds of
-            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` on both engines;
+            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` and ``as_of`` on both engines;
             ``memory_limit``, ``temp_directory``, ``segments``, ``variants``, ``require_match`` on
             DuckDB).
 
@@ -111,6 +111,7 @@ def compute(
             session,
             caps=caps,
             max_quarantine_share=checks.get("max_quarantine_share"),
+            as_of=checks.get("as_of"),
         )
         link_table = sp.link_clicks_spark(events, assignment, session) if links else None
         return MetricsReport(table, link_table, "events", engine)

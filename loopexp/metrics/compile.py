@@ -31,6 +31,7 @@ from loopexp.metrics.definitions import (
     Measure,
     MetricDef,
 )
+from loopexp.metrics.maturity import matured_columns
 
 
 class MetricsError(InputError):
@@ -138,11 +139,14 @@ def make_plan(defs: Sequence[MetricDef]) -> Plan:
     return Plan(tuple(defs), tuple(measures), tuple(covariates))
 
 
-def _per_recipient(plan: Plan, p: Params, source: str) -> str:
+def _per_recipient(plan: Plan, p: Params, source: str, sent_at: bool = False) -> str:
     windows = sorted({m.window.after for m in plan.measures if m.window is not None})
     cols = ",\n    ".join(
         f"{_capped(_event_aggregate(m, p), m, p)} AS {plan.alias(m)}" for m in plan.measures
     )
+    if sent_at:  # when the recipient was sent (censoring of immature outcomes)
+        sent = "min(CASE WHEN event_type IN ('send', 'delivered') THEN ts END)"
+        cols += f",\n    {sent} AS first_sent"
     if not windows:
         return (
             f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
@@ -179,17 +183,23 @@ class StatColumn:
     alias: str
 
 
-def _population(d: MetricDef) -> str:
-    return {
+def _population(d: MetricDef, matured: Mapping[str, str] | None = None) -> str:
+    pop = {
         "assigned": "is_assigned",
         "sent": "is_sent",
         "delivered": "is_sent AND is_delivered",
         "opened": "is_sent AND is_opened",
     }[d.denominator]
+    return pop if not matured else f"{pop} AND {matured[d.name]}"
 
 
-def _stat_columns(plan: Plan, value_of: dict[int, str]) -> tuple[list[str], list[StatColumn]]:
-    """Aggregates of every metric: n, sums, squares and cross sums, filtered to its population."""
+def _stat_columns(
+    plan: Plan, value_of: dict[int, str], matured: Mapping[str, str] | None = None
+) -> tuple[list[str], list[StatColumn]]:
+    """Aggregates of every metric: n, sums, squares and cross sums, filtered to its population.
+
+    With ``matured`` (metric → outcome column), only recipients whose outcome is final count.
+    """
     exprs: list[str] = []
     columns: list[StatColumn] = []
 
@@ -199,7 +209,7 @@ def _stat_columns(plan: Plan, value_of: dict[int, str]) -> tuple[list[str], list
         exprs.append(f"{expr} AS {alias}")
 
     for d in plan.defs:
-        pop = _population(d)
+        pop = _population(d, matured)
         y = value_of[id(d.numerator)]
 
         def total(expr: str, pop: str = pop) -> str:
@@ -261,8 +271,13 @@ def events_stats_sql(
     dialect: Dialect,
     source: str = "valid_events",
     assignment: str = "assignment_src",
+    as_of: float | None = None,
 ) -> tuple[Compiled, list[StatColumn]]:
     """One query from valid events and the assignment to the sufficient statistics.
+
+    ``as_of`` (seconds since the epoch): count in each metric only the recipients whose outcome
+    is final by then (:func:`loopexp.metrics.definitions.maturity_hours` after their send); the
+    others are censored, not counted as non-responders.
 
     Events → one row per recipient (a hash aggregate, never materialised) → full outer join with
     the assignment → per variant (and segment) sums. Recipients on the assignment without any
@@ -271,7 +286,7 @@ def events_stats_sql(
     in the ``assigned`` population only, even with a stray event.
     """
     p = Params(dialect)
-    per_recipient = _per_recipient(plan, p, source)
+    per_recipient = _per_recipient(plan, p, source, sent_at=True)
     q = partial(quote, dialect)
     value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
     for d in plan.defs:  # identical measures share a column; map each def's objects to it
@@ -282,17 +297,23 @@ def events_stats_sql(
         f"CAST(coalesce(p.{plan.alias(m)}, 0) AS DOUBLE) AS v{plan.alias(m)}" for m in plan.measures
     ]
     cols += [f"CAST(a.{q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
+    matured: dict[str, str] | None = None
+    if as_of is not None:
+        censor, matured = matured_columns(plan.defs, dialect, p.bind, as_of)
+        cols += censor
     outcomes = (
         "SELECT a.variant_id, a.segment, a.recipient_key IS NOT NULL AS is_assigned, "
         f"a.recipient_key IS NOT NULL AND a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
         f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
         f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
-        "coalesce(p.n_events, 0) AS n_events, "
+        "coalesce(p.n_events, 0) AS n_events, p.first_sent AS first_sent, "
         + ", ".join(cols)
         + f" FROM {assignment} a FULL OUTER JOIN per_recipient p"
         " ON a.recipient_key = p.recipient_key"
     )
-    exprs, columns = _stat_columns(plan, value_of)
+    exprs, columns = _stat_columns(plan, value_of, matured)
+    # the last send of an assigned recipient (the read time), in the same pass
+    exprs.append("max(CASE WHEN is_assigned THEN first_sent END) AS last_sent")
     sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
     return Compiled(sql, p.values), columns
 

@@ -313,3 +313,57 @@ def resolve_metric(name: str, custom: Sequence[MetricDef] = ()) -> MetricDef:
     except KeyError:
         known = sorted({*LIBRARY, *(d.name for d in custom)})
         raise KeyError(f"unknown metric {name!r}; known metrics: {known}") from None
+
+
+# --- Maturity: when a recipient's value of a metric is final ---------------------------------
+#
+# An outcome keeps arriving after the send: a click read 2 hours after the send counts the fast
+# clickers only, and a decision on it favours whatever makes people respond sooner, not more.
+# A recipient's value of a metric is final once the longest of these windows (hours after the
+# recipient was sent) has passed for every event type the metric counts. Opens and clicks: 72 h
+# (most arrive within a day; the tail by the third); orders: 7 days (the usual attribution
+# window); unsubscribes: 72 h (with the clicks that lead to them); complaints: 7 days (feedback
+# loops report late); deliveries and bounces: 72 h (soft bounces are retried for up to 3 days).
+
+#: Default maturity window (hours after the recipient's send) per event type.
+MATURITY_HOURS: dict[str, float] = {
+    "send": 0.0,
+    "delivered": 72.0,
+    "deferred": 72.0,
+    "bounce_hard": 72.0,
+    "bounce_soft": 72.0,
+    "open": 72.0,
+    "click": 72.0,
+    "unsubscribe": 72.0,
+    "complaint": 168.0,
+    "order": 168.0,
+}
+
+#: Webhook deliveries are retried after the event (SendGrid: up to 24 h, Mailgun: 8 h; see
+#: reference/webhooks.md): events received by webhook are final this much later again.
+WEBHOOK_RETRY_LAG_HOURS = 24.0
+
+
+def _measure_maturity(m: Measure) -> float:
+    """Hours after the send after which one recipient's value of ``m`` no longer changes."""
+    if m.events is None:  # an outcome table's column: final by the time it was exported
+        return 0.0
+    hours = max(MATURITY_HOURS[t] for t in m.events)
+    if m.window is None:
+        return hours
+    if m.window.after == "send":  # nothing after the window counts
+        return min(hours, m.window.hours)
+    return m.window.hours + MATURITY_HOURS["delivered"]  # the delivery itself may come late
+
+
+def maturity_hours(d: MetricDef) -> float:
+    """Hours after a recipient's send after which their value of metric ``d`` is final.
+
+    The longest default window (:data:`MATURITY_HOURS`) among the event types the metric counts,
+    its denominator population (``delivered``: the delivery window) included; an attribution
+    window ends it sooner (after the send) or sets it (after the delivery, plus that lag).
+    """
+    hours = [_measure_maturity(m) for m in (d.numerator, d.ratio_denominator) if m is not None]
+    if d.denominator in ("delivered", "opened") and d.numerator.events is not None:
+        hours.append(MATURITY_HOURS["open" if d.denominator == "opened" else "delivered"])
+    return max(hours)

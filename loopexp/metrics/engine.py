@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,14 @@ from loopexp.metrics.compile import (
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.links import links_sql, order_links
+from loopexp.metrics.maturity import last_sent_of
+from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
     Source,
     attach,
     check_columns,
+    columns_of,
     connect,
     first_line,
     source_name,
@@ -132,6 +136,13 @@ class MetricTable:
     """Per capped metric, the value its per-recipient numerator was winsorised at."""
     links: pd.DataFrame | None = field(default=None, compare=False, repr=False)
     """Per-link human clicks per variant (``compute_metrics(..., links=True)``), else None."""
+    last_sent_at: datetime | None = None
+    """When the last assigned recipient was sent: the latest of their first send (or delivery)
+    events, UTC (None: no such event)."""
+    censored_at: datetime | None = None
+    """With ``as_of``: only outcomes final at this time were counted (immature ones censored)."""
+    assigned_by_period: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Day of enrolment (or of the send batch) → group → recipients: the SRM over time."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -170,6 +181,7 @@ def compute_metrics(
     temp_directory: str | Path | None = None,
     caps: Mapping[str, float] | None = None,
     links: bool = False,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -193,6 +205,9 @@ def compute_metrics(
 
     ``links`` also returns the per-link click table (:func:`loopexp.metrics.links.link_clicks`)
     from the same validated events, without validating them a second time.
+
+    ``as_of`` censors immature outcomes: each metric counts only the recipients whose outcome is
+    final at that time (:mod:`loopexp.metrics.maturity`); None counts everyone.
     """
     defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with connect(memory_limit, temp_directory) as (con, limit):
@@ -209,6 +224,7 @@ def compute_metrics(
                 require_match=require_match,
                 caps=caps,
                 links=links,
+                as_of=as_of,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -239,6 +255,7 @@ def _compute(
     require_match: bool,
     caps: Mapping[str, float] | None = None,
     links: bool = False,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     plan = make_plan(defs)
     _attach_inputs(con, events, assignment, plan, segments, variants)
@@ -252,7 +269,7 @@ def _compute(
             [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
         )
     # One query from valid events to the statistics (and the unassigned / matched counts).
-    query, columns = events_stats_sql(plan, DUCKDB)
+    query, columns = events_stats_sql(plan, DUCKDB, as_of=epoch_of(as_of))
     cursor = con.execute(query.sql, query.params)
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
@@ -274,6 +291,13 @@ def _compute(
         matched_recipients=matched,
         caps=cap_values,
         links=link_table,
+        last_sent_at=utc(last_sent_of(rows)),
+        censored_at=as_of,
+        assigned_by_period=(
+            by_period(con.execute(periods_sql("assignment_raw")).fetchall())
+            if ENROLLED_AT in columns_of(con, "assignment_raw")  # the assignment alone: cheap
+            else {}
+        ),
     )
 
 
@@ -346,6 +370,19 @@ def check_quarantine_share(
     quarantined = sum(reasons.values())
     if limit is not None and n_events and quarantined > limit * n_events:
         raise QuarantineError(quarantine_message(events, n_events, reasons, limit, quarantine_path))
+
+
+def epoch_of(when: datetime | None) -> float | None:
+    """Seconds since the epoch of an aware (or UTC-naive) time; None stays None."""
+    return None if when is None else utc(when).timestamp()
+
+
+def utc(when: datetime | None) -> datetime | None:
+    """``when`` as an aware UTC datetime (a naive one is taken as UTC, as the event table is)."""
+    if when is None:
+        return None
+    when = pd.Timestamp(when).to_pydatetime()
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def unassigned_events(rows: Sequence[dict[str, Any]]) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,10 +42,14 @@ from loopexp.metrics.engine import (
     MetricTable,
     check_quarantine_share,
     collect_stats,
+    epoch_of,
     unassigned_events,
+    utc,
 )
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
+from loopexp.metrics.maturity import last_sent_of
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
+from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
 from loopexp.metrics.sources import Source, require_source
 
 if TYPE_CHECKING:
@@ -128,12 +133,14 @@ def compute_metrics_spark(
     spark: SparkSession | None = None,
     caps: Mapping[str, float] | None = None,
     max_quarantine_share: float | None = None,
+    as_of: datetime | None = None,
 ) -> MetricTable:
     """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics.
 
     ``caps`` (mean metric → percentile) are computed here, in Spark, by the same compiled query
     as in DuckDB (Spark's exact ``percentile`` interpolates as DuckDB's ``quantile_cont``).
     ``max_quarantine_share``: above it the run stops with :class:`QuarantineError`, as on DuckDB.
+    ``as_of`` censors immature outcomes by the same compiled query as in DuckDB.
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
@@ -167,8 +174,11 @@ def compute_metrics_spark(
             plan = make_plan(
                 [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
             )
-        query, columns = events_stats_sql(plan, SPARK)
+        query, columns = events_stats_sql(plan, SPARK, as_of=epoch_of(as_of))
         rows = _rows(spark, query.sql, query.params)
+        periods = []
+        if ENROLLED_AT in assigned_df.columns:  # the assignment alone: no scan of the events
+            periods = _rows(spark, periods_sql("assignment_src"), {})
     stats, assigned = collect_stats(rows, columns)
     reasons = {k: int(v) for k, v in counts.items() if k is not None}
     if dup["n"]:
@@ -183,6 +193,9 @@ def compute_metrics_spark(
         quarantine_reasons=reasons,
         unassigned_events=unassigned_events(rows),
         caps=cap_values,
+        last_sent_at=utc(last_sent_of(rows)),
+        censored_at=as_of,
+        assigned_by_period=by_period((r["period"], r["variant_id"], r["n"]) for r in periods),
     )
 
 

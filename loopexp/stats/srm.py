@@ -49,3 +49,31 @@ def srm_check(
         dict(expected),
         dict(zip(groups, counts, strict=True)),
     )
+
+
+#: A period is checked only when every group expects at least this many recipients in it (the
+#: chi-square approximation's usual condition).
+MIN_EXPECTED_PER_GROUP = 5.0
+
+
+def srm_by_period(
+    counts: dict[str, dict[str, int]], expected: dict[str, float], alpha: float = 0.001
+) -> list[tuple[str, SRMCheck]]:
+    """The SRM check of each period (day of enrolment, send batch), at ``alpha / k``.
+
+    ``counts`` maps period → group → recipients. A split broken on one day can hide in the
+    totals of a long flow; each period is checked on its own, Bonferroni over the ``k`` periods
+    checked so that a sound split fails no period with probability ``1 - alpha`` or more.
+    Periods too small for the chi-square approximation are left out.
+    """
+    share_sum = sum(expected.values())
+    usable = {
+        period: groups
+        for period, groups in counts.items()
+        if sum(groups.values()) * min(expected.values()) / share_sum >= MIN_EXPECTED_PER_GROUP
+    }
+    level = alpha / max(1, len(usable))
+    return [
+        (period, srm_check({g: n for g, n in groups.items() if g in expected}, expected, level))
+        for period, groups in sorted(usable.items())
+    ]

@@ -227,13 +227,22 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
                 if d.prob_beat_control is not None:
                     text += f", {d.prob_beat_control:.0%} chance to beat control"
                 text += ")"
+    elif d.before_final_read:
+        text = f"{status}: outcomes still arriving, final read at {d.final_read_at}"
     else:
         text = f"{status}: no challenger could be compared on {metric}"
-    failed = sorted({f"{g.metric} ({g.variant})" for g in d.guardrails if not g.passed})
+    failed = sorted(
+        {f"{g.metric} ({g.variant})" for g in d.guardrails if not g.passed and not g.no_data}
+    )
+    no_data = sorted({g.metric for g in d.guardrails if g.no_data})
+    if no_data:
+        text += f"; no data on guardrails {', '.join(no_data)}"
     if failed:
         text += f"; guardrails broken: {', '.join(failed)}"
-    elif d.guardrails:
-        text += f"; guardrails ok ({', '.join(sorted({g.metric for g in d.guardrails}))})"
+    elif any(g.passed for g in d.guardrails):
+        text += (
+            f"; guardrails ok ({', '.join(sorted({g.metric for g in d.guardrails if g.passed}))})"
+        )
     return text + "."
 
 

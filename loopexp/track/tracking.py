@@ -412,12 +412,13 @@ def log_run(
 def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str, str]:
     """Tags of an analysed run: the decision, the summary line and the run page's description."""
     d = results.decision
+    final_read = {tag.DECISION_FINAL_READ_AT: d.final_read_at} if d.final_read_at else {}
     return {
         tag.DECISION_STATUS: d.status.value,
         tag.DECISION_WINNER: d.winner or "none",
         tag.SUMMARY: summary_line(results, spec),
         "mlflow.note.content": run_description(results, spec),
-    }
+    } | final_read
 
 
 def list_runs(
