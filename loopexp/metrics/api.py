@@ -80,9 +80,9 @@ def compute(
         caps: mean metric → percentile at which its per-recipient numerator is capped (either
             input, both engines; see :func:`loopexp.metrics.compute_metrics`).
         **checks: event input: the run's checks and bounds of
-            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` and ``as_of`` on both engines;
-            ``memory_limit``, ``temp_directory``, ``segments``, ``variants``, ``require_match`` on
-            DuckDB).
+            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` and ``as_of`` on
+            both engines; ``memory_limit``, ``temp_directory``, ``segments``, ``variants``,
+            ``require_match`` on DuckDB).
 
     Raises:
         ValueError: when the inputs are not exactly one of (events and assignment) or outcomes.
