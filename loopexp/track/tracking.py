@@ -29,12 +29,15 @@ from loopexp.core import tags as tag
 from loopexp.core.errors import StateError
 from loopexp.design.spec import ExperimentSpec
 from loopexp.track.describe import (
+    detail_tables,
+    lift_text,
     results_metrics,
     run_description,
     run_name,
     spec_params,
     summary_line,
 )
+from loopexp.track.views import VIEW_TAG, experiment_url, view_state
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -55,8 +58,6 @@ HTTP_DEFAULTS = {
 
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-
-#: A RUNNING run of another host is stale after this many hours (same host: when its process died).
 
 
 class TrackingUnavailableError(StateError):
@@ -174,8 +175,11 @@ def ensure_experiment(client: MlflowClient, campaign: str, uri: str) -> str:
             experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
-    if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+    tags = {} if experiment is None else experiment.tags
+    if tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
         client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)
+    if tags.get(VIEW_TAG) != view_state():
+        client.set_experiment_tag(experiment_id, VIEW_TAG, view_state())
     return experiment_id
 
 
@@ -311,12 +315,8 @@ def log_contents(
                 run.run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in metrics[start : start + 500]],
             )
-        client.log_table(
-            run.run_id,
-            results.variants_frame().reset_index(names="variant"),
-            "tables/variants.json",
-        )
-        client.log_table(run.run_id, results.comparisons_frame(), "tables/comparisons.json")
+        for name, frame in detail_tables(results).items():
+            client.log_table(run.run_id, frame, f"tables/{name}.json")
         log_files(run, artifacts)
 
 
@@ -352,6 +352,22 @@ def start_campaign_run(
             return None
         run = client.create_run(experiment.experiment_id, run_name=name, tags=tags)
     return LoggedRun(run.info.run_id, experiment.experiment_id, tracking_uri)
+
+
+def reopen_run(
+    run_id: str, experiment_id: str, tracking_uri: str, name: str, tags: dict[str, str]
+) -> LoggedRun:
+    """An existing run under a new name and tags, to log to and end with :func:`end_run`.
+
+    For the runs loopexp updates in place (the campaign's report run) rather than adding a copy;
+    it keeps its status meanwhile, so it is never left RUNNING.
+    """
+    with _reachable(tracking_uri):
+        client = _client(tracking_uri)
+        client.update_run(run_id, name=name)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    return LoggedRun(run_id, experiment_id, tracking_uri)
 
 
 def log_metric(run: LoggedRun, key: str, value: float) -> None:
@@ -392,6 +408,7 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
         tag.DECISION_STATUS: d.status.value,
         tag.DECISION_WINNER: d.winner or "none",
         tag.SUMMARY: summary_line(results, spec),
+        tag.LIFT: lift_text(results),
         "mlflow.note.content": run_description(results, spec),
     }
 
@@ -442,13 +459,6 @@ def set_tag(run_id: str, key: str, value: str, tracking_uri: str | None = None) 
 def run_tags(run: Any) -> dict[str, str]:
     """The tags of an MLflow run entity."""
     return dict(run.data.tags)
-
-
-def experiment_url(base_url: str, experiment_id: str | None = None) -> str:
-    """The link to a campaign's runs table (model-training view) on a server at ``base_url``."""
-    base = base_url.rstrip("/")
-    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
-    return f"{base}/#/{page}?workflowType=machine_learning"
 
 
 def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:

@@ -1,0 +1,48 @@
+"""The links loopexp prints and the saved runs-table view they open in the MLflow UI.
+
+A marketer follows a link to a campaign's runs table: it must open the model-training view (not
+MLflow 3's GenAI traces, ``workflowType=machine_learning``) with the decision, the lift with its
+interval and the one-line summary as columns. MLflow 3 shows no tag column by default, but opens a
+*shared view* named in the link (``viewStateShareKey``) from an experiment tag
+``mlflow.sharedViewState.<key>`` holding the page state as JSON: loopexp writes that tag on each
+campaign's experiment (:func:`loopexp.track.tracking.ensure_experiment`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from loopexp.core import tags as tag
+
+#: The saved view loopexp's links open (``?viewStateShareKey=loopexp``): the runs table with the
+#: decision, the lift with its interval and the one-line summary as columns. MLflow 3 reads a
+#: shared view from the experiment tag ``mlflow.sharedViewState.<key>`` (JSON of the page state).
+VIEW_KEY = "loopexp"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = (
+    f"tags.`{tag.DECISION_STATUS}`",
+    f"tags.`{tag.LIFT}`",
+    f"tags.`{tag.SUMMARY}`",
+    "metrics.`decision.rel_lift`",
+)
+
+
+def view_state() -> str:
+    """The saved runs-table view (JSON): newest first, the decision columns shown."""
+    return json.dumps(
+        {
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": list(VIEW_COLUMNS),
+            "runsHiddenMode": "SHOW_ALL",
+        },
+        separators=(",", ":"),
+    )
+
+
+def experiment_url(base_url: str, experiment_id: str | None = None) -> str:
+    """The link to a campaign's runs table (model-training view) on a server at ``base_url``."""
+    base = base_url.rstrip("/")
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    view = f"&viewStateShareKey={VIEW_KEY}" if experiment_id else ""
+    return f"{base}/#/{page}?workflowType=machine_learning{view}"
