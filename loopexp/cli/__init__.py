@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
+from loopexp.cli.common import FormatsHelp
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -56,5 +57,8 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("report", report.report),
 )
 
+#: Commands whose help lists the ``--format`` names: looked up only when that help is shown.
+_FORMATS_HELP = frozenset({"run", "ingest"})
+
 for _name, _command in COMMANDS:
-    app.command(_name)(_command)
+    app.command(_name, cls=FormatsHelp if _name in _FORMATS_HELP else None)(_command)

@@ -34,6 +34,11 @@ EXIT_INPUT = 2
 EXIT_KEEP_TESTING = 3
 EXIT_INVALID = 4
 EXIT_BUSY = 5
+#: Ctrl-C (SIGINT): 128 + 2, what shells report for a process a SIGINT ended.
+EXIT_INTERRUPTED = 130
+INTERRUPTED = (
+    "interrupted: stopped before finishing; an attempt or MLflow run in progress is marked failed"
+)
 
 EXIT_CODES_HELP = (
     "Exit codes of `run` and `upload`: 0 decided (ship, no difference or guardrail veto; the "
@@ -41,7 +46,7 @@ EXIT_CODES_HELP = (
     "send), 1 failure (a notebook cell failed: MLflow run FAILED, no decision; or the tracking "
     "server is down: results kept locally for `loopexp upload`), 2 bad input (spec, files, "
     "columns, another iteration's assignment; nothing was run), 5 another run of the experiment "
-    "holds its lock."
+    "holds its lock, 130 interrupted (Ctrl-C)."
 )
 
 #: Exceptions a notebook cell may raise that mean bad input, not a failed analysis (by name: the
@@ -171,6 +176,9 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # one line, not a traceback of whatever was running
+            err_console.print(INTERRUPTED, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
         except Exception as exc:  # the table decides: a clear line, or "a bug in loopexp"
             handle(exc)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="export files, folders or globs")],
     out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
-    fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=f"one of {FORMATS}")] = "auto",
     spec_path: Annotated[
         Path | None, typer.Option("--spec", help="spec whose ingest: section to use")
     ] = None,

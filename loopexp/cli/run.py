@@ -67,7 +67,7 @@ def run(
         str,
         typer.Option(
             help="format of --events: canonical Parquet, or raw ESP exports (a file, folder or "
-            f"glob) ingested into <out>/ingest first: {', '.join(FORMATS)}"
+            f"glob) ingested into <out>/ingest first: {FORMATS}"
         ),
     ] = "canonical",
     force: ForceOpt = False,
@@ -138,7 +138,8 @@ def runs(
     if not found:
         console.print(f"no runs of campaign {escape(campaign)!r} in {uri}")
         return
-    table = Table(title=f"{campaign} · {len(found)} runs", box=box.SIMPLE_HEAD, show_edge=False)
+    count = f"{len(found)} run" + ("" if len(found) == 1 else "s")
+    table = Table(title=f"{campaign} · {count}", box=box.SIMPLE_HEAD, show_edge=False)
     for col in ("iter", "started (UTC)", "status", "run", "summary"):
         table.add_column(col, no_wrap=col != "summary", overflow="fold")
     for r in found:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Annotated
@@ -24,8 +26,8 @@ def ui(
     campaign: Annotated[str | None, typer.Option(help="print the link to this campaign")] = None,
 ) -> None:
     """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
-    from loopexp.track.tracking import (  # noqa: PLC0415 (fast --help)
-        experiment_id_of,
+    # Light (no MLflow, no pandas): the server starts at once and loads MLflow in its own process.
+    from loopexp.track.views import (  # noqa: PLC0415 (fast --help)
         experiment_url,
         is_remote,
         resolve_tracking_uri,
@@ -59,7 +61,7 @@ def ui(
             if time.monotonic() > deadline:
                 error(f"mlflow server did not answer on {url} within 120 s", EXIT_FAILURE)
             time.sleep(0.3)
-        experiment_id = experiment_id_of(campaign, url) if campaign else None
+        experiment_id = _experiment_id(url, campaign) if campaign else None
         console.print(f"MLflow UI: {experiment_url(url, experiment_id)}  (Ctrl-C stops it)")
         proc.wait()
     except KeyboardInterrupt:
@@ -86,3 +88,19 @@ def _healthy(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def _experiment_id(url: str, campaign: str) -> str | None:
+    """The campaign's experiment id, asked of the server just started (None when it has none).
+
+    One GET of MLflow's REST API rather than the MLflow client: importing the client here would
+    add seconds to ``loopexp ui`` while the server already has MLflow loaded.
+    """
+    query = urllib.parse.urlencode({"experiment_name": campaign})
+    try:
+        with urllib.request.urlopen(
+            f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10
+        ) as resp:
+            return json.load(resp)["experiment"]["experiment_id"]
+    except (OSError, KeyError, ValueError):  # 404 (no such campaign yet) is an HTTPError
+        return None

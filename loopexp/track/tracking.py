@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
@@ -37,15 +36,19 @@ from loopexp.track.describe import (
     spec_params,
     summary_line,
 )
-from loopexp.track.views import VIEW_TAG, experiment_url, view_state
+from loopexp.track.views import (
+    VIEW_TAG,
+    experiment_url,
+    is_remote,
+    resolve_tracking_uri,
+    view_state,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # mlflow takes ~2 s to import: it is loaded only when a run is logged, so `import loopexp` is quick.
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 #: MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout by default: a
 #: stopped server stalls a run for minutes. loopexp's defaults (used unless the variable is set)
@@ -73,11 +76,6 @@ def configure_http() -> None:
     """Bound MLflow's HTTP retries (see :data:`HTTP_DEFAULTS`) unless the user set them."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-def is_remote(uri: str) -> bool:
-    """True for a tracking server (http/https), False for a local store."""
-    return urlparse(uri).scheme in ("http", "https")
 
 
 @contextlib.contextmanager
@@ -140,15 +138,6 @@ def _reachable(uri: str) -> Iterator[None]:
         ):
             raise TrackingUnavailableError(uri, exc) from exc
         raise
-
-
-def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
-    """Default to ``sqlite:///mlflow.db`` in ``base`` (the working folder); make paths absolute."""
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
-    return uri
 
 
 def _artifact_root(uri: str) -> str | None:

@@ -1,4 +1,7 @@
-"""The links loopexp prints and the saved runs-table view they open in the MLflow UI.
+"""Where runs are, the links loopexp prints and the saved runs-table view they open.
+
+Light on purpose (no MLflow, no pandas): ``loopexp ui`` resolves the store and starts the server
+before anything heavy is imported.
 
 A marketer follows a link to a campaign's runs table: it must open the model-training view (not
 MLflow 3's GenAI traces, ``workflowType=machine_learning``) with the decision, the lift with its
@@ -11,8 +14,12 @@ campaign's experiment (:func:`loopexp.track.tracking.ensure_experiment`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import urlparse
 
 from loopexp.core import tags as tag
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 #: The saved view loopexp's links open (``?viewStateShareKey=loopexp``): the runs table with the
 #: decision, the lift with its interval and the one-line summary as columns. MLflow 3 reads a
@@ -46,3 +53,17 @@ def experiment_url(base_url: str, experiment_id: str | None = None) -> str:
     page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
     view = f"&viewStateShareKey={VIEW_KEY}" if experiment_id else ""
     return f"{base}/#/{page}?workflowType=machine_learning{view}"
+
+
+def is_remote(uri: str) -> bool:
+    """True for a tracking server (http/https), False for a local store."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
+    """Default to ``sqlite:///mlflow.db`` in ``base`` (the working folder); make paths absolute."""
+    uri = uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
+    return uri
