@@ -147,6 +147,12 @@ def next_step(results: ExperimentResults, spec: ExperimentSpec | None = None) ->
     return text
 
 
+def value_words(metric: str, value: float | None) -> str:
+    """A metric's value for people: a rate as a percentage, money or a count to 2 decimals."""
+    text = fmt_value(metric, value)
+    return text if value is None or text.endswith("%") else f"{value:,.2f}"
+
+
 def versions_html(results: ExperimentResults, spec: ExperimentSpec | None = None) -> str:
     """How each version did: subject line, recipients and each metric as a percentage."""
     e = html.escape
@@ -154,14 +160,14 @@ def versions_html(results: ExperimentResults, spec: ExperimentSpec | None = None
     head = "".join(f"<th>{e(metric_words(m))}</th>" for m in metrics)
     rows = []
     for v in results.variants:
-        role = " (control)" if v.is_control else ""
-        cells = "".join(f"<td>{e(fmt_value(m, v.metrics[m].value))}</td>" for m in metrics)
+        role = " (control)" if v.is_control and v.id != "control" else ""
+        cells = "".join(f"<td>{e(value_words(m, v.metrics[m].value))}</td>" for m in metrics)
         rows.append(
             f"<tr><td>{e(v.id)}{role}</td><td>{e(subject_of(spec, v.id))}</td>"
             f"<td>{v.n:,}</td>{cells}</tr>"
         )
     return (
-        "<h3>How each version did</h3><table><tr><th>version</th><th>subject line</th>"
+        "<h4>How each version did</h4><table><tr><th>version</th><th>subject line</th>"
         f"<th>recipients</th>{head}</tr>{''.join(rows)}</table>"
     )
 
@@ -177,7 +183,7 @@ def challengers_html(results: ExperimentResults, alpha: float = 0.05) -> str:
         for c in results.comparisons
     ]
     return (
-        "<h3>Each challenger against the control</h3><table><tr><th>version</th><th>what</th>"
+        "<h4>Each challenger against the control</h4><table><tr><th>version</th><th>what</th>"
         "<th>change</th><th>range</th><th>how sure</th><th>verdict</th></tr>"
         f"{''.join(rows)}</table>"
     )
@@ -203,9 +209,9 @@ def plain_report_html(
     e = html.escape
     alpha = alpha if alpha is not None else (spec.decision.alpha if spec else 0.05)
     return (
-        f"<h2>{e(results.experiment.name)} · test {results.experiment.iteration}</h2>"
+        f"<h3>{e(results.experiment.name)} · test {results.experiment.iteration}</h3>"
         f"<p style='font-size:1.2em'><b>{e(headline(results, spec))}</b></p>"
-        f"<h3>What to do next</h3><p>{e(next_step(results, spec))}</p>"
+        f"<h4>What to do next</h4><p>{e(next_step(results, spec))}</p>"
         + versions_html(results, spec)
         + challengers_html(results, alpha)
     )

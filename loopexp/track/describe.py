@@ -15,6 +15,7 @@ import pandas as pd
 
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.design.spec import ExperimentSpec
+from loopexp.report.plain import how_sure
 
 _STATUS_WORDS = {
     Status.SHIP: "SHIP",
@@ -268,7 +269,7 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
                 level = f"{100 * (d.ci_level or 0.95):.4g}%"  # the level the decision's test used
                 text += f" ({level} CI {d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}"
                 if d.prob_beat_control is not None:
-                    text += f", {d.prob_beat_control:.0%} chance to beat control"
+                    text += f"; {how_sure(d.prob_beat_control)}"
                 text += ")"
     else:
         text = f"{status}: no challenger could be compared on {metric}"
