@@ -18,7 +18,7 @@ from loopexp import load_spec, simulate_campaign
 from loopexp.analysis.analyze import analyze_files
 from loopexp.core import tags as tag
 from loopexp.sim.simulate import DEMO_EFFECTS
-from loopexp.track.closed_loop import build_report, log_report
+from loopexp.track.closed_loop import build_report, campaign_subjects, log_report
 from loopexp.track.tracking import log_run, resolve_tracking_uri, ui_hint
 from loopexp.track.views import VIEW_COLUMNS, VIEW_KEY, VIEW_TAG, experiment_url
 from tests.conftest import DEMO_SPEC
@@ -105,3 +105,7 @@ def test_report_twice_leaves_one_report_run(campaign, tmp_path: Path) -> None:
     # The artifact is the latest page, replaced in place.
     local = client.download_artifacts(second, "report/r.html", str(tmp_path / "dl"))
     assert Path(local).read_text(encoding="utf-8") == "<p>second</p>"
+    # The report puts each subject line beside its variant id (from the runs' params).
+    subjects = campaign_subjects("spring-newsletter", uri)
+    assert sorted(subjects) == [1, 2, 3]
+    assert subjects[1]["personal"].startswith("{first_name}")

@@ -14,6 +14,9 @@ import pytest
 
 from loopexp import analyze_files, load_spec, simulate_campaign
 from loopexp.analysis.results import Status
+from loopexp.learn.history import ClosedLoopReport, IterationRecord
+from loopexp.learn.shrinkage import Lift
+from loopexp.report.closed_loop import report_html
 from loopexp.report.plain import decision_words, how_sure, next_step
 from loopexp.run.outputs import write_html_report
 from loopexp.sim.simulate import DEMO_EFFECTS
@@ -81,3 +84,57 @@ def test_mlflow_summary_says_how_sure_in_words(analysed) -> None:
     spec, results = analysed
     line = summary_line(results, spec)
     assert "plausible worlds" in line and "chance to beat" not in line
+
+
+# --- the closed-loop report ------------------------------------------------------------------
+
+
+def _record(iteration: int, status: str, winner: str | None, **kw) -> IterationRecord:
+    return IterationRecord(
+        run_id=f"r{iteration}",
+        parent_run_id=f"r{iteration - 1}" if iteration > 1 else None,
+        lineage_ok=True,
+        iteration=iteration,
+        name="weekly-offers-subject",
+        test_type="subject_line",
+        control="control" if iteration == 1 else "personal",
+        status=status,
+        winner=winner,
+        best_challenger=winner or "story",
+        primary_metric="click_rate",
+        lift=Lift(value=0.3951, low=0.2, high=0.61, level=0.975),
+        kpis={"click_rate": 0.051634, "open_rate": 0.333471},
+        control_kpis={"click_rate": 0.045, "open_rate": 0.3},
+        recipients=20_000,
+        **kw,
+    )
+
+
+def test_closed_loop_report_speaks_plainly_above_the_appendix() -> None:
+    report = ClosedLoopReport(
+        campaign="weekly-offers",
+        tracking_uri="sqlite:///mlflow.db",
+        iterations=[
+            _record(1, "ship", "personal", next_spec="next.yaml"),
+            _record(2, "no_difference", None, next_spec="none: add variants under `backlog:`"),
+        ],
+        prior_mean=0.12,
+        prior_sd=0.2,
+        prior_tests=4,
+        shrunk=[],
+        cumulative=Lift(value=0.3951, low=0.2, high=0.61, level=0.95),
+        cumulative_shrunk=Lift(value=0.33, low=0.18, high=0.5, level=0.95),
+        next_steps=["The backlog ran dry: add ideas under `backlog:`"],
+        notes=[],
+    )
+    subjects = {1: {"personal": "Anna, we picked these"}, 2: {"personal": "Anna, we picked these"}}
+    page = report_html(report, plot=False, subjects=subjects)
+    plain, _, appendix = page.partition("<details>")
+    words = _text(plain)
+    for term in (*JARGON, "lineage", "log lift", "shrunk", "sd"):
+        assert not re.search(rf"\b{re.escape(term)}\b", words), term
+    assert "No clear difference" in words and "Send the winner" in words
+    assert "+39.5% clicks" in words and "5.2%" in words and "33.3%" in words
+    assert "personal (“Anna, we picked these”)" in words
+    assert "write one or two new ones" in words  # the backlog, for a marketer
+    assert "backlog" in appendix and "Cumulative lift" in appendix and "r1" in appendix

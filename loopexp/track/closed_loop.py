@@ -73,6 +73,21 @@ def artifact_json(run_id: str, name: str, uri: str, folder: Path) -> dict | None
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[int, dict[str, str]]:
+    """Per iteration, each variant's subject line (or content, send time) from the run params.
+
+    The closed-loop report puts them beside the variant ids; results.json does not carry them.
+    """
+    out: dict[int, dict[str, str]] = {}
+    for run in campaign_runs(campaign, tracking_uri):
+        iteration = int(run.data.tags[tag.ITERATION])
+        for key, value in run.data.params.items():
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "variant" and parts[2] != "weight":
+                out.setdefault(iteration, {}).setdefault(parts[1], " ".join(value.split()))
+    return out
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -166,6 +181,7 @@ __all__ = [
     "artifact_json",
     "build_report",
     "campaign_runs",
+    "campaign_subjects",
     "log_report",
     "report_run_of",
 ]
