@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
+from loopexp.cli import notebooks as notebook_commands
 from loopexp.cli.common import FormatsHelp
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
@@ -55,6 +56,9 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("metrics", events.metrics),
     ("demo", demo.demo),
     ("report", report.report),
+    # The shipped notebooks for a wheel install (issue #30).
+    ("notebooks", notebook_commands.notebooks),
+    ("lab", notebook_commands.lab),
 )
 
 #: Commands whose help lists the ``--format`` names: looked up only when that help is shown.

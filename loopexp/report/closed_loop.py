@@ -43,11 +43,16 @@ def _interval(lift: Lift) -> str:
 
 
 def trend_plot(report: ClosedLoopReport) -> Any:
-    """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (plots only when rendering)
+    """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure.
+
+    A bare ``Figure``, not pyplot's: a notebook shows it once (as the cell's value), where a
+    pyplot figure is shown a second time by the inline backend.
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415 (plots only when rendering)
 
     its = [r.iteration for r in report.iterations]
-    fig, axes = plt.subplots(2, 4, figsize=(12, 5))
+    fig = Figure(figsize=(12, 5))
+    axes = fig.subplots(2, 4)
     for ax, (metric, label) in zip(axes.flat, KPIS.items(), strict=False):
         ax.plot(its, [r.kpis.get(metric) for r in report.iterations], "o-", label="all mailed")
         ax.plot(
@@ -63,12 +68,8 @@ def trend_plot(report: ClosedLoopReport) -> Any:
 
 
 def _trend_png(report: ClosedLoopReport) -> str:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig = trend_plot(report)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
+    trend_plot(report).savefig(buffer, format="png", dpi=90)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
