@@ -450,12 +450,15 @@ def run_tags(run: Any) -> dict[str, str]:
     return dict(run.data.tags)
 
 
-def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
-    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store."""
+def ui_hint(
+    tracking_uri: str, experiment_id: str | None = None, campaign: str | None = None
+) -> str:
+    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store.
+
+    With ``campaign``, the command is ``loopexp ui … --campaign NAME``, which prints the link.
+    """
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
         return experiment_url(uri, experiment_id)
-    return (
-        f"loopexp ui --tracking-uri {uri}  then open "
-        f"{experiment_url('http://127.0.0.1:5000', experiment_id)}"
-    )
+    command = f"loopexp ui --tracking-uri {uri}" + (f" --campaign {campaign}" if campaign else "")
+    return f"{command}  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}"
