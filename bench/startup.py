@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -80,9 +81,12 @@ def _ui_ready(tree: Path, store: Path, campaign: str) -> float:
     )
     try:
         assert proc.stdout is not None
+        seen = ""
         for line in proc.stdout:
-            if line.startswith("MLflow UI: "):
-                link = line.split()[2]
+            seen += line.rstrip("\n")  # an older loopexp wrapped the link at 80 columns
+            found = re.search(r"MLflow UI: (http\S+?#/experiments/\d+/runs\S*)", seen)
+            if found and "(Ctrl-C" in seen:
+                link = found.group(1)
                 with urllib.request.urlopen(link, timeout=60) as resp:
                     resp.read()
                 # The runs table's data: what the browser asks next.

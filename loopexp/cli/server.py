@@ -35,7 +35,9 @@ def ui(
 
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
-        console.print(f"{uri} is a tracking server already: open {experiment_url(uri)}")
+        console.print(
+            f"{uri} is a tracking server already: open {experiment_url(uri)}", soft_wrap=True
+        )
         return
     store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     command = [
@@ -49,7 +51,7 @@ def ui(
         command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://127.0.0.1:{port}"
-    console.print(f"starting the MLflow UI on {url} against {uri} …")
+    console.print(f"starting the MLflow UI on {url} against {uri} …", soft_wrap=True)
     # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -62,7 +64,9 @@ def ui(
                 error(f"mlflow server did not answer on {url} within 120 s", EXIT_FAILURE)
             time.sleep(0.3)
         experiment_id = _experiment_id(url, campaign) if campaign else None
-        console.print(f"MLflow UI: {experiment_url(url, experiment_id)}  (Ctrl-C stops it)")
+        # One line, never wrapped: a link cut in two does not open (and scripts read it).
+        link = experiment_url(url, experiment_id)
+        console.print(f"MLflow UI: {link}  (Ctrl-C stops it)", soft_wrap=True, highlight=False)
         proc.wait()
     except KeyboardInterrupt:
         pass

@@ -30,8 +30,9 @@ VIEW_COLUMNS = (
     f"tags.`{tag.DECISION_STATUS}`",
     f"tags.`{tag.LIFT}`",
     f"tags.`{tag.SUMMARY}`",
-    "metrics.`decision.rel_lift`",
 )
+#: Widths (px) that show each column's text whole: a lift with its interval, a summary's start.
+VIEW_WIDTHS = {VIEW_COLUMNS[0]: 140, VIEW_COLUMNS[1]: 300, VIEW_COLUMNS[2]: 600}
 
 
 def view_state() -> str:
@@ -41,6 +42,8 @@ def view_state() -> str:
             "orderByKey": "attributes.start_time",
             "orderByAsc": False,
             "selectedColumns": list(VIEW_COLUMNS),
+            "columnOrder": list(VIEW_COLUMNS),  # MLflow sets the widths of these columns only
+            "columnWidths": VIEW_WIDTHS,
             "runsHiddenMode": "SHOW_ALL",
         },
         separators=(",", ":"),
