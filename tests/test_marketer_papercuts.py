@@ -22,8 +22,9 @@ from loopexp.analysis.results import Status
 from loopexp.assignment.assign import assign
 from loopexp.cli import app
 from loopexp.cli.demo import loop_table
+from loopexp.cli.errors import rule_for
 from loopexp.cli.run import _report_path, runs_table
-from loopexp.design.spec import parse_spec
+from loopexp.design.spec import SpecError, parse_spec
 from loopexp.learn.history import ClosedLoopReport, IterationRecord
 from loopexp.learn.shrinkage import Lift
 from loopexp.sim.simulate import DEMO_EFFECTS
@@ -141,3 +142,35 @@ def test_demo_loop_prints_the_ui_link_and_a_table_that_fits_80_columns(
     assert any("+39.0% (+13.0% to +72.0%)" in line for line in lines)  # never cut
     assert any("Send the winner" in line for line in lines)
     assert re.search(r"Send windows.*existing_customer 07:00", done.output)
+
+
+def _problems(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, source="spec.yaml")
+    return str(info.value)
+
+
+def test_yaml_and_pydantic_wording_never_reaches_users_and_the_quote_is_found() -> None:
+    lines = DEMO_SPEC.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith('subject: "The spring'))
+    lines[at] = lines[at].rstrip('"')  # an unclosed quote
+    message = _problems("\n".join(lines))
+    assert f'line {at + 1}: not valid YAML: the quote " opened here is not closed' in message
+    assert "<unicode string>" not in message
+    message = _problems("name: [unclosed\nfoo: 1\n")
+    assert "<unicode string>" not in message and "line 2, column 4" in message
+    typo = DEMO_SPEC.read_text().replace("primary_metric: click_rate", "primary_metric: clik_rate")
+    message = _problems(typo)
+    assert "Value error" not in message
+    assert "did you mean 'click_rate'?" in message
+
+
+def test_a_missing_file_gets_a_did_you_mean(tmp_path: Path) -> None:
+    (tmp_path / "events.parquet").write_bytes(b"")
+    (tmp_path / "spring.yaml").write_text("x")
+    with pytest.raises(SpecError, match=r"did you mean '.*spring\.yaml'\?"):
+        load_spec(tmp_path / "sprng.yaml")
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "evnts.parquet"))
+    rule = rule_for(FileNotFoundError)
+    assert rule is not None and rule.code == 2
+    assert f"did you mean '{tmp_path / 'events.parquet'}'?" in rule.message(missing)

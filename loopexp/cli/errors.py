@@ -87,6 +87,21 @@ def _tracking_message(exc: BaseException) -> str:
     return f"{_redacted(exc)}. Check the server (or --tracking-uri) and run again."
 
 
+def _missing_file_message(exc: FileNotFoundError) -> str:
+    """A missing file, with the closest name in its folder ("did you mean …?")."""
+    import difflib  # noqa: PLC0415 (only on error)
+    from pathlib import Path  # noqa: PLC0415
+
+    message = _redacted(exc)
+    if not exc.filename:
+        return message
+    wanted = Path(str(exc.filename))
+    folder = wanted.parent if wanted.parent.is_dir() else None
+    names = [p.name for p in folder.iterdir()] if folder else []
+    close = difflib.get_close_matches(wanted.name, names, n=1)
+    return message + (f"; did you mean {str(folder / close[0])!r}?" if folder and close else "")
+
+
 def _notebook_input_message(exc: Any) -> str:
     from loopexp.core.keys import redact_addresses  # noqa: PLC0415 (loads numpy: only on error)
 
@@ -128,6 +143,7 @@ ERROR_TABLE: dict[type[BaseException] | str, Rule] = {
         EXIT_FAILURE, _notebook_message, _notebook_refine
     ),
     # Bad input that is not loopexp's own: a missing file, a bad number, an unparseable table.
+    FileNotFoundError: Rule(EXIT_INPUT, _missing_file_message),
     OSError: Rule(EXIT_INPUT),  # FileNotFoundError, IsADirectoryError, PermissionError, ...
     ValueError: Rule(EXIT_INPUT),  # pandas/pyarrow parse errors derive from it
     "duckdb.Error": Rule(EXIT_INPUT),

@@ -350,7 +350,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError(path, ["file not found"]) from None
+        raise SpecError(path, [f"file not found{_did_you_mean(Path(path))}"]) from None
     except IsADirectoryError:
         raise SpecError(path, ["is a folder, not a spec file"]) from None
     except OSError as exc:
@@ -385,7 +385,7 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(source, [f"not valid YAML: {exc}"]) from None
+        raise SpecError(source, [yaml_problem(text, exc)]) from None
     if not isinstance(data, dict):
         raise SpecError(source, ["the top level must be a mapping of fields (name: ..., ...)"])
     duplicates = _duplicate_keys(root)
@@ -406,8 +406,41 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
             where = _format_loc(loc)
             line = _line_of(root, loc)
             prefix = f"line {line}: " if line else ""
-            problems.append(f"{prefix}{where or '(spec)'}: {err['msg']}")
+            # pydantic prefixes a validator's message with "Value error, ": not for readers.
+            msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            problems.append(f"{prefix}{where or '(spec)'}: {msg}")
         raise SpecError(source, problems) from None
+
+
+def _did_you_mean(path: Path) -> str:
+    """``"; did you mean 'experiments/x.yaml'?"`` for the closest name in the folder, or ""."""
+    import difflib  # noqa: PLC0415 (only on error)
+
+    folder = path.parent
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return f"; did you mean {str(folder / close[0])!r}?" if close else ""
+
+
+def yaml_problem(text: str, exc: yaml.YAMLError) -> str:
+    """A YAML error as a reader wants it: the line it starts on, what is wrong, how to fix it.
+
+    PyYAML names the text ``<unicode string>`` and reports an unclosed quote where the parser
+    gave up, often lines later: an unbalanced quote on an earlier line is named first.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    last = mark.line if mark is not None else len(text.splitlines())
+    for number, line in enumerate(text.splitlines()[: last + 1], start=1):
+        value = line.split(": ", 1)[1] if ": " in line else line.lstrip(" -")
+        for quote in ('"', "'"):
+            if value.lstrip().startswith(quote) and value.count(quote) % 2 == 1:
+                return (
+                    f"line {number}: not valid YAML: the quote {quote} opened here is not "
+                    f"closed; end the value with {quote}"
+                )
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}not valid YAML: {problem}"
 
 
 def write_spec(spec: ExperimentSpec, path: str | Path) -> Path:
