@@ -21,6 +21,7 @@ from loopexp import analyze_files, load_spec, simulate_campaign
 from loopexp.analysis.results import Status
 from loopexp.assignment.assign import assign
 from loopexp.cli import app
+from loopexp.cli.assignment import unfilled_placeholders
 from loopexp.cli.demo import loop_table
 from loopexp.cli.errors import rule_for
 from loopexp.cli.run import _report_path, runs_table
@@ -174,3 +175,26 @@ def test_a_missing_file_gets_a_did_you_mean(tmp_path: Path) -> None:
     rule = rule_for(FileNotFoundError)
     assert rule is not None and rule.code == 2
     assert f"did you mean '{tmp_path / 'events.parquet'}'?" in rule.message(missing)
+
+
+def test_a_placeholder_no_column_fills_is_a_warning(tmp_path: Path) -> None:
+    spec = load_spec(DEMO_SPEC)
+    warnings = unfilled_placeholders(spec, ["recipient_key", "segment"], "list.csv")
+    assert warnings == [
+        "variant 'personal' subject uses {first_name}, but list.csv has no 'first_name' column: "
+        "add it to the list, or make sure your ESP fills it"
+    ]
+    assert unfilled_placeholders(spec, ["recipient_key", "segment", "first_name"], "x") == []
+    people = pd.DataFrame(
+        {"recipient_key": [f"c{i}" for i in range(30)], "segment": ["prospect"] * 30}
+    )
+    people.to_csv(tmp_path / "list.csv", index=False)
+    done = CliRunner().invoke(
+        app,
+        ["assign", str(DEMO_SPEC), "--recipients", str(tmp_path / "list.csv"), "--out",
+         str(tmp_path / "out")],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "uses {first_name}, but list.csv has no 'first_name' column" in " ".join(
+        done.output.split()
+    )
