@@ -185,7 +185,7 @@ def loop_table(rows: list[tuple[str, Status, str, str, str]]) -> Table:
     """
     from loopexp.report.plain import decision_words  # noqa: PLC0415 (fast --help)
 
-    table = Table(title="The loop, test by test", box=box.ROUNDED)
+    table = Table(title="The loop, iteration by iteration", box=box.ROUNDED)
     table.add_column("test", no_wrap=True)
     table.add_column("decision", max_width=22, overflow="fold")
     table.add_column("winner", max_width=14, overflow="fold")

@@ -37,7 +37,7 @@ def report(
     built = build_report(campaign, uri)
     subjects = campaign_subjects(campaign, uri)
     path = write_html(built, out or Path(f"{safe_slug(campaign)}-report.html"), subjects=subjects)
-    console.print(f"[bold]{len(built.iterations)} test(s)[/] of {escape(campaign)}")
+    console.print(f"[bold]{len(built.iterations)} iteration(s)[/] of {escape(campaign)}")
     for record in built.iterations:
         console.print(
             f"  {record.iteration}: {decision_words(record.status)}"

@@ -40,6 +40,7 @@ from loopexp.design.parts import (
     check_metric,
     factorial_cells,
 )
+from loopexp.design.problems import did_you_mean, yaml_problem
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -350,7 +351,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError(path, [f"file not found{_did_you_mean(Path(path))}"]) from None
+        raise SpecError(path, [f"file not found{did_you_mean(Path(path))}"]) from None
     except IsADirectoryError:
         raise SpecError(path, ["is a folder, not a spec file"]) from None
     except OSError as exc:
@@ -410,37 +411,6 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
             msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             problems.append(f"{prefix}{where or '(spec)'}: {msg}")
         raise SpecError(source, problems) from None
-
-
-def _did_you_mean(path: Path) -> str:
-    """``"; did you mean 'experiments/x.yaml'?"`` for the closest name in the folder, or ""."""
-    import difflib  # noqa: PLC0415 (only on error)
-
-    folder = path.parent
-    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-    close = difflib.get_close_matches(path.name, names, n=1)
-    return f"; did you mean {str(folder / close[0])!r}?" if close else ""
-
-
-def yaml_problem(text: str, exc: yaml.YAMLError) -> str:
-    """A YAML error as a reader wants it: the line it starts on, what is wrong, how to fix it.
-
-    PyYAML names the text ``<unicode string>`` and reports an unclosed quote where the parser
-    gave up, often lines later: an unbalanced quote on an earlier line is named first.
-    """
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    last = mark.line if mark is not None else len(text.splitlines())
-    for number, line in enumerate(text.splitlines()[: last + 1], start=1):
-        value = line.split(": ", 1)[1] if ": " in line else line.lstrip(" -")
-        for quote in ('"', "'"):
-            if value.lstrip().startswith(quote) and value.count(quote) % 2 == 1:
-                return (
-                    f"line {number}: not valid YAML: the quote {quote} opened here is not "
-                    f"closed; end the value with {quote}"
-                )
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}not valid YAML: {problem}"
 
 
 def write_spec(spec: ExperimentSpec, path: str | Path) -> Path:

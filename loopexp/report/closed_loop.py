@@ -210,9 +210,9 @@ def _earned_html(report: ClosedLoopReport) -> list[str]:
         inc = r.incremental_revenue
         if inc is not None:
             parts.append(
-                f"<li>Test {r.iteration}: the mailing brought in {e(_money(inc.total))} more "
-                f"revenue than not mailing (likely {e(_money(inc.low))} to {e(_money(inc.high))}"
-                f"; {inc.per_recipient:+.2f} per recipient).</li>"
+                f"<li>Test {r.iteration}: the mailing added {e(_money(inc.total))} revenue over "
+                f"the no-mail holdout, the people we did not mail (likely {e(_money(inc.low))} "
+                f"to {e(_money(inc.high))}; {inc.per_recipient:+.2f} per recipient).</li>"
             )
     parts.append("</ul>")
     return parts
