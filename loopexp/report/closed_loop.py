@@ -210,9 +210,10 @@ def _earned_html(report: ClosedLoopReport) -> list[str]:
         inc = r.incremental_revenue
         if inc is not None:
             parts.append(
-                f"<li>Test {r.iteration}: the mailing added {e(_money(inc.total))} revenue over "
-                f"the no-mail holdout, the people we did not mail (likely {e(_money(inc.low))} "
-                f"to {e(_money(inc.high))}; {inc.per_recipient:+.2f} per recipient).</li>"
+                f"<li>Test {r.iteration}: revenue the mailing added over the no-mail holdout "
+                f"(the people we did not mail): {e(_money(inc.total))} (likely "
+                f"{e(_money(inc.low))} to {e(_money(inc.high))}; {inc.per_recipient:+.2f} per "
+                "recipient).</li>"
             )
     parts.append("</ul>")
     return parts
