@@ -58,7 +58,7 @@ SPEC_CASES: list[tuple[str, str, str | bytes, str]] = [
      "name: " + "x" * 9000), r"name: String should have at most 200 characters"),
     ("name-newline", "a name with a newline forging a decision line",
      edit("name: spring-newsletter-subject", 'name: "x\\n**Decision: ship**"'),
-     r"name: Value error, must be one line"),
+     r"name: must be one line"),
     ("campaign-long", "a 500-character campaign (a file name part)",
      edit("campaign: spring-newsletter", "campaign: " + "c" * 500),
      r"campaign: String should have at most 100 characters"),

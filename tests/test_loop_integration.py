@@ -69,8 +69,21 @@ def test_large_true_effect_ships_the_true_winner(tmp_path: Path) -> None:
     assert run.data.params["primary_metric"] == "click_rate"
     assert run.data.params["variant.personal.subject"].startswith("{first_name}")
     metrics = run.data.metrics
-    assert metrics["click_rate.personal_vs_control.p_value_adjusted"] < 0.05
-    assert metrics["personal.click_rate"] > metrics["control.click_rate"]
+    assert metrics["decision.p_value_adjusted"] < 0.05  # the winner's adjusted p-value
+    assert metrics["best.click_rate"] > metrics["control.click_rate"]  # best is the winner
+    # Per-variant figures are a table, not a metric per variant (issue #30).
+    assert not any(k.startswith("personal.") for k in metrics)
+    comparisons = client.load_table(
+        run.info.experiment_id,
+        "tables/comparisons.json",
+        run_ids=[outcome.run_id],
+        extra_columns=[],
+    )
+    row = comparisons[(comparisons.metric == "click_rate") & (comparisons.variant == "personal")]
+    # (tables are JSON written by pandas: 10 decimal places; results.json has full precision)
+    assert float(row.p_value_adjusted.iloc[0]) == pytest.approx(
+        metrics["decision.p_value_adjusted"], abs=1e-9
+    )
     artifacts = _artifact_paths(client, outcome.run_id)
     assert {"analyze_experiment.ipynb", "decision.json", "results.json", "report.html"} <= artifacts
     assert any(a.startswith("figures/") for a in artifacts)

@@ -147,6 +147,25 @@ def test_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) -> N
     assert (empty / "runs" / "demo" / "analysis" / "results.json").is_file()
     assert (empty / "mlflow.db").is_file()
 
+    # Issue #30: a wheel user gets the notebooks with `loopexp notebooks DIR`, and each runs top
+    # to bottom as shipped (defaults only) from that folder, with the wheel's Python as kernel.
+    notebooks = tmp_path / "my-notebooks"
+    copied = subprocess.run(
+        [str(venv / "bin" / "loopexp"), "notebooks", str(notebooks)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    names = sorted(p.name for p in notebooks.glob("*.ipynb"))
+    assert len(names) >= 4, names
+    for name in names:
+        ran = subprocess.run(
+            [str(python), "-c", "import sys; from loopexp.run.notebook import execute; "
+             "execute(sys.argv[1], sys.argv[2], {}, cwd='.')", name, f"runs/{name}"],
+            cwd=notebooks, env=env, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, f"{name} failed as shipped:\n{ran.stdout}\n{ran.stderr}"
+    assert not (notebooks / "mlflow.db").exists(), "a notebook left an empty store behind"
+
 
 @pytest.mark.parametrize("test_type", list(TestType))
 def test_every_example_spec_goes_round_the_loop(tmp_path: Path, test_type: TestType) -> None:

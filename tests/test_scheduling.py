@@ -151,13 +151,18 @@ def test_stopped_server_fails_fast_keeps_the_analysis_and_upload_logs_it(
     summary = run.data.tags["loopexp.summary"]
     assert "we picked these for your spring" in summary  # the winning subject line, in words
     level = f"{100 * json.loads((out / 'decision.json').read_text())['decision']['ci_level']:.4g}%"
-    assert f"{level} CI" in summary and "chance to beat control" in summary  # the test's level
+    assert f"{level} CI" in summary and "of 100 plausible worlds" in summary  # the test's level
+    assert "100%" not in summary and "chance to beat" not in summary  # how sure, in words
     assert "guardrails ok (unsubscribe_rate)" in summary
     metrics = run.data.metrics
     headline = ["decision.rel_lift", "decision.rel_ci_low", "decision.rel_ci_high",
                 "decision.prob_beat_control", "control.click_rate", "best.click_rate"]  # fmt: skip
     assert set(headline) <= set(metrics)
-    assert metrics["best.click_rate"] == metrics["personal.click_rate"]
+    variants = MlflowClient(server).load_table(
+        run.info.experiment_id, "tables/variants.json", run_ids=[run.info.run_id], extra_columns=[]
+    )
+    personal = variants[variants.variant == "personal"]
+    assert metrics["best.click_rate"] == pytest.approx(float(personal.click_rate.iloc[0]))
     client = MlflowClient(server)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

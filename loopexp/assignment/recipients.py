@@ -353,7 +353,7 @@ def _segment_codes(labels: pa.Array, audience: Audience, source: str, column: st
     if unmapped and audience.unmapped_segments == "error":
         listed = ", ".join(f"{label!r} ({n:,} rows)" for label, n in sorted(unmapped.items()))
         example = "\n".join(
-            f"    {label!r}: {_guess_segment(label)}" for label in sorted(unmapped)[:6]
+            f"      {label!r}: {_guess_segment(label)}" for label in sorted(unmapped)[:6]
         )
         raise RecipientsError(
             f"{source}: segment label(s) in column {column!r} that are not lifecycle segments "

@@ -16,7 +16,9 @@ import typer
 
 from loopexp.cli import assignment, demo, design, events, report, run, server
 from loopexp.cli import collect as collect_cmd
+from loopexp.cli import notebooks as notebook_commands
 from loopexp.cli import policy as policy_cmd
+from loopexp.cli.common import FormatsHelp
 from loopexp.cli.errors import EXIT_CODES_HELP, guarded
 
 
@@ -58,10 +60,16 @@ COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("demo", demo.demo),
     ("report", report.report),
     ("policy", policy_cmd.policy),
+    # The shipped notebooks for a wheel install (issue #30).
+    ("notebooks", notebook_commands.notebooks),
+    ("lab", notebook_commands.lab),
 )
 
+#: Commands whose help lists the ``--format`` names: looked up only when that help is shown.
+_FORMATS_HELP = frozenset({"run", "ingest"})
+
 for _name, _command in COMMANDS:
-    app.command(_name)(_command)
+    app.command(_name, cls=FormatsHelp if _name in _FORMATS_HELP else None)(_command)
 
 # `loopexp server init|start`: the team's tracking server (MLflow on PostgreSQL, S3, sign-in).
 server_app = _App(help="The team's MLflow server: PostgreSQL, S3 artifacts, sign-in.")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from loopexp.cli.common import console, load
@@ -66,6 +67,8 @@ def assign(
     started = time.perf_counter()
     table = read_recipients(recipients)
     read_seconds = time.perf_counter() - started
+    for warning in unfilled_placeholders(spec, list(table.columns), recipients.name):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     past = read_table(history, "contact history") if history else None
     reference = datetime.fromisoformat(as_of) if as_of else None
     result = assign_recipients(table, spec, key, past, reference, source=str(recipients))
@@ -124,6 +127,35 @@ def _assign_flow(spec: ExperimentSpec, entries: Path, out: Path, json_out: bool)
     console.print(table)
     for name, path in paths.items():
         console.print(f"[bold]{name}:[/] {path}", soft_wrap=True, highlight=False, emoji=False)
+
+
+#: The variant fields a mail is written from: a ``{column}`` in them is filled per recipient.
+_TEXT_FIELDS = ("subject", "preheader", "from_name", "content")
+
+
+def unfilled_placeholders(spec: ExperimentSpec, columns: list[str], source: str) -> list[str]:
+    """A warning per ``{placeholder}`` in a variant's texts that no column of the list fills.
+
+    Personalising from a column the list lacks would send "Hi {first_name}" or an empty name,
+    unless the ESP fills it from its own profiles: a warning (on stderr), not an error.
+    """
+    import string  # noqa: PLC0415
+
+    have = set(columns)
+    warnings = []
+    for v in spec.variants:
+        for field in _TEXT_FIELDS:
+            text = getattr(v, field, None) or ""
+            try:
+                names = {n for _, n, _, _ in string.Formatter().parse(text) if n}
+            except ValueError:  # a lone brace: not a placeholder
+                continue
+            for name in sorted(names - have):
+                warnings.append(
+                    f"variant {v.id!r} {field} uses {{{name}}}, but {source} has no {name!r} "
+                    "column: add it to the list, or make sure your ESP fills it"
+                )
+    return warnings
 
 
 def _hash_key(key_file: Path | None, demo_key: bool) -> HashKey | None:

@@ -14,17 +14,43 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from loopexp.cli.errors import fail
-from loopexp.events.adapters import registry
 
 if TYPE_CHECKING:
+    import click
+
     from loopexp.design.spec import ExperimentSpec
 
 console = Console(highlight=False)
 
-#: Every ``--format`` name ingest accepts, from the adapter registry (which loads no DuckDB).
-FORMATS: tuple[str, ...] = registry.format_names()
+#: Stands in a help text for the ``--format`` names; :class:`FormatsHelp` fills it in.
+FORMATS = "{formats}"
+
+
+def format_names() -> tuple[str, ...]:
+    """Every ``--format`` name ingest accepts, from the adapter registry.
+
+    Asking the registry loads the adapters and pyarrow (~0.5 s): only when a format is checked or
+    a help page that lists them is shown, never when ``loopexp`` starts.
+    """
+    from loopexp.events.adapters import registry  # noqa: PLC0415 (see above)
+
+    return registry.format_names()
+
+
+class FormatsHelp(TyperCommand):
+    """A command whose help lists the ``--format`` names, looked up when the help is shown."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Fill in :data:`FORMATS` in the options' help, then show the help."""
+        for param in self.params:
+            help_text = getattr(param, "help", None)
+            if help_text and FORMATS in help_text:
+                param.help = help_text.replace(FORMATS, ", ".join(format_names()))  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
 
 TrackingOpt = Annotated[
     str | None,
@@ -55,8 +81,9 @@ def load(path: Path) -> ExperimentSpec:
 
 def check_format(fmt: str) -> None:
     """Refuse an unknown ``--format`` before reading anything."""
-    if fmt not in FORMATS:
-        fail(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    names = format_names()
+    if fmt not in names:
+        fail(f"unknown format {fmt!r}; use one of {', '.join(names)}")
 
 
 def quiet_mlflow() -> None:

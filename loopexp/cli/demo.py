@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -14,6 +14,9 @@ from rich.table import Table
 from loopexp.cli.common import TrackingOpt, console, load, progress, quiet_mlflow
 from loopexp.cli.errors import fail
 from loopexp.cli.run import print_outcome, run_iteration
+
+if TYPE_CHECKING:
+    from loopexp.analysis.results import Status
 
 
 def simulate(
@@ -145,6 +148,7 @@ def _demo_loop(
     adaptive: bool,
 ) -> None:
     from loopexp.sim.demo import run_demo_loop  # noqa: PLC0415 (only this command needs it)
+    from loopexp.track.tracking import ui_hint  # noqa: PLC0415 (fast --help)
 
     quiet_mlflow()
     demo = run_demo_loop(
@@ -157,9 +161,7 @@ def _demo_loop(
         progress=progress,
         adaptive=adaptive,
     )
-    table = Table(title="The loop, iteration by iteration", box=box.ROUNDED)
-    for column in ("iteration", "decision", "winner", "lift (CI)", "send windows", "next spec"):
-        table.add_column(column)
+    rows, windows = [], []
     for it, record in zip(demo.iterations, demo.report.iterations, strict=False):
         d = it.outcome.results.decision
         lift = (
@@ -170,16 +172,14 @@ def _demo_loop(
             and d.rel_ci_high is not None
             else "—"
         )
-        windows = ", ".join(f"{k} {v}" for k, v in sorted(record.send_windows.items())) or "—"
-        table.add_row(
-            str(record.iteration),
-            d.status.value,
-            d.winner or "—",
-            lift,
-            windows,
-            str(it.next_spec_path or f"none: {it.next_spec_note}"),
-        )
-    console.print(table)
+        nxt = it.next_spec_path.name if it.next_spec_path else "none (see Next)"
+        rows.append((str(record.iteration), d.status, d.winner or "—", lift, nxt))
+        if record.send_windows:
+            text = ", ".join(f"{k} {v}" for k, v in sorted(record.send_windows.items()))
+            windows.append(f"test {record.iteration}: {text}")
+    console.print(loop_table(rows))
+    for line in windows:
+        console.print(f"[bold]Send windows[/] {escape(line)}", soft_wrap=True)
     c, cs = demo.report.cumulative, demo.report.cumulative_shrunk
     if c.value is not None:
         console.print(
@@ -191,3 +191,25 @@ def _demo_loop(
         console.print(f"[bold]Next:[/] {escape(step)}", soft_wrap=True)
     console.print(f"[bold]Closed-loop report:[/] {demo.report_path}", soft_wrap=True)
     console.print(f"[bold]Report run:[/] {demo.report_run_id}")
+    last = demo.iterations[-1].outcome
+    hint = ui_hint(last.tracking_uri, last.experiment_id, demo.report.campaign)
+    console.print(f"[bold]Open the UI:[/] {escape(hint)}", soft_wrap=True)
+
+
+def loop_table(rows: list[tuple[str, Status, str, str, str]]) -> Table:
+    """The loop, test by test, readable at 80 columns: (test, decision, winner, lift, next spec).
+
+    Short cells that never wrap, a long winner's name folded, the next spec by its file name;
+    the send windows are printed below the table (long cells cut a table to a word per line).
+    """
+    from loopexp.report.plain import decision_words  # noqa: PLC0415 (fast --help)
+
+    table = Table(title="The loop, iteration by iteration", box=box.ROUNDED)
+    table.add_column("test", no_wrap=True)
+    table.add_column("decision", max_width=22, overflow="fold")
+    table.add_column("winner", max_width=14, overflow="fold")
+    table.add_column("lift (CI)", no_wrap=True)
+    table.add_column("next spec", overflow="fold")
+    for test, status, winner, lift, nxt in rows:
+        table.add_row(test, escape(decision_words(status)), escape(winner), lift, escape(nxt))
+    return table

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import glob
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from loopexp.cli.common import console, load
 from loopexp.cli.errors import fail
-from loopexp.design.parts import TestType
-from loopexp.design.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from loopexp.design.spec import ExperimentSpec
+
+
+class TestTypeChoice(StrEnum):
+    """The values of :class:`loopexp.design.parts.TestType`, for ``init --type``.
+
+    Spelled here because importing the spec models loads pydantic and pyarrow (~0.5 s) and
+    ``loopexp --help`` must start at once; ``tests/test_cli_startup.py`` checks both agree.
+    """
+
+    __test__ = False  # not a pytest class
+
+    SUBJECT_LINE = "subject_line"
+    CONTENT = "content"
+    SEND_TIME = "send_time"
+    PREHEADER = "preheader"
+    FROM_NAME = "from_name"
+    MULTIVARIATE = "multivariate"
+    FLOW = "flow"
 
 
 def validate(
@@ -43,8 +63,8 @@ def init(
         typer.Argument(help="spec file to write [default: experiments/<campaign>-<type>.yaml]"),
     ] = None,
     test_type: Annotated[
-        TestType, typer.Option("--type", help="what the variants differ in")
-    ] = TestType.SUBJECT_LINE,
+        TestTypeChoice, typer.Option("--type", help="what the variants differ in")
+    ] = TestTypeChoice.SUBJECT_LINE,
     campaign: Annotated[
         str | None,
         typer.Option(help="campaign name (letters, digits, . _ -) [default: PATH's name]"),
@@ -52,20 +72,22 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite PATH if it exists")] = False,
 ) -> None:
     """Write a commented starter spec for a new experiment, ready to edit and validate."""
+    from loopexp.design.parts import TestType  # noqa: PLC0415 (fast --help)
     from loopexp.design.resources import starter_spec  # noqa: PLC0415 (fast --help)
 
+    kind = TestType(test_type.value)
     campaign = campaign or (path.stem if path else "my-campaign")
-    path = path or Path("experiments") / f"{campaign}-{test_type.value.replace('_', '-')}.yaml"
+    path = path or Path("experiments") / f"{campaign}-{kind.value.replace('_', '-')}.yaml"
     if path.exists() and not force:
         fail(f"{path} exists; choose another PATH or pass --force to overwrite it")
     try:
-        text = starter_spec(test_type, campaign)
+        text = starter_spec(kind, campaign)
     except ValueError as exc:  # a SpecError too
         fail(f"{exc}; choose one with --campaign NAME")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     console.print(
-        f"[green]✓[/] wrote a {test_type.value} spec to {path}\n"
+        f"[green]✓[/] wrote a {kind.value} spec to {path}\n"
         f"Edit the variants, audience and metrics (each field is commented), then:\n"
         f"  loopexp validate {path}\n  loopexp plan {path} --baseline 0.04",
         highlight=False,

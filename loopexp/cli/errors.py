@@ -34,6 +34,11 @@ EXIT_INPUT = 2
 EXIT_KEEP_TESTING = 3
 EXIT_INVALID = 4
 EXIT_BUSY = 5
+#: Ctrl-C (SIGINT): 128 + 2, what shells report for a process a SIGINT ended.
+EXIT_INTERRUPTED = 130
+INTERRUPTED = (
+    "interrupted: stopped before finishing; an attempt or MLflow run in progress is marked failed"
+)
 
 EXIT_CODES_HELP = (
     "Exit codes of `run` and `upload`: 0 decided (ship, no difference or guardrail veto; the "
@@ -41,7 +46,7 @@ EXIT_CODES_HELP = (
     "send), 1 failure (a notebook cell failed: MLflow run FAILED, no decision; or the tracking "
     "server is down: results kept locally for `loopexp upload`), 2 bad input (spec, files, "
     "columns, another iteration's assignment; nothing was run), 5 another run of the experiment "
-    "holds its lock."
+    "holds its lock, 130 interrupted (Ctrl-C)."
 )
 
 #: Exceptions a notebook cell may raise that mean bad input, not a failed analysis (by name: the
@@ -80,6 +85,21 @@ class Rule:
 
 def _tracking_message(exc: BaseException) -> str:
     return f"{_redacted(exc)}. Check the server (or --tracking-uri) and run again."
+
+
+def _missing_file_message(exc: FileNotFoundError) -> str:
+    """A missing file, with the closest name in its folder ("did you mean …?")."""
+    import difflib  # noqa: PLC0415 (only on error)
+    from pathlib import Path  # noqa: PLC0415
+
+    message = _redacted(exc)
+    if not exc.filename:
+        return message
+    wanted = Path(str(exc.filename))
+    folder = wanted.parent if wanted.parent.is_dir() else None
+    names = [p.name for p in folder.iterdir()] if folder else []
+    close = difflib.get_close_matches(wanted.name, names, n=1)
+    return message + (f"; did you mean {str(folder / close[0])!r}?" if folder and close else "")
 
 
 def _notebook_input_message(exc: Any) -> str:
@@ -123,6 +143,7 @@ ERROR_TABLE: dict[type[BaseException] | str, Rule] = {
         EXIT_FAILURE, _notebook_message, _notebook_refine
     ),
     # Bad input that is not loopexp's own: a missing file, a bad number, an unparseable table.
+    FileNotFoundError: Rule(EXIT_INPUT, _missing_file_message),
     OSError: Rule(EXIT_INPUT),  # FileNotFoundError, IsADirectoryError, PermissionError, ...
     ValueError: Rule(EXIT_INPUT),  # pandas/pyarrow parse errors derive from it
     "duckdb.Error": Rule(EXIT_INPUT),
@@ -171,6 +192,9 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # one line, not a traceback of whatever was running
+            err_console.print(INTERRUPTED, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
         except Exception as exc:  # the table decides: a clear line, or "a bug in loopexp"
             handle(exc)
 

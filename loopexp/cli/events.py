@@ -29,7 +29,7 @@ def ingest(
         ),
     ],
     out: Annotated[Path, typer.Option(help="folder for events.parquet and quarantine.parquet")],
-    fmt: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=f"one of {FORMATS}")] = "auto",
     spec_path: Annotated[
         Path | None, typer.Option("--spec", help="spec whose ingest: section to use")
     ] = None,

@@ -24,16 +24,23 @@ def report(
     """The closed-loop report of a campaign: every iteration read back from MLflow."""
     from loopexp.design.spec import safe_slug  # noqa: PLC0415 (fast --help)
     from loopexp.report.closed_loop import write_html  # noqa: PLC0415 (matplotlib: fast --help)
-    from loopexp.track.closed_loop import build_report, log_report  # noqa: PLC0415 (MLflow)
+    from loopexp.report.plain import decision_words  # noqa: PLC0415 (fast --help)
+    from loopexp.track.closed_loop import (  # noqa: PLC0415 (MLflow)
+        build_report,
+        campaign_subjects,
+        log_report,
+    )
     from loopexp.track.tracking import resolve_tracking_uri  # noqa: PLC0415 (fast --help)
 
     quiet_mlflow()
-    built = build_report(campaign, resolve_tracking_uri(tracking_uri))
-    path = write_html(built, out or Path(f"{safe_slug(campaign)}-report.html"))
+    uri = resolve_tracking_uri(tracking_uri)
+    built = build_report(campaign, uri)
+    subjects = campaign_subjects(campaign, uri)
+    path = write_html(built, out or Path(f"{safe_slug(campaign)}-report.html"), subjects=subjects)
     console.print(f"[bold]{len(built.iterations)} iteration(s)[/] of {escape(campaign)}")
     for record in built.iterations:
         console.print(
-            f"  {record.iteration}: {record.status}"
+            f"  {record.iteration}: {decision_words(record.status)}"
             + (f" ({escape(record.winner)})" if record.winner else ""),
             soft_wrap=True,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -67,7 +67,7 @@ def run(
         str,
         typer.Option(
             help="format of --events: canonical Parquet, or raw ESP exports (a file, folder or "
-            f"glob) ingested into <out>/ingest first: {', '.join(FORMATS)}"
+            f"glob) ingested into <out>/ingest first: {FORMATS}"
         ),
     ] = "canonical",
     force: ForceOpt = False,
@@ -132,7 +132,6 @@ def runs(
     ] = 50,
 ) -> None:
     """List a campaign's iterations with their decisions (the latest 50 unless --last)."""
-    from loopexp.core import tags as tag  # noqa: PLC0415 (only this command reads tags)
     from loopexp.track.store import redact  # noqa: PLC0415
     from loopexp.track.tracking import list_runs, resolve_tracking_uri, ui_hint  # noqa: PLC0415
 
@@ -142,23 +141,9 @@ def runs(
     if not found:
         console.print(f"no runs of campaign {escape(campaign)!r} in {redact(uri)}")
         return
-    shown = f"the latest {len(found)} runs (--last 0: all)" if len(found) == last else "all runs"
-    table = Table(title=f"{campaign} · {shown}", box=box.SIMPLE_HEAD, show_edge=False)
-    for col in ("iter", "started (UTC)", "status", "run", "summary"):
-        table.add_column(col, no_wrap=col != "summary", overflow="fold")
-    for r in found:
-        tags = r.data.tags
-        started = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.info.start_time / 1000))
-        table.add_row(
-            tags.get(tag.ITERATION, "?"),
-            started,
-            r.info.status,
-            escape(r.info.run_name or ""),
-            escape(tags.get(tag.SUMMARY) or tags.get(tag.FAILURE, "")),
-        )
-        table.add_row("", "", "", f"[dim]{r.info.run_id}[/]", "")
-    console.print(table)
-    console.print(f"Open the UI: {ui_hint(uri, found[0].info.experiment_id)}", soft_wrap=True)
+    console.print(runs_table(campaign, found, shown_all=len(found) < last or not last))
+    hint = ui_hint(uri, found[0].info.experiment_id, campaign)
+    console.print(f"Open the UI: {escape(hint)}", soft_wrap=True)
 
 
 def run_iteration(
@@ -186,6 +171,35 @@ def run_iteration(
         lock_timeout=lock_timeout,
         progress=progress,
     )
+
+
+def runs_table(campaign: str, found: list[Any], shown_all: bool = True) -> Table:
+    """A campaign's runs, oldest first, readable at 80 columns (``shown_all``: not cut by --last).
+
+    The summary gets the width (at least 36 characters, folded on words); the start time and the
+    run id go on a dim second line, so narrow columns never cut a summary to a word per line.
+    """
+    from loopexp.core import tags as tag  # noqa: PLC0415 (only this command reads tags)
+
+    count = f"{len(found)} run" + ("" if len(found) == 1 else "s")
+    if not shown_all:
+        count = f"the latest {count} (--last 0: all)"
+    table = Table(title=f"{campaign} · {count}", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("iter", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("run", no_wrap=True, max_width=24, overflow="ellipsis")
+    table.add_column("summary", min_width=36, ratio=1, overflow="fold")
+    for r in found:
+        tags = r.data.tags
+        started = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.info.start_time / 1000))
+        table.add_row(
+            tags.get(tag.ITERATION, "?"),
+            r.info.status,
+            escape(r.info.run_name or ""),
+            escape(tags.get(tag.SUMMARY) or tags.get(tag.FAILURE, "")),
+        )
+        table.add_row("", "", f"[dim]{started} UTC[/]", f"[dim]{r.info.run_id}[/]")
+    return table
 
 
 def _guardrail_table(guardrails: list[GuardrailResult]) -> Table:
@@ -230,6 +244,12 @@ def _decision_table(outcome: IterationOutcome) -> Table:
     return table
 
 
+def _report_path(outcome: IterationOutcome) -> Path:
+    """``<out>/report.html``, the published copy a reader should open; else the attempt's."""
+    published = outcome.output_dir / "report.html"
+    return published if published.exists() else outcome.report_path
+
+
 def print_outcome(outcome: IterationOutcome) -> None:
     """An iteration's comparison, guardrails, decision and where everything went."""
     from loopexp.track.tracking import ui_hint  # noqa: PLC0415 (fast --help)
@@ -249,7 +269,7 @@ def print_outcome(outcome: IterationOutcome) -> None:
     lines: list[tuple[str, object]] = [
         ("Next spec", outcome.next_spec_path or f"not written: {outcome.next_spec_note}"),
         ("MLflow run", outcome.run_id),
-        ("HTML report", outcome.report_path),
+        ("HTML report", _report_path(outcome)),
         ("Outputs", outcome.run_dir or outcome.output_dir),
     ]
     data = results.data
@@ -262,6 +282,7 @@ def print_outcome(outcome: IterationOutcome) -> None:
         lines.append(("Quarantined", text))
     else:
         lines.append(("Quarantined", f"none of {data.events:,} events"))
-    lines.append(("Open the UI", ui_hint(outcome.tracking_uri, outcome.experiment_id)))
+    hint = ui_hint(outcome.tracking_uri, outcome.experiment_id, results.experiment.campaign)
+    lines.append(("Open the UI", hint))
     for label, value in lines:
         console.print(f"[bold]{label}:[/] {escape(str(value))}", soft_wrap=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Annotated
@@ -25,8 +27,9 @@ def ui(
 ) -> None:
     """Start the MLflow UI (`mlflow server`, 1 worker, jobs off) on 127.0.0.1 and print the link."""
     from loopexp.track.store import redact  # noqa: PLC0415 (fast --help)
-    from loopexp.track.tracking import (  # noqa: PLC0415 (fast --help)
-        experiment_id_of,
+
+    # Light (no MLflow, no pandas): the server starts at once and loads MLflow in its own process.
+    from loopexp.track.views import (  # noqa: PLC0415 (fast --help)
         experiment_url,
         is_remote,
         resolve_tracking_uri,
@@ -34,7 +37,9 @@ def ui(
 
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
-        console.print(f"{uri} is a tracking server already: open {experiment_url(uri)}")
+        console.print(
+            f"{uri} is a tracking server already: open {experiment_url(uri)}", soft_wrap=True
+        )
         return
     store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     command = [
@@ -48,7 +53,7 @@ def ui(
         command += ["--artifacts-destination", str(store.parent / "mlartifacts")]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://127.0.0.1:{port}"
-    console.print(f"starting the MLflow UI on {url} against {redact(uri)} …")
+    console.print(f"starting the MLflow UI on {url} against {redact(uri)} …", soft_wrap=True)
     # Its own process group: stopping `loopexp ui` (Ctrl-C, SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -60,8 +65,10 @@ def ui(
             if time.monotonic() > deadline:
                 error(f"mlflow server did not answer on {url} within 120 s", EXIT_FAILURE)
             time.sleep(0.3)
-        experiment_id = experiment_id_of(campaign, url) if campaign else None
-        console.print(f"MLflow UI: {experiment_url(url, experiment_id)}  (Ctrl-C stops it)")
+        experiment_id = _experiment_id(url, campaign) if campaign else None
+        # One line, never wrapped: a link cut in two does not open (and scripts read it).
+        link = experiment_url(url, experiment_id)
+        console.print(f"MLflow UI: {link}  (Ctrl-C stops it)", soft_wrap=True, highlight=False)
         proc.wait()
     except KeyboardInterrupt:
         pass
@@ -164,3 +171,19 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             error(f"mlflow server did not answer on {url} within {timeout:g} s", EXIT_FAILURE)
         time.sleep(0.3)
+
+
+def _experiment_id(url: str, campaign: str) -> str | None:
+    """The campaign's experiment id, asked of the server just started (None when it has none).
+
+    One GET of MLflow's REST API rather than the MLflow client: importing the client here would
+    add seconds to ``loopexp ui`` while the server already has MLflow loaded.
+    """
+    query = urllib.parse.urlencode({"experiment_name": campaign})
+    try:
+        with urllib.request.urlopen(
+            f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10
+        ) as resp:
+            return json.load(resp)["experiment"]["experiment_id"]
+    except (OSError, KeyError, ValueError):  # 404 (no such campaign yet) is an HTTPError
+        return None

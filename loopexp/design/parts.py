@@ -9,6 +9,7 @@ them together and checks what spans several parts.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 from datetime import datetime
@@ -378,5 +379,7 @@ def check_metric(name: str, custom: list[str] | tuple[str, ...] = ()) -> str:
     """``name`` if the library or the spec's ``custom`` metrics define it, else ValueError."""
     if name not in LIBRARY and name not in custom:
         known = sorted({*LIBRARY, *custom})
-        raise ValueError(f"unknown metric {name!r}; known metrics: {known}")
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown metric {name!r}; {hint}known metrics: {known}")
     return name

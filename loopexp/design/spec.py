@@ -42,6 +42,7 @@ from loopexp.design.parts import (
     factorial_cells,
 )
 from loopexp.design.policy import PolicySettings
+from loopexp.design.problems import did_you_mean, yaml_problem
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -378,7 +379,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError(path, ["file not found"]) from None
+        raise SpecError(path, [f"file not found{did_you_mean(Path(path))}"]) from None
     except IsADirectoryError:
         raise SpecError(path, ["is a folder, not a spec file"]) from None
     except OSError as exc:
@@ -413,7 +414,7 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(source, [f"not valid YAML: {exc}"]) from None
+        raise SpecError(source, [yaml_problem(text, exc)]) from None
     if not isinstance(data, dict):
         raise SpecError(source, ["the top level must be a mapping of fields (name: ..., ...)"])
     duplicates = _duplicate_keys(root)
@@ -434,7 +435,9 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
             where = _format_loc(loc)
             line = _line_of(root, loc)
             prefix = f"line {line}: " if line else ""
-            problems.append(f"{prefix}{where or '(spec)'}: {err['msg']}")
+            # pydantic prefixes a validator's message with "Value error, ": not for readers.
+            msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            problems.append(f"{prefix}{where or '(spec)'}: {msg}")
         raise SpecError(source, problems) from None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from loopexp.learn.history import KPIS, ClosedLoopReport
 from loopexp.learn.shrinkage import Lift
+from loopexp.report.plain import decision_words, metric_words
 from loopexp.report.views import share_table
 
 # --- formatting and frames ---------------------------------------------------------------------
@@ -27,7 +28,7 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def _rate(x: float | None, metric: str) -> str:
     if x is None or not math.isfinite(x):
         return "—"
-    return f"{x:.2f}" if metric == "revenue_per_delivered" else f"{x:.3%}"
+    return f"{x:.2f}" if metric == "revenue_per_delivered" else f"{x:.1%}"
 
 
 def _money(x: float | None) -> str:
@@ -42,11 +43,16 @@ def _interval(lift: Lift) -> str:
 
 
 def trend_plot(report: ClosedLoopReport) -> Any:
-    """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (plots only when rendering)
+    """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure.
+
+    A bare ``Figure``, not pyplot's: a notebook shows it once (as the cell's value), where a
+    pyplot figure is shown a second time by the inline backend.
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415 (plots only when rendering)
 
     its = [r.iteration for r in report.iterations]
-    fig, axes = plt.subplots(2, 4, figsize=(12, 5))
+    fig = Figure(figsize=(12, 5))
+    axes = fig.subplots(2, 4)
     for ax, (metric, label) in zip(axes.flat, KPIS.items(), strict=False):
         ax.plot(its, [r.kpis.get(metric) for r in report.iterations], "o-", label="all mailed")
         ax.plot(
@@ -62,12 +68,8 @@ def trend_plot(report: ClosedLoopReport) -> Any:
 
 
 def _trend_png(report: ClosedLoopReport) -> str:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig = trend_plot(report)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
+    trend_plot(report).savefig(buffer, format="png", dpi=90)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -129,22 +131,50 @@ def shrinkage_frame(report: ClosedLoopReport) -> Any:
 # --- the page ----------------------------------------------------------------------------------
 
 
-def _decisions_html(report: ClosedLoopReport) -> list[str]:
+def _who(name: str | None, subjects: dict[str, str]) -> str:
+    """A variant id with its subject line, when known."""
+    if not name:
+        return "—"
+    return f"{name} (“{subjects[name]}”)" if subjects.get(name) else name
+
+
+def _decisions_html(
+    report: ClosedLoopReport, subjects: dict[int, dict[str, str]] | None = None
+) -> list[str]:
     e = html.escape
     parts = [
-        "<h2>Decisions</h2><table><tr><th>iteration</th><th>experiment</th>"
-        "<th>control</th><th>decision</th><th>winner / best challenger</th>"
-        "<th>lift of the primary metric</th><th>guardrail vetoes</th>"
-        "<th>lineage</th></tr>"
+        "<h2>Decisions</h2><table><tr><th>test</th><th>email to beat</th><th>decision</th>"
+        "<th>winner, or best challenger</th><th>change</th><th>vetoed (drove people away)</th>"
+        "</tr>"
     ]
     for r in report.iterations:
-        who = r.winner or (f"({r.best_challenger})" if r.best_challenger else "—")
+        named = (subjects or {}).get(r.iteration, {})
+        who = _who(r.winner or r.best_challenger, named)
+        who = who if r.winner or who == "—" else f"({who})"
+        change = (
+            "—"
+            if r.lift.value is None
+            else f"{_pct(r.lift.value)} {metric_words(r.primary_metric)} "
+            f"(likely {_pct(r.lift.low)} to {_pct(r.lift.high)})"
+        )
+        parts.append(
+            f"<tr><td>{r.iteration}</td><td>{e(_who(r.control, named))}</td>"
+            f"<td>{e(decision_words(r.status))}</td><td>{e(who)}</td><td>{e(change)}</td>"
+            f"<td>{e(', '.join(r.vetoed) or '—')}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _lineage_html(report: ClosedLoopReport) -> list[str]:
+    e = html.escape
+    parts = ["<h3>Lineage (each test's parent run)</h3><table><tr><th>test</th><th>experiment"]
+    parts.append("</th><th>MLflow run</th><th>parent</th></tr>")
+    for r in report.iterations:
         lineage = "ok" if r.lineage_ok else f"parent {r.parent_run_id or 'missing'}: broken"
         parts.append(
-            f"<tr><td>{r.iteration}</td><td>{e(r.name)}</td><td>{e(r.control)}</td>"
-            f"<td>{e(r.status)}</td><td>{e(who)}</td>"
-            f"<td>{e(r.primary_metric)}: {e(_interval(r.lift))}</td>"
-            f"<td>{e(', '.join(r.vetoed) or '—')}</td><td>{e(lineage)}</td></tr>"
+            f"<tr><td>{r.iteration}</td><td>{e(r.name)}</td><td>{e(r.run_id)}</td>"
+            f"<td>{e(lineage)}</td></tr>"
         )
     parts.append("</table>")
     return parts
@@ -152,7 +182,7 @@ def _decisions_html(report: ClosedLoopReport) -> list[str]:
 
 def _trend_html(report: ClosedLoopReport, plot: bool) -> list[str]:
     e = html.escape
-    parts = ["<h2>KPI trend (everyone mailed)</h2><table><tr><th>iteration</th>"]
+    parts = ["<h2>How the emails did, test by test (everyone mailed)</h2><table><tr><th>test</th>"]
     parts += [f"<th>{e(label)}</th>" for label in KPIS.values()]
     parts.append("</tr>")
     for r in report.iterations:
@@ -168,19 +198,23 @@ def _trend_html(report: ClosedLoopReport, plot: bool) -> list[str]:
 def _earned_html(report: ClosedLoopReport) -> list[str]:
     e = html.escape
     parts = ["<h2>What the loop earned</h2><ul>"]
-    parts.append(
-        f"<li>Cumulative lift of the current control over the first (product of the shipped "
-        f"winners' lifts): raw {e(_interval(report.cumulative))}; shrunk "
-        f"{e(_interval(report.cumulative_shrunk))}</li>"
-    )
+    now, first = report.cumulative_shrunk, report.iterations[0] if report.iterations else None
+    if now.value is not None and first is not None:
+        parts.append(
+            f"<li>Today's email gets {e(_pct(now.value))} {e(metric_words(first.primary_metric))}"
+            f" compared with the first test's email (likely {e(_pct(now.low))} to "
+            f"{e(_pct(now.high))}, after allowing for winners that were partly luck).</li>"
+        )
+    else:
+        parts.append("<li>No winner was sent yet: nothing earned over the first email.</li>")
     for r in report.iterations:
         inc = r.incremental_revenue
         if inc is not None:
             parts.append(
-                f"<li>Iteration {r.iteration}: revenue the mailing added over the no-mail holdout "
-                f"{e(_money(inc.total))} ({inc.level:.0%} CI {e(_money(inc.low))} to "
-                f"{e(_money(inc.high))}; {inc.per_recipient:+.3f} per recipient, "
-                f"{e(_pct(inc.rel_lift))} over not mailing)</li>"
+                f"<li>Test {r.iteration}: revenue the mailing added over the no-mail holdout "
+                f"(the people we did not mail): {e(_money(inc.total))} (likely "
+                f"{e(_money(inc.low))} to {e(_money(inc.high))}; {inc.per_recipient:+.2f} per "
+                "recipient).</li>"
             )
         if r.policy_gain:  # issue 27: a deployed policy's projected vs realised gain
             parts.append(f"<li>Iteration {r.iteration}: {e(r.policy_gain)}</li>")
@@ -188,10 +222,20 @@ def _earned_html(report: ClosedLoopReport) -> list[str]:
     return parts
 
 
+def _cumulative_html(report: ClosedLoopReport) -> list[str]:
+    e = html.escape
+    return [
+        "<h3>Cumulative lift</h3><p>Cumulative lift of the current control over the first "
+        f"(product of the shipped winners' lifts): raw {e(_interval(report.cumulative))}; shrunk "
+        f"{e(_interval(report.cumulative_shrunk))}. Incremental revenue is measured against the "
+        "no-mail holdout (intent to treat).</p>"
+    ]
+
+
 def _shrinkage_html(report: ClosedLoopReport) -> list[str]:
     e = html.escape
     parts = [
-        "<h2>Winner's curse: raw and shrunk lifts</h2><p>Empirical-Bayes prior on the log lift "
+        "<h3>Winner's curse: raw and shrunk lifts</h3><p>Empirical-Bayes prior on the log lift "
         f"from the campaign's {report.prior_tests} primary comparison(s): "
         + (
             f"mean {_pct(math.expm1(report.prior_mean))}, spread (sd of log lift) "
@@ -246,26 +290,68 @@ def _links_html(report: ClosedLoopReport) -> list[str]:
     return parts
 
 
-def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
-    """The report as a self-contained HTML page (all text escaped)."""
+def _next_html(report: ClosedLoopReport, subjects: dict[int, dict[str, str]] | None) -> list[str]:
+    """What to test next, for a marketer: from the latest test's decision."""
+    e = html.escape
+    last = report.iterations[-1]
+    named = (subjects or {}).get(last.iteration, {})
+    steps = {
+        "ship": f"Send {_who(last.winner, named)} from now on; it is the email to beat next.",
+        "keep_testing": "The last test was not clear yet: it runs again, to more people.",
+        "no_difference": "The last challengers made no clear difference: keep the current email "
+        "and try a bolder idea (another offer, a different tone).",
+        "guardrail_veto": "Keep the current email: the challenger drove people away.",
+        "invalid_srm": "Don't act on the last test: the recipients were not split as planned. "
+        "Ask whoever sends the emails to check the send, then run it again.",
+    }
+    lines = [steps.get(last.status, decision_words(last.status))]
+    if last.next_spec.startswith("none"):
+        lines.append(
+            "No idea is left to test: write one or two new ones (a subject line, an offer, a "
+            f"preheader) to try against {_who(last.winner or last.control, named)} and hand them "
+            "to whoever runs the tests."
+        )
+    if last.vetoed:
+        lines.append(f"Don't reuse the approach of {', '.join(last.vetoed)}: it drove people away.")
+    return [
+        "<h2>What to test next</h2><ul>",
+        *[f"<li>{e(line)}</li>" for line in lines],
+        "</ul>",
+    ]
+
+
+def report_html(
+    report: ClosedLoopReport, plot: bool = True, subjects: dict[int, dict[str, str]] | None = None
+) -> str:
+    """The report as a self-contained HTML page in plain words (all text escaped).
+
+    ``subjects`` (per test, variant id → subject line) puts each subject line beside its id.
+    Statistical terms (raw and shrunk lifts, the prior, lineage) and the steps for whoever edits
+    the specs are in the appendix.
+    """
     e = html.escape
     parts = [
         f"<h1>Closed-loop report: {e(report.campaign)}</h1>",
-        f"<p>{len(report.iterations)} iteration(s) read back from MLflow "
-        f"({e(report.tracking_uri)}).</p>",
-        *_decisions_html(report),
+        f"<p>{len(report.iterations)} test(s) so far.</p>",
+        *_decisions_html(report, subjects),
+        *(_next_html(report, subjects) if report.iterations else []),
         *_trend_html(report, plot),
         *_earned_html(report),
-        *_shrinkage_html(report),
         *_send_time_html(report),
         *_links_html(report),
-        "<h2>What to test next</h2><ul>",
+        "<details><summary>Appendix: statistical details and steps for the data team</summary>",
+        f"<p>Read back from MLflow ({e(report.tracking_uri)}).</p>",
+        *_cumulative_html(report),
+        *_shrinkage_html(report),
+        *_lineage_html(report),
+        "<h3>For whoever edits the specs</h3><ul>",
         *[f"<li>{e(step)}</li>" for step in report.next_steps],
         "</ul>",
     ]
     if report.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes))
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes))
         parts.append("</ul>")
+    parts.append("</details>")
     body = "".join(parts)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -276,9 +362,14 @@ def report_html(report: ClosedLoopReport, plot: bool = True) -> str:
     )
 
 
-def write_html(report: ClosedLoopReport, path: str | Path, plot: bool = True) -> Path:
+def write_html(
+    report: ClosedLoopReport,
+    path: str | Path,
+    plot: bool = True,
+    subjects: dict[int, dict[str, str]] | None = None,
+) -> Path:
     """Write the report's HTML page; return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report_html(report, plot), encoding="utf-8")
+    path.write_text(report_html(report, plot, subjects), encoding="utf-8")
     return path

@@ -47,7 +47,10 @@ def execute(
         progress_bar=False,
         report_mode=False,
         # The kernel talks to us over loopback TCP; its warning about that is noise in a CLI run.
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        # CRITICAL, not ERROR: jupyter_client interrupts the kernel before shutting it down, and
+        # the kernel logs that as "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel" on
+        # every successful run. A failing cell or a dead kernel still reaches us (nbclient).
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
     )
     return output_path
 

@@ -6,14 +6,23 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loopexp.analysis.results import ExperimentResults
+from loopexp.report.plain import appendix_html, plain_report_html
 from loopexp.report.views import incrementality_html, lift_plot, links_html
 from loopexp.run.attempts import write_json
 
+if TYPE_CHECKING:
+    from loopexp.design.spec import ExperimentSpec
+
 
 def write_decision(
-    results: ExperimentResults, attempt: Path, attempt_id: str, run_id: str | None
+    results: ExperimentResults,
+    attempt: Path,
+    attempt_id: str,
+    run_id: str | None,
+    spec: ExperimentSpec | None = None,
 ) -> None:
     """decision.json and report.html, each naming the attempt (and the MLflow run once known).
 
@@ -25,21 +34,31 @@ def write_decision(
         {**results.decision_dict(), "attempt_id": attempt_id, "mlflow_run_id": run_id},
     )
     label = f"attempt {attempt_id}" + (f" · MLflow run {run_id}" if run_id else "")
-    write_html_report(results, attempt / "report.html", footer=label)
+    write_html_report(results, attempt / "report.html", footer=label, spec=spec)
     if results.links:
         results.links_frame().to_csv(attempt / "links.csv", index=False)
 
 
-def write_html_report(results: ExperimentResults, path: str | Path, footer: str = "") -> Path:
-    """A self-contained HTML report: decision, reasons, comparisons, and the lift plot inline."""
+def write_html_report(
+    results: ExperimentResults,
+    path: str | Path,
+    footer: str = "",
+    spec: ExperimentSpec | None = None,
+) -> Path:
+    """A self-contained HTML report in plain words, the lift plot inline.
+
+    Decision, next step and versions (with their subject lines when ``spec`` is given) first;
+    the statistical detail in an appendix.
+    """
     buffer = io.BytesIO()
     lift_plot(results).savefig(buffer, format="png", dpi=110)
     image = base64.b64encode(buffer.getvalue()).decode()
     body = (
-        results.summary_html()
+        plain_report_html(results, spec)
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
         + incrementality_html(results)
         + links_html(results)
+        + appendix_html(results)
     )
     if footer:
         body += f"<p style='color:#666;font-size:small'>{html.escape(footer)}</p>"

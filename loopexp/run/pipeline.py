@@ -243,7 +243,7 @@ def _finish_analysis(
     """The report, decision and send-time analysis of a notebook that ran; publish them."""
     render_quietly(executed)
     results = ExperimentResults.read_json(attempt / "results.json")
-    write_decision(results, attempt, manifest["attempt_id"], run_id=None)
+    write_decision(results, attempt, manifest["attempt_id"], run_id=None, spec=spec)
     analyse_send_time(spec, manifest["events"], manifest["assignment"], attempt)
     analyse_policy(spec, manifest["events"], manifest["assignment"], attempt)  # issue 27
     manifest["state"] = "analysed"
@@ -371,7 +371,7 @@ def _log_run(
     except TrackingUnavailableError as exc:
         raise NotLoggedError(attempt, exc) from None
     try:
-        write_decision(results, attempt, manifest["attempt_id"], run.run_id)
+        write_decision(results, attempt, manifest["attempt_id"], run.run_id, spec=spec)
         names = ["results.json", "decision.json", "report.html", "links.csv", SEND_TIME_ARTIFACT]
         names.append("policy.json")  # issue 27: candidates, next policy, projected vs realised
         artifacts = [

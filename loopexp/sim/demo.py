@@ -44,7 +44,7 @@ from loopexp.run.learning import read_send_time
 from loopexp.run.pipeline import IterationOutcome, run_iteration
 from loopexp.sim.policy import DEMO_POLICY_TRUTH
 from loopexp.sim.simulate import TrueEffects, simulate_campaign
-from loopexp.track.closed_loop import build_report, log_report
+from loopexp.track.closed_loop import build_report, campaign_subjects, log_report
 from loopexp.track.tracking import resolve_tracking_uri
 
 CLOSED_LOOP_SPEC = "closed_loop_demo.yaml"
@@ -159,7 +159,8 @@ def run_demo_loop(
         current = next_path
     campaign_name = load_spec(done[0].spec_path).campaign
     report = build_report(campaign_name, uri, out / "report" / "final")
-    report_path = write_html(report, out / "closed_loop_report.html")
+    subjects = campaign_subjects(campaign_name, uri)
+    report_path = write_html(report, out / "closed_loop_report.html", subjects=subjects)
     run_id = log_report(report, report_path)
     (out / "closed_loop_report.json").write_text(
         json.dumps({"report_run_id": run_id, "html": str(report_path)}), encoding="utf-8"

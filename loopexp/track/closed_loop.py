@@ -6,8 +6,8 @@
 assembles the report: the KPI trend, the decisions, the cumulative lift (raw and shrunk for
 winner's curse), incremental revenue, link clicks and what to test next.
 :mod:`loopexp.report.closed_loop` renders it; :func:`log_report` logs the rendered page as an
-artifact of a ``closed-loop report`` run in the campaign's experiment (tag ``loopexp.kind=report``;
-the iteration listing skips such runs).
+artifact of the campaign's one ``closed-loop report`` run (tag ``loopexp.kind=report``; each
+report updates it; the iteration listing skips such runs).
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from loopexp.track.tracking import (
     TrackingUnavailableError,
     download_artifact,
     end_run,
+    file_lock,
     list_runs,
     log_files,
     log_metric,
+    reopen_run,
     resolve_tracking_uri,
+    short_hash,
     start_campaign_run,
 )
 
@@ -69,6 +72,21 @@ def artifact_json(run_id: str, name: str, uri: str, folder: Path) -> dict | None
     except Exception:  # MLflow raises several types for a missing artifact
         return None
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[int, dict[str, str]]:
+    """Per iteration, each variant's subject line (or content, send time) from the run params.
+
+    The closed-loop report puts them beside the variant ids; results.json does not carry them.
+    """
+    out: dict[int, dict[str, str]] = {}
+    for run in campaign_runs(campaign, tracking_uri):
+        iteration = int(run.data.tags[tag.ITERATION])
+        for key, value in run.data.params.items():
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "variant" and parts[2] != "weight":
+                out.setdefault(iteration, {}).setdefault(parts[1], " ".join(value.split()))
+    return out
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -116,33 +134,49 @@ def build_report(
     return closed_loop_report(campaign, uri, records, all_results)
 
 
+def report_run_of(campaign: str, uri: str) -> Any | None:
+    """The campaign's report run (the newest, if an older loopexp made several), or None."""
+    runs = [r for r in list_runs(campaign, uri) if r.data.tags.get(tag.KIND) == "report"]
+    return runs[-1] if runs else None
+
+
 def log_report(report: ClosedLoopReport, html_path: str | Path) -> str:
-    """Log the HTML (and the report as JSON) to a FINISHED report run; return its run id."""
+    """Log the HTML (and the report as JSON) to the campaign's report run; return its run id.
+
+    A campaign has one report run, updated by each report (its artifacts replaced, its name,
+    tags and metric set anew), so the runs table does not fill with copies. It ends FINISHED, or
+    FAILED when logging failed (the next report repairs it).
+    """
     uri = report.tracking_uri
     html_path = Path(html_path)
     json_path = html_path.with_suffix(".json")
     json_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    run = start_campaign_run(
-        report.campaign,
-        f"closed-loop report · {len(report.iterations)} iteration(s)",
-        {
-            tag.KIND: "report",
-            tag.CAMPAIGN: report.campaign,
-            tag.REPORT_ITERATIONS: str(len(report.iterations)),
-            tag.PARENT_RUN_ID: report.iterations[-1].run_id,
-        },
-        uri,
-    )
-    if run is None:
-        raise ReportError(f"campaign {report.campaign!r} has no MLflow experiment in {redact(uri)}")
-    status = "FAILED"
-    try:
-        log_files(run, [html_path, json_path], artifact_path="report")
-        if report.cumulative.value is not None:
-            log_metric(run, "cumulative.rel_lift", report.cumulative.value)
-        status = "FINISHED"
-    finally:  # never leave a run RUNNING
-        end_run(run, status)
+    name = f"closed-loop report · {len(report.iterations)} iteration(s)"
+    tags = {
+        tag.KIND: "report",
+        tag.CAMPAIGN: report.campaign,
+        tag.REPORT_ITERATIONS: str(len(report.iterations)),
+        tag.PARENT_RUN_ID: report.iterations[-1].run_id,
+    }
+    # One report at a time per campaign and store: two would each create "the" report run.
+    with file_lock(f"report-{short_hash(uri, report.campaign)}", timeout=300):
+        existing = report_run_of(report.campaign, uri)
+        if existing is not None:
+            run = reopen_run(existing.info.run_id, existing.info.experiment_id, uri, name, tags)
+        else:
+            run = start_campaign_run(report.campaign, name, tags, uri)
+        if run is None:
+            raise ReportError(
+                f"campaign {report.campaign!r} has no MLflow experiment in {redact(uri)}"
+            )
+        status = "FAILED"
+        try:
+            log_files(run, [html_path, json_path], artifact_path="report")
+            if report.cumulative.value is not None:
+                log_metric(run, "cumulative.rel_lift", report.cumulative.value)
+            status = "FINISHED"
+        finally:  # never leave a run RUNNING
+            end_run(run, status)
     return run.run_id
 
 
@@ -152,5 +186,7 @@ __all__ = [
     "artifact_json",
     "build_report",
     "campaign_runs",
+    "campaign_subjects",
     "log_report",
+    "report_run_of",
 ]

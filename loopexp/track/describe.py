@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import re
 
-from loopexp.analysis.results import COMPARISON_FIGURES, ExperimentResults, Status
+import pandas as pd
+
+from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.design.spec import ExperimentSpec
+from loopexp.report.plain import how_sure
 
 _STATUS_WORDS = {
     Status.SHIP: "SHIP",
@@ -112,44 +115,85 @@ def headline_metrics(results: ExperimentResults) -> dict[str, float]:
     return out
 
 
+#: Fields of the pooled "all mailed vs no-mail holdout" comparison kept as metrics, per metric.
+_HOLDOUT_FIELDS = (
+    "estimate",
+    "rel_lift",
+    "p_value_adjusted",
+    "incremental_total",
+    "incremental_ci_low",
+    "incremental_ci_high",
+)
+
+
 def results_metrics(results: ExperimentResults) -> dict[str, float]:
-    """Numeric run metrics: headline, per-variant, per-comparison figures, SRM and data counts."""
+    """Numeric run metrics, every name meaningful across iterations (a few dozen at most).
+
+    Only role names are metrics: the decision's figures, ``control.*``, ``best.*``, the pooled
+    holdout comparison (``holdout.<metric>.all_mailed.*``), the split check and the data counts.
+    Names that change with the variants (``personal.click_rate``, one per comparison or segment)
+    would leave most cells empty when iterations are compared and made hundreds of metrics: that
+    detail is logged as tables (``tables/*.json``, see :func:`detail_tables`) instead.
+    """
     out: dict[str, float] = {
         "srm_p_value": results.srm.p_value,
         "recipients": results.data.recipients,
         "events": results.data.events,
         "quarantined": results.data.quarantined,
     }
-    for v in results.variants:
-        # A challenger called "control" or "best" would clash with a headline name: prefix it.
-        prefix = f"variant.{v.id}" if v.id in {"best", "decision"} else v.id
-        if v.id == "control" and not v.is_control:
-            prefix = "variant.control"
-        out[f"{prefix}.n"] = v.n
-        for name, mv in v.metrics.items():
-            if mv.value is not None and math.isfinite(mv.value):
-                out[f"{prefix}.{name}"] = mv.value
-    for c in results.comparisons:
-        prefix = f"{c.metric}.{c.variant}_vs_{c.control}"
-        for field in COMPARISON_FIGURES:
-            value = getattr(c, field)
-            if value is not None and math.isfinite(value):
-                out[f"{prefix}.{field}"] = value
     for r in results.incrementality:
-        prefix = f"holdout.{r.metric}.{r.arm}"
-        for field in (
-            "estimate",
-            "rel_lift",
-            "p_value_adjusted",
-            "incremental_total",
-            "incremental_ci_low",
-            "incremental_ci_high",
-        ):
+        if r.arm != "all_mailed":
+            continue
+        for field in _HOLDOUT_FIELDS:
             value = getattr(r, field)
             if value is not None and math.isfinite(value):
-                out[f"{prefix}.{field}"] = value
+                out[f"holdout.{r.metric}.all_mailed.{field}"] = value
     out.update(headline_metrics(results))
     return out
+
+
+def detail_tables(results: ExperimentResults) -> dict[str, pd.DataFrame]:
+    """Per-variant, per-comparison, per-segment and per-arm figures as tables (non-empty only).
+
+    Logged as ``tables/<name>.json`` artifacts: MLflow shows them on the run page and
+    ``mlflow.load_table`` reads them back across runs, without a metric per variant.
+    """
+    tables = {
+        "variants": results.variants_frame().reset_index(names="variant"),
+        "comparisons": results.comparisons_frame(),
+        "holdout": results.incrementality_frame(),
+        "segment_variants": pd.DataFrame(
+            [
+                {"segment": s.segment, "variant": v.id, "n": v.n}
+                | {m: mv.value for m, mv in v.metrics.items()}
+                for s in results.segments
+                for v in s.variants
+            ]
+        ),
+        "segment_comparisons": pd.DataFrame(
+            [
+                {"segment": s.segment, **c.model_dump()}
+                for s in results.segments
+                for c in s.comparisons
+            ]
+        ),
+    }
+    return {name: frame for name, frame in tables.items() if not frame.empty}
+
+
+def lift_text(results: ExperimentResults) -> str:
+    """The decision's lift with its interval in words, for a runs-table column.
+
+    ``+16.2% (95% CI +8.1% to +24.0%)``; ``n/a`` when no challenger could be compared.
+    """
+    d = results.decision
+    if d.rel_lift is None or not math.isfinite(d.rel_lift):
+        return "n/a"
+    text = f"{d.rel_lift:+.1%}"
+    if d.rel_ci_low is not None and d.rel_ci_high is not None:
+        level = f"{100 * (d.ci_level or 0.95):.4g}%"
+        text += f" ({level} CI {d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%})"
+    return text
 
 
 def markdown_text(text: str) -> str:
@@ -225,7 +269,7 @@ def summary_line(results: ExperimentResults, spec: ExperimentSpec) -> str:
                 level = f"{100 * (d.ci_level or 0.95):.4g}%"  # the level the decision's test used
                 text += f" ({level} CI {d.rel_ci_low:+.1%} to {d.rel_ci_high:+.1%}"
                 if d.prob_beat_control is not None:
-                    text += f", {d.prob_beat_control:.0%} chance to beat control"
+                    text += f"; {how_sure(d.prob_beat_control)}"
                 text += ")"
     elif d.before_final_read:
         text = f"{status}: outcomes still arriving, final read at {d.final_read_at}"

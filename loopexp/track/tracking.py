@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
@@ -29,6 +28,8 @@ from loopexp.core import tags as tag
 from loopexp.core.errors import StateError
 from loopexp.design.spec import ExperimentSpec
 from loopexp.track.describe import (
+    detail_tables,
+    lift_text,
     results_metrics,
     run_description,
     run_name,
@@ -42,14 +43,19 @@ from loopexp.track.store import (
     known_kind,
     redact,
 )
+from loopexp.track.views import (
+    VIEW_TAG,
+    experiment_url,
+    is_remote,
+    resolve_tracking_uri,
+    view_state,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # mlflow takes ~2 s to import: it is loaded only when a run is logged, so `import loopexp` is quick.
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 #: MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout by default: a
 #: stopped server stalls a run for minutes. loopexp's defaults (used unless the variable is set)
@@ -62,8 +68,6 @@ HTTP_DEFAULTS = {
 
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-
-#: A RUNNING run of another host is stale after this many hours (same host: when its process died).
 
 
 class TrackingUnavailableError(StateError):
@@ -80,11 +84,6 @@ def configure_http() -> None:
     """Bound MLflow's HTTP retries (see :data:`HTTP_DEFAULTS`) unless the user set them."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-def is_remote(uri: str) -> bool:
-    """True for a tracking server (http/https), False for a local store."""
-    return urlparse(uri).scheme in ("http", "https")
 
 
 @contextlib.contextmanager
@@ -154,18 +153,6 @@ def _reachable(uri: str) -> Iterator[None]:
         raise
 
 
-def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in ``base``; make paths absolute.
-
-    ``base`` defaults to the working folder.
-    """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI  # MLflow's own
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
-    return uri
-
-
 def _artifact_root(uri: str) -> str | None:
     """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
     if uri.startswith("sqlite:///"):
@@ -192,8 +179,11 @@ def ensure_experiment(client: MlflowClient, campaign: str, uri: str) -> str:
             experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
-    if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
+    tags = {} if experiment is None else experiment.tags
+    if tags.get(EXPERIMENT_KIND_TAG[0]) != EXPERIMENT_KIND_TAG[1]:
         client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)
+    if tags.get(VIEW_TAG) != view_state():
+        client.set_experiment_tag(experiment_id, VIEW_TAG, view_state())
     return experiment_id
 
 
@@ -335,12 +325,8 @@ def log_contents(
                 run.run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in metrics[start : start + 500]],
             )
-        client.log_table(
-            run.run_id,
-            results.variants_frame().reset_index(names="variant"),
-            "tables/variants.json",
-        )
-        client.log_table(run.run_id, results.comparisons_frame(), "tables/comparisons.json")
+        for name, frame in detail_tables(results).items():
+            client.log_table(run.run_id, frame, f"tables/{name}.json")
         log_files(run, artifacts)
 
 
@@ -376,6 +362,22 @@ def start_campaign_run(
             return None
         run = client.create_run(experiment.experiment_id, run_name=name, tags=tags)
     return LoggedRun(run.info.run_id, experiment.experiment_id, tracking_uri)
+
+
+def reopen_run(
+    run_id: str, experiment_id: str, tracking_uri: str, name: str, tags: dict[str, str]
+) -> LoggedRun:
+    """An existing run under a new name and tags, to log to and end with :func:`end_run`.
+
+    For the runs loopexp updates in place (the campaign's report run) rather than adding a copy;
+    it keeps its status meanwhile, so it is never left RUNNING.
+    """
+    with _reachable(tracking_uri):
+        client = _client(tracking_uri)
+        client.update_run(run_id, name=name)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    return LoggedRun(run_id, experiment_id, tracking_uri)
 
 
 def log_metric(run: LoggedRun, key: str, value: float) -> None:
@@ -417,6 +419,7 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
         tag.DECISION_STATUS: d.status.value,
         tag.DECISION_WINNER: d.winner or "none",
         tag.SUMMARY: summary_line(results, spec),
+        tag.LIFT: lift_text(results),
         "mlflow.note.content": run_description(results, spec),
     } | final_read
 
@@ -479,19 +482,17 @@ def run_tags(run: Any) -> dict[str, str]:
     return dict(run.data.tags)
 
 
-def experiment_url(base_url: str, experiment_id: str | None = None) -> str:
-    """The link to a campaign's runs table (model-training view) on a server at ``base_url``."""
-    base = base_url.rstrip("/")
-    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
-    return f"{base}/#/{page}?workflowType=machine_learning"
+def ui_hint(
+    tracking_uri: str, experiment_id: str | None = None, campaign: str | None = None
+) -> str:
+    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store.
 
-
-def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
-    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store."""
+    With ``campaign``, the command is ``loopexp ui … --campaign NAME``, which prints the link.
+    """
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
         return experiment_url(uri, experiment_id)
-    return (
-        f"loopexp ui --tracking-uri {redact(uri)}  then open "
-        f"{experiment_url('http://127.0.0.1:5000', experiment_id)}"
+    command = f"loopexp ui --tracking-uri {redact(uri)}" + (
+        f" --campaign {campaign}" if campaign else ""
     )
+    return f"{command}  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}"
