@@ -42,7 +42,13 @@ from loopexp.design.parts import (
     factorial_cells,
 )
 from loopexp.design.policy import PolicySettings
-from loopexp.design.problems import did_you_mean, yaml_problem
+from loopexp.design.problems import (
+    did_you_mean,
+    duplicate_keys,
+    format_loc,
+    line_of,
+    yaml_problem,
+)
 from loopexp.events.config import IngestConfig
 from loopexp.metrics.definitions import HOLDOUT, LIBRARY, MetricDef, resolve_metric
 
@@ -417,7 +423,7 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
         raise SpecError(source, [yaml_problem(text, exc)]) from None
     if not isinstance(data, dict):
         raise SpecError(source, ["the top level must be a mapping of fields (name: ..., ...)"])
-    duplicates = _duplicate_keys(root)
+    duplicates = duplicate_keys(root)
     if duplicates:
         raise SpecError(source, duplicates)
     try:
@@ -432,8 +438,8 @@ def parse_spec(text: str, source: str | Path = "<string>") -> ExperimentSpec:
         problems = []
         for err in exc.errors():
             loc = err["loc"]
-            where = _format_loc(loc)
-            line = _line_of(root, loc)
+            where = format_loc(loc)
+            line = line_of(root, loc)
             prefix = f"line {line}: " if line else ""
             # pydantic prefixes a validator's message with "Value error, ": not for readers.
             msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -447,58 +453,3 @@ def write_spec(spec: ExperimentSpec, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(spec.to_yaml(), encoding="utf-8")
     return path
-
-
-def _duplicate_keys(node: yaml.Node | None) -> list[str]:
-    """Every key that appears twice in one mapping (YAML keeps the last silently), with lines."""
-    problems: list[str] = []
-    stack = [node] if node is not None else []
-    while stack:
-        current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            first: dict[Any, int] = {}
-            for key, value in current.value:
-                name = getattr(key, "value", None)
-                line = key.start_mark.line + 1
-                if isinstance(name, str) and name != "<<":
-                    if name in first:
-                        problems.append(
-                            f"line {line}: duplicate key {name!r} (first at line {first[name]}); "
-                            "keep one"
-                        )
-                    else:
-                        first[name] = line
-                stack.append(value)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-    return sorted(problems, key=lambda p: int(p.split(":")[0].removeprefix("line ")))
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node on ``loc`` (YAML keeps marks; pydantic doesn't)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
-            if not match:
-                return line
-            key, node = match[0]
-            line = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
