@@ -20,12 +20,18 @@ when many recipients are machine-only, which is the honest answer (reference/mpp
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from loopexp.core.errors import InputError
 from loopexp.stats.proportion import compare_proportions
+
+if TYPE_CHECKING:
+    from loopexp.design.spec import ExperimentSpec
 
 READER_CLASSES = ("non_proxy", "proxy", "unknown")
 OPENS_COLUMNS = ("variant", "reader_class", "human_opens", "machine_opens")
@@ -162,3 +168,40 @@ def analyze_opens(frame: pd.DataFrame, control: str, alpha: float = 0.05) -> Ope
         for v, arm in frame.groupby("variant", sort=True)
     }
     return OpensAnalysis(control, challengers, machine_open_share(frame), mix)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf: an undefined or unbounded number is null
+    return value
+
+
+def opens_section(frame: pd.DataFrame, control: str, alpha: float = 0.05) -> dict[str, Any]:
+    """The ``opens`` section of ``results.json`` (schema "1", optional): :func:`analyze_opens`.
+
+    Keys: ``control``, ``challengers`` (each ``variant``, ``non_proxy`` and ``whole_audience``
+    with ``n``, rates, ``rel_lift``, ``rel_ci_low``, ``rel_ci_high``; ``bounds`` with
+    ``diff_low``, ``diff_high``, ``rel_low``, ``rel_high``, ``masked_share``), the
+    ``machine_open_share`` and ``reader_share`` per variant. Null where nothing could be compared.
+    """
+    return _json_ready(analyze_opens(frame, control, alpha).to_dict())
+
+
+def spec_opens(
+    spec: ExperimentSpec,
+    events: str | Path,
+    assignment: str | Path,
+    spec_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """The opens section for a spec naming ``data.history`` (relative to ``spec_path``'s folder)."""
+    from loopexp.metrics.readers import opens_table  # noqa: PLC0415 (DuckDB only when asked)
+
+    history = Path(spec.data.history or "").expanduser()
+    if spec_path is not None and not history.is_absolute():
+        history = Path(spec_path).parent / history
+    frame = opens_table(events, assignment, str(history), memory_limit=spec.data.memory_limit)
+    return opens_section(frame, spec.control, spec.decision.alpha)

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from loopexp.analysis.results import ExperimentResults
+from loopexp.report.opens import opens_html
 from loopexp.report.views import incrementality_html, lift_plot, links_html
 from loopexp.run.attempts import write_json
 
@@ -40,6 +41,7 @@ def write_html_report(results: ExperimentResults, path: str | Path, footer: str 
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
         + incrementality_html(results)
         + links_html(results)
+        + opens_html(results)  # issue 28: opens after Apple MPP, when the spec names a history
     )
     if footer:
         body += f"<p style='color:#666;font-size:small'>{html.escape(footer)}</p>"

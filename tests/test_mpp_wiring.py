@@ -1,0 +1,69 @@
+"""The opens section wired into analyze_files, results.json and report.html (issue 28, MPP)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from loopexp import analyze_files, load_spec, simulate_campaign
+from loopexp.analysis.results import ExperimentResults
+from loopexp.run.outputs import write_html_report
+from loopexp.sim.simulate import DEMO_EFFECTS
+from tests.conftest import DEMO_SPEC
+
+SENT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def send(tmp_path_factory: pytest.TempPathFactory):
+    """The demo send, and as history the same recipients' events of a send 30 days earlier."""
+    spec = load_spec(DEMO_SPEC)
+    folder = tmp_path_factory.mktemp("mpp")
+    events, assignment = simulate_campaign(spec, 6_000, DEMO_EFFECTS, seed=3, send_at=SENT).write(
+        folder / "send"
+    )
+    # an earlier campaign to the same list: this send's events moved 30 days back (new event ids)
+    earlier = pd.read_parquet(events)
+    earlier["ts"] = earlier["ts"] - pd.Timedelta(days=30)
+    earlier["event_id"] = "h-" + earlier["event_id"].astype(str)
+    (folder / "history").mkdir()
+    history = folder / "history" / "events.parquet"
+    earlier.to_parquet(history)
+    return spec, folder, Path(events), Path(assignment), Path(history)
+
+
+def test_analyze_files_fills_the_opens_section_from_the_spec_history(send, tmp_path) -> None:
+    spec, folder, events, assignment, history = send
+    plain = analyze_files(spec, events, assignment, as_of=SENT + timedelta(days=8))[1]
+    assert plain.opens is None  # no history named: no section, and the fingerprint is unchanged
+    with_history = spec.model_copy(
+        update={"data": spec.data.model_copy(update={"history": f"history/{history.name}"})}
+    )
+    assert spec.sha256() != with_history.sha256()
+    _, res = analyze_files(
+        with_history,
+        events,
+        assignment,
+        as_of=SENT + timedelta(days=8),
+        spec_path=folder / "spec.yaml",
+    )
+    opens = res.opens
+    assert opens is not None and opens["control"] == spec.control
+    shares = pd.read_parquet(history)
+    assert shares["is_machine_open"].any()  # the simulated history has proxy readers
+    mix = opens["reader_share"][spec.control]
+    assert mix["proxy"] > 0.05 and mix["non_proxy"] > 0.05 and mix["unknown"] > 0.05
+    for c in opens["challengers"]:
+        np_ = c["non_proxy"]
+        assert np_["rel_ci_low"] <= np_["rel_lift"] <= np_["rel_ci_high"] and np_["n"] > 0
+        assert c["bounds"]["diff_low"] < c["bounds"]["diff_high"]
+    assert all(0 < s < 1 for s in opens["machine_open_share"].values())
+    path = tmp_path / "results.json"
+    res.write_json(path)
+    assert ExperimentResults.read_json(path).opens == opens  # schema "1" round trip
+    page = write_html_report(res, tmp_path / "report.html").read_text()
+    assert "Opens after Apple Mail Privacy Protection" in page
+    assert "Among readers whose opens we can see" in page
