@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from loopexp import analyze_files, load_spec, simulate_campaign
 from loopexp.analysis.results import ExperimentResults
 from loopexp.run.outputs import write_html_report
+from loopexp.run.pipeline import run_iteration
 from loopexp.sim.simulate import DEMO_EFFECTS
 from tests.conftest import DEMO_SPEC
 
@@ -67,3 +70,34 @@ def test_analyze_files_fills_the_opens_section_from_the_spec_history(send, tmp_p
     page = write_html_report(res, tmp_path / "report.html").read_text()
     assert "Opens after Apple Mail Privacy Protection" in page
     assert "Among readers whose opens we can see" in page
+
+
+@pytest.mark.integration
+def test_loopexp_run_writes_the_opens_section(send, tmp_path: Path) -> None:
+    """The scheduled path: a spec naming its event history gets the opens section and words."""
+    _, _, events, assignment, history = send
+    spec_path = tmp_path / DEMO_SPEC.name
+    spec_path.write_text(
+        DEMO_SPEC.read_text() + f"data:\n  history: {os.path.relpath(history, tmp_path)}\n"
+    )
+    # the repository's notebook (an editable install elsewhere may map loopexp.notebooks away)
+    notebook = Path(__file__).parents[1] / "notebooks" / "analyze_experiment.ipynb"
+    outcome = run_iteration(
+        spec_path,
+        events,
+        assignment,
+        tmp_path / "out",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        notebook=notebook,
+    )
+    results = ExperimentResults.read_json(outcome.results_path)
+    assert results.opens is not None and results.opens["challengers"]
+    assert "Among readers whose opens we can see" in outcome.report_path.read_text()
+    executed = outcome.executed_notebook.read_text()
+    assert "Opens after Apple Mail Privacy Protection" in executed
+    assert "Among readers whose opens we can see" in executed  # the notebook says it in words
+    run = MlflowClient(outcome.tracking_uri).get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert outcome.next_spec_path is not None, outcome.next_spec_note
+    nxt = load_spec(outcome.next_spec_path)  # the next iteration reads the same history
+    assert (outcome.next_spec_path.parent / nxt.data.history).resolve() == history.resolve()

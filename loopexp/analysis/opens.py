@@ -202,6 +202,6 @@ def spec_opens(
 
     history = Path(spec.data.history or "").expanduser()
     if spec_path is not None and not history.is_absolute():
-        history = Path(spec_path).parent / history
+        history = (Path(spec_path).parent / history).resolve()
     frame = opens_table(events, assignment, str(history), memory_limit=spec.data.memory_limit)
     return opens_section(frame, spec.control, spec.decision.alpha)
