@@ -40,7 +40,7 @@ def _challenger(c: dict[str, Any], control: str) -> str:
         lines.append(
             f"Without any assumption about the {_pct(b['masked_share'], False)} of recipients "
             f"with only machine opens, the true human-open difference lies between "
-            f"{_pct(b['diff_low'])} and {_pct(b['diff_high'])} points."
+            f"{b['diff_low'] * 100:+.1f} and {b['diff_high'] * 100:+.1f} percentage points."
         )
     return "<li>" + " ".join(lines) + "</li>"
 
