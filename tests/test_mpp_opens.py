@@ -97,3 +97,10 @@ def test_bad_table_is_refused_clearly() -> None:
         analyze_opens(_frame().assign(reader_class="apple"), "A")
     with pytest.raises(InputError, match="machine_opens"):
         analyze_opens(_frame().drop(columns="machine_opens"), "A")
+
+
+def test_everyone_opening_is_no_evidence() -> None:
+    frame = _frame()
+    frame = frame[frame["human_opens"] > 0]  # both arms 100 % human openers: degenerate
+    (b,) = analyze_opens(frame, "A").challengers
+    assert b.non_proxy is None and b.whole_audience is None

@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -32,6 +33,9 @@ def send(tmp_path_factory: pytest.TempPathFactory):
     earlier = pd.read_parquet(events)
     earlier["ts"] = earlier["ts"] - pd.Timedelta(days=30)
     earlier["event_id"] = "h-" + earlier["event_id"].astype(str)
+    keys = earlier["recipient_key"].unique()  # shuffled: past behaviour independent of this send's
+    shuffled = dict(zip(keys, np.random.default_rng(5).permutation(keys), strict=True))
+    earlier["recipient_key"] = earlier["recipient_key"].map(shuffled)
     (folder / "history").mkdir()
     history = folder / "history" / "events.parquet"
     earlier.to_parquet(history)

@@ -90,8 +90,10 @@ def _effect(frame: pd.DataFrame, variant: str, control: str, alpha: float) -> Op
     if len(t) == 0 or len(c) == 0:
         return None  # no recipients on one side: no comparison, never "no difference"
     yt, yc = int((t["human_opens"] > 0).sum()), int((c["human_opens"] > 0).sum())
-    if yc == 0:
-        return None  # no control opens: a relative lift is undefined
+    if yc == 0 or yt + yc == len(t) + len(c):
+        return (
+            None  # no control opens (lift undefined) or everyone opened: no variance, no evidence
+        )
     e = compare_proportions(yt, len(t), yc, len(c), alpha)
     return OpenEffect(
         n=len(t) + len(c),
