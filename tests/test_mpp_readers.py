@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from loopexp.analysis.opens import analyze_opens
-from loopexp.metrics.readers import opens_table, reader_classes
+from loopexp.analysis.opens import analyze_opens, share_jump
+from loopexp.metrics.readers import machine_share_by_campaign, opens_table, reader_classes
 
 SENT = datetime(2026, 5, 4, 9, tzinfo=UTC)
 
@@ -82,3 +82,25 @@ def test_opens_table_counts_this_sends_opens_per_assigned_recipient() -> None:
     assert table.loc["clicker", ["reader_class", "human_opens"]].tolist() == ["unknown", 0]
     out = analyze_opens(table.reset_index(), "A")
     assert out.machine_open_share == {"A": 0.0, "B": 1.0}
+
+
+def test_machine_share_monitor_flags_a_jump_between_sends() -> None:
+    older = _events([("x", "open", -60, False), ("y", "open", -60, False)])
+    older = older.assign(campaign_id="c0", event_id=["old0", "old1"])  # distinct ids: no dedupe
+    history = pd.concat([older, HISTORY])  # c0: 0 % machine; c: 3 of 5 opens before the cut
+    series = machine_share_by_campaign(history, SENT)
+    assert series["campaign_id"].tolist() == ["c0", "c"]
+    assert series["opens"].tolist() == [2, 5] and series["machine_opens"].tolist() == [0, 3]
+    send = pd.DataFrame(
+        {
+            "variant": ["A", "B"],
+            "reader_class": "unknown",
+            "human_opens": [1, 0],
+            "machine_opens": [3, 4],
+        }
+    )  # 7 of 8 opens are machine opens: 60 % -> 88 %
+    message = share_jump(series, send)
+    assert message is not None and "60%" in message and "88%" in message and "campaign c" in message
+    same = send.assign(human_opens=[1, 1], machine_opens=[2, 1])  # 60 % -> 60 %: no flag
+    assert share_jump(series, same) is None
+    assert share_jump(series.iloc[0:0], send) is None  # no earlier campaign: nothing to compare

@@ -68,6 +68,7 @@ def test_analyze_files_fills_the_opens_section_from_the_spec_history(send, tmp_p
         assert np_["rel_ci_low"] <= np_["rel_lift"] <= np_["rel_ci_high"] and np_["n"] > 0
         assert c["bounds"]["diff_low"] < c["bounds"]["diff_high"]
     assert all(0 < s < 1 for s in opens["machine_open_share"].values())
+    assert opens["machine_share_jump"] is None  # the earlier send had the same machine share
     path = tmp_path / "results.json"
     res.write_json(path)
     assert ExperimentResults.read_json(path).opens == opens  # schema "1" round trip

@@ -95,3 +95,24 @@ def opens_table(
             LEFT JOIN o ON CAST(a.recipient_key AS VARCHAR) = o.recipient_key
             ORDER BY 1"""
         ).df()
+
+
+def machine_share_by_campaign(
+    history: Source, before: datetime, memory_limit: str | None = None
+) -> pd.DataFrame:
+    """Per earlier campaign, oldest first: campaign_id, first_at, opens, machine_opens.
+
+    The MPP-share monitor's series: a jump in the share of machine opens (Apple's 2024 prefetch
+    change) means open rates are not comparable across it.
+    """
+    cut = sql_string(pd.Timestamp(before).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S"))
+    sql = f"""
+        SELECT coalesce(CAST(campaign_id AS VARCHAR), '(none)') AS campaign_id,
+          min(ts) AS first_at, count(*) AS opens,
+          count(*) FILTER (WHERE coalesce(is_machine_open, false)) AS machine_opens
+        FROM valid_events WHERE ts < TIMESTAMPTZ {cut} AND event_type = 'open'
+        GROUP BY 1 ORDER BY first_at, campaign_id"""
+    with connect(memory_limit, None) as (con, _):
+        attach(con, "raw_events", history, "event history", REQUIRED_COLUMNS)
+        validate_events(con)
+        return con.execute(sql).df()

@@ -61,4 +61,9 @@ def opens_html(results: ExperimentResults) -> str:
         f"<p>Share of opens that are machine opens (not people): {shares}. Raw open rates "
         "include them; the figures below do not. Clicks remain the decision metric.</p>"
         f"<ul>{items}</ul>"
+        + (
+            f"<p><b>{html.escape(jump)}</b></p>"
+            if (jump := opens.get("machine_share_jump"))
+            else ""
+        )
     )
