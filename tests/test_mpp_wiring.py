@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from loopexp import analyze_files, load_spec, simulate_campaign
 from loopexp.analysis.results import ExperimentResults
+from loopexp.core.errors import InputError
 from loopexp.run.outputs import write_html_report
 from loopexp.run.pipeline import run_iteration
 from loopexp.sim.simulate import DEMO_EFFECTS
@@ -57,6 +58,9 @@ def test_analyze_files_fills_the_opens_section_from_the_spec_history(send, tmp_p
         as_of=SENT + timedelta(days=8),
         spec_path=folder / "spec.yaml",
     )
+    missing = spec.model_copy(update={"data": spec.data.model_copy(update={"history": "no.pq"})})
+    with pytest.raises(InputError, match=r"data.history 'no.pq'"):
+        analyze_files(missing, events, assignment, spec_path=folder / "spec.yaml")
     opens = res.opens
     assert opens is not None and opens["control"] == spec.control
     shares = pd.read_parquet(history)

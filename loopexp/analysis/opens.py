@@ -20,6 +20,7 @@ when many recipients are machine-only, which is the honest answer (reference/mpp
 
 from __future__ import annotations
 
+import glob
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -213,6 +214,12 @@ def spec_opens(
     history = Path(spec.data.history or "").expanduser()
     if spec_path is not None and not history.is_absolute():
         history = (Path(spec_path).parent / history).resolve()
+    if not glob.glob(str(history)):
+        raise InputError(
+            f"{history}: the event history named in the spec (data.history "
+            f"{spec.data.history!r}, relative to the spec's folder) matches no file; fix the path "
+            "or remove data.history to read opens without the MPP section"
+        )
     limit = spec.data.memory_limit
     before = first_send(events, limit)
     frame = opens_table(events, assignment, str(history), before, limit)
