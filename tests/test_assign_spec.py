@@ -40,6 +40,8 @@ def fingerprint_without_new_fields(spec: ExperimentSpec) -> str:
     data.pop("policy")  # issue 27's per-recipient policy, left out while None
     if not data.get("metrics"):  # issue 16's own-metrics field, also left out at its default
         data.pop("metrics", None)
+    data["decision"].pop("read_at")  # issue 28's read time of a one-off send, left out while None
+    data["data"].pop("history")  # issue 28's event history (MPP opens), left out while None
     canonical = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     assert canonical != spec.model_dump_json()  # the new fields were there to remove
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -21,6 +21,7 @@ from loopexp.analysis.compare import (
 from loopexp.analysis.decide import decide
 from loopexp.analysis.guardrails import guardrail_results
 from loopexp.analysis.maturity import read_time
+from loopexp.analysis.opens import spec_opens
 from loopexp.analysis.policy import exploration_view
 from loopexp.analysis.results import (
     DataInfo,
@@ -390,6 +391,7 @@ def analyze_files(
     assignment_path: str | Path,
     quarantine_path: str | Path | None = None,
     as_of: datetime | None = None,
+    spec_path: str | Path | None = None,
 ) -> tuple[MetricTable, ExperimentResults]:
     """Compute the spec's metrics from files in DuckDB and analyse them; return both.
 
@@ -399,7 +401,8 @@ def analyze_files(
     The inputs are held to the spec: assignment groups and segments it defines, at most
     ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
     recipient, DuckDB within ``data.memory_limit``; mean metrics are capped at
-    ``decision.cap_percentile``.
+    ``decision.cap_percentile``. With ``data.history`` (relative to the folder of ``spec_path``)
+    the results gain the ``opens`` section.
     """
     if spec.flow is not None:  # judged from entry with windows, not per delivered mail
         raise InputError(
@@ -437,4 +440,6 @@ def analyze_files(
         results = explore.annotate(results, spec, n_policy)
     if table.links is not None:
         results.links = [LinkClicks(**row) for row in table.links.to_dict(orient="records")]
+    if spec.data.history is not None:  # issue 28: opens robust to Apple MPP
+        results.opens = spec_opens(spec, events_path, assignment_path, spec_path)
     return table, results

@@ -347,6 +347,8 @@ class ExperimentResults(_Record):
     srm_by_period: list[PeriodSRM] = Field(default_factory=list)
     """The split per day of enrolment (a flow's assignment ``enrolled_at``), when there are two
     or more days: a send broken on one day invalidates the run, naming the day."""
+    opens: dict[str, Any] | None = None
+    """Opens after Apple MPP (issue 28): :func:`loopexp.analysis.opens.opens_section`."""
 
     def to_json(self) -> str:
         """Serialise as indented JSON (NaN written as null)."""

@@ -285,6 +285,10 @@ class DataRules(SpecModel):
     temp_directory: str | None = None
     """Where DuckDB spills when over its limit [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a fresh
     temporary folder]."""
+    history: str | None = None
+    """Earlier campaigns' canonical events (Parquet, globs allowed; relative to the spec's folder):
+    classifies recipients as Apple-proxy / non-proxy readers before the send, so results.json
+    gains an ``opens`` section robust to Mail Privacy Protection (issue 28)."""
 
 
 #: A send slot: local wall-clock time, HH:MM (24 h).

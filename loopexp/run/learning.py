@@ -16,6 +16,7 @@ from pathlib import Path
 
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import tags as tag
+from loopexp.design.parts import EventsSource
 from loopexp.design.spec import ExperimentSpec, write_spec
 from loopexp.learn.iteration import LoopError, learned_from, next_iteration
 from loopexp.learn.policy.step import PolicyStep, policy_step, read_step, write_step
@@ -116,6 +117,9 @@ def write_next_spec(
         return None, str(exc)
     if nxt.events is not None:  # its export folder, named from where the next spec is written
         nxt = nxt.model_copy(update={"events": nxt.events.rebased(spec_folder, folder)})
+    if nxt.data.history is not None:  # issue 28: the event history, named the same way
+        moved = EventsSource(path=nxt.data.history).rebased(spec_folder, folder).path
+        nxt = nxt.model_copy(update={"data": nxt.data.model_copy(update={"history": moved})})
     path = write_spec(nxt, folder / f"{nxt.campaign}-iter{nxt.iteration}.yaml")
     log_files(run, [path], artifact_path="next_spec")
     return path, ""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loopexp.analysis.results import ExperimentResults
+from loopexp.report.opens import opens_html
 from loopexp.report.plain import appendix_html, plain_report_html
 from loopexp.report.views import incrementality_html, lift_plot, links_html
 from loopexp.run.attempts import write_json
@@ -58,6 +59,7 @@ def write_html_report(
         + f'<img alt="lift plot" src="data:image/png;base64,{image}"/>'
         + incrementality_html(results)
         + links_html(results)
+        + opens_html(results)  # opens after Apple's MPP, when the spec names a history
         + appendix_html(results)
     )
     if footer:
