@@ -149,7 +149,7 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
         env=env,
         cwd=tmp_path,
     )
-    assert last.returncode == 0 and "the latest 1 runs" in last.stdout, last.stdout + last.stderr
+    assert last.returncode == 0 and "the latest 1 run (" in last.stdout, last.stdout + last.stderr
     assert newest.info.run_id in last.stdout
     assert sum(r.info.run_id in last.stdout for r in runs) == 1
     report = _cli(
