@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loopexp.core.errors import StateError
+from loopexp.core.processes import pid_alive
 from loopexp.events import rawlog
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,6 @@ class _Pending:
     data: bytes
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def seal_file(path: Path, end: int | None = None) -> Path | None:
@@ -153,7 +144,7 @@ class SegmentWriter:
                 continue
             pid = int(m["pid"])
             # our own pid: an earlier life of this process id (a container's pid 1 restarted)
-            if pid != os.getpid() and _pid_alive(pid):
+            if pid != os.getpid() and pid_alive(pid):
                 continue
             done = seal_file(path)
             if done is not None:

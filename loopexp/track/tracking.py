@@ -26,6 +26,7 @@ from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
 from loopexp.core import tags as tag
 from loopexp.core.errors import StateError
+from loopexp.core.processes import pid_alive
 from loopexp.design.spec import ExperimentSpec
 from loopexp.track.describe import (
     detail_tables,
@@ -235,16 +236,6 @@ def find_finished_run(
     return runs[0] if runs else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def mark_stale_runs(spec: ExperimentSpec, tracking_uri: str) -> list[str]:
     """Mark FAILED the RUNNING runs of this experiment and iteration whose process is gone.
 
@@ -269,7 +260,7 @@ def mark_stale_runs(spec: ExperimentSpec, tracking_uri: str) -> list[str]:
             age_hours = (time.time() * 1000 - run.info.start_time) / 3.6e6
             same_host = tags.get(tag.HOST) == host
             pid = int(tags.get(tag.PID, "0") or 0)
-            if (same_host and pid != os.getpid() and not _pid_alive(pid)) or (
+            if (same_host and pid != os.getpid() and not pid_alive(pid)) or (
                 not same_host and age_hours > config.stale_after_hours()
             ):
                 client.set_tag(
