@@ -23,6 +23,7 @@ from loopexp.metrics import compute_metrics
 from loopexp.run.outputs import write_html_report
 from loopexp.sim.simulate import simulate_campaign, write_events
 from loopexp.track.describe import run_description
+from tests._browser import CHROMIUM, debian_chromium
 from tests.conftest import DEMO_SPEC
 
 HOSTILE = [
@@ -59,36 +60,22 @@ def test_html_report_escapes_every_string(hostile_results, tmp_path):
 
 
 def test_report_in_chromium_shows_literal_text_and_runs_no_script(hostile_results, tmp_path):
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
+    if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     path = write_html_report(hostile_results, tmp_path / "report.html")
     dialogs: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(chromium),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            title = page.title()
-            heading = page.inner_text("h3")
-            body = page.inner_text("body")
-            pwned = page.evaluate("window.__pwned")
-            scripts = page.evaluate("document.scripts.length")
-            images = page.evaluate("document.images.length")
-        finally:
-            browser.close()
+    with debian_chromium() as browser:
+        page = browser.new_page()
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        title = page.title()
+        heading = page.inner_text("h3")
+        body = page.inner_text("body")
+        pwned = page.evaluate("window.__pwned")
+        scripts = page.evaluate("document.scripts.length")
+        images = page.evaluate("document.images.length")
     assert dialogs == []
     assert pwned is None
     assert scripts == 0

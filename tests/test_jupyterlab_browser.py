@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._browser import CHROMIUM, debian_chromium
 from tests.conftest import ROOT, _free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
@@ -140,23 +140,12 @@ NOTEBOOK_PAGES = {
 
 @pytest.mark.parametrize("name", list(NOTEBOOK_PAGES))
 def test_notebook_runs_top_to_bottom_in_jupyterlab(jupyterlab: tuple[str, str], name: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     done_text, reader_text = NOTEBOOK_PAGES[name]
 
     url, token = jupyterlab
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    with debian_chromium() as browser:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # What a person does with the pop-ups of a first visit: keep the notebook's kernel
@@ -191,4 +180,3 @@ def test_notebook_runs_top_to_bottom_in_jupyterlab(jupyterlab: tuple[str, str], 
             if browser.contexts and browser.contexts[0].pages:
                 shot = ARTIFACTS / f"jupyterlab-{Path(name).stem}.png"
                 browser.contexts[0].pages[0].screenshot(path=str(shot))
-            browser.close()

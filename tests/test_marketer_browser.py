@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,11 +22,11 @@ from loopexp import load_spec, simulate_campaign
 from loopexp.analysis.analyze import analyze_files
 from loopexp.sim.simulate import DEMO_EFFECTS
 from loopexp.track.tracking import log_run, resolve_tracking_uri
+from tests._browser import CHROMIUM, debian_chromium
 from tests.conftest import DEMO_SPEC, ROOT
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 
 #: From an element, its nearest scrolling ancestor scrolled top to bottom; the text seen on the way.
 SCROLL_AND_READ = """async (element) => {
@@ -87,18 +86,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     assert CHROMIUM.exists(), "Debian's chromium is needed (apt-get install chromium)"
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with debian_chromium() as chromium:
+        yield chromium
 
 
 def test_the_printed_link_shows_decision_lift_and_summary_columns(ui, browser) -> None:

@@ -27,6 +27,7 @@ from loopexp import TrueEffects, load_spec, simulate_campaign
 from loopexp.run.attempts import ATTEMPTS, LATEST
 from loopexp.run.notebook import NotebookFailedError
 from loopexp.run.pipeline import run_iteration
+from tests._browser import CHROMIUM, debian_chromium
 from tests.conftest import DEMO_SPEC, ROOT
 
 pytestmark = pytest.mark.integration
@@ -332,40 +333,30 @@ def test_concurrent_first_runs_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
 def test_marketer_sees_the_decision_in_the_mlflow_ui(server: str) -> None:
     if "run" not in STATE:
         pytest.skip("needs the first run")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
+    pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed")
     run = STATE["run"]
     experiment = f"{server}/#/experiments/{run.info.experiment_id}"
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{experiment}/runs{ML}", wait_until="domcontentloaded")
-            name = page.get_by_text(run.info.run_name).first
-            name.wait_for(timeout=60_000)
-            # The whole name shows in the default column width (no ellipsis).
-            assert name.evaluate("e => e.scrollWidth <= e.clientWidth"), run.info.run_name
-            page.screenshot(path=str(ARTIFACTS / "mlflow-campaign-runs.png"))
+    with debian_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{experiment}/runs{ML}", wait_until="domcontentloaded")
+        name = page.get_by_text(run.info.run_name).first
+        name.wait_for(timeout=60_000)
+        # The whole name shows in the default column width (no ellipsis).
+        assert name.evaluate("e => e.scrollWidth <= e.clientWidth"), run.info.run_name
+        page.screenshot(path=str(ARTIFACTS / "mlflow-campaign-runs.png"))
 
-            page.goto(f"{experiment}/runs/{run.info.run_id}{ML}", wait_until="domcontentloaded")
-            page.get_by_text("we picked these for your spring").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "mlflow-run.png"), full_page=True)
+        page.goto(f"{experiment}/runs/{run.info.run_id}{ML}", wait_until="domcontentloaded")
+        page.get_by_text("we picked these for your spring").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-run.png"), full_page=True)
 
-            page.goto(
-                f"{experiment}/runs/{run.info.run_id}/artifacts", wait_until="domcontentloaded"
-            )
-            page.get_by_text("report.html").first.wait_for(timeout=60_000)
-            page.get_by_text("report.html").first.click()
-            page.wait_for_timeout(2_000)
-            page.screenshot(path=str(ARTIFACTS / "mlflow-report.png"), full_page=True)
-        finally:
-            browser.close()
+        page.goto(f"{experiment}/runs/{run.info.run_id}/artifacts", wait_until="domcontentloaded")
+        page.get_by_text("report.html").first.wait_for(timeout=60_000)
+        page.get_by_text("report.html").first.click()
+        page.wait_for_timeout(2_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-report.png"), full_page=True)
 
 
 def test_runs_lists_the_iterations_with_their_decisions(server: str) -> None:

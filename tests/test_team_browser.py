@@ -9,14 +9,13 @@ in test-artifacts/ for people to look at.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
+from tests._browser import CHROMIUM, debian_chromium
 from tests._team_servers import Team
 from tests.conftest import ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
@@ -54,23 +53,12 @@ def _logged_run(team: Team) -> str:
 
 def test_the_marketer_signs_in_and_reads_the_runs_table(team: Team) -> None:
     import requests
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     experiment_id = _logged_run(team)
     url = f"{team.server.url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     assert requests.get(team.server.url, timeout=30).status_code == 401  # no sign-in, no page
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    with debian_chromium() as browser:
         try:
             context = browser.new_context(
                 viewport={"width": 1400, "height": 900},
@@ -88,4 +76,3 @@ def test_the_marketer_signs_in_and_reads_the_runs_table(team: Team) -> None:
             ARTIFACTS.mkdir(exist_ok=True)
             if browser.contexts and browser.contexts[0].pages:
                 browser.contexts[0].pages[0].screenshot(path=str(ARTIFACTS / "team-marketer.png"))
-            browser.close()
