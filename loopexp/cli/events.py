@@ -174,6 +174,7 @@ def metrics(
 ) -> None:
     """Compute a spec's metrics (sufficient statistics per variant) and the per-link clicks."""
     from loopexp.analysis.analyze import spec_caps  # noqa: PLC0415 (fast --help)
+    from loopexp.events.scope import send_scope  # noqa: PLC0415 (fast --help)
     from loopexp.metrics.api import compute  # noqa: PLC0415 (DuckDB: fast --help)
 
     spec = load(spec_path)
@@ -193,6 +194,7 @@ def metrics(
             caps=spec_caps(spec),  # decision.cap_percentile, on either input (as in `run`)
             **(
                 {"max_quarantine_share": spec.data.max_quarantine_share}  # both engines stop alike
+                | {"scope": send_scope(spec.data.campaign_ids, assignment)}  # issue 28
                 | (
                     {
                         "memory_limit": spec.data.memory_limit,
