@@ -23,10 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
-from loopexp.events.dialects import Dialect
+from loopexp.events.dialects import DUCKDB, Dialect
 from loopexp.events.validation import Rule
 
 OTHER_CAMPAIGN = "other_campaign"
@@ -140,3 +141,17 @@ def scope_note(reasons: Mapping[str, int]) -> str:
         return ""
     counts = ", ".join(f"{n:,} {r}" for r, n in left_out.items())
     return f" Not this send's events ({counts}): {SCOPE_HINTS[next(iter(left_out))]}."
+
+
+def scope_counts(con: Any, relation: str, scope: SendScope) -> dict[str, int]:
+    """Events of a canonical ``relation`` (DuckDB) each rule of ``scope`` would quarantine.
+
+    For ``loopexp ingest``, whose event table keeps every mailing's events: the same conditions
+    the analysis quarantines by, counted, so the summary says how many are not this send's.
+    """
+    reasons = [rule.reason for rule in scope.rules()]
+    if not reasons:
+        return {}
+    counts = ", ".join(f"count(*) FILTER (WHERE {scope.condition(DUCKDB, r)})" for r in reasons)
+    row = con.execute(f"SELECT {counts} FROM {relation}").fetchone()
+    return {r: int(n) for r, n in zip(reasons, row, strict=True)}
