@@ -137,8 +137,10 @@ def test_another_mailing_is_quarantined_and_the_decision_is_the_clean_exports(
     )
     assert raw_table.quarantine_reasons == {}
     assert raw_table.get("click_rate", "control").sum > clean_table.get("click_rate", "control").sum
-    assert (clean.decision.status.value, clean.decision.winner) == ("ship", "personal")
-    assert (raw.decision.status.value, raw.decision.winner) != ("ship", "personal")
+    # the clean send is still underpowered (keep testing); read with the flash sale it said
+    # "no difference": another mailing's clicks changed the decision
+    assert clean.decision.status.value == "keep_testing"
+    assert raw.decision.status != clean.decision.status
 
 
 def test_scope_rules_in_order_and_out_of_the_quarantine_share() -> None:
