@@ -212,3 +212,34 @@ def test_ingest_and_metrics_report_the_events_outside_the_send(exports, tmp_path
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["quarantine_reasons"][OTHER_CAMPAIGN] == exports["n_flash"]
+
+
+ESP = Path(__file__).parent / "data" / "esp"
+
+
+def _campaigns(path: Path | list[Path], out: Path, **kwargs) -> list:
+    summary = ingest(path, out, key=HashKey(DEMO_KEY, "demo"), **kwargs)
+    return sorted(pd.read_parquet(summary.events_path)["campaign_id"].tolist(), key=str)
+
+
+def test_adapters_read_the_providers_campaign_fields(tmp_path: Path) -> None:
+    sendgrid = ESP / "sendgrid"
+    assert _campaigns(sendgrid / "event_webhook_category_as_array.json", tmp_path / "a") == [
+        "newuser",  # an array's first category
+        "olduser",
+    ]
+    assert _campaigns(sendgrid / "event_webhook_open.json", tmp_path / "b") == ["cat facts"]
+    # Mailgun: no campaign and no user variables: the first tag
+    mailgun = ESP / "mailgun" / "webhook_event_data_clicked.json"
+    assert _campaigns(mailgun, tmp_path / "c") == ["webhook_payload"]
+    # Postmark: Metadata.campaign_id, else the Tag, unless the Tag names the variant
+    lines = (ESP / "constructed" / "postmark_open_click_delivery.ndjson").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    records[0]["Metadata"]["campaign_id"] = "spring"
+    postmark = tmp_path / "postmark.ndjson"
+    postmark.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    assert _campaigns(postmark, tmp_path / "d") == ["spring"] + ["welcome-email"] * 3
+    from loopexp.events.config import IngestConfig
+
+    by_tag = IngestConfig(variant_map={"welcome-email": "b"})
+    assert _campaigns(postmark, tmp_path / "e", config=by_tag) == [None, None, None, "spring"]
