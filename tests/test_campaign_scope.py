@@ -243,3 +243,26 @@ def test_adapters_read_the_providers_campaign_fields(tmp_path: Path) -> None:
 
     by_tag = IngestConfig(variant_map={"welcome-email": "b"})
     assert _campaigns(postmark, tmp_path / "e", config=by_tag) == [None, None, None, "spring"]
+
+
+def test_a_flow_test_quarantines_another_campaigns_events_too(tmp_path: Path) -> None:
+    from loopexp.analysis.flow import analyze_flow_files
+    from loopexp.sim.flows import DEMO_FLOW_TRUTHS, simulate_flow
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    data = yaml.safe_load((root / "welcome_flow_timing.yaml").read_text(encoding="utf-8"))
+    spec = parse_spec(yaml.safe_dump(data))
+    sim = simulate_flow(spec, DEMO_FLOW_TRUTHS["welcome"], 3000, 14, seed=5).as_of(30)
+    events_path, assignment = sim.write(tmp_path / "flow")
+    events = pd.read_parquet(events_path)
+    assert set(events["campaign_id"]) == {spec.campaign}
+    other = events.loc[events["event_type"] == "order"].assign(campaign_id="newsletter")
+    other["event_id"] = "other-" + other["event_id"].astype(str)
+    pd.concat([events, other]).to_parquet(tmp_path / "mixed.parquet", index=False)
+    data["data"] = {"campaign_ids": [spec.campaign]}
+    scoped = parse_spec(yaml.safe_dump(data))
+    clean = analyze_flow_files(scoped, events_path, assignment).results
+    mixed = analyze_flow_files(scoped, tmp_path / "mixed.parquet", assignment).results
+    assert mixed.data.quarantine_reasons == {OTHER_CAMPAIGN: len(other)}
+    assert mixed.decision.status == clean.decision.status
+    assert [c.estimate for c in mixed.comparisons] == [c.estimate for c in clean.comparisons]
