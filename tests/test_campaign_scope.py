@@ -266,3 +266,14 @@ def test_a_flow_test_quarantines_another_campaigns_events_too(tmp_path: Path) ->
     assert mixed.data.quarantine_reasons == {OTHER_CAMPAIGN: len(other)}
     assert mixed.decision.status == clean.decision.status
     assert [c.estimate for c in mixed.comparisons] == [c.estimate for c in clean.comparisons]
+
+
+def test_ses_reads_the_campaign_tag(tmp_path: Path) -> None:
+    record = json.loads((ESP / "ses" / "event_record_Click.json").read_text(encoding="utf-8"))
+    record["mail"]["tags"]["campaign_id"] = ["spring"]
+    path = tmp_path / "ses.json"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert _campaigns(path, tmp_path / "a") == ["spring"]
+    record["mail"]["tags"]["campaign"] = ["summer"]  # the `campaign` tag first
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert _campaigns(path, tmp_path / "b") == ["summer"]
