@@ -154,3 +154,52 @@ def test_both_engines_stop_at_the_same_quarantine_share(spark, corrupt):
             max_quarantine_share=min(1.0, share * 1.1),
         )
         assert table.table.quarantine_reasons == expected_reasons()
+
+
+# --- issue 28: the send's scope (another campaign's events, events before the assignment) -------
+
+#: (event_id, event_type, ts, recipient_key, campaign_id, reason) beside :data:`ROWS` (whose
+#: events have no campaign field, so they pass the campaign rule, and are after the assignment).
+SCOPE_ROWS: list[tuple] = [
+    ("s1", "open", T, "k3", "spring", None),
+    ("s2", "click", T, "k3", " spring ", None),  # trimmed
+    ("s3", "open", T, "k4", "", None),  # a blank field is no campaign field
+    ("x1", "open", T, "k4", "newsletter", "other_campaign"),
+    ("x2", "click", T, "k1", "Spring", "other_campaign"),  # ids are exact
+    ("x3", "open", "2026-02-28T23:59:59Z", "k2", "spring", "before_assignment"),
+    ("x4", "open", "1772200000", "k2", None, "before_assignment"),  # epoch s, 2026-02-27
+    ("x5", "open", "2026-02-28T10:00:00Z", "k2", "newsletter", "other_campaign"),  # first wins
+    ("x6", "open", "yesterday", "k2", "newsletter", "missing or unparseable ts"),  # canonical first
+]
+
+
+def test_both_engines_quarantine_the_same_events_outside_the_send(spark, tmp_path):
+    from datetime import UTC, datetime
+
+    from loopexp.events.scope import SendScope
+
+    frame = pd.DataFrame([r[:-1] for r in ROWS], columns=COLUMNS).astype("string")
+    scoped = pd.DataFrame(
+        [r[:-1] for r in SCOPE_ROWS],
+        columns=["event_id", "event_type", "ts", "recipient_key", "campaign_id"],
+    ).astype("string")
+    frame = pd.concat([frame, scoped], ignore_index=True).astype("string")
+    frame.insert(1, "provider", "esp")
+    events = tmp_path / "events.parquet"
+    frame.to_parquet(events, index=False)
+    assignment = pd.DataFrame(
+        {
+            "recipient_key": ["k1", "k2", "k3", "k4"],
+            "segment": ["new", "new", "loyal", "loyal"],
+            "variant_id": ["control", "b", "control", "b"],
+        }
+    )
+    scope = SendScope(("spring",), datetime(2026, 3, 1, tzinfo=UTC))
+    expected = expected_reasons()
+    for *_, reason in SCOPE_ROWS:
+        if reason is not None:
+            expected[reason] = expected.get(reason, 0) + 1
+    duck = compute_metrics(events, assignment, list(LIBRARY), scope=scope)
+    on_spark = compute_metrics_spark(events, assignment, list(LIBRARY), spark, scope=scope)
+    assert on_spark.quarantine_reasons == duck.quarantine_reasons == expected
+    assert_same_tables(duck, on_spark)

@@ -38,6 +38,7 @@ from loopexp.analysis.results import (
 )
 from loopexp.core.errors import InputError
 from loopexp.design.spec import ExperimentSpec
+from loopexp.events.scope import send_scope
 from loopexp.metrics.definitions import HOLDOUT, MetricDef
 from loopexp.metrics.engine import ALL_SEGMENTS, GroupStats, MetricTable, compute_metrics
 from loopexp.stats import srm_check
@@ -426,6 +427,7 @@ def analyze_files(
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
         as_of=as_of,
+        scope=send_scope(spec.data.campaign_ids, assignment_path),  # issue 28: this send's only
     )
     if explore is not None:
         table, n_policy = explore.strip(table)

@@ -43,6 +43,7 @@ from loopexp.analysis.results import (
 )
 from loopexp.design.flow import FlowSpec
 from loopexp.design.spec import ExperimentSpec
+from loopexp.events.scope import send_scope
 from loopexp.metrics.flow import FlowData, flow_outcomes
 from loopexp.stats import srm_check
 from loopexp.stats.effect import Effect
@@ -99,6 +100,7 @@ def analyze_flow_files(
         max_quarantine_share=spec.data.max_quarantine_share,
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
+        scope=send_scope(spec.data.campaign_ids, assignment_path),  # issue 28: this flow's only
     )
     return analyze_flow(
         spec, data, str(events_path), data_fingerprint(events_path, assignment_path)

@@ -37,6 +37,10 @@ from loopexp.assignment.exclusions import (
     exclusion_reasons,
     later_duplicates,
 )
+from loopexp.assignment.files import (  # write_send_lists: re-exported, its old home
+    write_assignment_parquet,
+    write_send_lists,  # noqa: F401
+)
 from loopexp.assignment.recipients import (
     SEGMENT_ORDER,
     PreparedRecipients,
@@ -252,7 +256,7 @@ class AssignmentResult:
             "summary": folder / "assignment_summary.json",
         }
         table = _assignment_table(self.assignment)
-        pq.write_table(table, paths["assignment"])
+        write_assignment_parquet(table, paths["assignment"])  # issue 28: records when it was made
         pq.write_table(
             pa.Table.from_pandas(self.exclusions, preserve_index=False), paths["exclusions"]
         )
@@ -484,17 +488,3 @@ def _assignment_table(assignment: pd.DataFrame) -> pa.Table:
             arr = arr.cast(pa.string())
         columns[name] = arr
     return pa.table(columns)
-
-
-def write_send_lists(assignment: pd.DataFrame, folder: str | Path) -> dict[str, Path]:
-    """Write one CSV send list per mailed variant (holdout gets none); return their paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for variant, rows in assignment.groupby("variant_id", sort=True):
-        if variant == HOLDOUT:
-            continue
-        path = folder / f"send_list_{variant}.csv"
-        rows[["recipient_key", "segment"]].to_csv(path, index=False)
-        paths[str(variant)] = path
-    return paths

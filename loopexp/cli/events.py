@@ -54,11 +54,17 @@ def ingest(
     """Read ESP exports into the canonical event table; quarantine what cannot be used."""
     from loopexp.core.keys import load_hash_key  # noqa: PLC0415 (fast --help)
     from loopexp.events.ingest import ingest as ingest_exports  # noqa: PLC0415 (DuckDB)
+    from loopexp.events.scope import send_scope  # noqa: PLC0415 (fast --help)
 
     check_format(fmt)
-    config = load(spec_path).ingest if spec_path else None
+    spec = load(spec_path) if spec_path else None
+    config = spec.ingest if spec else None
+    # issue 28: count the events that are not this send's (another campaign, before assignment)
+    scope = send_scope(spec.data.campaign_ids if spec else None, assignment)
     key = load_hash_key(key_file, allow_demo=demo_key)  # a HashKeyError exits 2 (errors.py)
-    summary = ingest_exports(paths, out, key=key, fmt=fmt, config=config, assignment=assignment)
+    summary = ingest_exports(
+        paths, out, key=key, fmt=fmt, config=config, assignment=assignment, scope=scope
+    )
     if json_out:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -150,6 +156,8 @@ def _print_ingest(summary: IngestSummary) -> None:
             f"{summary.assignment_matched:,} of {summary.events:,} events "
             f"({summary.assignment_match_share:.1%})",
         )
+    for reason, n in summary.outside_scope.items():  # issue 28
+        table.add_row(f"not this send ({reason})", f"{n:,} events, quarantined at analysis")
     table.add_row("outputs", f"{summary.events_path}\n{summary.quarantine_path}")
     console.print(table)
     for warning in summary.warnings:
@@ -174,6 +182,7 @@ def metrics(
 ) -> None:
     """Compute a spec's metrics (sufficient statistics per variant) and the per-link clicks."""
     from loopexp.analysis.analyze import spec_caps  # noqa: PLC0415 (fast --help)
+    from loopexp.events.scope import send_scope  # noqa: PLC0415 (fast --help)
     from loopexp.metrics.api import compute  # noqa: PLC0415 (DuckDB: fast --help)
 
     spec = load(spec_path)
@@ -193,6 +202,7 @@ def metrics(
             caps=spec_caps(spec),  # decision.cap_percentile, on either input (as in `run`)
             **(
                 {"max_quarantine_share": spec.data.max_quarantine_share}  # both engines stop alike
+                | {"scope": send_scope(spec.data.campaign_ids, assignment)}  # issue 28
                 | (
                     {
                         "memory_limit": spec.data.memory_limit,

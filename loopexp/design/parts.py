@@ -289,6 +289,14 @@ class DataRules(SpecModel):
     """Earlier campaigns' canonical events (Parquet, globs allowed; relative to the spec's folder):
     classifies recipients as Apple-proxy / non-proxy readers before the send, so results.json
     gains an ``opens`` section robust to Mail Privacy Protection (issue 28)."""
+    campaign_ids: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(
+        default_factory=list
+    )
+    """The provider campaign identifiers this experiment's sends carry (SendGrid single-send or
+    marketing campaign id or category, Mailchimp campaign id, Braze campaign / canvas id, the SES
+    ``campaign`` tag, ...: what ingest puts in the event table's ``campaign_id``). An event naming
+    another campaign is quarantined as ``other_campaign`` and counted; an event with no campaign
+    field passes. Empty (the default): no event is judged by its campaign (issue 28)."""
 
 
 #: A send slot: local wall-clock time, HH:MM (24 h).

@@ -297,8 +297,10 @@ class ExperimentSpec(SpecModel):
             exclude["metrics"] = True
         if self.decision.read_at is None:  # issue 28: the read time of a one-off send
             exclude["decision"] = {"read_at"}
-        if self.data.history is None:  # issue 28: event history for the MPP opens section
-            exclude["data"] = {"history"}
+        # issue 28: event history for the MPP opens section; the provider campaign ids of the send
+        data_fields = {n for n in ("history", "campaign_ids") if not getattr(self.data, n)}
+        if data_fields:
+            exclude["data"] = data_fields
         variant_fields = {
             i: {n for n in _NEW_VARIANT_FIELDS if getattr(v, n) is None}
             for i, v in enumerate(self.variants)

@@ -32,6 +32,7 @@ from loopexp.events.adapters import registry
 from loopexp.events.config import IngestConfig
 from loopexp.events.reader import JSON_SUFFIXES, TABLE_SUFFIXES, IngestError
 from loopexp.events.schema import REQUIRED_COLUMNS
+from loopexp.events.scope import SendScope, scope_counts
 from loopexp.events.summary import FileReport, IngestSummary, write_summary
 
 #: Every value ``--format`` accepts: ``auto`` (each file recognised by its content) and the
@@ -51,6 +52,7 @@ def ingest(
     assignment: str | Path | None = None,
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
+    scope: SendScope | None = None,
 ) -> IngestSummary:
     """Read ESP exports into ``out_dir/events.parquet`` (canonical) and ``quarantine.parquet``.
 
@@ -66,6 +68,8 @@ def ingest(
             [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half the memory available].
         temp_directory: where to spill [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a temporary
             folder removed afterwards].
+        scope: the send's campaign ids and assignment time (:mod:`loopexp.events.scope`): the
+            summary counts the events outside it (they stay in events.parquet).
     """
     config = config or IngestConfig()
     if fmt not in FORMATS:
@@ -73,7 +77,9 @@ def ingest(
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     items, fetched = remote.localize(items)  # a receivers' bucket: its segments, downloaded
     try:
-        return _ingest(items, out_dir, key, fmt, config, assignment, memory_limit, temp_directory)
+        return _ingest(
+            items, out_dir, key, fmt, config, assignment, memory_limit, temp_directory, scope
+        )
     finally:
         if fetched is not None:
             shutil.rmtree(fetched, ignore_errors=True)
@@ -88,6 +94,7 @@ def _ingest(
     assignment: str | Path | None,
     memory_limit: str | None,
     temp_directory: str | Path | None,
+    scope: SendScope | None = None,
 ) -> IngestSummary:
     files = expand_paths(paths)
     out = Path(out_dir)
@@ -123,6 +130,9 @@ def _ingest(
         hash_done = time.perf_counter()
         summary = output.finish(con, out, config, key, reports, assignment)
         summary.distinct_addresses = n_addresses
+        if scope is not None:  # issue 28: how many events are not this send's
+            relation = f"read_parquet('{sql_escape(summary.events_path)}')"
+            summary.outside_scope = scope_counts(con, relation, scope)
         summary.timings_s = {
             "read": round(read_done - started, 3),
             "hash": round(hash_done - read_done, 3),

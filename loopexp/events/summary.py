@@ -65,6 +65,9 @@ class IngestSummary:
     assignment_match_share: float | None = None
     """With ``--assignment``: the share of events whose recipient is on it; 0 is an error (a
     wrong hashing key, or another list's exports)."""
+    outside_scope: dict[str, int] = field(default_factory=dict)
+    """With ``--spec`` (``data.campaign_ids``) or a stamped ``--assignment``: events the analysis
+    will quarantine as not this send's (``other_campaign``, ``before_assignment``; issue 28)."""
 
     @property
     def errors(self) -> int:

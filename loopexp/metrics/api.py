@@ -80,9 +80,9 @@ def compute(
         caps: mean metric → percentile at which its per-recipient numerator is capped (either
             input, both engines; see :func:`loopexp.metrics.compute_metrics`).
         **checks: event input: the run's checks and bounds of
-            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share`` and ``as_of`` on
-            both engines; ``memory_limit``, ``temp_directory``, ``segments``, ``variants``,
-            ``require_match`` on DuckDB).
+            :func:`loopexp.metrics.compute_metrics` (``max_quarantine_share``, ``as_of`` and
+            ``scope`` on both engines; ``memory_limit``, ``temp_directory``, ``segments``,
+            ``variants``, ``require_match`` on DuckDB).
 
     Raises:
         ValueError: when the inputs are not exactly one of (events and assignment) or outcomes.
@@ -112,8 +112,13 @@ def compute(
             caps=caps,
             max_quarantine_share=checks.get("max_quarantine_share"),
             as_of=checks.get("as_of"),
+            scope=checks.get("scope"),
         )
-        link_table = sp.link_clicks_spark(events, assignment, session) if links else None
+        link_table = (
+            sp.link_clicks_spark(events, assignment, session, checks.get("scope"))
+            if links
+            else None
+        )
         return MetricsReport(table, link_table, "events", engine)
 
     if outcomes is not None:

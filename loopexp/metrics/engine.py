@@ -22,6 +22,7 @@ from loopexp.core.errors import EventsError
 from loopexp.core.keys import redact_addresses
 from loopexp.core.sql import sql_escape
 from loopexp.events.schema import REQUIRED_COLUMNS
+from loopexp.events.scope import SCOPE_REASONS, SendScope, scope_note
 from loopexp.events.validation import DUCKDB, DUPLICATE
 from loopexp.metrics.checks import check_assignment, no_match_message, quarantine_message
 from loopexp.metrics.compile import (
@@ -182,6 +183,7 @@ def compute_metrics(
     caps: Mapping[str, float] | None = None,
     links: bool = False,
     as_of: datetime | None = None,
+    scope: SendScope | None = None,
 ) -> MetricTable:
     """Compute ``metrics`` per variant and segment from canonical events and an assignment.
 
@@ -208,6 +210,9 @@ def compute_metrics(
 
     ``as_of`` censors immature outcomes: each metric counts only the recipients whose outcome is
     final at that time (:mod:`loopexp.metrics.maturity`); None counts everyone.
+
+    ``scope`` quarantines the events that are not this send's (another campaign's, or from before
+    the assignment: :mod:`loopexp.events.scope`); they do not count toward the quarantine share.
     """
     defs = [m if isinstance(m, MetricDef) else resolve_metric(m) for m in metrics]
     with connect(memory_limit, temp_directory) as (con, limit):
@@ -225,6 +230,7 @@ def compute_metrics(
                 caps=caps,
                 links=links,
                 as_of=as_of,
+                scope=scope,
             )
         except duckdb.OutOfMemoryException as exc:
             raise EventsError(
@@ -256,10 +262,11 @@ def _compute(
     caps: Mapping[str, float] | None = None,
     links: bool = False,
     as_of: datetime | None = None,
+    scope: SendScope | None = None,
 ) -> MetricTable:
     plan = make_plan(defs)
     _attach_inputs(con, events, assignment, plan, segments, variants)
-    n_events, reasons = _validate(con, events, quarantine_path, max_quarantine_share)
+    n_events, reasons = _validate(con, events, quarantine_path, max_quarantine_share, scope)
     quarantined = sum(reasons.values())
     # Capped mean metrics: the cap is a percentile of the per-recipient values (a first query),
     # then applied through Measure.cap / least() in the one query from events to the statistics.
@@ -275,7 +282,8 @@ def _compute(
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     matched = sum(int(r["matched"] or 0) for r in rows if int(r["all_segments"]))
     if require_match and not matched:
-        raise EventsError(no_match_message(con, events, assignment, n_events, quarantined))
+        message = no_match_message(con, events, assignment, n_events, quarantined)
+        raise EventsError(message + scope_note(reasons))
     stats, assigned = collect_stats(rows, columns)
     link_table = None
     if links:  # from the same validated events, not a second validation
@@ -327,13 +335,14 @@ def _validate(
     events: Source,
     quarantine_path: str | Path | None,
     max_quarantine_share: float | None,
+    scope: SendScope | None = None,
 ) -> tuple[int, dict[str, int]]:
     """Validate the events (views ``valid_events``, ...); the event count and the reasons' counts.
 
     Writes the quarantine file when asked, then raises :class:`QuarantineError` when more than
     ``max_quarantine_share`` of the events were quarantined.
     """
-    has_candidates = validate_events(con)
+    has_candidates = validate_events(con, scope)
     counts = dict(
         con.execute("SELECT quarantine_reason, n FROM event_summary WHERE by_reason").fetchall()
     )
@@ -365,11 +374,16 @@ def check_quarantine_share(
 ) -> None:
     """Raise :class:`QuarantineError` when more than ``limit`` of the events were quarantined.
 
-    One rule for both engines: a run on Spark stops where the same run on DuckDB stops.
+    One rule for both engines: a run on Spark stops where the same run on DuckDB stops. Events
+    outside the send's scope (:data:`loopexp.events.scope.SCOPE_REASONS`) are not malformed: they
+    count neither as quarantined nor as events here.
     """
-    quarantined = sum(reasons.values())
-    if limit is not None and n_events and quarantined > limit * n_events:
-        raise QuarantineError(quarantine_message(events, n_events, reasons, limit, quarantine_path))
+    n_events -= sum(n for r, n in reasons.items() if r in SCOPE_REASONS)
+    malformed = {r: n for r, n in reasons.items() if r not in SCOPE_REASONS}
+    if limit is not None and n_events and sum(malformed.values()) > limit * n_events:
+        raise QuarantineError(
+            quarantine_message(events, n_events, malformed, limit, quarantine_path)
+        )
 
 
 def epoch_of(when: datetime | None) -> float | None:

@@ -19,8 +19,10 @@ from loopexp.core.errors import EventsError
 from loopexp.core.keys import redact_addresses
 from loopexp.core.sql import sql_escape
 from loopexp.events.schema import REQUIRED_COLUMNS
+from loopexp.events.scope import SendScope
 from loopexp.events.validation import DUPLICATE
-from loopexp.metrics.checks import check_assignment, quarantine_message
+from loopexp.metrics.checks import check_assignment
+from loopexp.metrics.engine import check_quarantine_share
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
     Source,
@@ -67,11 +69,13 @@ def flow_outcomes(
     max_quarantine_share: float | None = None,
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
+    scope: SendScope | None = None,
 ) -> FlowData:
     """Per-recipient times and the per-step funnel of a flow test (see :class:`FlowData`).
 
     ``as_of``: the time of the look (default: the latest event or entry). Bad inputs raise
     :class:`EventsError` naming the file and what to do, as :func:`compute_metrics` does.
+    ``scope``: quarantine another campaign's events (:mod:`loopexp.events.scope`), as there.
     """
     with connect(memory_limit, temp_directory) as (con, _limit):
         try:
@@ -86,6 +90,7 @@ def flow_outcomes(
                 segments,
                 variants,
                 max_quarantine_share,
+                scope,
             )
         except duckdb.Error as exc:
             raise EventsError(
@@ -107,6 +112,7 @@ def _outcomes(
     segments: list[str] | None,
     variants: list[str] | None,
     max_quarantine_share: float | None,
+    scope: SendScope | None = None,
 ) -> FlowData:
     attach(con, "raw_events", events, "events", REQUIRED_COLUMNS)
     attach(con, "assignment_raw", assignment, "flow assignment", FLOW_ASSIGNMENT_COLUMNS)
@@ -126,7 +132,7 @@ def _outcomes(
             "assignment records when each recipient reached the split (loopexp.assignment.flow)"
         )
     check_assignment(con, assignment, segments, variants)
-    n_events, reasons = _validate(con, events, quarantine_path, max_quarantine_share)
+    n_events, reasons = _validate(con, events, quarantine_path, max_quarantine_share, scope)
     if as_of is None:
         (as_of,) = con.execute(
             "SELECT greatest((SELECT max(ts) FROM valid_events), "
@@ -192,9 +198,10 @@ def _validate(
     events: Source,
     quarantine_path: str | Path | None,
     max_quarantine_share: float | None,
+    scope: SendScope | None = None,
 ) -> tuple[int, dict[str, int]]:
     """Validate the events (``valid_events``); the event count and quarantine reasons' counts."""
-    has_candidates = validate_events(con)
+    has_candidates = validate_events(con, scope)
     counts = dict(
         con.execute("SELECT quarantine_reason, n FROM event_summary WHERE by_reason").fetchall()
     )
@@ -211,9 +218,7 @@ def _validate(
         con.execute(
             f"COPY ({quarantine_select(con)}) TO '{sql_escape(quarantine_path)}' (FORMAT parquet)"
         )
-    limit = max_quarantine_share
-    if limit is not None and n_events and sum(reasons.values()) > limit * n_events:
-        raise EventsError(quarantine_message(events, n_events, reasons, limit, quarantine_path))
+    check_quarantine_share(events, n_events, reasons, max_quarantine_share, quarantine_path)
     return n_events, reasons
 
 

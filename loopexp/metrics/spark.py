@@ -28,6 +28,7 @@ import pandas as pd
 from loopexp.core import config
 from loopexp.core.errors import EventsError
 from loopexp.events.schema import EVENT_SCHEMA, REQUIRED_COLUMNS
+from loopexp.events.scope import SendScope
 from loopexp.events.validation import DUPLICATE, SPARK, checked_events_sql, dedupe_rank
 from loopexp.metrics.compile import (
     cap_quantiles_sql,
@@ -106,7 +107,9 @@ def _rows(spark: SparkSession, sql: str, params: dict) -> list[dict]:
     return [r.asDict() for r in spark.sql(sql, args=params).collect()]
 
 
-def _validate_events(spark: SparkSession, raw: DataFrame, source: Source) -> None:
+def _validate_events(
+    spark: SparkSession, raw: DataFrame, source: Source, scope: SendScope | None = None
+) -> None:
     """Temp views ``checked_events``, ``ranked_events`` and ``valid_events``.
 
     The canonical validation (:mod:`loopexp.events.validation`) in Spark SQL: the same parsing
@@ -114,7 +117,10 @@ def _validate_events(spark: SparkSession, raw: DataFrame, source: Source) -> Non
     """
     _require(raw, REQUIRED_COLUMNS, source, "events")
     raw.createOrReplaceTempView("raw_events")
-    checked = checked_events_sql(SPARK, dict(raw.dtypes), "raw_events")
+    scope = scope or SendScope()
+    checked = checked_events_sql(
+        SPARK, dict(raw.dtypes), "raw_events", scope.rules(), scope.fields(SPARK)
+    )
     spark.sql(f"CREATE OR REPLACE TEMP VIEW checked_events AS {checked}")
     spark.sql(f"""CREATE OR REPLACE TEMP VIEW ranked_events AS
         SELECT *, {dedupe_rank()} AS dup_rank
@@ -134,13 +140,15 @@ def compute_metrics_spark(
     caps: Mapping[str, float] | None = None,
     max_quarantine_share: float | None = None,
     as_of: datetime | None = None,
+    scope: SendScope | None = None,
 ) -> MetricTable:
     """:func:`loopexp.metrics.compute_metrics` on Spark: same definitions, same statistics.
 
     ``caps`` (mean metric → percentile) are computed here, in Spark, by the same compiled query
     as in DuckDB (Spark's exact ``percentile`` interpolates as DuckDB's ``quantile_cont``).
     ``max_quarantine_share``: above it the run stops with :class:`QuarantineError`, as on DuckDB.
-    ``as_of`` censors immature outcomes by the same compiled query as in DuckDB.
+    ``as_of`` censors immature outcomes by the same compiled query as in DuckDB; ``scope``
+    quarantines the events that are not this send's by the same rules.
     """
     defs = resolve(metrics)
     plan = make_plan(defs)
@@ -155,7 +163,7 @@ def compute_metrics_spark(
             "assignment",
         )
         assigned_df.createOrReplaceTempView("assignment_src")
-        _validate_events(spark, raw, events)
+        _validate_events(spark, raw, events, scope)
         counts = {
             r["quarantine_reason"]: r["n"]
             for r in _rows(
@@ -227,16 +235,19 @@ def compute_outcome_metrics_spark(
 
 
 def link_clicks_spark(
-    events: Source, assignment: Source, spark: SparkSession | None = None
+    events: Source,
+    assignment: Source,
+    spark: SparkSession | None = None,
+    scope: SendScope | None = None,
 ) -> pd.DataFrame:
-    """:func:`loopexp.metrics.links.link_clicks` on Spark."""
+    """:func:`loopexp.metrics.links.link_clicks` on Spark (of the send's ``scope`` only)."""
     spark = spark or spark_session()
     with tempfile.TemporaryDirectory(prefix="loopexp-spark-") as scratch:
         raw = _read(spark, events, "events", Path(scratch))
         assigned_df = _read(spark, assignment, "assignment", Path(scratch))
         _require(assigned_df, ("recipient_key", "variant_id"), assignment, "assignment")
         assigned_df.createOrReplaceTempView("assignment_src")
-        _validate_events(spark, raw, events)
+        _validate_events(spark, raw, events, scope)
         query = links_sql(SPARK)
         frame = pd.DataFrame(_rows(spark, query.sql, query.params))
     if frame.empty:

@@ -12,6 +12,7 @@ import duckdb
 
 from loopexp.core.keys import EMAIL_PATTERN
 from loopexp.core.sql import sql_string
+from loopexp.events.scope import SendScope
 from loopexp.events.validation import (
     DEDUPE_KEY,
     DUCKDB,
@@ -26,14 +27,16 @@ from loopexp.metrics.sources import column_types
 KEY_HASH = f"hash({', '.join(DEDUPE_KEY)})"
 
 
-def validate_events(con: duckdb.DuckDBPyConnection) -> bool:
+def validate_events(con: duckdb.DuckDBPyConnection, scope: SendScope | None = None) -> bool:
     """Define ``checked_events``, ``valid_events`` and ``quarantined_events`` over ``raw_events``.
+
+    ``scope``: also quarantine the events that are not this send's (:mod:`loopexp.events.scope`).
 
     Also ``event_summary`` (events per quarantine reason, ``by_reason``; and key hashes seen more
     than once). Returns whether some events are duplicate candidates (``dup_candidates`` and
     ``dup_kept`` are then defined).
     """
-    for statement in _validation_sql(con):
+    for statement in _validation_sql(con, scope or SendScope()):
         con.execute(statement)
     dedupe, has_candidates = dedupe_sql(con)
     for statement in dedupe:
@@ -41,7 +44,7 @@ def validate_events(con: duckdb.DuckDBPyConnection) -> bool:
     return has_candidates
 
 
-def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
+def _validation_sql(con: duckdb.DuckDBPyConnection, scope: SendScope) -> list[str]:
     """Statements defining ``checked_events``, ``event_summary`` and ``dup_hashes``.
 
     Each column is parsed from whatever type the source has; a value that does not parse
@@ -51,7 +54,9 @@ def _validation_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     exact key), so the common case costs one hash aggregate of 8-byte hashes, shared with the
     counts per quarantine reason (``event_summary``); see :func:`dedupe_sql` for what follows.
     """
-    checked = checked_events_sql(DUCKDB, column_types(con, "raw_events"), "raw_events")
+    checked = checked_events_sql(
+        DUCKDB, column_types(con, "raw_events"), "raw_events", scope.rules(), scope.fields(DUCKDB)
+    )
     return [
         f"CREATE VIEW checked_events AS {checked}",
         # One scan for both the counts per reason and the duplicate candidates: valid events

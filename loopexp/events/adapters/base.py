@@ -129,6 +129,13 @@ def dig(record: Any, *path: str) -> Any:
     return record
 
 
+def first(value: Any) -> Any:
+    """The first item of a list (a provider's tags), a lone value as it is, else None."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
 def text(value: Any) -> str | None:
     """A scalar as a string (None stays None; lists and objects are not scalars)."""
     if value is None or isinstance(value, dict | list):

@@ -16,6 +16,7 @@ from loopexp.events.adapters.base import (
     RecordError,
     canonical_json,
     dig,
+    first,
     resolve_variant,
     row,
     text,
@@ -90,7 +91,10 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             ts=to_utc(data.get("timestamp")),
             address=text(data.get("recipient")),
             message_id=text(dig(data, "message", "headers", "message-id")),
-            campaign_id=text(campaign.get("id") if isinstance(campaign, dict) else campaign),
+            campaign_id=text(campaign.get("id") if isinstance(campaign, dict) else campaign)
+            # issue 28: else a ``campaign_id`` user variable (v:campaign_id), else the first tag
+            or text(user_vars.get("campaign_id") if isinstance(user_vars, dict) else None)
+            or text(first(data.get("tags"))),
             variant_id=resolve_variant(variant, config),
             url=text(data.get("url")),
             user_agent=text(dig(data, "client-info", "user-agent")),

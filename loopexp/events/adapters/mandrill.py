@@ -19,6 +19,7 @@ from loopexp.events.adapters.base import (
     RecordError,
     canonical_json,
     dig,
+    first,
     resolve_variant,
     row,
     text,
@@ -74,7 +75,11 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             ts=to_utc(record.get("ts")),
             address=text(msg.get("email")),
             message_id=text(msg.get("_id")),
-            campaign_id=text(dig(msg, "metadata", "campaign_id") or msg.get("subaccount")),
+            campaign_id=text(  # issue 28: the first tag names the campaign when no metadata does
+                dig(msg, "metadata", "campaign_id")
+                or first(msg.get("tags"))
+                or msg.get("subaccount")
+            ),
             variant_id=resolve_variant(variant, config),
             url=text(record.get("url")) if event_type == "click" else None,
             user_agent=text(record.get("user_agent")),

@@ -192,7 +192,10 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
             ts=to_utc(record.get(_TS[str(kind)])),
             address=text(record.get("Recipient") or record.get("Email")),
             message_id=text(record.get("MessageID")),
-            campaign_id=text(record.get("Tag")),
+            # issue 28: the Tag names the campaign unless it names the variant (variant_map);
+            # MessageStream is left out: "outbound" is every mail of the server, not a campaign
+            campaign_id=text(metadata.get("campaign_id"))
+            or (None if text(record.get("Tag")) in config.variant_map else text(record.get("Tag"))),
             variant_id=resolve_variant(variant, config),
             url=text(record.get("OriginalLink")),
             user_agent=text(record.get("UserAgent")),

@@ -33,6 +33,7 @@ FIELDS: tuple[str, ...] = (
     "sg_message_id",
     "marketing_campaign_id",
     "singlesend_id",
+    "category",  # a string or an array; the campaign of transactional sends (issue 28)
     "marketing_campaign_version",
     "url",
     "useragent",
@@ -155,13 +156,18 @@ def stage_sql(relation: str, config: IngestConfig, first_no: int, source: str) -
     basis = "concat_ws(chr(31), " + ", ".join(f"coalesce(f{i}, '')" for i in range(len(f))) + ")"
     event_id = f"nullif({f['sg_event_id']}, '')"
     ignored = ", ".join(sql_string(t) for t in IGNORED)
+    # issue 28: a category array's first item (an array arrives as its JSON text)
+    category = (
+        f"nullif(CASE WHEN json_valid({f['category']}) AND starts_with({f['category']}, '[') "
+        f"THEN json_extract_string({f['category']}, '$[0]') ELSE {f['category']} END, '')"
+    )
     return f"""
         SELECT {first_no} + rec_no - 1 AS input_no, {sql_string(source)} AS source,
             'sendgrid' AS provider, {event_id} AS event_id,
             CASE WHEN {event_id} IS NULL THEN {basis} END AS id_basis,
             et AS event_type, ts_parsed AS ts, nullif({f["email"]}, '') AS address,
             NULL::VARCHAR AS recipient_key, trim({f["sg_message_id"]}) AS message_id,
-            coalesce({f["marketing_campaign_id"]}, {f["singlesend_id"]}) AS campaign_id,
+            coalesce({f["marketing_campaign_id"]}, {f["singlesend_id"]}, {category}) AS campaign_id,
             {variant} AS variant_id, {f["url"]} AS url, {f["useragent"]} AS user_agent,
             {f["ip"]} AS ip, machine AS is_machine_open, NULL::BOOLEAN AS is_bot_click,
             CASE WHEN machine THEN 'provider_flag' END AS bot_reason,

@@ -194,7 +194,7 @@ def normalize(record: Any, ctx: Context, config: IngestConfig) -> list[dict]:
     tags = mail.get("tags") if isinstance(mail.get("tags"), dict) else {}
     tag = tags.get(config.variant_field)
     variant = resolve_variant(tag[0] if isinstance(tag, list) and tag else tag, config)
-    campaign = tags.get("campaign")
+    campaign = tags.get("campaign") or tags.get("campaign_id")  # issue 28: either tag name
     basis = envelope_id or f"{mail.get('messageId')}|{kind}|{sub.get('timestamp')}"
     return [
         row(
