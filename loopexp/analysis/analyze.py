@@ -20,7 +20,7 @@ from loopexp.analysis.compare import (
 )
 from loopexp.analysis.decide import decide
 from loopexp.analysis.guardrails import guardrail_results
-from loopexp.analysis.maturity import read_time
+from loopexp.analysis.maturity import read_time, webhook_retry_lag
 from loopexp.analysis.opens import spec_opens
 from loopexp.analysis.policy import exploration_view
 from loopexp.analysis.results import (
@@ -96,6 +96,7 @@ def analyze(
     fingerprint: str = "",
     covariate_moments: CovariateMoments | None = None,
     as_of: datetime | None = None,
+    retry_lag_hours: float = 0.0,
 ) -> ExperimentResults:
     """Analyse one iteration of ``spec`` from the engine's sufficient statistics.
 
@@ -107,7 +108,8 @@ def analyze(
     of them pooled with it on the per-assigned metrics the table has.
 
     ``as_of`` (default: the table's censoring time, else now) dates the read: a fixed-horizon
-    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`).
+    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`);
+    ``retry_lag_hours`` (events received by webhook) moves that time later by the retry lag.
     """
     if covariate_moments is None and spec.covariates:
         covariate_moments = moments_from_table(table, spec.covariates)
@@ -132,7 +134,7 @@ def analyze(
         srm_result,
         not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
         delivery_srm=delivery,
-        read=read_time(spec, table.last_sent_at, as_of or table.censored_at),
+        read=read_time(spec, table.last_sent_at, as_of or table.censored_at, retry_lag_hours),
         period_srm=periods,
     )
 
@@ -435,6 +437,7 @@ def analyze_files(
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
         as_of=as_of,
+        retry_lag_hours=webhook_retry_lag(events_path),  # webhook events: retries still due
     )
     if explore is not None:
         results = explore.annotate(results, spec, n_policy)
