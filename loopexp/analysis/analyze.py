@@ -296,19 +296,29 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
 
 
 def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
-    """The split of the mailed variants per day of enrolment (two days or more)."""
-    counts = getattr(table, "assigned_by_period", {})
-    if len(counts) < 2:
-        return []
+    """The split of the mailed variants per day of enrolment and per send batch (one-off sends).
+
+    Each family with two or more periods is Bonferroni-corrected on its own.
+    """
     total = sum(v.weight for v in spec.variants)
     shares = {v.id: v.weight / total for v in spec.variants}
     alpha = spec.decision.srm_alpha
-    checks = srm_by_period(counts, shares, alpha)
-    level = alpha / max(1, len(checks))
-    return [
-        PeriodSRM(period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed)
-        for p, c in checks
-    ]
+    families = [("day", getattr(table, "assigned_by_period", {}))]
+    if spec.enrolment == "one_off":
+        families.append(("send_batch", getattr(table, "sent_by_batch", {})))
+    out = []
+    for kind, counts in families:
+        if len(counts) < 2:
+            continue
+        checks = srm_by_period(counts, shares, alpha)
+        level = alpha / max(1, len(checks))
+        out += [
+            PeriodSRM(
+                period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed, kind=kind
+            )
+            for p, c in checks
+        ]
+    return out
 
 
 def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[VariantResult]:
