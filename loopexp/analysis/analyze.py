@@ -298,13 +298,15 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
 def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
     """The split of the mailed variants per day of enrolment and per send batch (one-off sends).
 
-    Each family with two or more periods is Bonferroni-corrected on its own.
+    Each family with two or more periods is Bonferroni-corrected on its own. Not per batch
+    when the variants are send times themselves (a send-time test): they go out at different
+    hours by design.
     """
     total = sum(v.weight for v in spec.variants)
     shares = {v.id: v.weight / total for v in spec.variants}
     alpha = spec.decision.srm_alpha
     families = [("day", getattr(table, "assigned_by_period", {}))]
-    if spec.enrolment == "one_off":
+    if spec.enrolment == "one_off" and not any(v.send_time for v in spec.variants):
         families.append(("send_batch", getattr(table, "sent_by_batch", {})))
     out = []
     for kind, counts in families:
