@@ -254,11 +254,9 @@ def _grouped(
     batches: bool = False,
 ) -> str:
     if segmented:
-        batch = f", (variant_id, {SEND_BATCH})" if batches else ""  # metrics/periods.py
-        group = f"GROUP BY GROUPING SETS ((variant_id), (variant_id, segment){batch})"
-        seg = "segment, GROUPING(segment) AS all_segments"
-        if batches:
-            seg += f", {SEND_BATCH}, GROUPING({SEND_BATCH}) AS no_batch"
+        batch = f", {SEND_BATCH}" if batches else ""  # segments x batches: metrics/periods.py
+        group = f"GROUP BY GROUPING SETS ((variant_id), (variant_id, segment{batch}))"
+        seg = f"segment, GROUPING(segment) AS all_segments{batch}"
     else:
         group = "GROUP BY variant_id"
         seg = "CAST(NULL AS STRING) AS segment, 1 AS all_segments"
@@ -291,9 +289,9 @@ def events_stats_sql(
     the assignment → per variant (and segment) sums. Recipients on the assignment without any
     event have every measure 0; events of recipients not on it land in the ``variant_id IS NULL``
     group, whose ``unassigned_events`` counts them. Holdout recipients were not mailed: they are
-    in the ``assigned`` population only, even with a stray event. A third grouping set counts
-    recipients per send batch (``no_batch = 0`` rows: :func:`loopexp.metrics.periods.
-    split_batches`).
+    in the ``assigned`` population only, even with a stray event. The segment rows are split
+    by send batch too (a wider key, not another grouping set): :func:`loopexp.metrics.periods.
+    split_batches` adds them up again and counts recipients per batch.
     """
     p = Params(dialect)
     per_recipient = _per_recipient(plan, p, source, sent_at=True)

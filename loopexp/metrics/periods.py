@@ -8,8 +8,8 @@ A one-off send goes out in batches; one that failed for one variant in batch 3 c
 totals when another batch failed the other way. The events carry no ESP batch id (the canonical
 schema has none), so a batch is the UTC hour of each recipient's first send (or delivery)
 event. Counted in the same pass as the statistics (:func:`loopexp.metrics.compile.
-events_stats_sql`: one more grouping set, ``(variant_id, send_batch)``), not by a second scan
-of the events, which cost ~25 %.
+events_stats_sql`: its segment rows are grouped by batch too, and added up again here), not by a
+second scan of the events, which cost ~25 %.
 """
 
 from __future__ import annotations
@@ -53,20 +53,40 @@ def batch_label(hours: int) -> str:
     return datetime.fromtimestamp(int(hours) * 3600, tz=UTC).strftime("%Y-%m-%d %H:00 UTC")
 
 
+def _merge(into: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add one segment x batch row's sums to its segment row (``last_sent``: the latest)."""
+    for k, v in row.items():
+        if k in ("variant_id", "segment", "all_segments", SEND_BATCH) or v is None:
+            continue
+        old = into.get(k)
+        if old is None:
+            into[k] = v
+        else:
+            into[k] = max(old, v) if k == "last_sent" else old + v
+
+
 def split_batches(
     rows: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
-    """The statistics rows without the send-batch grouping set, and batch → group → recipients.
+    """The statistics rows per variant and segment, and batch → group → recipients.
 
-    Only recipients on the assignment with a send time count (a recipient without any send
-    event has no batch; events of recipients not on it have no group).
+    The statistics query groups segments by send batch as well (every statistic is a sum, so
+    the segment's row is the sum of its batch rows; the batch's count the sum over segments).
+    Only recipients on the assignment with a send time are in a batch (a recipient without any
+    send event has none; events of recipients not on it have no group).
     """
-    rest, batches = [], {}
+    rest: list[dict[str, Any]] = []
+    merged: dict[tuple[Any, Any], dict[str, Any]] = {}
+    batches: dict[str, dict[str, int]] = {}
     for r in rows:
-        if int(r.get("no_batch", 1)):
-            rest.append(r)
-        elif r["variant_id"] is not None and r[SEND_BATCH] is not None and r["assigned"]:
-            batches.setdefault(batch_label(r[SEND_BATCH]), {})[str(r["variant_id"])] = int(
-                r["assigned"]
-            )
-    return rest, dict(sorted(batches.items()))
+        if int(r["all_segments"]):
+            rest.append({k: v for k, v in r.items() if k != SEND_BATCH})
+            continue
+        key = (r["variant_id"], r["segment"])
+        if key not in merged:
+            merged[key] = {"variant_id": key[0], "segment": key[1], "all_segments": 0}
+        _merge(merged[key], r)
+        if r["variant_id"] is not None and r.get(SEND_BATCH) is not None and r["assigned"]:
+            group = batches.setdefault(batch_label(r[SEND_BATCH]), {})
+            group[str(r["variant_id"])] = group.get(str(r["variant_id"]), 0) + int(r["assigned"])
+    return rest + list(merged.values()), dict(sorted(batches.items()))
