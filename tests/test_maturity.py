@@ -180,13 +180,17 @@ def test_events_received_by_webhook_add_the_providers_retry_lag(demo, tmp_path: 
     assert webhook_retry_lag(folder / "events.parquet") == 24.0
     assert webhook_retry_lag(events) == 0.0  # exports: no retry lag
     # 80 h after the send: past the 72 h windows, but SendGrid may still retry for 24 h
-    _, res = analyze_files(
+    table, res = analyze_files(
         spec, folder / "events.parquet", assignment, as_of=SENT + timedelta(hours=80)
     )
     d = res.decision
     assert d.status == Status.KEEP_TESTING
     assert d.final_read_at is not None and d.final_read_at.startswith("2026-03-06T09:0")
     assert "plus 24 h for the webhook providers' retries" in d.reasons[0]
+    # nobody's outcome counts as final yet (window + retry lag), the export's do at 80 h
+    assert all(s.n == 0 for s in table.stats if s.metric == "click_rate")
+    export, _ = analyze_files(spec, events, assignment, as_of=SENT + timedelta(hours=80))
+    assert all(s.n > 0 for s in export.stats if s.metric == "click_rate")
     # the same events as an export are read at 80 h (the test above), and these after 96 h
     _, res = analyze_files(
         spec, folder / "events.parquet", assignment, as_of=SENT + timedelta(hours=97)

@@ -10,7 +10,7 @@ import dataclasses
 import glob
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loopexp.analysis.compare import (
@@ -410,7 +410,9 @@ def analyze_files(
     """Compute the spec's metrics from files in DuckDB and analyse them; return both.
 
     Read as of ``as_of`` (default: now, what a scheduled run sees): outcomes not yet final are
-    censored, and a fixed-horizon one-off send is read only after its final read time.
+    censored, and a fixed-horizon one-off send is read only after its final read time. Events
+    received by webhook are final the providers' retry lag later again (both the censoring and
+    the final read time: :func:`loopexp.analysis.maturity.webhook_retry_lag`).
 
     The inputs are held to the spec: assignment groups and segments it defines, at most
     ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
@@ -426,6 +428,7 @@ def analyze_files(
     caps = spec_caps(spec)
     explore = exploration_view(spec, assignment_path)  # issue 27: None without policy rules
     as_of = as_of or datetime.now(UTC)
+    lag = webhook_retry_lag(events_path)  # webhook events: retries may still bring outcomes
     table = compute_metrics(
         events_path,
         assignment_path if explore is None else explore.assignment,
@@ -439,7 +442,7 @@ def analyze_files(
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
-        as_of=as_of,
+        as_of=as_of - timedelta(hours=lag),  # matured = window and retry lag both passed
     )
     if explore is not None:
         table, n_policy = explore.strip(table)
@@ -449,7 +452,7 @@ def analyze_files(
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
         as_of=as_of,
-        retry_lag_hours=webhook_retry_lag(events_path),  # webhook events: retries still due
+        retry_lag_hours=lag,
     )
     if explore is not None:
         results = explore.annotate(results, spec, n_policy)
