@@ -101,9 +101,7 @@ class PeriodSRM(_Record):
     alpha: float
     """The level it was checked at: ``decision.srm_alpha`` / number of periods checked."""
     observed: dict[str, int]
-    kind: Literal["day", "send_batch"] = "day"
-    """``day``: a day of enrolment; ``send_batch``: a one-off send's batch (the UTC hour of
-    the recipients' first send), ``period`` naming it."""
+    kind: Literal["day", "send_batch"] = "day"  # send_batch: the UTC hour of the first send
 
 
 class MetricValue(_Record):
@@ -348,9 +346,8 @@ class ExperimentResults(_Record):
     policy_share: PolicyShareInfo | None = None
     """With deployed policy rules: variants, comparisons and SRM describe the exploration share."""
     srm_by_period: list[PeriodSRM] = Field(default_factory=list)
-    """The split per day of enrolment (a flow's assignment ``enrolled_at``), when there are two
-    or more days, and per send batch of a one-off send (``kind``): a send broken on one day or
-    in one batch invalidates the run, naming it."""
+    """The split per day of enrolment (``enrolled_at``) or send batch of a one-off send, when two
+    or more: a send broken on one day or in one batch invalidates the run, naming it."""
     opens: dict[str, Any] | None = None
     """Opens after Apple MPP (issue 28): :func:`loopexp.analysis.opens.opens_section`."""
 
