@@ -18,7 +18,7 @@ one read, so what is left is that read's own calibration. This bench separates i
    inherits that same difference. The exact rate at the pools' own rates predicts what the cron
    path measured.
 
-Run (about a minute):
+Run (40,000 reads: ~15 min on 2 loaded cores; the exact part alone takes seconds):
 
     .venv/bin/python bench/aa_final_read.py --reps 40000
 
