@@ -17,10 +17,11 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from loopexp import analyze_files, load_spec, simulate_campaign
-from loopexp.analysis.maturity import read_time
+from loopexp.analysis.maturity import read_time, webhook_retry_lag
 from loopexp.analysis.results import ExperimentResults, Status
 from loopexp.cli import app
 from loopexp.core import tags
+from loopexp.events import completeness, rawlog
 from loopexp.metrics.definitions import (
     LIBRARY,
     AttributionWindow,
@@ -162,6 +163,39 @@ def test_results_json_and_the_spec_keep_their_contracts(demo, tmp_path: Path) ->
         update={"decision": spec.decision.model_copy(update={"read_at": SENT})}
     )
     assert with_read_at.sha256() != spec.sha256()
+
+
+def test_events_received_by_webhook_add_the_providers_retry_lag(demo, tmp_path: Path) -> None:
+    """Webhook events (ingest wrote completeness.json from the raw log) are final 24 h later."""
+    spec, full, _ = demo
+    events, assignment = full
+    folder = tmp_path / "ingest"
+    folder.mkdir()
+    shutil.copy(events, folder / "events.parquet")
+    segment = folder / "receiver-1-000001.wlog"  # one SendGrid request in the raw log
+    segment.write_bytes(rawlog.encode("sendgrid", SENT.timestamp() + 60, {}, b"[]"))
+    report = completeness.completeness([segment], folder / "events.parquet")
+    assert report is not None and report["retry_window_hours"] == 24.0
+    completeness.write(report, folder)
+    assert webhook_retry_lag(folder / "events.parquet") == 24.0
+    assert webhook_retry_lag(events) == 0.0  # exports: no retry lag
+    # 80 h after the send: past the 72 h windows, but SendGrid may still retry for 24 h
+    table, res = analyze_files(
+        spec, folder / "events.parquet", assignment, as_of=SENT + timedelta(hours=80)
+    )
+    d = res.decision
+    assert d.status == Status.KEEP_TESTING
+    assert d.final_read_at is not None and d.final_read_at.startswith("2026-03-06T09:0")
+    assert "plus 24 h for the webhook providers' retries" in d.reasons[0]
+    # nobody's outcome counts as final yet (window + retry lag), the export's do at 80 h
+    assert all(s.n == 0 for s in table.stats if s.metric == "click_rate")
+    export, _ = analyze_files(spec, events, assignment, as_of=SENT + timedelta(hours=80))
+    assert all(s.n > 0 for s in export.stats if s.metric == "click_rate")
+    # the same events as an export are read at 80 h (the test above), and these after 96 h
+    _, res = analyze_files(
+        spec, folder / "events.parquet", assignment, as_of=SENT + timedelta(hours=97)
+    )
+    assert res.decision.status == Status.SHIP
 
 
 @pytest.mark.integration

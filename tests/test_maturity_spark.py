@@ -12,8 +12,9 @@ import pytest
 
 from loopexp.design.spec import load_spec
 from loopexp.metrics import compute_metrics
-from loopexp.sim.simulate import DEMO_EFFECTS, simulate_campaign
+from loopexp.sim.simulate import DEMO_EFFECTS, simulate_campaign, write_events
 from tests.test_maturity import SENT
+from tests.test_send_scope_srm import in_batches
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # CI installs Java (.ci/run); a laptop without it skips
@@ -47,3 +48,13 @@ def test_censoring_on_spark_equals_duckdb(spark, tmp_path: Path) -> None:
     assert duck.assigned_by_period == on_spark.assigned_by_period
     assert len(duck.assigned_by_period) == 4
     assert sum(sum(v.values()) for v in duck.assigned_by_period.values()) == 3_000
+    # the SRM per send batch (the hour of each recipient's first send), from the same pass
+    moved, _ = in_batches(pd.read_parquet(events), 3)
+    write_events(moved, tmp_path / "batched.parquet")
+    duck = compute_metrics(tmp_path / "batched.parquet", assignment, ["click_rate"])
+    on_spark = compute_metrics_spark(
+        tmp_path / "batched.parquet", assignment, ["click_rate"], spark
+    )
+    assert duck.sent_by_batch == on_spark.sent_by_batch
+    assert len(duck.sent_by_batch) == 3
+    assert_same_tables(duck, on_spark)

@@ -10,7 +10,7 @@ import dataclasses
 import glob
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loopexp.analysis.compare import (
@@ -20,7 +20,7 @@ from loopexp.analysis.compare import (
 )
 from loopexp.analysis.decide import decide
 from loopexp.analysis.guardrails import guardrail_results
-from loopexp.analysis.maturity import read_time
+from loopexp.analysis.maturity import read_time, webhook_retry_lag
 from loopexp.analysis.opens import spec_opens
 from loopexp.analysis.policy import exploration_view
 from loopexp.analysis.results import (
@@ -97,6 +97,7 @@ def analyze(
     fingerprint: str = "",
     covariate_moments: CovariateMoments | None = None,
     as_of: datetime | None = None,
+    retry_lag_hours: float = 0.0,
 ) -> ExperimentResults:
     """Analyse one iteration of ``spec`` from the engine's sufficient statistics.
 
@@ -108,7 +109,8 @@ def analyze(
     of them pooled with it on the per-assigned metrics the table has.
 
     ``as_of`` (default: the table's censoring time, else now) dates the read: a fixed-horizon
-    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`).
+    one-off send before its final read time keeps testing (:mod:`loopexp.analysis.maturity`);
+    ``retry_lag_hours`` (events received by webhook) moves that time later by the retry lag.
     """
     if covariate_moments is None and spec.covariates:
         covariate_moments = moments_from_table(table, spec.covariates)
@@ -133,7 +135,7 @@ def analyze(
         srm_result,
         not_compared=[n for n in not_compared if n.metric == spec.primary_metric],
         delivery_srm=delivery,
-        read=read_time(spec, table.last_sent_at, as_of or table.censored_at),
+        read=read_time(spec, table.last_sent_at, as_of or table.censored_at, retry_lag_hours),
         period_srm=periods,
     )
 
@@ -295,19 +297,31 @@ def _delivery_srm(spec: ExperimentSpec, table: MetricTable) -> SRMResult | None:
 
 
 def _period_srm(spec: ExperimentSpec, table: MetricTable) -> list[PeriodSRM]:
-    """The split of the mailed variants per day of enrolment (two days or more)."""
-    counts = getattr(table, "assigned_by_period", {})
-    if len(counts) < 2:
-        return []
+    """The split of the mailed variants per day of enrolment and per send batch (one-off sends).
+
+    Each family with two or more periods is Bonferroni-corrected on its own. Not per batch
+    when the variants are send times themselves (a send-time test): they go out at different
+    hours by design.
+    """
     total = sum(v.weight for v in spec.variants)
     shares = {v.id: v.weight / total for v in spec.variants}
     alpha = spec.decision.srm_alpha
-    checks = srm_by_period(counts, shares, alpha)
-    level = alpha / max(1, len(checks))
-    return [
-        PeriodSRM(period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed)
-        for p, c in checks
-    ]
+    families = [("day", getattr(table, "assigned_by_period", {}))]
+    if spec.enrolment == "one_off" and not any(v.send_time for v in spec.variants):
+        families.append(("send_batch", getattr(table, "sent_by_batch", {})))
+    out = []
+    for kind, counts in families:
+        if len(counts) < 2:
+            continue
+        checks = srm_by_period(counts, shares, alpha)
+        level = alpha / max(1, len(checks))
+        out += [
+            PeriodSRM(
+                period=p, p_value=c.p_value, ok=c.ok, alpha=level, observed=c.observed, kind=kind
+            )
+            for p, c in checks
+        ]
+    return out
 
 
 def _variants(spec: ExperimentSpec, table: MetricTable, segment: str) -> list[VariantResult]:
@@ -397,7 +411,9 @@ def analyze_files(
     """Compute the spec's metrics from files in DuckDB and analyse them; return both.
 
     Read as of ``as_of`` (default: now, what a scheduled run sees): outcomes not yet final are
-    censored, and a fixed-horizon one-off send is read only after its final read time.
+    censored, and a fixed-horizon one-off send is read only after its final read time. Events
+    received by webhook are final the providers' retry lag later again (both the censoring and
+    the final read time: :func:`loopexp.analysis.maturity.webhook_retry_lag`).
 
     The inputs are held to the spec: assignment groups and segments it defines, at most
     ``data.max_quarantine_share`` of events quarantined, at least one event of an assigned
@@ -413,6 +429,7 @@ def analyze_files(
     caps = spec_caps(spec)
     explore = exploration_view(spec, assignment_path)  # issue 27: None without policy rules
     as_of = as_of or datetime.now(UTC)
+    lag = webhook_retry_lag(events_path)  # webhook events: retries may still bring outcomes
     table = compute_metrics(
         events_path,
         assignment_path if explore is None else explore.assignment,
@@ -426,7 +443,7 @@ def analyze_files(
         memory_limit=spec.data.memory_limit,
         temp_directory=spec.data.temp_directory,
         links=True,  # which links drew the human clicks, for the report and MLflow
-        as_of=as_of,
+        as_of=as_of - timedelta(hours=lag),  # matured = window and retry lag both passed
         scope=send_scope(spec.data.campaign_ids, assignment_path),  # issue 28: this send's only
     )
     if explore is not None:
@@ -437,6 +454,7 @@ def analyze_files(
         source=str(events_path),
         fingerprint=data_fingerprint(events_path, assignment_path),
         as_of=as_of,
+        retry_lag_hours=lag,
     )
     if explore is not None:
         results = explore.annotate(results, spec, n_policy)

@@ -291,6 +291,14 @@ def _delivery_reason(s: SRMResult, srm_alpha: float) -> str:
 
 
 def _period_reason(p: PeriodSRM) -> str:
+    if p.kind == "send_batch":
+        return (
+            f"Sample ratio mismatch in the send batch of {p.period}: {p.observed} recipients "
+            f"first sent in that hour (chi-square p = {p.p_value:.2g} < {p.alpha:.2g}, the SRM "
+            "level over the batches checked). The send broke in that batch (a batch that failed, "
+            "or went out for one variant only): check the ESP's send log for that hour and "
+            "re-send before reading any lift."
+        )
     return (
         f"Sample ratio mismatch on {p.period}: {p.observed} recipients (chi-square p = "
         f"{p.p_value:.2g} < {p.alpha:.2g}, the SRM level over the days checked). The split or "

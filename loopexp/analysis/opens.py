@@ -16,6 +16,19 @@ open in this send read it; one with no open at all did not (the proxy fires on d
 open means no proxy either); one with only machine opens may or may not have read it (the proxy
 hides it), so their outcome lies in [0, 1]. No effect-homogeneity is assumed: the bounds are wide
 when many recipients are machine-only, which is the honest answer (reference/mpp.md, 3.3 d).
+
+Lee (2009) bounds (:mod:`loopexp.stats.lee`), narrower, under two more assumptions. A recipient's
+outcome is *visible* in this send unless they have only machine opens (human open: read; no open
+at all: did not read). (1) Monotone selection: the challenger changes visibility in one direction
+only, for everyone. Visibility is mostly the latent, pre-treatment reader type (Apple's proxy
+fetches the images whatever the mail says), so the trimming share is about 0; what moves it is a
+non-reader's scanner hit becoming a human open when they read (same direction for all when the
+challenger raises reading) or a variant whose images the proxy fetches differently. Under (1)
+the Lee bounds contain the effect among the always-visible recipients: valid for them, whatever
+the proxy readers do. (2) For the whole audience: the masked (machine-only) recipients' reading
+responds to the challenger as the always-visible recipients' does (the same difference in
+points; the relative bounds, the same lift). (2) cannot be tested from the data: when Apple
+readers may react differently, only the worst-case bounds hold, and the report says so.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from loopexp.core.errors import InputError
+from loopexp.stats.lee import LeeBounds, lee_bounds_binary
 from loopexp.stats.proportion import compare_proportions
 
 if TYPE_CHECKING:
@@ -69,6 +83,9 @@ class ChallengerOpens:
     non_proxy: OpenEffect | None
     whole_audience: OpenEffect | None
     bounds: OpenBounds | None
+    lee: LeeBounds | None = None
+    """Lee bounds on the human-open effect (module doc: valid among the always-visible under
+    monotone selection; for the whole audience only if masked readers respond alike)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,22 @@ def worst_case_bounds(frame: pd.DataFrame, variant: str, control: str) -> OpenBo
     return OpenBounds(t_lo - c_hi, t_hi - c_lo, rel_low, rel_high, masked)
 
 
+def lee_bounds(
+    frame: pd.DataFrame, variant: str, control: str, alpha: float = 0.05
+) -> LeeBounds | None:
+    """Lee bounds on the human-open difference ``variant - control`` (module doc).
+
+    Visible: a human open (read) or no open at all (not read); machine-only recipients are the
+    unselected ones whose reading the proxy hides.
+    """
+    counts = []
+    for arm in (frame[frame["variant"] == variant], frame[frame["variant"] == control]):
+        human = arm["human_opens"] > 0
+        visible = human | (arm["machine_opens"] <= 0)
+        counts += [int(human.sum()), int(visible.sum()), len(arm)]
+    return lee_bounds_binary(*counts, alpha=alpha)
+
+
 def machine_open_share(frame: pd.DataFrame) -> dict[str, float | None]:
     """Per variant, machine opens / all opens (``None`` without any open)."""
     out: dict[str, float | None] = {}
@@ -163,6 +196,7 @@ def analyze_opens(frame: pd.DataFrame, control: str, alpha: float = 0.05) -> Ope
             non_proxy=_effect(non_proxy, v, control, alpha),
             whole_audience=_effect(frame, v, control, alpha),
             bounds=worst_case_bounds(frame, v, control),
+            lee=lee_bounds(frame, v, control, alpha),
         )
         for v in variants
     ]
@@ -188,7 +222,9 @@ def opens_section(frame: pd.DataFrame, control: str, alpha: float = 0.05) -> dic
 
     Keys: ``control``, ``challengers`` (each ``variant``, ``non_proxy`` and ``whole_audience``
     with ``n``, rates, ``rel_lift``, ``rel_ci_low``, ``rel_ci_high``; ``bounds`` with
-    ``diff_low``, ``diff_high``, ``rel_low``, ``rel_high``, ``masked_share``), the
+    ``diff_low``, ``diff_high``, ``rel_low``, ``rel_high``, ``masked_share``; ``lee`` with
+    the Lee bounds ``diff_low``, ``diff_high``, ``rel_low``, ``rel_high``, their ``ci_low``,
+    ``ci_high``, ``rel_ci_low``, ``rel_ci_high``, ``trimmed_share`` and ``trimmed_arm``), the
     ``machine_open_share`` and ``reader_share`` per variant. Null where nothing could be compared.
     """
     return _json_ready(analyze_opens(frame, control, alpha).to_dict())

@@ -11,7 +11,7 @@ import json
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -93,7 +93,7 @@ class SRMResult(_Record):
 
 
 class PeriodSRM(_Record):
-    """Sample-ratio check of one day of enrolment, mailed variants only."""
+    """Sample-ratio check of one day of enrolment (or send batch), mailed variants only."""
 
     period: str
     p_value: float
@@ -101,6 +101,7 @@ class PeriodSRM(_Record):
     alpha: float
     """The level it was checked at: ``decision.srm_alpha`` / number of periods checked."""
     observed: dict[str, int]
+    kind: Literal["day", "send_batch"] = "day"  # send_batch: the UTC hour of the first send
 
 
 class MetricValue(_Record):
@@ -345,8 +346,8 @@ class ExperimentResults(_Record):
     policy_share: PolicyShareInfo | None = None
     """With deployed policy rules: variants, comparisons and SRM describe the exploration share."""
     srm_by_period: list[PeriodSRM] = Field(default_factory=list)
-    """The split per day of enrolment (a flow's assignment ``enrolled_at``), when there are two
-    or more days: a send broken on one day invalidates the run, naming the day."""
+    """The split per day of enrolment (``enrolled_at``) or send batch of a one-off send, when two
+    or more: a send broken on one day or in one batch invalidates the run, naming it."""
     opens: dict[str, Any] | None = None
     """Opens after Apple MPP (issue 28): :func:`loopexp.analysis.opens.opens_section`."""
 

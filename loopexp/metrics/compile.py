@@ -32,6 +32,7 @@ from loopexp.metrics.definitions import (
     MetricDef,
 )
 from loopexp.metrics.maturity import matured_columns
+from loopexp.metrics.periods import SEND_BATCH, send_batch_column
 
 
 class MetricsError(InputError):
@@ -246,11 +247,16 @@ def _stat_columns(
 
 
 def _grouped(
-    outcomes_sql: str, exprs: list[str], segmented: bool, per_recipient: str | None = None
+    outcomes_sql: str,
+    exprs: list[str],
+    segmented: bool,
+    per_recipient: str | None = None,
+    batches: bool = False,
 ) -> str:
     if segmented:
-        group = "GROUP BY GROUPING SETS ((variant_id), (variant_id, segment))"
-        seg = "segment, GROUPING(segment) AS all_segments"
+        batch = f", {SEND_BATCH}" if batches else ""  # segments x batches: metrics/periods.py
+        group = f"GROUP BY GROUPING SETS ((variant_id), (variant_id, segment{batch}))"
+        seg = f"segment, GROUPING(segment) AS all_segments{batch}"
     else:
         group = "GROUP BY variant_id"
         seg = "CAST(NULL AS STRING) AS segment, 1 AS all_segments"
@@ -283,7 +289,9 @@ def events_stats_sql(
     the assignment → per variant (and segment) sums. Recipients on the assignment without any
     event have every measure 0; events of recipients not on it land in the ``variant_id IS NULL``
     group, whose ``unassigned_events`` counts them. Holdout recipients were not mailed: they are
-    in the ``assigned`` population only, even with a stray event.
+    in the ``assigned`` population only, even with a stray event. The segment rows are split
+    by send batch too (a wider key, not another grouping set): :func:`loopexp.metrics.periods.
+    split_batches` adds them up again and counts recipients per batch.
     """
     p = Params(dialect)
     per_recipient = _per_recipient(plan, p, source, sent_at=True)
@@ -307,6 +315,7 @@ def events_stats_sql(
         f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
         f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
         "coalesce(p.n_events, 0) AS n_events, p.first_sent AS first_sent, "
+        f"{send_batch_column(dialect.epoch('p.first_sent'))}, "
         + ", ".join(cols)
         + f" FROM {assignment} a FULL OUTER JOIN per_recipient p"
         " ON a.recipient_key = p.recipient_key"
@@ -314,7 +323,7 @@ def events_stats_sql(
     exprs, columns = _stat_columns(plan, value_of, matured)
     # the last send of an assigned recipient (the read time), in the same pass
     exprs.append("max(CASE WHEN is_assigned THEN first_sent END) AS last_sent")
-    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient)
+    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient, batches=True)
     return Compiled(sql, p.values), columns
 
 

@@ -38,7 +38,7 @@ from loopexp.metrics.compile import (
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.links import links_sql, order_links
 from loopexp.metrics.maturity import last_sent_of
-from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
+from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql, split_batches
 from loopexp.metrics.sources import (
     ASSIGNMENT_COLUMNS,
     Source,
@@ -144,6 +144,9 @@ class MetricTable:
     """With ``as_of``: only outcomes final at this time were counted (immature ones censored)."""
     assigned_by_period: dict[str, dict[str, int]] = field(default_factory=dict)
     """Day of enrolment (or of the send batch) → group → recipients: the SRM over time."""
+    sent_by_batch: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Send batch (the UTC hour of the first send) → group → assigned recipients first sent in
+    it: the SRM per send batch of a one-off send (:mod:`loopexp.metrics.periods`)."""
 
     def get(self, metric: str, variant_id: str, segment: str = ALL_SEGMENTS) -> GroupStats:
         """The statistics of one metric in one variant and segment."""
@@ -280,6 +283,7 @@ def _compute(
     cursor = con.execute(query.sql, query.params)
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    rows, batches = split_batches(rows)
     matched = sum(int(r["matched"] or 0) for r in rows if int(r["all_segments"]))
     if require_match and not matched:
         message = no_match_message(con, events, assignment, n_events, quarantined)
@@ -306,6 +310,7 @@ def _compute(
             if ENROLLED_AT in columns_of(con, "assignment_raw")  # the assignment alone: cheap
             else {}
         ),
+        sent_by_batch=batches,
     )
 
 

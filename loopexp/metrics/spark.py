@@ -50,7 +50,7 @@ from loopexp.metrics.engine import (
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
 from loopexp.metrics.maturity import last_sent_of
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
-from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql
+from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql, split_batches
 from loopexp.metrics.sources import Source, require_source
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def compute_metrics_spark(
                 [with_cap(d, cap_values[d.name]) if d.name in cap_values else d for d in defs]
             )
         query, columns = events_stats_sql(plan, SPARK, as_of=epoch_of(as_of))
-        rows = _rows(spark, query.sql, query.params)
+        rows, batches = split_batches(_rows(spark, query.sql, query.params))
         periods = []
         if ENROLLED_AT in assigned_df.columns:  # the assignment alone: no scan of the events
             periods = _rows(spark, periods_sql("assignment_src"), {})
@@ -204,6 +204,7 @@ def compute_metrics_spark(
         last_sent_at=utc(last_sent_of(rows)),
         censored_at=as_of,
         assigned_by_period=by_period((r["period"], r["variant_id"], r["n"]) for r in periods),
+        sent_by_batch=batches,
     )
 
 

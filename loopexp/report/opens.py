@@ -42,6 +42,14 @@ def _challenger(c: dict[str, Any], control: str) -> str:
             f"with only machine opens, the true human-open difference lies between "
             f"{b['diff_low'] * 100:+.1f} and {b['diff_high'] * 100:+.1f} percentage points."
         )
+    lee = c.get("lee")
+    if lee and lee.get("diff_low") is not None:
+        lines.append(
+            f"If {name} changes no one's chance of being seen and Apple readers respond like the "
+            "readers we can see (the data cannot check this), the difference lies between "
+            f"{lee['diff_low'] * 100:+.1f} and {lee['diff_high'] * 100:+.1f} points (Lee bounds; "
+            f"95 % CI {lee['ci_low'] * 100:+.1f} to {lee['ci_high'] * 100:+.1f})."
+        )
     return "<li>" + " ".join(lines) + "</li>"
 
 
