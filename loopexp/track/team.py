@@ -22,9 +22,13 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from loopexp.core.errors import ConfigError, StateError
+from loopexp.core.errors import ConfigError, InputError, StateError
 from loopexp.track.store import redact
+
+if TYPE_CHECKING:
+    import requests
 
 TEAM_FILE = "team.json"
 AUTH_INI = "basic_auth.ini"
@@ -38,6 +42,10 @@ AUTH_CACHE_TTL = 60
 
 class TeamServerError(StateError):
     """The team server could not be set up (a step failed; the message names it)."""
+
+
+class TeamUserError(InputError):
+    """A user cannot be added as asked (exists already, a reserved name, an empty password)."""
 
 
 @dataclass
@@ -82,9 +90,7 @@ def init_config(folder: Path, config: TeamConfig) -> TeamConfig:
     if path.exists():  # re-running init must not change passwords the team already uses
         old = load_config(folder)
         config.secret_key, config.passwords = old.secret_key, old.passwords
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(config), handle, indent=2)
+    _write_config(path, config)
     (folder / AUTH_INI).write_text(
         "[mlflow]\n"
         "default_permission = READ\n"
@@ -99,6 +105,12 @@ def init_config(folder: Path, config: TeamConfig) -> TeamConfig:
     )
     os.chmod(folder / AUTH_INI, 0o600)  # it holds the database password
     return config
+
+
+def _write_config(path: Path, config: TeamConfig) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(asdict(config), handle, indent=2)
 
 
 def upgrade_schemas(config: TeamConfig) -> None:
@@ -172,6 +184,7 @@ def provision_users(config: TeamConfig) -> None:
         )
         if status != 200:
             raise TeamServerError(f"creating the user {role!r} on {config.url} answered {status}")
+    grant_role(config, ANALYST, ANALYST)  # writes in every campaign, not only its own
     legacy = TeamConfig(**{**asdict(config), "passwords": {ADMIN: LEGACY_ADMIN_PASSWORD}})
     if _call(legacy, "GET", "get", {"username": ADMIN}) == 200:
         raise TeamServerError(f"{config.url} still accepts admin/{LEGACY_ADMIN_PASSWORD}")
@@ -187,3 +200,145 @@ def sign_in_lines(config: TeamConfig, folder: Path) -> list[str]:
         f"MLFLOW_TRACKING_USERNAME={ANALYST} MLFLOW_TRACKING_PASSWORD=<from {TEAM_FILE}>",
         f"  admin (users, permissions):  {url}/signup  (user {ADMIN})",
     ]
+
+
+# --- the team's users: `loopexp server add-user` / `loopexp server users` -------------------------
+
+#: The MLflow role that makes a user an analyst: EDIT on every experiment, so any analyst or cron
+#: host writes the next iteration of a campaign another one started. A marketer has no role and
+#: reads through the default permission (READ): a write is refused with 403.
+ANALYST_ROLE = "loopexp-analyst"
+#: MLflow's workspace when workspaces are off (roles belong to one).
+WORKSPACE = "default"
+ROLES = (ANALYST, MARKETER)
+
+
+@dataclass(frozen=True)
+class TeamUser:
+    """A user of the team server and the loopexp role it has (``admin``, analyst or marketer)."""
+
+    name: str
+    role: str
+
+
+def _api(
+    config: TeamConfig, method: str, path: str, body: dict | None = None, version: int = 2
+) -> requests.Response:
+    """One admin call of MLflow's auth REST API (``/api/<version>.0/mlflow/<path>``)."""
+    import requests  # noqa: PLC0415 (an MLflow dependency, loaded by the server commands only)
+
+    try:
+        return requests.request(
+            method,
+            f"{config.url}/api/{version}.0/mlflow/{path}",
+            json=body if method != "GET" else None,
+            params=body if method == "GET" else None,
+            auth=(ADMIN, config.passwords[ADMIN]),
+            timeout=30,
+        )
+    except requests.RequestException as exc:
+        raise TeamServerError(
+            f"the team server at {config.url} does not answer ({type(exc).__name__}): start it "
+            "with `loopexp server start --config-dir …` on this host"
+        ) from None
+
+
+def _ok(response: requests.Response, what: str) -> dict:
+    """The JSON of a 200 answer, else a :class:`TeamServerError` naming ``what`` failed."""
+    status = response.status_code
+    if status == 401:
+        raise TeamServerError(
+            f"{what}: the server refused the admin password of team.json (401); it was changed "
+            "elsewhere: put the current one in team.json"
+        )
+    if status != 200:
+        raise TeamServerError(f"{what} answered {status}: {response.text[:300]}")
+    return response.json()
+
+
+def _analyst_role_id(config: TeamConfig) -> int:
+    """The id of :data:`ANALYST_ROLE`, created (EDIT on all experiments) the first time."""
+    found = _ok(
+        _api(config, "GET", "roles/list", {"workspace": WORKSPACE}, version=3), "listing roles"
+    )
+    for role in found.get("roles", []):
+        if role["name"] == ANALYST_ROLE:
+            return int(role["id"])
+    body = {"name": ANALYST_ROLE, "workspace": WORKSPACE, "description": "loopexp: writes runs"}
+    role_id = int(
+        _ok(_api(config, "POST", "roles/create", body, 3), "creating a role")["role"]["id"]
+    )
+    grant = {
+        "role_id": role_id,
+        "resource_type": "experiment",
+        "resource_pattern": "*",
+        "permission": "EDIT",
+    }
+    _ok(_api(config, "POST", "roles/permissions/add", grant, 3), "granting the analyst role")
+    return role_id
+
+
+def _role_names(config: TeamConfig, name: str) -> set[str]:
+    found = _ok(_api(config, "GET", "users/roles/list", {"username": name}, 3), "listing roles")
+    return {role["name"] for role in found.get("roles", [])}
+
+
+def grant_role(config: TeamConfig, name: str, role: str) -> None:
+    """Give user ``name`` the loopexp ``role``: analyst (writes) or marketer (reads only)."""
+    has = ANALYST_ROLE in _role_names(config, name)
+    if (role == ANALYST) == has:
+        return
+    body = {"username": name, "role_id": _analyst_role_id(config)}
+    if role == ANALYST:
+        _ok(_api(config, "POST", "roles/assign", body, 3), f"making {name!r} an analyst")
+    else:
+        _ok(_api(config, "DELETE", "roles/unassign", body, 3), f"making {name!r} a marketer")
+
+
+def add_user(
+    config: TeamConfig, name: str, role: str, password: str | None = None, reset: bool = False
+) -> str:
+    """Create user ``name`` with ``role``; return its password (``password`` or a generated one).
+
+    An existing user is refused unless ``reset``: then it gets the new password and that role.
+    """
+    if role not in ROLES:
+        raise TeamUserError(f"--role {role!r}: use {' or '.join(ROLES)}")
+    if not name.strip() or name == ADMIN:
+        raise TeamUserError(f"user name {name!r} is reserved or empty: pick another")
+    if password is not None and not password:
+        raise TeamUserError("the password read from stdin is empty")
+    password = password or secrets.token_urlsafe(18)
+    exists = _api(config, "GET", "users/get", {"username": name}).status_code == 200
+    body = {"username": name, "password": password}
+    if exists and not reset:
+        raise TeamUserError(
+            f"user {name!r} already exists on {config.url}: keep it, pick another name, or give it "
+            f"a new password: `loopexp server add-user {name} --role {role} --reset-password`"
+        )
+    if exists:
+        _ok(_api(config, "PATCH", "users/update-password", body), f"new password for {name!r}")
+    else:
+        _ok(_api(config, "POST", "users/create", body), f"creating the user {name!r}")
+    grant_role(config, name, role)
+    return password
+
+
+def save_password(folder: Path, config: TeamConfig, name: str, password: str) -> bool:
+    """Keep ``team.json`` right when a user it lists (analyst, marketer) got a new password."""
+    if name not in config.passwords:
+        return False
+    config.passwords[name] = password
+    _write_config(Path(folder) / TEAM_FILE, config)
+    return True
+
+
+def list_users(config: TeamConfig) -> list[TeamUser]:
+    """Every user of the team server with its loopexp role (no passwords: the server has hashes)."""
+    found = _ok(_api(config, "GET", "users/list"), "listing users")
+    users = []
+    for user in found.get("users", []):
+        names = {role["name"] for role in user.get("roles", [])}
+        role = ADMIN if user.get("is_admin") else ANALYST if ANALYST_ROLE in names else MARKETER
+        users.append(TeamUser(user["username"], role))
+    return sorted(users, key=lambda u: u.name)
