@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._team_servers import Team, loopexp_cmd
+from tests._team_servers import PUBLIC_HOST, Team, loopexp_cmd
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -124,3 +124,23 @@ def test_user_commands_name_a_missing_config(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "loopexp server init" in done.stderr
+
+
+def test_the_public_url_is_served_and_other_host_names_refused(team: Team) -> None:
+    """`--public-url`: requests naming its host (and the UI's POSTs from its origin) are answered;
+    another host name is refused (MLflow's DNS-rebinding protection stays on)."""
+    import requests
+
+    public = f"{PUBLIC_HOST}:{team.server.config['port']}"
+    auth = ("marketer", team.server.password("marketer"))
+    search = f"{team.server.url}/ajax-api/2.0/mlflow/runs/search"
+
+    def post(host: str) -> int:
+        headers = {"Host": host, "Origin": f"http://{host}"}
+        body = {"experiment_ids": ["0"], "max_results": 1}
+        return requests.post(search, json=body, headers=headers, auth=auth, timeout=30).status_code
+
+    assert post(public) == 200
+    assert post("evil.example:80") in (400, 403)
+    log = (team.server.config_dir / "server.log").read_text()
+    assert f"marketer (read-only) opens  http://{public}/#/experiments" in log

@@ -115,19 +115,30 @@ def server_init(
     host: Annotated[str, typer.Option(help="address the server listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port the server listens on")] = 5000,
     workers: Annotated[int, typer.Option(help="server worker processes")] = 2,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the URL the team opens, e.g. http://mlflow.internal:5000 (its host "
+            "name is allowed; MLflow answers only localhost and private IPs otherwise)"
+        ),
+    ] = None,
 ) -> None:
     """Create the team store's schemas and write its config with fresh passwords (idempotent)."""
     from loopexp.track.store import StoreKind, redact, store_kind  # noqa: PLC0415
-    from loopexp.track.team import TeamConfig, init_config, upgrade_schemas  # noqa: PLC0415
+    from loopexp.track.team import (  # noqa: PLC0415
+        TeamConfig,
+        check_public_url,
+        init_config,
+        upgrade_schemas,
+    )
 
     if store_kind(backend_store_uri) is not StoreKind.DATABASE:
         fail(
             f"--backend-store-uri {backend_store_uri!r} is not a database (postgresql+psycopg://…)"
         )
-    config = init_config(
-        config_dir,
-        TeamConfig(backend_store_uri, artifacts_destination, host, port, workers),
-    )
+    team = TeamConfig(backend_store_uri, artifacts_destination, host, port, workers)
+    team.public_url = check_public_url(public_url) if public_url else None
+    config = init_config(config_dir, team)
     console.print(f"upgrading the MLflow and auth schemas in {redact(backend_store_uri)} …")
     upgrade_schemas(config)
     console.print(f"wrote {config_dir / 'team.json'} (0600); next: loopexp server start "
@@ -221,7 +232,7 @@ def server_add_user(
     given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     password = add_user(config, name, role.value, given, reset_password)
     done = "new password for" if reset_password else "added"
-    console.print(f"{done} {role.value} {name!r} on {config.url}", soft_wrap=True)
+    console.print(f"{done} {role.value} {name!r} on {config.team_url}", soft_wrap=True)
     if save_password(config_dir, config, name, password):
         console.print(f"  (its password in {config_dir / 'team.json'} is updated)", soft_wrap=True)
     if given is None:  # generated: shown this once, the server keeps only its hash
@@ -236,7 +247,7 @@ def server_users(config_dir: ConfigDirOpt = Path("loopexp-team")) -> None:
 
     config = load_config(config_dir)
     can = {"admin": "manages users", "analyst": "writes runs", "marketer": "reads runs"}
-    table = Table("user", "role", "may", title=f"users of {config.url}")
+    table = Table("user", "role", "may", title=f"users of {config.team_url}")
     for user in list_users(config):
         table.add_row(user.name, user.role, can[user.role])
     console.print(table)

@@ -23,6 +23,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from loopexp.core.errors import ConfigError, InputError, StateError
 from loopexp.track.store import redact
@@ -61,12 +62,20 @@ class TeamConfig:
     passwords: dict[str, str] = field(
         default_factory=lambda: {r: secrets.token_urlsafe(18) for r in (ADMIN, ANALYST, MARKETER)}
     )
+    #: The URL the team opens (``http://mlflow.internal:5000``): MLflow's server answers only
+    #: requests naming localhost or a private IP unless told this name (DNS-rebinding protection).
+    public_url: str | None = None
 
     @property
     def url(self) -> str:
         """The server's base URL as the team reaches it."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def team_url(self) -> str:
+        """The URL the team opens: ``public_url``, else :attr:`url`."""
+        return (self.public_url or self.url).rstrip("/")
 
 
 def load_config(folder: Path) -> TeamConfig:
@@ -152,7 +161,35 @@ def server_command(config: TeamConfig) -> list[str]:
         "--host", config.host,
         "--port", str(config.port),
         "--workers", str(config.workers),
+        *_public_options(config),
     ]  # fmt: skip
+
+
+def check_public_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host name (what ``--public-url`` needs)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise TeamUserError(
+            f"--public-url {url!r}: give the URL the team opens, http(s)://host:port"
+        )
+    return url
+
+
+def _public_options(config: TeamConfig) -> list[str]:
+    """``--allowed-hosts`` and ``--cors-allowed-origins`` naming the public URL's host.
+
+    MLflow's defaults (localhost, private IPs) are kept: the admin calls go to 127.0.0.1. Without
+    the host name every request through ``http://mlflow.internal:5000`` is refused, and without
+    the origin so is the UI's runs search (a POST).
+    """
+    if not config.public_url:
+        return []
+    from mlflow.server.security_utils import get_default_allowed_hosts  # noqa: PLC0415 (heavy)
+
+    public = urlparse(config.public_url)
+    hosts = dict.fromkeys([*get_default_allowed_hosts(), public.hostname, public.netloc])
+    origin = f"{public.scheme}://{public.netloc}"
+    return ["--allowed-hosts", ",".join(h for h in hosts if h), "--cors-allowed-origins", origin]
 
 
 def _call(config: TeamConfig, method: str, path: str, body: dict | None = None) -> int:
@@ -192,7 +229,7 @@ def provision_users(config: TeamConfig) -> None:
 
 def sign_in_lines(config: TeamConfig, folder: Path) -> list[str]:
     """What to tell the team: the URL each role opens and how the analysts sign in."""
-    url = config.url
+    url = config.team_url
     return [
         f"MLflow (team) at {url}: users and passwords are in {Path(folder) / TEAM_FILE}",
         f"  marketer (read-only) opens  {url}/#/experiments?workflowType=machine_learning",
@@ -313,8 +350,9 @@ def add_user(
     body = {"username": name, "password": password}
     if exists and not reset:
         raise TeamUserError(
-            f"user {name!r} already exists on {config.url}: keep it, pick another name, or give it "
-            f"a new password: `loopexp server add-user {name} --role {role} --reset-password`"
+            f"user {name!r} already exists on {config.team_url}: keep it, pick another name, or "
+            f"give it a new password: `loopexp server add-user {name} --role {role} "
+            "--reset-password`"
         )
     if exists:
         _ok(_api(config, "PATCH", "users/update-password", body), f"new password for {name!r}")
