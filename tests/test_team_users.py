@@ -144,3 +144,18 @@ def test_the_public_url_is_served_and_other_host_names_refused(team: Team) -> No
     assert post("evil.example:80") in (400, 403)
     log = (team.server.config_dir / "server.log").read_text()
     assert f"marketer (read-only) opens  http://{public}/#/experiments" in log
+
+
+def test_server_command_allows_the_public_host_and_keeps_mlflows_defaults() -> None:
+    from loopexp.core.errors import ConfigError
+    from loopexp.track.team import TeamConfig, check_public_url, server_command
+
+    config = TeamConfig("postgresql+psycopg://m@db/mlflow", "s3://b/p")
+    assert "--allowed-hosts" not in server_command(config)  # MLflow's defaults as they are
+    config.public_url = check_public_url("https://mlflow.acme.test")
+    command = server_command(config)
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    assert "mlflow.acme.test" in hosts and {"127.0.0.1:*", "localhost", "10.*"} <= set(hosts)
+    assert command[command.index("--cors-allowed-origins") + 1] == "https://mlflow.acme.test"
+    with pytest.raises(ConfigError, match="--public-url"):
+        check_public_url("mlflow.internal:5000")  # no scheme: not a URL a browser opens

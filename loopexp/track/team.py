@@ -169,9 +169,7 @@ def check_public_url(url: str) -> str:
     """``url`` if it is an http(s) URL with a host name (what ``--public-url`` needs)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TeamUserError(
-            f"--public-url {url!r}: give the URL the team opens, http(s)://host:port"
-        )
+        raise ConfigError(f"--public-url {url!r}: give the URL the team opens, http(s)://host:port")
     return url
 
 
