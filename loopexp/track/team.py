@@ -92,13 +92,14 @@ def load_config(folder: Path) -> TeamConfig:
 
 
 def init_config(folder: Path, config: TeamConfig) -> TeamConfig:
-    """Write ``team.json`` and ``basic_auth.ini`` into ``folder``; keep the secrets of a re-init."""
+    """Write ``team.json`` and ``basic_auth.ini`` into ``folder``; a re-init keeps the secrets."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TEAM_FILE
     if path.exists():  # re-running init must not change passwords the team already uses
         old = load_config(folder)
         config.secret_key, config.passwords = old.secret_key, old.passwords
+        config.public_url = config.public_url or old.public_url  # kept unless a new one is given
     _write_config(path, config)
     (folder / AUTH_INI).write_text(
         "[mlflow]\n"
