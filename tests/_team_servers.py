@@ -31,6 +31,8 @@ def _pg_bin() -> Path:
 
 PG_BIN = _pg_bin()
 BUCKET = "loopexp-team"
+#: The host name of the team server's --public-url (never resolved: sent as the Host header).
+PUBLIC_HOST = "mlflow.team.test"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -358,6 +360,7 @@ def start_team(root: Path, repo: Path) -> Team:
             "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         }
         config_dir = root / "team-config"
+        port = free_port()
         subprocess.run(
             loopexp_cmd(
                 "server",
@@ -369,9 +372,12 @@ def start_team(root: Path, repo: Path) -> Team:
                 "--artifacts-destination",
                 f"s3://{BUCKET}/mlflow",
                 "--port",
-                str(free_port()),
+                str(port),
                 "--workers",
                 "1",
+                # the name the team opens (the server listens on 127.0.0.1): allowed as Host
+                "--public-url",
+                f"http://{PUBLIC_HOST}:{port}",
             ),
             env=env,
             check=True,

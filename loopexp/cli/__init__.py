@@ -75,4 +75,6 @@ for _name, _command in COMMANDS:
 server_app = _App(help="The team's MLflow server: PostgreSQL, S3 artifacts, sign-in.")
 server_app.command("init")(server.server_init)
 server_app.command("start")(server.server_start)
+server_app.command("add-user")(server.server_add_user)
+server_app.command("users")(server.server_users)
 app.add_typer(server_app, name="server")

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -114,19 +115,30 @@ def server_init(
     host: Annotated[str, typer.Option(help="address the server listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port the server listens on")] = 5000,
     workers: Annotated[int, typer.Option(help="server worker processes")] = 2,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the URL the team opens, e.g. http://mlflow.internal:5000 (its host "
+            "name is allowed; MLflow answers only localhost and private IPs otherwise)"
+        ),
+    ] = None,
 ) -> None:
     """Create the team store's schemas and write its config with fresh passwords (idempotent)."""
     from loopexp.track.store import StoreKind, redact, store_kind  # noqa: PLC0415
-    from loopexp.track.team import TeamConfig, init_config, upgrade_schemas  # noqa: PLC0415
+    from loopexp.track.team import (  # noqa: PLC0415
+        TeamConfig,
+        check_public_url,
+        init_config,
+        upgrade_schemas,
+    )
 
     if store_kind(backend_store_uri) is not StoreKind.DATABASE:
         fail(
             f"--backend-store-uri {backend_store_uri!r} is not a database (postgresql+psycopg://…)"
         )
-    config = init_config(
-        config_dir,
-        TeamConfig(backend_store_uri, artifacts_destination, host, port, workers),
-    )
+    team = TeamConfig(backend_store_uri, artifacts_destination, host, port, workers)
+    team.public_url = check_public_url(public_url) if public_url else None
+    config = init_config(config_dir, team)
     console.print(f"upgrading the MLflow and auth schemas in {redact(backend_store_uri)} …")
     upgrade_schemas(config)
     console.print(f"wrote {config_dir / 'team.json'} (0600); next: loopexp server start "
@@ -187,3 +199,55 @@ def _experiment_id(url: str, campaign: str) -> str | None:
             return json.load(resp)["experiment"]["experiment_id"]
     except (OSError, KeyError, ValueError):  # 404 (no such campaign yet) is an HTTPError
         return None
+
+
+# --- the team's users: `loopexp server add-user` / `loopexp server users` ------------------------
+
+
+class Role(StrEnum):
+    """What a user may do on the team server."""
+
+    analyst = "analyst"
+    marketer = "marketer"
+
+
+def server_add_user(
+    name: Annotated[str, typer.Argument(help="the user's sign-in name")],
+    role: Annotated[
+        Role, typer.Option(help="analyst: writes runs (any campaign); marketer: reads them only")
+    ],
+    config_dir: ConfigDirOpt = Path("loopexp-team"),
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
+    ] = False,
+    reset_password: Annotated[
+        bool,
+        typer.Option("--reset-password", help="an existing user: a new password and this role"),
+    ] = False,
+) -> None:
+    """Add a user to the running team server (the admin's password is read from team.json)."""
+    from loopexp.track.team import add_user, load_config, save_password  # noqa: PLC0415
+
+    config = load_config(config_dir)
+    given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    password = add_user(config, name, role.value, given, reset_password)
+    done = "new password for" if reset_password else "added"
+    console.print(f"{done} {role.value} {name!r} on {config.team_url}", soft_wrap=True)
+    if save_password(config_dir, config, name, password):
+        console.print(f"  (its password in {config_dir / 'team.json'} is updated)", soft_wrap=True)
+    if given is None:  # generated: shown this once, the server keeps only its hash
+        console.print(f"  password (shown once, pass it on privately): {password}", soft_wrap=True)
+
+
+def server_users(config_dir: ConfigDirOpt = Path("loopexp-team")) -> None:
+    """List the team server's users and their role (no passwords)."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from loopexp.track.team import list_users, load_config  # noqa: PLC0415
+
+    config = load_config(config_dir)
+    can = {"admin": "manages users", "analyst": "writes runs", "marketer": "reads runs"}
+    table = Table("user", "role", "may", title=f"users of {config.team_url}")
+    for user in list_users(config):
+        table.add_row(user.name, user.role, can[user.role])
+    console.print(table)
