@@ -33,7 +33,7 @@ _PUBLIC: dict[str, str] = {
     "MetricTable": "loopexp.metrics.engine",
     "MetricsError": "loopexp.metrics.compile",
     "MetricsReport": "loopexp.metrics.api",
-    "QuarantineError": "loopexp.metrics.engine",
+    "QuarantineError": "loopexp.metrics.checks",
     "compute": "loopexp.metrics.api",
     "compute_metrics": "loopexp.metrics.engine",
     "compute_outcome_metrics": "loopexp.metrics.outcomes",

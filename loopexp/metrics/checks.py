@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 
 from loopexp.core.errors import EventsError
+from loopexp.events.scope import SCOPE_REASONS
 from loopexp.events.validation import DUCKDB, QUARANTINE_RULES
 from loopexp.metrics.sources import Source, source_name
 
@@ -219,3 +220,28 @@ def no_match_message(
         f"{', '.join(event_keys)}; keys in the assignment like {', '.join(assigned_keys)}. Are "
         "they from the same campaign, and hashed with the same key ($LOOPEXP_HASH_KEY)?"
     )
+
+
+class QuarantineError(EventsError):
+    """More events were quarantined than the spec allows: no decision on what is left."""
+
+
+def check_quarantine_share(
+    events: Source,
+    n_events: int,
+    reasons: dict[str, int],
+    limit: float | None,
+    quarantine_path: str | Path | None = None,
+) -> None:
+    """Raise :class:`QuarantineError` when more than ``limit`` of the events were quarantined.
+
+    One rule for both engines: a run on Spark stops where the same run on DuckDB stops. Events
+    outside the send's scope (:data:`loopexp.events.scope.SCOPE_REASONS`) are not malformed: they
+    count neither as quarantined nor as events here.
+    """
+    n_events -= sum(n for r, n in reasons.items() if r in SCOPE_REASONS)
+    malformed = {r: n for r, n in reasons.items() if r not in SCOPE_REASONS}
+    if limit is not None and n_events and sum(malformed.values()) > limit * n_events:
+        raise QuarantineError(
+            quarantine_message(events, n_events, malformed, limit, quarantine_path)
+        )

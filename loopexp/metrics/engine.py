@@ -22,9 +22,14 @@ from loopexp.core.errors import EventsError
 from loopexp.core.keys import redact_addresses
 from loopexp.core.sql import sql_escape
 from loopexp.events.schema import REQUIRED_COLUMNS
-from loopexp.events.scope import SCOPE_REASONS, SendScope, scope_note
+from loopexp.events.scope import SendScope, scope_note
 from loopexp.events.validation import DUCKDB, DUPLICATE
-from loopexp.metrics.checks import check_assignment, no_match_message, quarantine_message
+from loopexp.metrics.checks import (
+    QuarantineError,  # noqa: F401 (re-exported: its old home)
+    check_assignment,
+    check_quarantine_share,
+    no_match_message,
+)
 from loopexp.metrics.compile import (
     MetricsError,
     Plan,
@@ -52,10 +57,6 @@ from loopexp.metrics.sources import (
 from loopexp.metrics.validated import quarantine_select, validate_events
 
 ALL_SEGMENTS = "all"
-
-
-class QuarantineError(EventsError):
-    """More events were quarantined than the spec allows: no decision on what is left."""
 
 
 @dataclass(frozen=True)
@@ -368,27 +369,6 @@ def _validate(
         )
     check_quarantine_share(events, n_events, reasons, max_quarantine_share, quarantine_path)
     return n_events, reasons
-
-
-def check_quarantine_share(
-    events: Source,
-    n_events: int,
-    reasons: dict[str, int],
-    limit: float | None,
-    quarantine_path: str | Path | None = None,
-) -> None:
-    """Raise :class:`QuarantineError` when more than ``limit`` of the events were quarantined.
-
-    One rule for both engines: a run on Spark stops where the same run on DuckDB stops. Events
-    outside the send's scope (:data:`loopexp.events.scope.SCOPE_REASONS`) are not malformed: they
-    count neither as quarantined nor as events here.
-    """
-    n_events -= sum(n for r, n in reasons.items() if r in SCOPE_REASONS)
-    malformed = {r: n for r, n in reasons.items() if r not in SCOPE_REASONS}
-    if limit is not None and n_events and sum(malformed.values()) > limit * n_events:
-        raise QuarantineError(
-            quarantine_message(events, n_events, malformed, limit, quarantine_path)
-        )
 
 
 def epoch_of(when: datetime | None) -> float | None:
