@@ -139,29 +139,67 @@ def make_plan(defs: Sequence[MetricDef]) -> Plan:
     return Plan(tuple(defs), tuple(measures), tuple(covariates))
 
 
+#: Indicator measures packed into one BIGINT aggregate state (bit_or) per this many measures.
+_FLAG_BITS = 62
+
+
+def _flag_words(plan: Plan, p: Params) -> tuple[list[str], dict[str, str]]:
+    """The 0/1 (``any``) measures as bits of ``bit_or`` aggregates, and each one's value.
+
+    One 8-byte state per 62 indicators instead of one per indicator: the per-recipient aggregate
+    is the engine's memory peak (its partial states of every event are kept until the
+    partitions are combined), and with all standard metrics nine of its twelve states were
+    indicators. Returns the aggregates (``f0``, ...) and each measure's value over them, by
+    the measure's alias.
+    """
+    flags = [m for m in plan.measures if m.events is not None and m.aggregate == "any"]
+    words: list[str] = []
+    values: dict[str, str] = {}
+    for w in range(0, len(flags), _FLAG_BITS):
+        bits = []
+        for i, m in enumerate(flags[w : w + _FLAG_BITS]):
+            cond = _event_condition(m, p, f"anchor_{m.window.after}" if m.window else None)
+            bits.append(f"CASE WHEN {cond} THEN {1 << i} ELSE 0 END")
+            # Bit tests by & and <>: both dialects (Spark has no >> before 4.0)
+            bit = f"(f{len(words)} & {1 << i}) <> 0"
+            values[plan.alias(m)] = f"CAST(CASE WHEN {bit} THEN 1 ELSE 0 END AS DOUBLE)"
+        words.append(f"bit_or(CAST({' | '.join(bits)} AS BIGINT)) AS f{len(words)}")
+    return words, values
+
+
 def _per_recipient(plan: Plan, p: Params, source: str, sent_at: bool = False) -> str:
     windows = sorted({m.window.after for m in plan.measures if m.window is not None})
-    cols = ",\n    ".join(
-        f"{_capped(_event_aggregate(m, p), m, p)} AS {plan.alias(m)}" for m in plan.measures
-    )
+    words, flags = _flag_words(plan, p)
+    states = [
+        f"{_event_aggregate(m, p)} AS g{plan.alias(m)}"
+        for m in plan.measures
+        if plan.alias(m) not in flags
+    ]
     if sent_at:  # when the recipient was sent (censoring of immature outcomes)
-        sent = "min(CASE WHEN event_type IN ('send', 'delivered') THEN ts END)"
-        cols += f",\n    {sent} AS first_sent"
-    if not windows:
-        return (
-            f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-            f"FROM {source} GROUP BY recipient_key"
+        states.append(
+            "min(CASE WHEN event_type IN ('send', 'delivered') THEN ts END) AS first_sent"
         )
-    # Attribution windows need each recipient's anchor (first send / delivery) before the events
-    # are filtered: a window function over the recipient's events, then the same single aggregate.
-    anchors = ", ".join(
-        f"min(CASE WHEN event_type = '{w}' THEN ts END) "
-        f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
-        for w in windows
+    cols = ",\n    ".join(
+        f"{_capped(flags.get(plan.alias(m), f'g{plan.alias(m)}'), m, p)} AS {plan.alias(m)}"
+        for m in plan.measures
     )
+    if sent_at:
+        cols += ",\n    first_sent"
+    source_sql = source
+    if windows:
+        # Attribution windows need each recipient's anchor (first send / delivery) before the
+        # events are filtered: a window function over the recipient's events, then the aggregate.
+        anchors = ", ".join(
+            f"min(CASE WHEN event_type = '{w}' THEN ts END) "
+            f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
+            for w in windows
+        )
+        source_sql = f"(SELECT *, {anchors} FROM {source}) e"
+    aggregates = ",\n        ".join(["count(*) AS n_events", *words, *states])
     return (
-        f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-        f"FROM (SELECT *, {anchors} FROM {source}) e GROUP BY recipient_key"
+        f"SELECT recipient_key, n_events,\n    {cols}\n"
+        f"FROM (SELECT recipient_key, {aggregates}\n"
+        f"    FROM {source_sql} GROUP BY recipient_key) g"
     )
 
 
