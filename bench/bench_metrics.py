@@ -38,6 +38,8 @@ COLUMNS = {
     "open_rate": "opened_human",
     "revenue_per_delivered": "revenue",
 }
+#: ``--memory-limit``: passed to the children (the engine reads $LOOPEXP_DUCKDB_MEMORY_LIMIT).
+MEMORY_LIMIT_ENV, SPILL_ENV = "BENCH_DUCKDB_MEMORY_LIMIT", "BENCH_DUCKDB_SPILL"
 IMPLS = ["engine", "engine_all", "duck_same", "duck_bare", "polars", "pandas"]
 
 Stats = dict[str, dict[str, list[float]]]  # metric -> variant -> [n, sum, sum_sq]
@@ -96,11 +98,22 @@ _SUMS = ", ".join(
 )
 
 
-def run_duck_same(events: str, assignment: str) -> dict:
-    """Hand-written: everything the engine returns, as one would write it for this job."""
+def _duck_connect():
+    """A DuckDB connection on DuckDB's defaults, or within ``--memory-limit`` when given (then
+    also spilling to the work folder: the hand-written queries at 30 M+ need it on a shared box)."""
     import duckdb  # noqa: PLC0415
 
     con = duckdb.connect()
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    if limit:
+        con.execute(f"SET memory_limit = '{limit}'")
+        con.execute(f"SET temp_directory = '{os.environ[SPILL_ENV]}'")
+    return con
+
+
+def run_duck_same(events: str, assignment: str) -> dict:
+    """Hand-written: everything the engine returns, as one would write it for this job."""
+    con = _duck_connect()
     con.execute(f"""
         CREATE TEMP TABLE ev AS
         SELECT provider, event_id, event_type, ts, recipient_key, is_machine_open, is_bot_click,
@@ -160,9 +173,9 @@ def run_duck_same(events: str, assignment: str) -> dict:
 
 
 def run_duck_bare(events: str, assignment: str) -> dict:
-    import duckdb  # noqa: PLC0415
-
-    rows = duckdb.execute(f"""
+    rows = (
+        _duck_connect()
+        .execute(f"""
         WITH per AS (
             SELECT recipient_key, {_OUTCOMES}
             FROM read_parquet('{events}') GROUP BY recipient_key),
@@ -171,7 +184,9 @@ def run_duck_bare(events: str, assignment: str) -> dict:
                 coalesce(p.opened_human, 0) AS opened_human,
                 coalesce(p.clicked_human, 0) AS clicked_human, coalesce(p.revenue, 0) AS revenue
             FROM read_parquet('{assignment}') a LEFT JOIN per p USING (recipient_key))
-        SELECT variant_id, count(*) FILTER (WHERE d), {_SUMS} FROM o GROUP BY 1""").fetchall()
+        SELECT variant_id, count(*) FILTER (WHERE d), {_SUMS} FROM o GROUP BY 1""")
+        .fetchall()
+    )
     return {"stats": _duck_rows_to_stats(rows)}
 
 
@@ -356,13 +371,27 @@ def peak_rss_mib() -> float:
 
 
 def measure(
-    impl: str, events: Path, assignment: Path, out: Path, sources: dict[str, str]
+    impl: str,
+    events: Path,
+    assignment: Path,
+    out: Path,
+    sources: dict[str, str],
+    memory_limit: str | None = None,
 ) -> tuple[float, float, dict]:
     """Run one implementation in a fresh process: (seconds of the computation, imports
     excluded; peak RSS in MiB; result with its CPU seconds and the load average)."""
     # "engine@main": the engine of another source tree (e.g. `git archive main`), same data
     runner, _, source = impl.partition("@")
     env = dict(os.environ)
+    if memory_limit:
+        spill = out.parent / "spill"
+        spill.mkdir(exist_ok=True)
+        env |= {
+            MEMORY_LIMIT_ENV: memory_limit,
+            SPILL_ENV: str(spill),
+            "LOOPEXP_DUCKDB_MEMORY_LIMIT": memory_limit,
+            "LOOPEXP_DUCKDB_TEMP_DIR": str(spill),
+        }
     if source:
         env["PYTHONPATH"] = sources[source]
     proc = subprocess.Popen(
@@ -444,6 +473,10 @@ def main() -> None:
         help="NAME=DIR: also run the engine from source tree DIR, reported as engine@NAME",
     )
     parser.add_argument("--out", type=Path, help="the report (default: WORKDIR/metrics.json)")
+    parser.add_argument(
+        "--memory-limit",
+        help="DuckDB memory_limit for every implementation (e.g. 3GB; spills to WORKDIR/spill)",
+    )
     parser.add_argument("--prepare-only", action="store_true", help="only simulate the data")
     parser.add_argument("--table", nargs="+", type=Path, help="print REPORT.json(s) as markdown")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
@@ -477,7 +510,11 @@ def main() -> None:
                 continue
             impls = [
                 *args.impls,
-                *(f"engine@{name}" for name in sources),
+                *(  # engine@NAME unless some impl@NAME is asked for already
+                    f"engine@{name}"
+                    for name in sources
+                    if not any(i.endswith(f"@{name}") for i in args.impls)
+                ),
                 *(["spark"] if args.spark and not dups else []),
             ]
             # Round robin (every implementation once, then again): on a shared machine a burst
@@ -488,7 +525,9 @@ def main() -> None:
                     if impl == "spark" and rep:
                         continue  # once: minutes per run, and not judged
                     out = args.workdir / f"{impl}.json"
-                    runs[impl].append(measure(impl, events, assignment, out, sources))
+                    runs[impl].append(
+                        measure(impl, events, assignment, out, sources, args.memory_limit)
+                    )
             reference = runs["engine"][-1][2] if runs.get("engine") else None
             for impl, measured in runs.items():
                 result = measured[-1][2]
@@ -502,6 +541,7 @@ def main() -> None:
                     "cpu_s": [round(r[2]["cpu_s"], 2) for r in measured],
                     "loadavg": [r[2]["loadavg"] for r in measured],
                     "peak_rss_mib": round(max(r[1] for r in measured)),
+                    "memory_limit": args.memory_limit,
                     "same_numbers_as_engine": same_numbers(
                         (reference or result)["stats"], result["stats"]
                     ),

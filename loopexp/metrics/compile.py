@@ -16,7 +16,7 @@ holdout id) is bound as a named parameter. Generated aliases (``m0``, ``s12``) a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -140,30 +140,86 @@ def make_plan(defs: Sequence[MetricDef]) -> Plan:
     return Plan(tuple(defs), tuple(measures), tuple(covariates))
 
 
-def _per_recipient(plan: Plan, p: Params, source: str, sent_at: bool = False) -> str:
+#: Indicator measures packed into one BIGINT aggregate state (bit_or) per this many measures.
+_FLAG_BITS = 62
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """The per-recipient aggregate with its 0/1 measures packed into bits, and how to unpack.
+
+    ``sql`` groups the events by ``recipient_key``: ``n_events``, the ``bit_or`` words ``f0``,
+    ``f1``, ... (one bit per ``any`` measure), ``g<alias>`` for the other measures, and
+    ``first_sent`` when asked. One 8-byte state per 62 indicators instead of one per indicator:
+    the per-recipient aggregate is the engine's memory peak (DuckDB keeps the partial states of
+    every event until it combines the partitions), and with all standard metrics nine of its
+    twelve states were indicators. The statistics query joins these packed rows with the
+    assignment and unpacks after the join, so the join's build side stays narrow too.
+    """
+
+    sql: str
+    bits: dict[str, tuple[str, int]]  # measure alias -> (word column, bit value)
+    caps: dict[str, str]  # measure alias -> bound cap marker
+
+    def value(self, alias: str, ref: Callable[[str], str]) -> str:
+        """Measure ``alias``'s per-recipient value; ``ref`` makes a packed column's reference."""
+        if alias in self.bits:
+            word, bit = self.bits[alias]
+            # a bit test by & and <>, in both dialects (Spark has no >> before 4.0)
+            expr = f"CAST(CASE WHEN ({ref(word)} & {bit}) <> 0 THEN 1 ELSE 0 END AS DOUBLE)"
+        else:
+            expr = ref(f"g{alias}")
+        return expr if alias not in self.caps else f"least({expr}, {self.caps[alias]})"
+
+
+#: Indicator measures packed into one BIGINT aggregate state (``bit_or``) per this many.
+_FLAG_BITS = 62
+
+
+def _packed(plan: Plan, p: Params, source: str, sent_at: bool = False) -> _Packed:
     windows = sorted({m.window.after for m in plan.measures if m.window is not None})
-    cols = ",\n    ".join(
-        f"{_capped(_event_aggregate(m, p), m, p)} AS {plan.alias(m)}" for m in plan.measures
-    )
+    flags = [m for m in plan.measures if m.events is not None and m.aggregate == "any"]
+    words: list[str] = []
+    bits: dict[str, tuple[str, int]] = {}
+    for w in range(0, len(flags), _FLAG_BITS):
+        cases = []
+        for i, m in enumerate(flags[w : w + _FLAG_BITS]):
+            cond = _event_condition(m, p, f"anchor_{m.window.after}" if m.window else None)
+            cases.append(f"CASE WHEN {cond} THEN {1 << i} ELSE 0 END")
+            bits[plan.alias(m)] = (f"f{len(words)}", 1 << i)
+        words.append(f"bit_or(CAST({' | '.join(cases)} AS BIGINT)) AS f{len(words)}")
+    states = [
+        f"{_event_aggregate(m, p)} AS g{plan.alias(m)}"
+        for m in plan.measures
+        if plan.alias(m) not in bits
+    ]
     if sent_at:  # when the recipient was sent (censoring of immature outcomes)
-        sent = "min(CASE WHEN event_type IN ('send', 'delivered') THEN ts END)"
-        cols += f",\n    {sent} AS first_sent"
-    if not windows:
-        return (
-            f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-            f"FROM {source} GROUP BY recipient_key"
+        states.append(
+            "min(CASE WHEN event_type IN ('send', 'delivered') THEN ts END) AS first_sent"
         )
-    # Attribution windows need each recipient's anchor (first send / delivery) before the events
-    # are filtered: a window function over the recipient's events, then the same single aggregate.
-    anchors = ", ".join(
-        f"min(CASE WHEN event_type = '{w}' THEN ts END) "
-        f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
-        for w in windows
+    source_sql = source
+    if windows:
+        # Attribution windows need each recipient's anchor (first send / delivery) before the
+        # events are filtered: a window function over the recipient's events, then the aggregate.
+        anchors = ", ".join(
+            f"min(CASE WHEN event_type = '{w}' THEN ts END) "
+            f"OVER (PARTITION BY recipient_key) AS anchor_{w}"
+            for w in windows
+        )
+        source_sql = f"(SELECT *, {anchors} FROM {source}) e"
+    aggregates = ",\n    ".join(["count(*) AS n_events", *words, *states])
+    caps = {plan.alias(m): p.bind(float(m.cap)) for m in plan.measures if m.cap is not None}
+    sql = f"SELECT recipient_key, {aggregates}\nFROM {source_sql} GROUP BY recipient_key"
+    return _Packed(sql, bits, caps)
+
+
+def _per_recipient(plan: Plan, p: Params, source: str) -> str:
+    """One row per recipient: ``n_events`` and every measure of the plan by its alias."""
+    packed = _packed(plan, p, source)
+    cols = ",\n    ".join(
+        f"{packed.value(plan.alias(m), str)} AS {plan.alias(m)}" for m in plan.measures
     )
-    return (
-        f"SELECT recipient_key, count(*) AS n_events,\n    {cols}\n"
-        f"FROM (SELECT *, {anchors} FROM {source}) e GROUP BY recipient_key"
-    )
+    return f"SELECT recipient_key, n_events,\n    {cols}\nFROM ({packed.sql}) g"
 
 
 def per_recipient_sql(plan: Plan, dialect: Dialect, source: str = "valid_events") -> Compiled:
@@ -294,16 +350,18 @@ def events_stats_sql(
     split_batches` adds them up again and counts recipients per batch.
     """
     p = Params(dialect)
-    per_recipient = _per_recipient(plan, p, source, sent_at=True)
+    packed = _packed(plan, p, source, sent_at=True)
+
+    def measure(m: Measure) -> str:  # unpacked after the join; 0 without events
+        return packed.value(plan.alias(m), lambda c: f"coalesce(p.{c}, 0)")
+
     q = partial(quote, dialect)
     value_of = {id(m): f"v{plan.alias(m)}" for m in plan.measures}
     for d in plan.defs:  # identical measures share a column; map each def's objects to it
         for m in (d.numerator, d.ratio_denominator):
             if m is not None:
                 value_of[id(m)] = f"v{plan.alias(m)}"
-    cols = [
-        f"CAST(coalesce(p.{plan.alias(m)}, 0) AS DOUBLE) AS v{plan.alias(m)}" for m in plan.measures
-    ]
+    cols = [f"CAST({measure(m)} AS DOUBLE) AS v{plan.alias(m)}" for m in plan.measures]
     cols += [f"CAST(a.{q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
     matured: dict[str, str] | None = None
     if as_of is not None:
@@ -312,8 +370,8 @@ def events_stats_sql(
     outcomes = (
         "SELECT a.variant_id, a.segment, a.recipient_key IS NOT NULL AS is_assigned, "
         f"a.recipient_key IS NOT NULL AND a.variant_id <> {p.bind(HOLDOUT)} AS is_sent, "
-        f"coalesce(p.{plan.alias(_DELIVERED)}, 0) > 0 AS is_delivered, "
-        f"coalesce(p.{plan.alias(_OPENED)}, 0) > 0 AS is_opened, "
+        f"{measure(_DELIVERED)} > 0 AS is_delivered, "
+        f"{measure(_OPENED)} > 0 AS is_opened, "
         "coalesce(p.n_events, 0) AS n_events, p.first_sent AS first_sent, "
         f"{send_batch_column(dialect.epoch('p.first_sent'))}, "
         + ", ".join(cols)
@@ -323,7 +381,7 @@ def events_stats_sql(
     exprs, columns = _stat_columns(plan, value_of, matured)
     # the last send of an assigned recipient (the read time), in the same pass
     exprs.append("max(CASE WHEN is_assigned THEN first_sent END) AS last_sent")
-    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=per_recipient, batches=True)
+    sql = _grouped(outcomes, exprs, segmented=True, per_recipient=packed.sql, batches=True)
     return Compiled(sql, p.values), columns
 
 
@@ -372,126 +430,4 @@ def cap_quantiles_sql(
         f"WITH per_recipient AS ({per_recipient}),\noutcomes AS ({outcomes})\n"
         f"SELECT {', '.join(exprs)} FROM outcomes"
     )
-    return Compiled(sql, p.values), aliases
-
-
-def outcome_measure_column(m: Measure) -> str:
-    """The outcome-table column a measure reads: its ``column``, or a standard measure's name."""
-    if m.column is not None:
-        return m.column
-    for name, standard in STANDARD_MEASURES.items():
-        if standard == m:
-            return name
-    raise MetricsError(
-        "this metric counts events (numerator `events: ...`), which an outcome table does not "
-        "have; define it with `column: <outcome column>` instead"
-    )
-
-
-def outcome_columns_needed(plan: Plan) -> dict[str, str]:
-    """Outcome-table columns the plan reads, with the metric that needs each (for errors)."""
-    need: dict[str, str] = {"variant_id": "every metric"}
-    for d in plan.defs:
-        for m in (d.numerator, d.ratio_denominator):
-            if m is not None:
-                try:
-                    need.setdefault(outcome_measure_column(m), d.name)
-                except MetricsError as exc:
-                    raise MetricsError(f"metric {d.name!r}: {exc}") from None
-        if d.denominator in ("delivered", "opened"):
-            need.setdefault(d.denominator, f"{d.name} (denominator {d.denominator})")
-        for c in d.covariates:
-            need.setdefault(c, f"{d.name} (covariate)")
-    return need
-
-
-def _outcome_rows(
-    plan: Plan, p: Params, columns: Iterable[str], table: str
-) -> tuple[str, dict[int, str], dict[str, str], bool]:
-    """The outcome table as the statistics read it.
-
-    Returns the query, each measure's value column, the columns read (``name|cap`` → alias) and
-    whether the table has segments.
-    """
-    present = set(columns)
-    q = partial(quote, p.dialect)
-    value_of: dict[int, str] = {}
-    cols: list[str] = []
-    names: dict[str, str] = {}
-    for d in plan.defs:
-        for m in (d.numerator, d.ratio_denominator):
-            if m is None:
-                continue
-            column = outcome_measure_column(m)
-            key = f"{column}|{m.cap}"
-            if key not in names:
-                names[key] = f"y{len(names)}"
-                expr = _capped(f"CAST({q(column)} AS DOUBLE)", m, p)
-                cols.append(f"{expr} AS {names[key]}")
-            value_of[id(m)] = names[key]
-    flags = {
-        f"is_{c}": f"CAST({q(c)} AS DOUBLE) > 0" if c in present else "NULL"
-        for c in ("delivered", "opened")
-    }
-    cols += [f"CAST({q(c)} AS DOUBLE) AS cov_{i}" for i, c in enumerate(plan.covariates)]
-    segmented = "segment" in present
-    outcomes = (
-        "SELECT CAST(variant_id AS STRING) AS variant_id, "
-        + (f"CAST({q('segment')} AS STRING) AS segment, " if segmented else "")
-        + f"CAST(variant_id AS STRING) <> {p.bind(HOLDOUT)} AS is_sent, TRUE AS is_assigned, "
-        + "0 AS n_events, "
-        + ", ".join(f"{v} AS {k}" for k, v in flags.items())
-        + (", " if cols else "")
-        + ", ".join(cols)
-        + f" FROM {table}"
-    )
-    return outcomes, value_of, names, segmented
-
-
-def outcome_stats_sql(
-    plan: Plan, dialect: Dialect, columns: Iterable[str], table: str = "outcomes_src"
-) -> tuple[Compiled, list[StatColumn]]:
-    """Sufficient statistics from an outcome table (one row per recipient, metric columns).
-
-    ``columns`` are the table's actual columns: a ``segment`` column adds the per-segment rows;
-    ``delivered`` / ``opened`` (0/1 or boolean) define those populations when a metric uses them.
-    """
-    p = Params(dialect)
-    outcomes, value_of, names, segmented = _outcome_rows(plan, p, columns, table)
-    exprs, stat_cols = _stat_columns(plan, value_of)
-    # Missing outcome values are counted (and refused) rather than averaged over silently.
-    for key, alias in names.items():
-        column = key.split("|")[0]
-        # (keyed "column:<name>", never a metric's name: a metric may be named as its column)
-        stat_cols.append(StatColumn(f"column:{column}", "missing_value", f"s{len(stat_cols)}"))
-        exprs.append(f"sum(CASE WHEN {alias} IS NULL THEN 1 ELSE 0 END) AS {stat_cols[-1].alias}")
-    return Compiled(_grouped(outcomes, exprs, segmented), p.values), stat_cols
-
-
-def outcome_cap_quantiles_sql(
-    plan: Plan,
-    percentiles: Mapping[str, float],
-    dialect: Dialect,
-    columns: Iterable[str],
-    table: str = "outcomes_src",
-) -> tuple[Compiled, dict[str, str]] | None:
-    """:func:`cap_quantiles_sql` for an outcome table: the same percentile, population and pooling.
-
-    Per capped mean metric: the percentile of its non-zero numerator column among the rows of its
-    denominator population (mailed rows only, unless the population is ``assigned``), pooled over
-    arms. None when no metric is capped.
-    """
-    capped = [d for d in plan.defs if d.name in percentiles and d.kind == "mean"]
-    if not capped:
-        return None
-    p = Params(dialect)
-    outcomes, value_of, _, _ = _outcome_rows(plan, p, columns, table)
-    exprs: list[str] = []
-    aliases: dict[str, str] = {}
-    for d in capped:
-        v = value_of[id(d.numerator)]
-        value = f"CASE WHEN {_population(d)} AND {v} > 0 THEN {v} END"
-        aliases[d.name] = f"q{len(aliases)}"
-        exprs.append(f"{dialect.quantile(value, percentiles[d.name])} AS {aliases[d.name]}")
-    sql = f"WITH outcomes AS ({outcomes})\nSELECT {', '.join(exprs)} FROM outcomes"
     return Compiled(sql, p.values), aliases

@@ -23,13 +23,15 @@ from loopexp.metrics.compile import (
     MetricsError,
     Plan,
     make_plan,
-    outcome_cap_quantiles_sql,
-    outcome_columns_needed,
-    outcome_stats_sql,
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef, resolve_metric
 from loopexp.metrics.engine import MetricTable, cap_values_of, collect_stats
+from loopexp.metrics.outcome_sql import (
+    outcome_cap_quantiles_sql,
+    outcome_columns_needed,
+    outcome_stats_sql,
+)
 from loopexp.metrics.sources import Source, attach, columns_of, connect
 
 

@@ -34,8 +34,6 @@ from loopexp.metrics.compile import (
     cap_quantiles_sql,
     events_stats_sql,
     make_plan,
-    outcome_cap_quantiles_sql,
-    outcome_stats_sql,
     with_cap,
 )
 from loopexp.metrics.definitions import MetricDef
@@ -49,6 +47,7 @@ from loopexp.metrics.engine import (
 )
 from loopexp.metrics.links import LINK_COLUMNS, links_sql, order_links
 from loopexp.metrics.maturity import last_sent_of
+from loopexp.metrics.outcome_sql import outcome_cap_quantiles_sql, outcome_stats_sql
 from loopexp.metrics.outcomes import capped_plan, check_outcome_columns, resolve
 from loopexp.metrics.periods import ENROLLED_AT, by_period, periods_sql, split_batches
 from loopexp.metrics.sources import Source, require_source
