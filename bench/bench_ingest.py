@@ -7,6 +7,8 @@ Side by side on the same file, each run in a fresh Python process (so peak RSS i
 - ``bare+parquet``: the same, written to Parquet (what any ingest must at least do);
 - ``ingest``: loopexp's ingest (map to the canonical table, hash addresses, dedupe, bot rules,
   quarantine, write Parquet), with its phases timed (read+map / hashing / dedupe+flags+write);
+- ``ingest-rawlog``: the same events as the webhook receiver's raw log (SendGrid batches of 100
+  per request, sealed segments of 1 M events) through ``loopexp ingest``;
 - ``hash``: the keyed hash (HMAC-SHA-256 in Python) of the file's distinct addresses alone.
 
 CPU seconds are reported next to wall seconds: on a shared machine wall time depends on the
@@ -122,6 +124,41 @@ def generate_samples(path: Path, provider: str, n_events: int, n_recipients: int
             out.write(templates[i % k].format(i=i, rcpt=rcpt) + "\n")
 
 
+def _rawlog_of(path: Path) -> Path:
+    """The folder of raw-log segments holding ``path``'s events (see :func:`write_rawlog`)."""
+    return path.with_suffix(".rawlog")
+
+
+def write_rawlog(path: Path, batch: int = 100, per_segment: int = 1_000_000) -> Path:
+    """``path``'s SendGrid events as the webhook receiver stores them: batches of ``batch``
+    events per request body (a JSON array, as SendGrid posts them), sealed ``.wlog`` segments of
+    ``per_segment`` events, framed by :func:`loopexp.events.rawlog.encode`."""
+    from loopexp.events import rawlog  # noqa: PLC0415
+
+    folder = _rawlog_of(path)
+    folder.mkdir(exist_ok=True)
+    headers = {"content-type": "application/json"}
+    with path.open("rb") as src:
+        seg, n, out = 0, 0, None
+        lines: list[bytes] = []
+        for line in (*src, None):
+            if line is not None and line.strip():
+                lines.append(line.rstrip(b"\n"))
+            if lines and (len(lines) == batch or line is None):
+                if out is None or n >= per_segment:
+                    if out is not None:
+                        out.close()
+                    seg += 1
+                    out = (folder / f"bench-1700000000-{seg:06d}{rawlog.SEALED}").open("wb")
+                    n = 0
+                body = b"[" + b",".join(lines) + b"]"
+                out.write(rawlog.encode("sendgrid", 1700000000.0 + seg, headers, body))
+                n, lines = n + len(lines), []
+        if out is not None:
+            out.close()
+    return folder
+
+
 def _usage() -> tuple[float, float]:
     """CPU seconds of this process and its waited-for children (the keyed hash forks), peak RSS."""
     r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -147,6 +184,8 @@ def child(kind: str, path: Path, out: Path) -> dict:
         con.execute(f"COPY (SELECT * FROM read_json('{path}')) TO '{out}' (FORMAT parquet)")
     elif kind.startswith("ingest"):
         provider = path.name.split("_", 1)[0]
+        if kind.endswith("-rawlog"):  # the receiver's sealed segments of the same events
+            path, provider = _rawlog_of(path), "auto"
         s = ingest(path, out, key=HashKey(b"bench-secret", "bench"), fmt=provider)
         extra |= {
             "rows": s.input_records,
@@ -211,6 +250,8 @@ def main() -> None:
             generate(data, args.events, n_recipients)
         else:
             generate_samples(data, args.provider, args.events, n_recipients)
+    if any(k.endswith("-rawlog") for k in args.kinds) and not _rawlog_of(data).exists():
+        write_rawlog(data)
         print(
             f"generated {data} ({data.stat().st_size / 1e9:.2f} GB) in "
             f"{time.perf_counter() - t0:.0f} s"
@@ -264,6 +305,8 @@ def main() -> None:
         "ratio_ingest_to_bare_parquet_cpu": ratio("ingest", "bare+parquet"),
         "ratio_ingest_to_bare_wall": ratio("ingest", "bare", "wall_s"),
         "ratio_capped_ingest_to_bare_wall": ratio("ingest-capped", "bare", "wall_s"),
+        "ratio_rawlog_ingest_to_bare_cpu": ratio("ingest-rawlog", "bare"),
+        "ratio_rawlog_ingest_to_bare_wall": ratio("ingest-rawlog", "bare", "wall_s"),
         "hash_share_of_ingest_cpu": ratio("hash", "ingest"),
         "machine": "2 cores shared with other jobs; CPU seconds are the steadier figure",
     }
