@@ -250,12 +250,12 @@ def main() -> None:
             generate(data, args.events, n_recipients)
         else:
             generate_samples(data, args.provider, args.events, n_recipients)
-    if any(k.endswith("-rawlog") for k in args.kinds) and not _rawlog_of(data).exists():
-        write_rawlog(data)
         print(
             f"generated {data} ({data.stat().st_size / 1e9:.2f} GB) in "
             f"{time.perf_counter() - t0:.0f} s"
         )
+    if any(k.endswith("-rawlog") for k in args.kinds) and not _rawlog_of(data).exists():
+        write_rawlog(data)
     runs: dict[str, list[dict]] = {}
     for _ in range(args.repeats):  # interleaved, so load from neighbours hits all alike
         for kind in args.kinds:
