@@ -197,7 +197,7 @@ def _detect(path: Path, text: str, *, final: bool = True) -> Adapter | None:
 
 
 #: Units normalized in Python go to DuckDB in chunks of this many: the parsed records and their
-#: rows never sit in Python all at once (1 M Mailgun events took 16 GB of RSS that way).
+#: rows never sit in Python all at once (1 M events of a per-record adapter took 16 GB of RSS).
 CHUNK_UNITS = 20_000
 
 
