@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_addresses
+from loopexp.core.keys import EMAIL_PATTERN, HashKey, hash_address_array, hash_addresses
 from loopexp.core.sql import sql_escape
 from loopexp.events import bots
 from loopexp.events.adapters.base import IGNORED_TYPE
@@ -26,7 +26,11 @@ from loopexp.events.summary import FileReport, IngestSummary
 
 
 def hash_address_keys(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
-    """Hash each distinct address once (the expensive part, in Python) into ``address_keys``."""
+    """Hash each distinct address once (the expensive part, in Python) into ``address_keys``.
+
+    The addresses stay one Arrow column from DuckDB to the hash and back (no Python string per
+    address on the way: 2 M distinct addresses at 10 M events).
+    """
     addresses = (
         con.execute(
             "SELECT DISTINCT address FROM checked WHERE nullif(trim(address), '') IS NOT NULL "
@@ -34,14 +38,9 @@ def hash_address_keys(con: duckdb.DuckDBPyConnection, key: HashKey) -> int:
         )
         .to_arrow_table()
         .column("address")
-        .to_pylist()
+        .combine_chunks()
     )
-    keys = pa.table(
-        {
-            "address": pa.array(addresses, pa.string()),
-            "hashed": pa.array(hash_addresses(addresses, key), pa.string()),
-        }
-    )
+    keys = pa.table({"address": addresses, "hashed": hash_address_array(addresses, key)})
     con.register("address_keys_src", keys)
     con.execute("CREATE TEMP TABLE address_keys AS SELECT * FROM address_keys_src")
     con.unregister("address_keys_src")

@@ -141,12 +141,24 @@ def json_units(text: str) -> Iterator[Unit]:
 
 
 def _line_units(text: str) -> Iterator[Unit]:
-    for full_line in text.split("\n"):
+    for full_line in _lines(text):
         line = full_line.rstrip("\r")
         if not line.strip():
             continue
         value, reason = _loads(line)
         yield _unit(line, value, reason)
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (as splitting on newlines gives them), one at a time.
+
+    No list of every line: a large export is then not held twice.
+    """
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def _array_units(text: str) -> Iterator[Unit]:
