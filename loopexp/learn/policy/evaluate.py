@@ -56,6 +56,7 @@ from loopexp.learn.policy.estimators import (
     ipw_scores,
     mean_interval,
 )
+from loopexp.learn.policy.guardrails import GuardrailOutcome, GuardrailValue, guardrail_value
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,17 @@ class LoggedData:
     action: np.ndarray
     propensity: np.ndarray
     y: np.ndarray
+    guardrails: tuple[GuardrailOutcome, ...] = ()
+    """The spec's guardrail metrics per recipient: a candidate that worsens one is not chosen."""
 
     def __post_init__(self) -> None:
         check_logged(self.action, self.propensity, self.y)
+        for g in self.guardrails:
+            if len(g.y) != len(self.y) or not np.isfinite(g.y).all():
+                raise PolicyError(
+                    f"guardrail {g.metric}: {len(g.y)} values for {len(self.y)} recipients (or "
+                    "not all finite); give every mailed recipient one"
+                )
         if len(self.frame) != len(self.y):
             raise PolicyError(f"{len(self.frame)} feature rows for {len(self.y)} outcomes")
         missing = [f for f in self.features if f not in self.frame]
@@ -101,6 +110,11 @@ class CandidateValue:
     ipw: Estimate
     dm: float
     gain: Estimate
+    guardrails: list[GuardrailValue] = field(default_factory=list)
+
+    def vetoed(self) -> list[GuardrailValue]:
+        """The guardrails this candidate worsens beyond the spec's tolerance."""
+        return [g for g in self.guardrails if g.vetoed]
 
     def to_dict(self) -> dict[str, object]:
         """The issue's JSON shape (plus the IPW and DM values beside the AIPW one)."""
@@ -116,6 +130,7 @@ class CandidateValue:
             "ipw": self.ipw.value,
             "dm": self.dm,
             "rules": [r.words() for r in self.rules],
+            "guardrails": [g.to_dict() for g in self.guardrails],
         }
 
 
@@ -162,23 +177,26 @@ def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def outcome_model(data: LoggedData, train: np.ndarray, segments: Sequence[str]) -> np.ndarray:
+def outcome_model(
+    data: LoggedData, train: np.ndarray, segments: Sequence[str], y: np.ndarray | None = None
+) -> np.ndarray:
     """μ̂(x, a) for every recipient (n × actions): one regression tree per action, fit on ``train``.
 
     A shallow tree per action captures segment and feature effects without tuning; any model
     works for AIPW's unbiasedness (the propensities are known), a better one only narrows it. An
     action no training recipient got is modelled by the training mean (still unbiased).
     """
+    y = data.y if y is None else y
     x, _ = design_matrix(data.frame, data.features, segments)
-    mu = np.empty((len(data.y), len(data.actions)))
+    mu = np.empty((len(y), len(data.actions)))
     for a in range(len(data.actions)):
         rows = train & (data.action == a)
         if rows.sum() < 2:
-            mu[:, a] = float(data.y[train].mean()) if train.any() else 0.0
+            mu[:, a] = float(y[train].mean()) if train.any() else 0.0
             continue
         leaf = max(20, int(rows.sum()) // 50)
         model = DecisionTreeRegressor(max_depth=4, min_samples_leaf=leaf, random_state=0)
-        model.fit(x[rows], data.y[rows])
+        model.fit(x[rows], y[rows])
         mu[:, a] = model.predict(x)
     return mu
 
@@ -227,7 +245,8 @@ def cross_fit(
     segments = sorted(set(data.frame[SEGMENT].astype(str))) if SEGMENT in data.frame else []
     fold = fold_ids(n, folds, seed)
     mu_all = np.empty((n, len(data.actions)))
-    scores = {c.name: {k: np.full(n, np.nan) for k in ("aipw", "ipw", "dm")} for c in candidates}
+    kinds = ("aipw", "ipw", "dm", *(guardrail_key(g) for g in data.guardrails))
+    scores = {c.name: {k: np.full(n, np.nan) for k in kinds} for c in candidates}
     fold_rules: dict[str, list[list[PolicyRule]]] = {c.name: [] for c in candidates}
     for k in range(folds):
         test = fold == k
@@ -239,6 +258,7 @@ def cross_fit(
         gamma = aipw_matrix(data.y[train], data.action[train], data.propensity[train], mu[train])
         min_leaf = max(50, int(train.sum()) // 20)
         y, a, p, mu_test = data.y[test], data.action[test], data.propensity[test], mu[test]
+        guard_mu = [outcome_model(data, train, segments, g.y)[test] for g in data.guardrails]
         for c in candidates:
             rules = learn(c, gamma, data.frame[train], data.actions, data.features, min_leaf)
             fold_rules[c.name].append(rules)
@@ -246,7 +266,14 @@ def cross_fit(
             scores[c.name]["aipw"][test] = aipw_scores(y, a, p, mu_test, pi)
             scores[c.name]["ipw"][test] = ipw_scores(y, a, p, pi)
             scores[c.name]["dm"][test] = dm_scores(mu_test, pi)
+            for g, g_mu in zip(data.guardrails, guard_mu, strict=True):
+                scores[c.name][guardrail_key(g)][test] = aipw_scores(g.y[test], a, p, g_mu, pi)
     return CrossFit(scores, mu_all, fold, fold_rules)
+
+
+def guardrail_key(g: GuardrailOutcome) -> str:
+    """Key of a guardrail's AIPW scores in :attr:`CrossFit.scores`."""
+    return f"guardrail:{g.metric}"
 
 
 def evaluate_policies(
@@ -274,6 +301,11 @@ def evaluate_policies(
         s = scores[c.name]
         rules = learn(c, gamma, data.frame, data.actions, data.features, min_leaf)
         gain = _gain(s["aipw"] - base, gain_alpha)
+        single = scores[candidates[0].name]
+        guards = [
+            guardrail_value(g, s[guardrail_key(g)], single[guardrail_key(g)], alpha)
+            for g in data.guardrails
+        ]
         values.append(
             CandidateValue(
                 c.name,
@@ -284,6 +316,7 @@ def evaluate_policies(
                 mean_interval(s["ipw"], alpha),
                 float(s["dm"].mean()),
                 gain,
+                guards,
             )
         )
     chosen, reason = choose(values)
@@ -308,15 +341,31 @@ def _gain(diff: np.ndarray, alpha: float) -> Estimate:
 
 
 def choose(values: Sequence[CandidateValue]) -> tuple[CandidateValue, str]:
-    """The simplest candidate whose gain interval lies above 0, else the single arm, with why."""
+    """The simplest candidate with a gain interval above 0 that keeps the guardrails; with why.
+
+    Otherwise the best single arm, saying whether no gain was clear or a guardrail vetoed it.
+    """
     single = values[0]
+    vetoed: list[str] = []
     for c in sorted(values[1:], key=lambda v: v.complexity):
-        if c.gain.se > 0 and c.gain.ci_low > 0 and len(c.rules) > 1:
-            return c, (
+        if not (c.gain.se > 0 and c.gain.ci_low > 0 and len(c.rules) > 1):
+            continue
+        if c.vetoed():
+            worse = "; ".join(g.words() for g in c.vetoed())
+            vetoed.append(f"{c.name} gains but worsens a guardrail beyond its tolerance ({worse})")
+            continue
+        return c, "; ".join(
+            [
                 f"{c.name}: gain over the best single arm {c.gain.value:+.4f} "
                 f"[{c.gain.ci_low:+.4f}, {c.gain.ci_high:+.4f}] on held-out recipients, the "
-                "simplest candidate whose gain interval lies above 0"
-            )
+                "simplest candidate whose gain interval lies above 0 and that keeps the guardrails",
+                *(f"not chosen: {v}" for v in vetoed),
+            ]
+        )
+    if vetoed:
+        return single, (
+            f"{'; '.join(vetoed)}: not chosen. Send the single winner, {single.rules[-1].words()}"
+        )
     return single, (
         "no candidate's gain over the best single arm is clear (every gain interval includes 0 "
         f"or lies below it): send the single winner, {single.rules[-1].words()}"
