@@ -174,6 +174,7 @@ def _share_positive(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=120)
+    parser.add_argument("--scenario", choices=("none", "segment_flip"), action="append")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     args = parser.parse_args()
     started = time.perf_counter()
@@ -188,23 +189,27 @@ def main() -> None:
         f"({n / oracle:.2f} × the oracle plan).",
         "",
     ]
-    for scenario, size in (("none", n), ("segment_flip", n)):
+    for scenario in args.scenario or ("none", "segment_flip"):
         ref = population(REFERENCE, scenario, seed=999)
         t0 = time.perf_counter()
-        runs = [replicate(scenario, size, rep, ref) for rep in range(args.reps)]
-        body += summarise(scenario, size, runs, time.perf_counter() - t0)
+        runs: list[dict] = []
+        for rep in range(args.reps):
+            runs.append(replicate(scenario, n, rep, ref))
+            if len(runs) % 10 == 0 or len(runs) == args.reps:  # a long run leaves what it has
+                done = summarise(scenario, n, runs, time.perf_counter() - t0)
+                write(args, started, load_before, body + done)
+        body += summarise(scenario, n, runs, time.perf_counter() - t0)
         print("\n".join(body[-12:]), flush=True)
-        write(args, started, load_before, body)
 
 
 def write(args: argparse.Namespace, started: float, load_before: tuple, body: list[str]) -> None:
-    """The report so far (after each scenario, so a long run leaves what it has)."""
+    """The report so far (every 10 replicates, so a long run leaves what it has)."""
     load = os.getloadavg()
     header = [
         "# Policy learning calibration (issue 27)",
         "",
         "Written by `bench/policy_calibration.py` "
-        f"(`--reps {args.reps}`, {time.perf_counter() - started:.0f} s wall, load average "
+        f"(`--reps {args.reps}`, {time.perf_counter() - started:.0f} s wall so far, load average "
         f"{load_before[0]:.2f} at start, {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end "
         f"on {os.cpu_count()} cores). See the script's docstring for the design.",
         "",
