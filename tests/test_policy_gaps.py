@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopexp.analysis.policy import POLICY_GROUP, exploration_view, explored_flags
+from loopexp.core.errors import InputError
+from loopexp.design.policy import PolicyCondition, PolicyRule, PolicySettings
 from loopexp.design.spec import load_spec
 from loopexp.learn.policy.estimators import (
     PolicyCell,
@@ -143,3 +146,36 @@ def test_the_policy_step_reads_only_what_it_uses_and_gets_the_same_outcomes(wide
     assert all(by_key[k] == v for k, v in expected.items())
     (guard,) = data.guardrails  # the spec's unsubscribe_rate, per mailed recipient
     assert guard.metric == "unsubscribe_rate" and guard.worse_is_up and len(guard.y) == len(data.y)
+
+
+def test_the_exploration_view_relabels_in_duckdb_as_pandas_did(tmp_path: Path) -> None:
+    """A policy iteration's analysis: the rules' recipients relabelled by DuckDB into a Parquet
+    copy (the assignment never enters pandas), the same rows and groups as the pandas path."""
+    spec = load_spec(DEMO_SPEC)
+    rules = [
+        PolicyRule(
+            when=[PolicyCondition(feature="segment", op="==", value="prospect")], action="personal"
+        ),
+        PolicyRule(action="control"),
+    ]
+    spec = spec.model_copy(
+        update={"policy": PolicySettings(kind="segment", exploration=0.2, rules=rules)}
+    )
+    campaign = simulate_campaign(spec, 3_000, seed=6)
+    _, path = campaign.write(tmp_path)
+    view = exploration_view(spec, path)
+    assert view is not None and isinstance(view.assignment, Path)
+    got = pd.read_parquet(view.assignment).set_index("recipient_key").sort_index()
+    frame = pd.read_parquet(path)
+    flags = explored_flags(spec, frame, str(path))
+    expected = np.where(flags, frame["variant_id"].astype(str), POLICY_GROUP)
+    want = pd.Series(expected, index=frame["recipient_key"]).sort_index()
+    assert got["variant_id"].tolist() == want.tolist()
+    assert (got["variant_id"] == POLICY_GROUP).mean() == pytest.approx(0.8, abs=0.03)
+    view.close()
+    assert not view.assignment.exists()
+    frame["explored"] = frame["explored"].astype(str)
+    frame.loc[frame.index[7], "explored"] = "maybe"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="explored must be true/false; 1 row"):
+        exploration_view(spec, tmp_path / "bad.csv")

@@ -428,6 +428,7 @@ def analyze_files(
         as_of=as_of,
     )
     if explore is not None:
+        explore.close()  # the relabelled copy of the assignment was the engine's input only
         table, n_policy = explore.strip(table)
     results = analyze(
         spec if explore is None else explore.spec,
