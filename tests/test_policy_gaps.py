@@ -103,6 +103,9 @@ def test_a_policy_that_raises_unsubscribes_beyond_the_tolerance_is_not_chosen() 
     assert "worsens a guardrail" in vetoed.reason and "unsubscribe_rate" in vetoed.reason
     shown = vetoed.to_dict()["candidates"][1]["guardrails"][0]
     assert shown["vetoed"] and shown["ci_low"] <= shown["value"] <= shown["ci_high"]
+    # The send found the gain at 10,000 with room to spare: its own plan for 80 % power is lower.
+    assert vetoed.planned_recipients is not None and 1_000 < vetoed.planned_recipients < 10_000
+    assert vetoed.to_dict()["planned_recipients"] == vetoed.planned_recipients
     # A tolerance wider than the rise (10 × the single arm's 0.2 %): the policy is chosen.
     tolerated = evaluate_policies(_guarded_send(10_000, tolerance=10.0))
     assert tolerated.chosen.kind == "segment", tolerated.reason
