@@ -36,7 +36,7 @@ from loopexp.learn.policy.estimators import (
     planned_policy_recipients,
     planned_recipients,
 )
-from loopexp.learn.policy.evaluate import evaluate_policies
+from loopexp.learn.policy.evaluate import evaluate_policies, outcome_model
 from loopexp.sim.policy import population, send
 
 REFERENCE = 300_000
@@ -49,22 +49,28 @@ ORACLE = [
 def plan(folds: int = 5) -> tuple[int, int, float, float]:
     """Planned recipients for the procedure and for the oracle policy, from a large pilot.
 
-    Per segment, the gain of arm b over arm a and the sd of the paired AIPW difference (with the
-    oracle outcome model: the sd the cross-fitted model approaches) are the planner's cells.
+    Per segment, the gain of arm b over arm a and the sd of the paired AIPW difference (outcome
+    model fitted on the other half of the pilot, as the procedure's is) are the planner's cells.
     """
     ref = population(REFERENCE, "segment_flip", seed=999)
     gain = ref.value(ORACLE) - ref.value([PolicyRule(action="a")])
     data, _ = send(ref, seed=998)
-    mu = ref.truth
+    # The sd the procedure meets: AIPW with an outcome model learned on another half of the pilot.
+    half = np.random.default_rng(997).random(REFERENCE) < 0.5
+    segments = sorted(set(ref.frame["segment"]))
+    mu = outcome_model(data, half, segments)
     ones = np.ones(REFERENCE, dtype=np.int64)
     diff = aipw_scores(data.y, data.action, data.propensity, mu, ones) - aipw_scores(
         data.y, data.action, data.propensity, mu, np.zeros_like(ones)
     )
-    segment = ref.frame["segment"].to_numpy()
+    diff = diff[~half]
+    ref_half = ref.frame[~half]
+    segment = ref_half["segment"].to_numpy()
+    true_diff = (ref.truth[:, 1] - ref.truth[:, 0])[~half]  # the gains known, the sds measured
     cells = [
         PolicyCell(
             float(np.mean(segment == s)),
-            float(np.mean(diff[segment == s])),
+            float(np.mean(true_diff[segment == s])),
             float(np.std(diff[segment == s], ddof=1)),
         )
         for s in sorted(set(segment))
