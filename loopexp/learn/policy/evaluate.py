@@ -20,9 +20,12 @@ the policies are learned on half the data on average; :func:`~.estimators.planne
 sizes for it.
 
 The choice: the simplest candidate whose paired gain interval over the best single arm lies above
-0; otherwise the best single arm, saying so. The gain intervals are simultaneous over the
-personalised candidates (Bonferroni: level 1 − α/m for m of them), which bounds the share of sends
-where a policy is chosen although nothing differs by α/2. A candidate whose guardrail is worse than
+0; otherwise the best single arm, saying so. "Over the best single arm" is shown as over every
+single arm fixed in advance (each chunk's *learned* single arm may be the wrong one, which a policy
+then truly beats: the gain is judged against the least favourable fixed arm, an intersection-union
+test). The gain intervals are simultaneous over the personalised candidates (Bonferroni: level
+1 − α/m for m of them), which bounds the share of sends where a policy is chosen although nothing
+differs by α/2. A candidate whose guardrail is worse than
 the best single arm's beyond the spec's tolerance is never chosen (:mod:`.guardrails`).
 The rules reported (and deployed) are the candidate re-learned on all recipients, with scores from
 a K-fold cross-fitted μ̂.
