@@ -181,6 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=120)
     parser.add_argument("--scenario", choices=("none", "segment_flip"), action="append")
+    parser.add_argument("--first", type=int, default=0, help="first replicate's seed index")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     args = parser.parse_args()
     started = time.perf_counter()
@@ -199,7 +200,7 @@ def main() -> None:
         ref = population(REFERENCE, scenario, seed=999)
         t0 = time.perf_counter()
         runs: list[dict] = []
-        for rep in range(args.reps):
+        for rep in range(args.first, args.first + args.reps):
             runs.append(replicate(scenario, n, rep, ref))
             if len(runs) % 10 == 0 or len(runs) == args.reps:  # a long run leaves what it has
                 done = summarise(scenario, n, runs, time.perf_counter() - t0)

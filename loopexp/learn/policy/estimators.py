@@ -156,7 +156,9 @@ def policy_power(
     chunks' difference sums, whose later steps are also the scores evaluated. Simulating that walk
     (``draws`` times, seeded, the same normals for every n so the power rises with n) gives the
     power with the cost of learning in it: 1/K of the recipients only teach, rules learned on
-    few recipients are sometimes wrong, and the Bonferroni level.
+    few recipients are sometimes wrong, the Bonferroni level, and the gain shown over both fixed
+    arms (over the other arm it is the cells the rules keep on the single arm that count, often the
+    noisier comparison). Two arms: the single one and, per cell, the alternative.
     """
     share = np.array([c.share for c in cells], dtype=float)
     gain = np.array([c.gain for c in cells], dtype=float)
@@ -167,11 +169,17 @@ def policy_power(
     learned = np.cumsum(sums, axis=1)[:, :-1] > 0  # chunk k's rule, from chunks < k
     scored = sums[:, 1:]
     evaluated = n * (folds - 1) / folds
-    estimate = (learned * scored).sum(axis=(1, 2)) / evaluated
-    variance = (learned * (share * chunk * (sd**2 + gain**2))).sum(axis=(1, 2)) / evaluated**2
+    second = share * chunk * (sd**2 + gain**2)  # E[d²] of a cell's chunk, times its recipients
     crit = NormalDist().inv_cdf(1 - alpha / (2 * max(1, candidates)))
-    se = np.sqrt(np.maximum(variance - estimate**2 / evaluated, 1e-300))
-    return float(np.mean(estimate / se > crit))
+
+    def shown(picked: np.ndarray, sign: float) -> np.ndarray:
+        estimate = (picked * sign * scored).sum(axis=(1, 2)) / evaluated
+        variance = (picked * second).sum(axis=(1, 2)) / evaluated**2 - estimate**2 / evaluated
+        return estimate / np.sqrt(np.maximum(variance, 1e-300)) > crit
+
+    # Over the single arm (the cells the rules move) and over the other arm (the cells they
+    # keep): the gain must be shown over every fixed arm (evaluate's intersection-union test).
+    return float(np.mean(shown(learned, 1.0) & shown(~learned, -1.0)))
 
 
 def planned_policy_recipients(
