@@ -447,6 +447,7 @@ def analyze_files(
         scope=send_scope(spec.data.campaign_ids, assignment_path),  # issue 28: this send's only
     )
     if explore is not None:
+        explore.close()  # the relabelled copy of the assignment was the engine's input only
         table, n_policy = explore.strip(table)
     results = analyze(
         spec if explore is None else explore.spec,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from loopexp.analysis.results import ExperimentInfo, ExperimentResults, PolicySh
 from loopexp.assignment.assign import unit_interval
 from loopexp.assignment.policy import EXPLORE_SALT, deployed
 from loopexp.core.errors import InputError
+from loopexp.core.sql import sql_string
 from loopexp.design.spec import ExperimentSpec
 from loopexp.metrics.engine import MetricTable
+from loopexp.metrics.sources import ASSIGNMENT_COLUMNS, attach, connect
 
 #: The engine's group for the recipients the rules chose: never a variant id (ids are slugs).
 POLICY_GROUP = "~policy"
@@ -39,11 +42,19 @@ class ExplorationView:
 
     spec: ExperimentSpec
     """The spec with equal variant weights: the exploration share's split."""
-    assignment: pd.DataFrame
-    """The assignment with the rules' recipients relabelled :data:`POLICY_GROUP`."""
+    assignment: pd.DataFrame | Path
+    """The assignment with the rules' recipients relabelled :data:`POLICY_GROUP` (a Parquet copy
+    written by DuckDB; a frame only for an assignment written before the ``explored`` column)."""
     variants: list[str]
     """Groups the engine may meet: the spec's and :data:`POLICY_GROUP`."""
     exploration: float
+    folder: tempfile.TemporaryDirectory | None = None
+    """Where the copy lives: removed with the view (or by :meth:`close`)."""
+
+    def close(self) -> None:
+        """Remove the relabelled copy."""
+        if self.folder is not None:
+            self.folder.cleanup()
 
     def strip(self, table: MetricTable) -> tuple[MetricTable, int]:
         """``table`` without :data:`POLICY_GROUP`, and how many recipients it had."""
@@ -117,17 +128,66 @@ def exploration_view(spec: ExperimentSpec, assignment_path: str | Path) -> Explo
     if not deployed(spec):
         return None
     assert spec.policy is not None
-    frame = read_assignment(assignment_path)
+    uniform = [v.model_copy(update={"weight": 1.0}) for v in spec.variants]
+    copied = _relabelled_copy(spec, assignment_path)
+    if copied is not None:
+        return ExplorationView(
+            spec=spec.model_copy(update={"variants": uniform}),
+            assignment=copied[0],
+            variants=[*spec.expected_shares(), POLICY_GROUP],
+            exploration=spec.policy.exploration,
+            folder=copied[1],
+        )
+    frame = read_assignment(assignment_path)  # written before the `explored` column: the hash
     flags = explored_flags(spec, frame, str(assignment_path))
     frame = frame.copy()
     frame["variant_id"] = np.where(flags, frame["variant_id"].astype(str), POLICY_GROUP)
-    uniform = [v.model_copy(update={"weight": 1.0}) for v in spec.variants]
     return ExplorationView(
         spec=spec.model_copy(update={"variants": uniform}),
         assignment=frame,
         variants=[*spec.expected_shares(), POLICY_GROUP],
         exploration=spec.policy.exploration,
     )
+
+
+_FLAG = "lower(trim(CAST(explored AS VARCHAR)))"
+
+
+def _relabelled_copy(
+    spec: ExperimentSpec, path: str | Path
+) -> tuple[Path, tempfile.TemporaryDirectory] | None:
+    """The assignment with the rules' recipients relabelled, written by DuckDB to a Parquet copy.
+
+    At 10 M recipients the assignment never enters pandas: DuckDB streams it within the spec's
+    memory limit. None when the assignment has no ``explored`` column (the hash fallback).
+    """
+    folder = tempfile.TemporaryDirectory(prefix="loopexp-policy-", dir=spec.data.temp_directory)
+    out = Path(folder.name) / "assignment.parquet"
+    with connect(spec.data.memory_limit, spec.data.temp_directory) as (con, _):
+        attach(con, "assignment_raw", str(path), "assignment", ASSIGNMENT_COLUMNS)
+        columns = [row[0] for row in con.execute("DESCRIBE assignment_raw").fetchall()]
+        if "explored" not in columns:
+            folder.cleanup()
+            return None
+        bad = con.execute(
+            f"SELECT count(*), any_value(explored) FROM assignment_raw "
+            f"WHERE explored IS NULL OR {_FLAG} NOT IN ('true', 'false', '1', '0')"
+        ).fetchone()
+        if bad[0]:
+            folder.cleanup()
+            raise InputError(
+                f"{path}: column explored must be true/false; {bad[0]:,} row(s) are not (e.g. "
+                f"{bad[1]!r}). Re-write the assignment with `loopexp assign`"
+            )
+        relabel = (
+            f"CASE WHEN {_FLAG} IN ('true', '1') THEN CAST(variant_id AS VARCHAR) "
+            f"ELSE {sql_string(POLICY_GROUP)} END AS variant_id"
+        )
+        con.execute(
+            f"COPY (SELECT * REPLACE ({relabel}) FROM assignment_raw) "
+            f"TO {sql_string(str(out))} (FORMAT parquet)"
+        )
+    return out, folder
 
 
 __all__ = ["POLICY_GROUP", "ExplorationView", "exploration_view", "explored_flags"]

@@ -8,5 +8,6 @@ clearly positive is chosen, otherwise the single winner.
 
 Modules: :mod:`.estimators` (AIPW / IPW / direct method, numpy), :mod:`.rules` (readable, machine
 applicable rules), :mod:`.candidates` (single arm, per segment, shallow tree), :mod:`.evaluate`
-(cross-fitting, the choice, the report).
+(sequential cross-fitting, the choice, the report), :mod:`.guardrails` (a candidate that worsens a
+spec guardrail beyond its tolerance is not chosen).
 """

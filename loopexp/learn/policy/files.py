@@ -17,6 +17,7 @@ import pandas as pd
 from loopexp.design.spec import ExperimentSpec
 from loopexp.learn.policy.estimators import PolicyError
 from loopexp.learn.policy.evaluate import LoggedData, PolicyReport, evaluate_policies
+from loopexp.learn.policy.guardrails import GuardrailOutcome
 from loopexp.metrics.definitions import HOLDOUT
 from loopexp.metrics.features import (
     FEATURE_COLUMNS,
@@ -37,13 +38,23 @@ def logged_data(
     as_of: datetime | None = None,
 ) -> tuple[LoggedData, list[str]]:
     """The send as :class:`LoggedData`, and notes in plain words on how it was read."""
-    outcomes = recipient_outcomes(events, assignment, spec.primary_metric)
+    # Only the columns a policy uses leave DuckDB, the holdout's rows not at all (10 M recipients).
+    needed = ("recipient_key", "variant_id", "segment", "propensity", *FEATURE_COLUMNS)
+    guards = [g for g in spec.guardrails if spec.metric(g.metric).kind != "ratio"]
+    outcomes = recipient_outcomes(
+        events,
+        assignment,
+        spec.primary_metric,
+        columns=needed,
+        drop_variant=HOLDOUT,
+        extra=[spec.metric(g.metric) for g in guards],
+    )
     table = outcomes.table
     notes = [
-        f"{len(table):,} assigned recipients; {outcomes.events:,} events, "
+        f"{outcomes.assigned:,} assigned recipients; {outcomes.events:,} events, "
         f"{outcomes.quarantined:,} quarantined"
     ]
-    table = table[table["variant_id"].astype(str) != HOLDOUT].reset_index(drop=True)
+    table = table.reset_index(drop=True)
     table["recipient_key"] = table["recipient_key"].astype(str)
     actions = tuple(v.id for v in spec.variants)
     variant = table["variant_id"].astype(str).to_numpy()
@@ -54,8 +65,30 @@ def logged_data(
     propensity, note = _propensity(spec, table, action)
     notes.append(note)
     frame, names = _features(table, features, history, as_of, notes)
+    guardrails = tuple(
+        GuardrailOutcome(
+            g.metric,
+            table[f"y:{g.metric}"].to_numpy(dtype=float),
+            worse_is_up=not spec.metric(g.metric).higher_is_better,
+            max_relative_increase=g.max_relative_increase,
+            mode=g.mode,
+        )
+        for g in guards
+    )
+    skipped = [g.metric for g in spec.guardrails if g not in guards]
+    if skipped:
+        notes.append(
+            f"guardrail(s) {skipped} are ratios, with no per-recipient value: the policy choice "
+            "cannot check them (the analysis of the arms still does)"
+        )
     data = LoggedData(
-        frame, tuple(names), actions, action, propensity, table["y"].to_numpy(dtype=float)
+        frame,
+        tuple(names),
+        actions,
+        action,
+        propensity,
+        table["y"].to_numpy(dtype=float),
+        guardrails,
     )
     return data, notes
 
