@@ -187,3 +187,15 @@ def test_the_exploration_view_relabels_in_duckdb_as_pandas_did(tmp_path: Path) -
     frame.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="explored must be true/false; 1 row"):
         exploration_view(spec, tmp_path / "bad.csv")
+
+
+def test_recipient_outcomes_come_in_one_order_whatever_the_files_order(wide_send, tmp_path) -> None:
+    """The folds are a seeded permutation of the rows: the rows' order must not depend on how
+    the assignment file happens to be ordered (or on DuckDB's threads), or a re-run of the same
+    send could learn and value another policy."""
+    events, assignment, frame = wide_send
+    shuffled = tmp_path / "shuffled.parquet"
+    frame.sample(frac=1.0, random_state=11).to_parquet(shuffled, index=False)
+    first = recipient_outcomes(events, assignment, "click_rate").table
+    again = recipient_outcomes(events, shuffled, "click_rate").table
+    pd.testing.assert_frame_equal(first, again)

@@ -96,7 +96,7 @@ def recipient_outcomes(
             f"SELECT {selected}, coalesce(CAST(r.{alias} AS DOUBLE), 0.0) AS y{more} "
             f"FROM assignment_raw a "
             f"LEFT JOIN ({query.sql}) r ON CAST(a.recipient_key AS VARCHAR) = r.recipient_key"
-            f"{where}",
+            f"{where} ORDER BY a.recipient_key",  # one order: the folds permute the rows
             query.params,
         ).df()
     return RecipientOutcomes(table, int(n_events), int(quarantined), int(assigned))
