@@ -37,6 +37,7 @@ from loopexp.track.describe import (
     spec_params,
     summary_line,
 )
+from loopexp.track.digest import digest_tags
 from loopexp.track.store import (
     RetryingClient,
     StoreKind,
@@ -390,6 +391,7 @@ def log_run(
             spec, results.experiment.spec_sha256, results.data.fingerprint, "python"
         ),
         **decision_tags(results, spec),
+        **digest_tags(results),
     }
     run = start_run(spec, run_name(results), tags, uri)
     try:
