@@ -69,7 +69,7 @@ def test_report_reads_no_artifact_and_equals_the_one_read_from_files(logged, tmp
         assert len(from_tags.iterations) == 3 and from_tags.prior_tests >= 3
 
         shutil.move(artifacts, aside)  # no digest and no file: no evidence, a clear error
-        with pytest.raises(ReportError, match="no run has a results.json"):
+        with pytest.raises(ReportError, match=r"no run has a results\.json"):
             build_report(campaign, uri, tmp_path / "d")
     finally:
         if aside.exists():

@@ -83,13 +83,16 @@ def artifact_json(run_id: str, name: str, uri: str, folder: Path) -> dict | None
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[int, dict[str, str]]:
+def campaign_subjects(
+    campaign: str, tracking_uri: str | None = None, runs: list[Any] | None = None
+) -> dict[int, dict[str, str]]:
     """Per iteration, each variant's subject line (or content, send time) from the run params.
 
     The closed-loop report puts them beside the variant ids; results.json does not carry them.
+    ``runs``: the campaign's runs when already searched (:func:`campaign_runs`).
     """
     out: dict[int, dict[str, str]] = {}
-    for run in campaign_runs(campaign, tracking_uri):
+    for run in campaign_runs(campaign, tracking_uri) if runs is None else runs:
         iteration = int(run.data.tags[tag.ITERATION])
         for key, value in run.data.params.items():
             parts = key.split(".")
@@ -102,16 +105,20 @@ def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[in
 
 
 def build_report(
-    campaign: str, tracking_uri: str | None = None, workdir: str | Path | None = None
+    campaign: str,
+    tracking_uri: str | None = None,
+    workdir: str | Path | None = None,
+    runs: list[Any] | None = None,
 ) -> ClosedLoopReport:
     """Read every iteration of ``campaign`` back from MLflow and assemble the report.
 
     One search of the store: each run's digest tag (:mod:`loopexp.track.digest`) holds what the
     report needs; only runs without one (logged before it) have their ``results.json`` downloaded.
+    ``runs``: the campaign's runs when already searched (:func:`campaign_runs`).
     """
     uri = resolve_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
-    runs = campaign_runs(campaign, uri)
+    runs = campaign_runs(campaign, uri) if runs is None else runs
     if not runs:
         raise ReportError(
             f"campaign {campaign!r} has no analysed iteration in {redact(uri)}: run `loopexp run` "
@@ -165,7 +172,10 @@ def _iteration(
 
 def report_run_of(campaign: str, uri: str) -> Any | None:
     """The campaign's report run (the newest, if an older loopexp made several), or None."""
-    runs = [r for r in list_runs(campaign, uri) if r.data.tags.get(tag.KIND) == "report"]
+    only = f"tags.`{tag.KIND}` = 'report'"  # one small search, not every iteration's run
+    runs = [
+        r for r in list_runs(campaign, uri, where=only) if r.data.tags.get(tag.KIND) == "report"
+    ]
     return runs[-1] if runs else None
 
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
 from loopexp.core import tags as tag
-from loopexp.core.errors import StateError
 from loopexp.core.processes import pid_alive
 from loopexp.design.spec import ExperimentSpec
+from loopexp.track import rest
 from loopexp.track.describe import (
     detail_tables,
     lift_text,
@@ -41,15 +41,15 @@ from loopexp.track.digest import digest_tags
 from loopexp.track.store import (
     RetryingClient,
     StoreKind,
+    TrackingUnavailableError,
     database_unavailable,
     known_kind,
-    redact,
 )
 from loopexp.track.views import (
     VIEW_TAG,
-    experiment_url,
     is_remote,
     resolve_tracking_uri,
+    ui_hint,  # noqa: F401 (moved to the light views; callers import it here)
     view_state,
 )
 
@@ -70,16 +70,6 @@ HTTP_DEFAULTS = {
 
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-
-
-class TrackingUnavailableError(StateError):
-    """The tracking server could not be reached (after bounded retries)."""
-
-    def __init__(self, uri: str, cause: BaseException | str):
-        self.uri = uri
-        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-        what = "database" if known_kind(uri) is StoreKind.DATABASE else "tracking server"
-        super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
 
 
 def configure_http() -> None:
@@ -420,7 +410,13 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
 def list_runs(
     campaign: str, tracking_uri: str, latest: int | None = None, where: str = ""
 ) -> list[Run]:
-    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``."""
+    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``.
+
+    On a tracking server the search goes through MLflow's REST API without MLflow's client
+    (:mod:`loopexp.track.rest`, runs shaped alike); pages of 1,000, newest first.
+    """
+    if rest.usable(tracking_uri):
+        return rest.list_runs(campaign, tracking_uri, latest, where)  # type: ignore[return-value]
     with _reachable(tracking_uri):
         client = _client(tracking_uri)
         experiment = client.get_experiment_by_name(campaign)
@@ -433,7 +429,7 @@ def list_runs(
                 [experiment.experiment_id],
                 where,
                 order_by=["attributes.start_time DESC"],
-                max_results=min(1000, latest or 1000),
+                max_results=min(1000, latest - len(runs)) if latest else 1000,
                 page_token=token,
             )
             runs += page
@@ -445,6 +441,8 @@ def list_runs(
 
 def experiment_id_of(campaign: str, tracking_uri: str) -> str | None:
     """The id of the campaign's experiment, or None when nothing was logged yet."""
+    if rest.usable(tracking_uri):
+        return rest.experiment_id(tracking_uri, campaign)
     with _reachable(tracking_uri):
         experiment = _client(tracking_uri).get_experiment_by_name(campaign)
     return experiment.experiment_id if experiment else None
@@ -473,19 +471,3 @@ def set_tag(run_id: str, key: str, value: str, tracking_uri: str | None = None) 
 def run_tags(run: Any) -> dict[str, str]:
     """The tags of an MLflow run entity."""
     return dict(run.data.tags)
-
-
-def ui_hint(
-    tracking_uri: str, experiment_id: str | None = None, campaign: str | None = None
-) -> str:
-    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store.
-
-    With ``campaign``, the command is ``loopexp ui … --campaign NAME``, which prints the link.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    if is_remote(uri):
-        return experiment_url(uri, experiment_id)
-    command = f"loopexp ui --tracking-uri {redact(uri)}" + (
-        f" --campaign {campaign}" if campaign else ""
-    )
-    return f"{command}  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}"
