@@ -1,8 +1,10 @@
-"""The closed-loop report from one search of the store (issue #25, speed on the team store).
+"""Speed on a shared store (issue #25): the report from one search, logging in few requests.
 
 Each analysed run carries its iteration's digest as a tag, so the report of a long campaign reads
 no artifact: with every artifact of the store moved away the report is the same as the one read
-from the runs' ``results.json`` files (the fallback for runs logged before the digest).
+from the runs' ``results.json`` files (the fallback for runs logged before the digest). One
+iteration's logging to a real ``mlflow server`` is counted request by request, and the runs read
+back through the REST API (no MLflow client) equal what MLflow's client reads.
 """
 
 from __future__ import annotations
@@ -87,3 +89,66 @@ def test_a_digest_too_big_for_a_tag_is_left_out(logged, monkeypatch) -> None:
     assert read_digest({tag.DIGEST: "{not json"}) is None
     monkeypatch.setattr(digest_module, "TAG_VALUE_LIMIT", len(text) - 1)
     assert digest_tags(results) == {}  # the report reads this run's files instead
+
+
+def test_batches_cover_everything_within_mlflow_limits() -> None:
+    from loopexp.track.tracking import BATCH_LIMITS, BATCH_TOTAL, _batches
+
+    batches = list(_batches(list(range(150)), list(range(1950)), list(range(3))))
+    for key, limit in BATCH_LIMITS.items():
+        assert all(len(b[key]) <= limit for b in batches)
+    assert all(sum(map(len, b.values())) <= BATCH_TOTAL for b in batches)
+    assert [x for b in batches for x in b["params"]] == list(range(150))
+    assert [x for b in batches for x in b["metrics"]] == list(range(1950))
+    assert len(batches) == 3 and list(_batches([], [], [])) == []
+
+
+def _counting(monkeypatch) -> list[str]:
+    """Every HTTP request MLflow's client sends from now on, as "METHOD /path"."""
+    import requests
+
+    seen: list[str] = []
+    original = requests.Session.send
+
+    def send(self, request, **kwargs):
+        seen.append(f"{request.method} {request.url.split('?')[0].split('/api/')[-1]}")
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    return seen
+
+
+def test_one_iteration_logs_to_a_server_in_few_requests_and_reads_back_without_mlflow(
+    logged, mlflow_server: str, monkeypatch, tmp_path: Path
+) -> None:
+    from loopexp.track import rest
+
+    spec = load_spec(DEMO_SPEC).model_copy(update={"campaign": "digest-requests"})
+    results = logged[2][0]
+    path = results.write_json(tmp_path / "results.json")
+    log_run(results, spec, [path], mlflow_server)  # the experiment exists from now on
+    seen = _counting(monkeypatch)
+    run_id, _ = log_run(results, spec, [path], mlflow_server)
+    monkeypatch.undo()
+    # create, one batch (params, metrics, the tables' tag), the tables folder (one upload each),
+    # results.json, terminate: log_table's list / get-run / set-tag per table are gone
+    assert not [s for s in seen if "artifacts/list" in s or "set-tag" in s], seen
+    assert sum("runs/get" in s for s in seen) <= 1, seen  # the run's artifact location, once
+    assert sum("log-batch" in s for s in seen) == 1, seen
+    assert len(seen) <= 10, seen
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment_id = client.get_experiment_by_name("digest-requests").experiment_id
+    expected = {r.info.run_id: r for r in client.search_runs([experiment_id])}
+    got = rest.list_runs("digest-requests", mlflow_server)
+    assert [r.info.run_id for r in got][-1] == run_id and len(got) == len(expected) == 2
+    for run in got:
+        mine = expected[run.info.run_id]
+        assert run.data.tags == mine.data.tags and run.data.params == mine.data.params
+        assert run.data.metrics == pytest.approx(mine.data.metrics)
+        assert (run.info.status, run.info.start_time) == (mine.info.status, mine.info.start_time)
+    assert rest.list_runs("no-such-campaign", mlflow_server) == []
+    table = client.load_table(
+        got[0].info.experiment_id, "tables/variants.json", run_ids=[run_id], extra_columns=[]
+    )
+    assert len(table) == len(results.variants)  # MLflow reads the tables as log_table wrote them

@@ -12,10 +12,10 @@ fails fast and clearly (:class:`TrackingUnavailableError`) instead of retrying f
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
+import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from loopexp.track.describe import (
     summary_line,
 )
 from loopexp.track.digest import digest_tags
+from loopexp.track.locks import file_lock, short_hash
 from loopexp.track.store import (
     RetryingClient,
     StoreKind,
@@ -66,6 +67,9 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Ending a run on a server, MLflow fetches it again to print "View run … at: <url>" (a
+    # request per run, and a link without the runs-table view); loopexp prints its own link.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
@@ -76,35 +80,6 @@ def configure_http() -> None:
     """Bound MLflow's HTTP retries (see :data:`HTTP_DEFAULTS`) unless the user set them."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-@contextlib.contextmanager
-def file_lock(name: str, timeout: float | None = None) -> Iterator[Path]:
-    """Hold an exclusive ``flock`` on ``<lock_dir>/<name>.lock``; wait at most ``timeout`` s.
-
-    The kernel releases the lock when the process dies, even by kill -9, so a lock never goes
-    stale. Raises :class:`TimeoutError` when another process holds it for longer than ``timeout``.
-    """
-    path = config.lock_dir() / f"{name}.lock"
-    with path.open("a+") as handle:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(str(path)) from None
-                time.sleep(0.2)
-        try:
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def short_hash(*parts: str) -> str:
-    """A short stable hash of strings (lock file names)."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def _client(uri: str) -> MlflowClient:
@@ -294,22 +269,53 @@ def log_contents(
     spec: ExperimentSpec,
     artifacts: Iterable[Path] = (),
 ) -> None:
-    """Params, metrics, results tables (``log_table``) and artifacts of an analysed run."""
-    from mlflow.entities import Metric, Param  # noqa: PLC0415 (lazy, see _client)
+    """Params, metrics, results tables and artifacts of an analysed run, in few requests.
 
-    with _reachable(run.tracking_uri):
-        client = _client(run.tracking_uri)
-        client.log_batch(run.run_id, params=[Param(k, v) for k, v in spec_params(spec).items()])
-        metrics = list(results_metrics(results).items())
-        now = int(time.time() * 1000)
-        for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 metrics
-            client.log_batch(
-                run.run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics[start : start + 500]],
-            )
+    Params and metrics go in one ``log_batch`` (more only past MLflow's batch limits). The tables
+    are written here in ``MlflowClient.log_table``'s format (JSON ``orient="split"``) and uploaded
+    as one folder, with MLflow's ``mlflow.loggedArtifacts`` tag in the batch: ``log_table`` costs
+    four requests per table (list, upload, get the run, set the tag), 20 of a run's ~40 on a
+    server (issue 25), and MLflow's UI and ``mlflow.load_table`` read the result alike.
+    """
+    from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415 (lazy, see _client)
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS  # noqa: PLC0415
+
+    now = int(time.time() * 1000)
+    params = [Param(k, v) for k, v in spec_params(spec).items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in results_metrics(results).items()]
+    with tempfile.TemporaryDirectory(prefix="loopexp-tables-") as folder:
+        tables = Path(folder) / "tables"
+        tables.mkdir()
+        logged = []
         for name, frame in detail_tables(results).items():
-            client.log_table(run.run_id, frame, f"tables/{name}.json")
-        log_files(run, artifacts)
+            frame.to_json(tables / f"{name}.json", orient="split", index=False, date_format="iso")
+            logged.append({"path": f"tables/{name}.json", "type": "table"})
+        tags = [RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))] if logged else []
+        with _reachable(run.tracking_uri):
+            client = _client(run.tracking_uri)
+            for batch in _batches(params, metrics, tags):
+                client.log_batch(run.run_id, **batch)
+            if logged:
+                client.log_artifacts(run.run_id, str(tables), artifact_path="tables")
+    log_files(run, artifacts)
+
+
+#: MLflow's ``log_batch`` limits: 100 params, 1,000 metrics, 100 tags, 1,000 entities in all.
+BATCH_LIMITS = {"params": 100, "metrics": 1000, "tags": 100}
+BATCH_TOTAL = 1000
+
+
+def _batches(params: list[Any], metrics: list[Any], tags: list[Any]) -> Iterator[dict[str, list]]:
+    """``log_batch`` keyword arguments covering everything, each within MLflow's limits."""
+    left = {"params": list(params), "metrics": list(metrics), "tags": list(tags)}
+    while any(left.values()):
+        batch: dict[str, list] = {}
+        room = BATCH_TOTAL
+        for key, limit in BATCH_LIMITS.items():
+            take = min(limit, room, len(left[key]))
+            batch[key], left[key] = left[key][:take], left[key][take:]
+            room -= take
+        yield batch
 
 
 def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | None = None) -> None:
@@ -325,11 +331,13 @@ def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | No
 
 
 def end_run(run: LoggedRun, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
-    """Set final tags and end the run as FINISHED or FAILED."""
+    """Set final tags (one request) and end the run as FINISHED or FAILED."""
+    from mlflow.entities import RunTag  # noqa: PLC0415 (lazy, see _client)
+
     with _reachable(run.tracking_uri):
         client = _client(run.tracking_uri)
-        for key, value in (tags or {}).items():
-            client.set_tag(run.run_id, key, value)
+        if tags:
+            client.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run.run_id, status=status)
 
 
