@@ -246,7 +246,7 @@ def _reading(team, work: Path, runs: int, template_uri: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1000, help="0: skip the reading part")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
     team = start_team(work, ROOT)
@@ -257,7 +257,8 @@ def main() -> None:
         os.environ["LOOPEXP_LOCK_DIR"] = str(work / "locks")
         attempt = _analysed_attempt(work, team.env)
         stores = _logging(team, work, attempt, args.reps)
-        _reading(team, work, args.runs, stores["sqlite"])
+        if args.runs:
+            _reading(team, work, args.runs, stores["sqlite"])
     finally:
         stop_team(team)
         shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ from loopexp.core import tags as tag
 from loopexp.core.processes import pid_alive
 from loopexp.design.spec import ExperimentSpec
 from loopexp.track import rest
+from loopexp.track.client import HTTP_DEFAULTS, configure_http  # noqa: F401 (imported here too)
+from loopexp.track.client import artifact_root as _artifact_root
+from loopexp.track.client import mlflow_client as _client
+from loopexp.track.client import reachable as _reachable
 from loopexp.track.describe import (
     detail_tables,
     lift_text,
@@ -38,14 +43,8 @@ from loopexp.track.describe import (
     summary_line,
 )
 from loopexp.track.digest import digest_tags
-from loopexp.track.locks import file_lock, short_hash
-from loopexp.track.store import (
-    RetryingClient,
-    StoreKind,
-    TrackingUnavailableError,
-    database_unavailable,
-    known_kind,
-)
+from loopexp.track.locks import file_lock, short_hash  # noqa: F401 (callers import them here)
+from loopexp.track.store import TrackingUnavailableError  # noqa: F401 (callers import it here)
 from loopexp.track.views import (
     VIEW_TAG,
     is_remote,
@@ -58,75 +57,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-# mlflow takes ~2 s to import: it is loaded only when a run is logged, so `import loopexp` is quick.
-
-#: MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout by default: a
-#: stopped server stalls a run for minutes. loopexp's defaults (used unless the variable is set)
-#: give up after about 10 s; set the MLflow variables to change them.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    # Ending a run on a server, MLflow fetches it again to print "View run … at: <url>" (a
-    # request per run, and a link without the runs-table view); loopexp prints its own link.
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
-
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-
-
-def configure_http() -> None:
-    """Bound MLflow's HTTP retries (see :data:`HTTP_DEFAULTS`) unless the user set them."""
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
-def _client(uri: str) -> MlflowClient:
-    configure_http()
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
-
-    if known_kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
-        return RetryingClient(MlflowClient(tracking_uri=uri))
-    if not uri.startswith("sqlite:"):
-        return MlflowClient(tracking_uri=uri)
-    # MLflow creates a fresh SQLite store's tables without a lock (the client creates its store
-    # when constructed): two first runs at once fail with "table latest_metrics already exists".
-    # Constructing the client under a lock per database file makes the first contact safe; later
-    # contacts find the tables (and MLflow caches the store per process).
-    with file_lock(f"store-{short_hash(uri)}", timeout=300):
-        return MlflowClient(tracking_uri=uri)
-
-
-@contextlib.contextmanager
-def _reachable(uri: str) -> Iterator[None]:
-    """Turn a connection failure to a tracking server into :class:`TrackingUnavailableError`."""
-    try:
-        yield
-    except TrackingUnavailableError:
-        raise
-    except Exception as exc:
-        text = str(exc)
-        if (
-            is_remote(uri)
-            and (
-                "API request to" in text
-                or "Max retries exceeded" in text
-                or "Connection" in type(exc).__name__
-                or "Connection refused" in text
-            )
-        ) or (known_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
-            raise TrackingUnavailableError(uri, exc) from exc
-        raise
-
-
-def _artifact_root(uri: str) -> str | None:
-    """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    if known_kind(uri) is StoreKind.DATABASE:  # shared by hosts, not ./mlruns of one of them
-        return config.artifact_root()
-    return None
 
 
 def ensure_experiment(client: MlflowClient, campaign: str, uri: str) -> str:
@@ -295,9 +227,7 @@ def log_contents(
             client = _client(run.tracking_uri)
             for batch in _batches(params, metrics, tags):
                 client.log_batch(run.run_id, **batch)
-            if logged:
-                client.log_artifacts(run.run_id, str(tables), artifact_path="tables")
-    log_files(run, artifacts)
+        log_files(run, [tables, *artifacts] if logged else artifacts)
 
 
 #: MLflow's ``log_batch`` limits: 100 params, 1,000 metrics, 100 tags, 1,000 entities in all.
@@ -318,11 +248,43 @@ def _batches(params: list[Any], metrics: list[Any], tags: list[Any]) -> Iterator
         yield batch
 
 
+#: Files uploaded at once to a tracking server: MLflow's client sends one PUT per file (each
+#: proxied by the server to the bucket) one after another; a run has ~15 (issue 25).
+UPLOAD_THREADS = 4
+
+
+def _uploads(artifacts: Iterable[Path], artifact_path: str | None) -> list[tuple[str, str | None]]:
+    """(local file, run-relative folder) of every file of ``artifacts`` (folders walked)."""
+    found: list[tuple[str, str | None]] = []
+    for artifact in map(Path, artifacts):
+        if artifact.is_dir():
+            base = f"{artifact_path}/{artifact.name}" if artifact_path else artifact.name
+            for file in sorted(p for p in artifact.rglob("*") if p.is_file()):
+                sub = file.parent.relative_to(artifact).as_posix()
+                found.append((str(file), base if sub == "." else f"{base}/{sub}"))
+        elif artifact.exists():
+            found.append((str(artifact), artifact_path))
+    return found
+
+
 def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | None = None) -> None:
-    """Attach files (or folders) to a run."""
+    """Attach files (or folders) to a run; to a server, several uploads at once."""
+    artifacts = list(map(Path, artifacts))
     with _reachable(run.tracking_uri):
         client = _client(run.tracking_uri)
-        for artifact in map(Path, artifacts):
+        if is_remote(run.tracking_uri):
+            uploads = _uploads(artifacts, artifact_path)
+            for local, folder in uploads[:1]:  # alone: MLflow then knows the run's artifact URI
+                client.log_artifact(run.run_id, local, artifact_path=folder)
+            with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+                done = [
+                    pool.submit(client.log_artifact, run.run_id, local, artifact_path=folder)
+                    for local, folder in uploads[1:]
+                ]
+                for upload in done:
+                    upload.result()  # the first failure is raised
+            return
+        for artifact in artifacts:
             if artifact.is_dir():
                 sub = f"{artifact_path}/{artifact.name}" if artifact_path else artifact.name
                 client.log_artifacts(run.run_id, str(artifact), artifact_path=sub)
