@@ -9,7 +9,10 @@ back through the REST API (no MLflow client) equal what MLflow's client reads.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,44 @@ def test_one_iteration_logs_to_a_server_in_few_requests_and_reads_back_without_m
         got[0].info.experiment_id, "tables/variants.json", run_ids=[run_id], extra_columns=[]
     )
     assert len(table) == len(results.variants)  # MLflow reads the tables as log_table wrote them
+
+
+def test_runs_on_a_server_imports_no_mlflow(logged, mlflow_server: str, tmp_path: Path) -> None:
+    """``loopexp runs`` on a server answers through REST: MLflow's 2–3 s import is not paid."""
+    spec = load_spec(DEMO_SPEC).model_copy(update={"campaign": "digest-cli"})
+    log_run(logged[2][0], spec, [], mlflow_server)
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from loopexp.cli import app\n"
+        f"r = CliRunner().invoke(app, ['runs', '--campaign', 'digest-cli', '--last', '1',"
+        f" '--tracking-uri', {mlflow_server!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'the latest 1 run' in r.output, r.output\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'pandas')))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_trend_of_a_long_campaign_has_a_few_ticks_not_one_per_iteration(logged) -> None:
+    from loopexp.learn.history import assemble_report, iteration_record, primary_lifts
+    from loopexp.report.closed_loop import MAX_TICKS, trend_plot
+
+    results = logged[2][0]
+    records = [
+        iteration_record(results, run_id=f"r{i}", parent_run_id=None, previous_run_id=None)
+        for i in range(1, 41)
+    ]
+    records = [r.model_copy(update={"iteration": i}) for i, r in enumerate(records, 1)]
+    report = assemble_report("long", "sqlite://", records, [primary_lifts(results)] * 40)
+    figure = trend_plot(report)
+    ticks = figure.axes[0].get_xticks()
+    assert 2 <= len(ticks) <= MAX_TICKS + 2 and all(float(t).is_integer() for t in ticks)
+    short = trend_plot(assemble_report("short", "sqlite://", records[:5], [[]] * 5))
+    assert list(short.axes[0].get_xticks()) == [1, 2, 3, 4, 5]  # one per iteration
