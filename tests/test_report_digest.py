@@ -192,7 +192,8 @@ def test_the_trend_of_a_long_campaign_has_a_few_ticks_not_one_per_iteration(logg
     records = [r.model_copy(update={"iteration": i}) for i, r in enumerate(records, 1)]
     report = assemble_report("long", "sqlite://", records, [primary_lifts(results)] * 40)
     figure = trend_plot(report)
-    ticks = figure.axes[0].get_xticks()
+    clicks = next(ax for ax in figure.axes if ax.get_title() == "human click")
+    ticks = [t for t in clicks.get_xticks() if 1 <= t <= 40]  # within the iterations drawn
     assert 2 <= len(ticks) <= MAX_TICKS + 2 and all(float(t).is_integer() for t in ticks)
     short = trend_plot(assemble_report("short", "sqlite://", records[:5], [[]] * 5))
     assert list(short.axes[0].get_xticks()) == [1, 2, 3, 4, 5]  # one per iteration
