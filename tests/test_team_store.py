@@ -131,6 +131,13 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
     keys = team.bucket_keys()
     for run in analysed:  # proxied through the server into the bucket: the clients hold no keys
         assert any(k.endswith(f"{run.info.run_id}/artifacts/results.json") for k in keys), keys[:20]
+    # issue 25: runs and the report answer from one search (the runs' digest tags), not from
+    # per-iteration files: with every iteration's JSON gone from the bucket they still answer
+    s3 = team.moto.s3()
+    for key in keys:
+        if key.endswith(".json") and "/report/" not in key:
+            s3.delete_object(Bucket=BUCKET, Key=key)
+    assert not any(k.endswith("results.json") for k in team.bucket_keys())
     # runs and the closed-loop report read it back through the server
     listed = _cli(
         "runs", "--campaign", campaign, "--tracking-uri", team.server.url, env=env, cwd=tmp_path
@@ -182,6 +189,14 @@ def test_the_marketer_reads_runs_and_is_refused_a_write(team: Team, tmp_path: Pa
     assert "403" in str(refused.value) or refused.value.error_code == "PERMISSION_DENIED"
     with pytest.raises(MlflowException):
         marketer.create_run(experiment_id)
+    # issue 25: `loopexp runs` reads through the REST API (no MLflow client), signed in alike
+    env = team.client_env("marketer")
+    listed = _cli("runs", "--campaign", "team-permissions", env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and run.info.run_id in listed.stdout, listed.stderr
+    refused_env = {**env, "MLFLOW_TRACKING_PASSWORD": "wrong"}
+    denied = _cli("runs", "--campaign", "team-permissions", env=refused_env, cwd=tmp_path)
+    assert denied.returncode != 0 and "refused the sign-in (user 'marketer')" in denied.stderr
+    assert "Traceback" not in denied.stderr and "wrong" not in denied.stderr + denied.stdout
     # the admin's password is the generated one: MLflow's old default is refused
     import requests
 

@@ -27,6 +27,7 @@ def report(
     from loopexp.report.plain import decision_words  # noqa: PLC0415 (fast --help)
     from loopexp.track.closed_loop import (  # noqa: PLC0415 (MLflow)
         build_report,
+        campaign_runs,
         campaign_subjects,
         log_report,
     )
@@ -34,8 +35,9 @@ def report(
 
     quiet_mlflow()
     uri = resolve_tracking_uri(tracking_uri)
-    built = build_report(campaign, uri)
-    subjects = campaign_subjects(campaign, uri)
+    runs = campaign_runs(campaign, uri)  # one search serves the report and the subject lines
+    built = build_report(campaign, uri, runs=runs)
+    subjects = campaign_subjects(campaign, uri, runs=runs)
     path = write_html(built, out or Path(f"{safe_slug(campaign)}-report.html"), subjects=subjects)
     console.print(f"[bold]{len(built.iterations)} iteration(s)[/] of {escape(campaign)}")
     for record in built.iterations:

@@ -35,3 +35,7 @@ FLOW_VERSION = "loopexp.flow.version"
 #: The decision's lift with its interval in words (``+16.2% (95% CI +8.1% to +24.0%)``): a
 #: runs-table column of the saved view loopexp's links open.
 LIFT = "loopexp.lift"
+
+#: Issue 25: what the closed-loop report needs of an iteration (its results' digest, JSON), so
+#: a campaign's report is one search of the store instead of one download per iteration.
+DIGEST = "loopexp.report.digest"

@@ -26,6 +26,9 @@ from loopexp.learn.shrinkage import (
     shrink,
 )
 
+#: Version of :class:`IterationDigest` (a run tag): a reader ignores digests of another version.
+DIGEST_VERSION = 1
+
 #: The KPIs of the trend, in reading order, with their labels.
 KPIS: dict[str, str] = {
     "delivery_rate": "delivered",
@@ -96,6 +99,48 @@ class IterationRecord(_Model):
     policy the iteration deployed (its policy.json), None without one."""
 
 
+class PrimaryLift(_Model):
+    """One usable comparison on an iteration's primary metric: its raw lift and log lift.
+
+    The empirical-Bayes prior's data (:func:`loopexp.learn.shrinkage.primary_log_lifts`), kept so
+    the report needs no ``results.json`` to shrink a campaign's lifts.
+    """
+
+    variant: str
+    raw: Lift
+    log_lift: float
+    se: float
+
+
+class IterationDigest(_Model):
+    """Everything the closed-loop report needs of one iteration's results, send time and policy.
+
+    Small enough to travel as a run tag (``loopexp.report.digest``), so the report of a long
+    campaign is one search of the store, not one ``results.json`` download per iteration.
+    """
+
+    version: int = DIGEST_VERSION
+    iteration: int
+    name: str
+    test_type: str
+    control: str
+    status: str
+    winner: str | None
+    best_challenger: str | None
+    primary_metric: str
+    lift: Lift
+    kpis: dict[str, float | None]
+    control_kpis: dict[str, float | None]
+    recipients: int
+    send_windows: dict[str, str] = Field(default_factory=dict)
+    send_time_notes: list[str] = Field(default_factory=list)
+    vetoed: list[str] = Field(default_factory=list)
+    incremental_revenue: Incremental | None = None
+    link_clicks: dict[str, dict[str, float]] | None = None
+    policy_gain: str | None = None
+    primary: list[PrimaryLift] = Field(default_factory=list)
+
+
 class ClosedLoopReport(_Model):
     """Everything the closed-loop report shows, as a typed record (JSON-serialisable)."""
 
@@ -136,6 +181,22 @@ def iteration_record(
     policy: Mapping[str, Any] | None = None,
 ) -> IterationRecord:
     """One iteration's record from its results and lineage (``send_time``: its send_time.json)."""
+    return record_from_digest(
+        iteration_digest(results, send_time, policy),
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        previous_run_id=previous_run_id,
+        next_spec=next_spec,
+        flow_version=flow_version,
+    )
+
+
+def iteration_digest(
+    results: ExperimentResults,
+    send_time: Mapping[str, Any] | None = None,
+    policy: Mapping[str, Any] | None = None,
+) -> IterationDigest:
+    """What the report needs of an iteration's results, send_time.json and policy.json."""
     d = results.decision
     control = next((v for v in results.variants if v.is_control), None)
     windows: dict[str, str] = {}
@@ -144,10 +205,7 @@ def iteration_record(
         found = send_time.get("windows", [])
         windows = {w["segment"]: w["slot"] for w in found if w.get("slot")}
         notes = [f"{w['segment']}: {w['reason']}" for w in found if w.get("reason")]
-    return IterationRecord(
-        run_id=run_id,
-        parent_run_id=parent_run_id,
-        lineage_ok=previous_run_id is None or parent_run_id == previous_run_id,
+    return IterationDigest(
         iteration=results.experiment.iteration,
         name=results.experiment.name,
         test_type=results.experiment.test_type,
@@ -163,14 +221,49 @@ def iteration_record(
             for k in KPIS
         },
         recipients=results.data.recipients,
-        next_spec=next_spec,
         send_windows=windows,
         send_time_notes=notes,
         vetoed=sorted({g.variant for g in d.guardrails if not g.passed and not g.no_data}),
         incremental_revenue=_incremental_revenue(results),
         link_clicks=_link_shares(results),
-        flow_version=flow_version,
         policy_gain=(policy or {}).get("gain_line") or None,  # issue 27: its policy.json
+        primary=primary_lifts(results),
+    )
+
+
+def primary_lifts(results: ExperimentResults) -> list[PrimaryLift]:
+    """The iteration's usable primary comparisons (the prior's data), raw lift and log lift."""
+    return [
+        PrimaryLift(
+            variant=c.variant,
+            raw=Lift(
+                value=c.rel_lift, low=c.rel_ci_low, high=c.rel_ci_high, level=c.ci_level or 0.95
+            ),
+            log_lift=ys[0],
+            se=ys[1],
+        )
+        for c, ys in primary_log_lifts(results)
+    ]
+
+
+def record_from_digest(
+    digest: IterationDigest,
+    *,
+    run_id: str,
+    parent_run_id: str | None,
+    previous_run_id: str | None,
+    next_spec: str = "",
+    flow_version: str | None = None,
+) -> IterationRecord:
+    """An iteration's record from its digest and the lineage its run's tags hold."""
+    fields = digest.model_dump(exclude={"version", "primary"})
+    return IterationRecord(
+        **fields,
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        lineage_ok=previous_run_id is None or parent_run_id == previous_run_id,
+        next_spec=next_spec,
+        flow_version=flow_version,
     )
 
 
@@ -211,7 +304,17 @@ def closed_loop_report(
     results: list[ExperimentResults],
 ) -> ClosedLoopReport:
     """The campaign's report from its iterations' records and results (same order, oldest first)."""
-    shrunk, prior = _shrunk_comparisons(records, results)
+    return assemble_report(campaign, tracking_uri, records, [primary_lifts(r) for r in results])
+
+
+def assemble_report(
+    campaign: str,
+    tracking_uri: str,
+    records: list[IterationRecord],
+    primaries: list[list[PrimaryLift]],
+) -> ClosedLoopReport:
+    """The campaign's report from its records and each one's primary lifts (its digest's)."""
+    shrunk, prior = _shrunk_comparisons(records, primaries)
     notes: list[str] = []
     if prior is None:
         notes.append(
@@ -246,26 +349,20 @@ def closed_loop_report(
 
 
 def _shrunk_comparisons(
-    records: list[IterationRecord], results: list[ExperimentResults]
+    records: list[IterationRecord], primaries: list[list[PrimaryLift]]
 ) -> tuple[list[Shrunk], tuple[float, float] | None]:
     """Every primary comparison the campaign made (the prior's data), raw and shrunk."""
-    estimates: list[tuple[int, str, bool, Lift, tuple[float, float]]] = []
-    for rec, res in zip(records, results, strict=True):
-        for c, ys in primary_log_lifts(res):
-            raw = Lift(
-                value=c.rel_lift, low=c.rel_ci_low, high=c.rel_ci_high, level=c.ci_level or 0.95
-            )
-            estimates.append((rec.iteration, c.variant, c.variant == rec.winner, raw, ys))
-    prior = empirical_bayes_prior([e[4] for e in estimates])
+    estimates = [(rec, p) for rec, found in zip(records, primaries, strict=True) for p in found]
+    prior = empirical_bayes_prior([(p.log_lift, p.se) for _, p in estimates])
     shrunk = [
         Shrunk(
-            iteration=it,
-            variant=v,
-            shipped=shipped,
-            raw=raw,
-            shrunk=shrink(*ys, prior) if prior else raw,
+            iteration=rec.iteration,
+            variant=p.variant,
+            shipped=p.variant == rec.winner,
+            raw=p.raw,
+            shrunk=shrink(p.log_lift, p.se, prior) if prior else p.raw,
         )
-        for it, v, shipped, raw, ys in estimates
+        for rec, p in estimates
     ]
     return shrunk, prior
 

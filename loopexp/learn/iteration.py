@@ -77,13 +77,15 @@ def learned_from(
     results: ExperimentResults,
     send_time: SendTimeAnalysis | None = None,
     history: Sequence[ExperimentResults] = (),
+    earlier_lifts: Sequence[tuple[float, float]] = (),
 ) -> Learned:
     """Gather what ``results`` (the iteration of ``spec``) taught for the next spec.
 
     ``send_time``: this iteration's send-time analysis (None: the spec's send time stays);
     ``history``: the campaign's earlier analysed iterations, oldest first (the winner's-curse
-    prior is learned from them and this one). Weights only when the spec asks for
-    ``allocation:``.
+    prior is learned from them and this one); ``earlier_lifts``: primary log lifts ``(y, se)`` of
+    earlier iterations known from their runs' digests (not repeated in ``history``). Weights only
+    when the spec asks for ``allocation:``.
     """
     weights = None
     if spec.allocation is not None:
@@ -100,7 +102,7 @@ def learned_from(
     return Learned(
         send_time=next_send_time(spec, send_time) if send_time is not None else None,
         weights=weights,
-        baseline=planning_baseline([*history, results]),
+        baseline=planning_baseline([*history, results], earlier_lifts),
     )
 
 

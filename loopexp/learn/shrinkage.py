@@ -95,7 +95,9 @@ def primary_log_lifts(results: ExperimentResults) -> list[tuple[Comparison, tupl
     return found
 
 
-def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
+def planning_baseline(
+    history: Sequence[ExperimentResults], earlier_lifts: Sequence[tuple[float, float]] = ()
+) -> float | None:
     """The next iteration's baseline rate of the primary metric, corrected for winner's curse.
 
     ``history``: the campaign's analysed iterations, oldest first, the one just decided last.
@@ -103,7 +105,8 @@ def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
     is the old control's rate times (1 + the winner's lift shrunk under the prior learned from
     every primary comparison of the campaign) instead. None when there is nothing to correct
     (use the observed rate), including when too few comparisons exist to learn a prior's spread
-    and the raw lift would be used.
+    and the raw lift would be used. ``earlier_lifts``: more of the campaign's primary log lifts
+    ``(y, se)`` for the prior, read from runs' digests instead of their results (issue 25).
     """
     if not history:
         return None
@@ -116,7 +119,9 @@ def planning_baseline(history: Sequence[ExperimentResults]) -> float | None:
     winner = next((cy for cy in primary_log_lifts(last) if cy[0].variant == decision.winner), None)
     if value is None or value.value is None or winner is None:
         return None
-    prior = empirical_bayes_prior([ys for r in history for _, ys in primary_log_lifts(r)])
+    prior = empirical_bayes_prior(
+        [*earlier_lifts, *(ys for r in history for _, ys in primary_log_lifts(r))]
+    )
     comparison, ys = winner
     lift = shrink(*ys, prior).value if prior else comparison.rel_lift
     return value.value * (1 + lift)

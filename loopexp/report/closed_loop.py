@@ -42,6 +42,10 @@ def _interval(lift: Lift) -> str:
     return f"{_pct(lift.value)} [{_pct(lift.low)}, {_pct(lift.high)}]{level}"
 
 
+#: Iterations up to which the trend plot has a tick per iteration (more: a few whole numbers).
+MAX_TICKS = 12
+
+
 def trend_plot(report: ClosedLoopReport) -> Any:
     """The KPI trend by iteration (everyone mailed, and the control) as a matplotlib figure.
 
@@ -49,6 +53,7 @@ def trend_plot(report: ClosedLoopReport) -> Any:
     pyplot figure is shown a second time by the inline backend.
     """
     from matplotlib.figure import Figure  # noqa: PLC0415 (plots only when rendering)
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     its = [r.iteration for r in report.iterations]
     fig = Figure(figsize=(12, 5))
@@ -59,7 +64,10 @@ def trend_plot(report: ClosedLoopReport) -> Any:
             its, [r.control_kpis.get(metric) for r in report.iterations], "s--", label="control"
         )
         ax.set_title(label, fontsize=9)
-        ax.set_xticks(its)
+        if len(its) <= MAX_TICKS:
+            ax.set_xticks(its)
+        else:  # a tick per iteration: 1,000 iterations took minutes to draw (issue 25)
+            ax.xaxis.set_major_locator(MaxNLocator(MAX_TICKS, integer=True))
     axes.flat[-1].axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"KPI trend by iteration: {report.campaign}", fontsize=10)

@@ -22,6 +22,7 @@ from loopexp.learn.iteration import LoopError, learned_from, next_iteration
 from loopexp.learn.policy.step import PolicyStep, policy_step, read_step, write_step
 from loopexp.learn.sendtime import LEARNING_METRIC, SendTimeAnalysis, send_time_from_files
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT, campaign_runs
+from loopexp.track.digest import read_digest
 from loopexp.track.tracking import (
     LoggedRun,
     TrackingUnavailableError,
@@ -62,10 +63,25 @@ def read_send_time(attempt: Path) -> SendTimeAnalysis | None:
 
 def earlier_results(spec: ExperimentSpec, uri: str) -> list[ExperimentResults]:
     """The results of the campaign's iterations before ``spec``'s, oldest first, from MLflow."""
-    history = []
+    return earlier_history(spec, uri, digests=False)[0]
+
+
+def earlier_history(
+    spec: ExperimentSpec, uri: str, digests: bool = True
+) -> tuple[list[ExperimentResults], list[tuple[float, float]]]:
+    """The campaign's iterations before ``spec``'s: (results, primary log lifts from digests).
+
+    A run with a digest tag gives its primary lifts without a download (issue 25: one search,
+    not one ``results.json`` per earlier iteration); the others' results are downloaded.
+    """
+    history, lifts = [], []
     with tempfile.TemporaryDirectory(prefix="loopexp-history-") as folder:
         for run in campaign_runs(spec.campaign, uri):
             if int(run.data.tags[tag.ITERATION]) >= spec.iteration:
+                continue
+            digest = read_digest(run.data.tags) if digests else None
+            if digest is not None:
+                lifts += [(p.log_lift, p.se) for p in digest.primary]
                 continue
             try:
                 path = download_artifact(run.info.run_id, "results.json", uri, Path(folder))
@@ -74,7 +90,7 @@ def earlier_results(spec: ExperimentSpec, uri: str) -> list[ExperimentResults]:
             except Exception:  # MLflow raises several types for a missing artifact
                 continue
             history.append(ExperimentResults.read_json(path))
-    return history
+    return history, lifts
 
 
 def log_policy_gain(run: LoggedRun, step: PolicyStep) -> None:
@@ -104,9 +120,8 @@ def write_next_spec(
 
     The decision stands without a next spec: when none can be drafted, the reason is returned.
     """
-    learned = learned_from(
-        spec, results, read_send_time(attempt), earlier_results(spec, run.tracking_uri)
-    )
+    history, earlier_lifts = earlier_history(spec, run.tracking_uri)
+    learned = learned_from(spec, results, read_send_time(attempt), history, earlier_lifts)
     step = read_step(attempt)  # issue 27: the policy learned from this send, if the spec asked
     if step is not None:
         learned = replace(learned, policy=step.next_policy)
@@ -128,6 +143,7 @@ def write_next_spec(
 __all__ = [
     "analyse_policy",
     "analyse_send_time",
+    "earlier_history",
     "earlier_results",
     "log_policy_gain",
     "read_send_time",

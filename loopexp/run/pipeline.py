@@ -21,6 +21,7 @@ What a scheduler can rely on:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -58,6 +59,7 @@ from loopexp.run.notebook import (
 from loopexp.run.outputs import write_decision
 from loopexp.track.closed_loop import SEND_TIME_ARTIFACT
 from loopexp.track.describe import run_name
+from loopexp.track.digest import digest_tags
 from loopexp.track.store import redact
 from loopexp.track.tracking import (
     LoggedRun,
@@ -365,6 +367,7 @@ def _log_run(
             spec, manifest["spec_sha256"], manifest["data_fingerprint"], manifest["attempt_id"]
         ),
         **decision_tags(results, spec),
+        **digest_tags(results, *(_json_or_none(attempt / n) for n in _DIGEST_FILES)),
     }
     try:
         run = start_run(spec, run_name(results), tags, uri)
@@ -400,6 +403,15 @@ def _log_run(
         _end_quietly(run)
         raise
     return run, next_path, next_note
+
+
+#: The attempt's files an iteration's digest reads besides its results (issue 25).
+_DIGEST_FILES = (SEND_TIME_ARTIFACT, "policy.json")
+
+
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    """A JSON file of the attempt, None when absent."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _end_quietly(run: LoggedRun) -> None:

@@ -21,7 +21,16 @@ from typing import Any
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import tags as tag
 from loopexp.core.errors import InputError
-from loopexp.learn.history import ClosedLoopReport, closed_loop_report, iteration_record
+from loopexp.learn.history import (
+    ClosedLoopReport,
+    IterationRecord,
+    PrimaryLift,
+    assemble_report,
+    iteration_record,
+    primary_lifts,
+    record_from_digest,
+)
+from loopexp.track.digest import read_digest
 from loopexp.track.store import redact
 from loopexp.track.tracking import (
     TrackingUnavailableError,
@@ -74,13 +83,16 @@ def artifact_json(run_id: str, name: str, uri: str, folder: Path) -> dict | None
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[int, dict[str, str]]:
+def campaign_subjects(
+    campaign: str, tracking_uri: str | None = None, runs: list[Any] | None = None
+) -> dict[int, dict[str, str]]:
     """Per iteration, each variant's subject line (or content, send time) from the run params.
 
     The closed-loop report puts them beside the variant ids; results.json does not carry them.
+    ``runs``: the campaign's runs when already searched (:func:`campaign_runs`).
     """
     out: dict[int, dict[str, str]] = {}
-    for run in campaign_runs(campaign, tracking_uri):
+    for run in campaign_runs(campaign, tracking_uri) if runs is None else runs:
         iteration = int(run.data.tags[tag.ITERATION])
         for key, value in run.data.params.items():
             parts = key.split(".")
@@ -93,50 +105,77 @@ def campaign_subjects(campaign: str, tracking_uri: str | None = None) -> dict[in
 
 
 def build_report(
-    campaign: str, tracking_uri: str | None = None, workdir: str | Path | None = None
+    campaign: str,
+    tracking_uri: str | None = None,
+    workdir: str | Path | None = None,
+    runs: list[Any] | None = None,
 ) -> ClosedLoopReport:
-    """Read every iteration of ``campaign`` back from MLflow and assemble the report."""
+    """Read every iteration of ``campaign`` back from MLflow and assemble the report.
+
+    One search of the store: each run's digest tag (:mod:`loopexp.track.digest`) holds what the
+    report needs; only runs without one (logged before it) have their ``results.json`` downloaded.
+    ``runs``: the campaign's runs when already searched (:func:`campaign_runs`).
+    """
     uri = resolve_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
-    runs = campaign_runs(campaign, uri)
+    runs = campaign_runs(campaign, uri) if runs is None else runs
     if not runs:
         raise ReportError(
             f"campaign {campaign!r} has no analysed iteration in {redact(uri)}: run `loopexp run` "
             "(or `loopexp demo`) first, or check --tracking-uri and the campaign name"
         )
     folder = Path(workdir or tempfile.mkdtemp(prefix="loopexp-report-"))
-    records = []
-    all_results: list[ExperimentResults] = []
+    records: list[IterationRecord] = []
+    primaries: list[list[PrimaryLift]] = []
     previous: str | None = None
     for run in runs:
-        run_id, tags = run.info.run_id, run.data.tags
-        sub = folder / run_id
-        sub.mkdir(parents=True, exist_ok=True)
-        raw = artifact_json(run_id, "results.json", uri, sub)
-        if raw is None:
+        found = _iteration(run, previous, uri, folder)
+        if found is None:
             continue
-        results = ExperimentResults.model_validate(raw)
-        record = iteration_record(
-            results,
-            run_id=run_id,
-            parent_run_id=tags.get(tag.PARENT_RUN_ID) or None,
-            previous_run_id=previous,
-            next_spec=tags.get(tag.NEXT_SPEC, ""),
-            send_time=artifact_json(run_id, SEND_TIME_ARTIFACT, uri, sub),
-            flow_version=tags.get(tag.FLOW_VERSION) or None,
-            policy=artifact_json(run_id, "policy.json", uri, sub),  # issue 27
-        )
-        records.append(record)
-        all_results.append(results)
-        previous = run_id
+        records.append(found[0])
+        primaries.append(found[1])
+        previous = run.info.run_id
     if not records:
         raise ReportError(f"campaign {campaign!r}: no run has a results.json artifact")
-    return closed_loop_report(campaign, uri, records, all_results)
+    return assemble_report(campaign, uri, records, primaries)
+
+
+def _iteration(
+    run: Any, previous: str | None, uri: str, folder: Path
+) -> tuple[IterationRecord, list[PrimaryLift]] | None:
+    """One run's record and primary lifts: from its digest tag, else from its files."""
+    run_id, tags = run.info.run_id, run.data.tags
+    lineage = {
+        "run_id": run_id,
+        "parent_run_id": tags.get(tag.PARENT_RUN_ID) or None,
+        "previous_run_id": previous,
+        "next_spec": tags.get(tag.NEXT_SPEC, ""),
+        "flow_version": tags.get(tag.FLOW_VERSION) or None,
+    }
+    digest = read_digest(tags)
+    if digest is not None:
+        return record_from_digest(digest, **lineage), digest.primary
+    sub = folder / run_id
+    sub.mkdir(parents=True, exist_ok=True)
+    raw = artifact_json(run_id, "results.json", uri, sub)
+    if raw is None:
+        return None
+    results = ExperimentResults.model_validate(raw)
+    record = iteration_record(
+        results,
+        **lineage,
+        send_time=artifact_json(run_id, SEND_TIME_ARTIFACT, uri, sub),
+        policy=artifact_json(run_id, "policy.json", uri, sub),  # issue 27
+    )
+    return record, primary_lifts(results)
 
 
 def report_run_of(campaign: str, uri: str) -> Any | None:
     """The campaign's report run (the newest, if an older loopexp made several), or None."""
-    runs = [r for r in list_runs(campaign, uri) if r.data.tags.get(tag.KIND) == "report"]
+    only = f"tags.`{tag.KIND}` = 'report'"  # one small search, not every iteration's run
+    runs = [
+        r for r in list_runs(campaign, uri, where=only) if r.data.tags.get(tag.KIND) == "report"
+    ]
     return runs[-1] if runs else None
 
 

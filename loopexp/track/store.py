@@ -55,6 +55,16 @@ class StoreConfigError(ConfigError):
     """The tracking URI is not one loopexp can use (unknown scheme, missing driver)."""
 
 
+class TrackingUnavailableError(StateError):
+    """The tracking server could not be reached (after bounded retries)."""
+
+    def __init__(self, uri: str, cause: BaseException | str):
+        self.uri = uri
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        what = "database" if known_kind(uri) is StoreKind.DATABASE else "tracking server"
+        super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
+
+
 def store_kind(uri: str) -> StoreKind:
     """The kind of store ``uri`` names (``sqlite:``, ``file:`` or a path: a local file store)."""
     scheme = urlparse(uri).scheme.lower()
@@ -261,6 +271,7 @@ __all__ = [
     "StoreKind",
     "StoreNotReadyError",
     "StoreUnreachableError",
+    "TrackingUnavailableError",
     "database_unavailable",
     "is_postgresql",
     "known_kind",

@@ -12,12 +12,13 @@ fails fast and clearly (:class:`TrackingUnavailableError`) instead of retrying f
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
+import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,13 @@ from typing import TYPE_CHECKING, Any
 from loopexp.analysis.results import ExperimentResults
 from loopexp.core import config
 from loopexp.core import tags as tag
-from loopexp.core.errors import StateError
 from loopexp.core.processes import pid_alive
 from loopexp.design.spec import ExperimentSpec
+from loopexp.track import rest
+from loopexp.track.client import HTTP_DEFAULTS, configure_http  # noqa: F401 (imported here too)
+from loopexp.track.client import artifact_root as _artifact_root
+from loopexp.track.client import mlflow_client as _client
+from loopexp.track.client import reachable as _reachable
 from loopexp.track.describe import (
     detail_tables,
     lift_text,
@@ -37,18 +42,14 @@ from loopexp.track.describe import (
     spec_params,
     summary_line,
 )
-from loopexp.track.store import (
-    RetryingClient,
-    StoreKind,
-    database_unavailable,
-    known_kind,
-    redact,
-)
+from loopexp.track.digest import digest_tags
+from loopexp.track.locks import file_lock, short_hash  # noqa: F401 (callers import them here)
+from loopexp.track.store import TrackingUnavailableError  # noqa: F401 (callers import it here)
 from loopexp.track.views import (
     VIEW_TAG,
-    experiment_url,
     is_remote,
     resolve_tracking_uri,
+    ui_hint,  # noqa: F401 (moved to the light views; callers import it here)
     view_state,
 )
 
@@ -56,111 +57,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-# mlflow takes ~2 s to import: it is loaded only when a run is logged, so `import loopexp` is quick.
-
-#: MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout by default: a
-#: stopped server stalls a run for minutes. loopexp's defaults (used unless the variable is set)
-#: give up after about 10 s; set the MLflow variables to change them.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
-
 #: The experiment tag that makes MLflow 3.x open a campaign on its runs table (not on GenAI traces).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-
-
-class TrackingUnavailableError(StateError):
-    """The tracking server could not be reached (after bounded retries)."""
-
-    def __init__(self, uri: str, cause: BaseException | str):
-        self.uri = uri
-        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-        what = "database" if known_kind(uri) is StoreKind.DATABASE else "tracking server"
-        super().__init__(f"MLflow {what} {redact(uri)} is not reachable ({first_line[:300]})")
-
-
-def configure_http() -> None:
-    """Bound MLflow's HTTP retries (see :data:`HTTP_DEFAULTS`) unless the user set them."""
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
-@contextlib.contextmanager
-def file_lock(name: str, timeout: float | None = None) -> Iterator[Path]:
-    """Hold an exclusive ``flock`` on ``<lock_dir>/<name>.lock``; wait at most ``timeout`` s.
-
-    The kernel releases the lock when the process dies, even by kill -9, so a lock never goes
-    stale. Raises :class:`TimeoutError` when another process holds it for longer than ``timeout``.
-    """
-    path = config.lock_dir() / f"{name}.lock"
-    with path.open("a+") as handle:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(str(path)) from None
-                time.sleep(0.2)
-        try:
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def short_hash(*parts: str) -> str:
-    """A short stable hash of strings (lock file names)."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
-
-
-def _client(uri: str) -> MlflowClient:
-    configure_http()
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415 (lazy, see above)
-
-    if known_kind(uri) is StoreKind.DATABASE:  # PostgreSQL restarting: bounded retries
-        return RetryingClient(MlflowClient(tracking_uri=uri))
-    if not uri.startswith("sqlite:"):
-        return MlflowClient(tracking_uri=uri)
-    # MLflow creates a fresh SQLite store's tables without a lock (the client creates its store
-    # when constructed): two first runs at once fail with "table latest_metrics already exists".
-    # Constructing the client under a lock per database file makes the first contact safe; later
-    # contacts find the tables (and MLflow caches the store per process).
-    with file_lock(f"store-{short_hash(uri)}", timeout=300):
-        return MlflowClient(tracking_uri=uri)
-
-
-@contextlib.contextmanager
-def _reachable(uri: str) -> Iterator[None]:
-    """Turn a connection failure to a tracking server into :class:`TrackingUnavailableError`."""
-    try:
-        yield
-    except TrackingUnavailableError:
-        raise
-    except Exception as exc:
-        text = str(exc)
-        if (
-            is_remote(uri)
-            and (
-                "API request to" in text
-                or "Max retries exceeded" in text
-                or "Connection" in type(exc).__name__
-                or "Connection refused" in text
-            )
-        ) or (known_kind(uri) is StoreKind.DATABASE and database_unavailable(exc)):
-            raise TrackingUnavailableError(uri, exc) from exc
-        raise
-
-
-def _artifact_root(uri: str) -> str | None:
-    """Keep artifacts beside a local SQLite store (MLflow would use the working folder)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    if known_kind(uri) is StoreKind.DATABASE:  # shared by hosts, not ./mlruns of one of them
-        return config.artifact_root()
-    return None
 
 
 def ensure_experiment(client: MlflowClient, campaign: str, uri: str) -> str:
@@ -303,29 +201,90 @@ def log_contents(
     spec: ExperimentSpec,
     artifacts: Iterable[Path] = (),
 ) -> None:
-    """Params, metrics, results tables (``log_table``) and artifacts of an analysed run."""
-    from mlflow.entities import Metric, Param  # noqa: PLC0415 (lazy, see _client)
+    """Params, metrics, results tables and artifacts of an analysed run, in few requests.
 
-    with _reachable(run.tracking_uri):
-        client = _client(run.tracking_uri)
-        client.log_batch(run.run_id, params=[Param(k, v) for k, v in spec_params(spec).items()])
-        metrics = list(results_metrics(results).items())
-        now = int(time.time() * 1000)
-        for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 metrics
-            client.log_batch(
-                run.run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics[start : start + 500]],
-            )
+    Params and metrics go in one ``log_batch`` (more only past MLflow's batch limits). The tables
+    are written here in ``MlflowClient.log_table``'s format (JSON ``orient="split"``) and uploaded
+    as one folder, with MLflow's ``mlflow.loggedArtifacts`` tag in the batch: ``log_table`` costs
+    four requests per table (list, upload, get the run, set the tag), 20 of a run's ~40 on a
+    server (issue 25), and MLflow's UI and ``mlflow.load_table`` read the result alike.
+    """
+    from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415 (lazy, see _client)
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS  # noqa: PLC0415
+
+    now = int(time.time() * 1000)
+    params = [Param(k, v) for k, v in spec_params(spec).items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in results_metrics(results).items()]
+    with tempfile.TemporaryDirectory(prefix="loopexp-tables-") as folder:
+        tables = Path(folder) / "tables"
+        tables.mkdir()
+        logged = []
         for name, frame in detail_tables(results).items():
-            client.log_table(run.run_id, frame, f"tables/{name}.json")
-        log_files(run, artifacts)
+            frame.to_json(tables / f"{name}.json", orient="split", index=False, date_format="iso")
+            logged.append({"path": f"tables/{name}.json", "type": "table"})
+        tags = [RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))] if logged else []
+        with _reachable(run.tracking_uri):
+            client = _client(run.tracking_uri)
+            for batch in _batches(params, metrics, tags):
+                client.log_batch(run.run_id, **batch)
+        log_files(run, [tables, *artifacts] if logged else artifacts)
+
+
+#: MLflow's ``log_batch`` limits: 100 params, 1,000 metrics, 100 tags, 1,000 entities in all.
+BATCH_LIMITS = {"params": 100, "metrics": 1000, "tags": 100}
+BATCH_TOTAL = 1000
+
+
+def _batches(params: list[Any], metrics: list[Any], tags: list[Any]) -> Iterator[dict[str, list]]:
+    """``log_batch`` keyword arguments covering everything, each within MLflow's limits."""
+    left = {"params": list(params), "metrics": list(metrics), "tags": list(tags)}
+    while any(left.values()):
+        batch: dict[str, list] = {}
+        room = BATCH_TOTAL
+        for key, limit in BATCH_LIMITS.items():
+            take = min(limit, room, len(left[key]))
+            batch[key], left[key] = left[key][:take], left[key][take:]
+            room -= take
+        yield batch
+
+
+#: Files uploaded at once to a tracking server: MLflow's client sends one PUT per file (each
+#: proxied by the server to the bucket) one after another; a run has ~15 (issue 25).
+UPLOAD_THREADS = 4
+
+
+def _uploads(artifacts: Iterable[Path], artifact_path: str | None) -> list[tuple[str, str | None]]:
+    """(local file, run-relative folder) of every file of ``artifacts`` (folders walked)."""
+    found: list[tuple[str, str | None]] = []
+    for artifact in map(Path, artifacts):
+        if artifact.is_dir():
+            base = f"{artifact_path}/{artifact.name}" if artifact_path else artifact.name
+            for file in sorted(p for p in artifact.rglob("*") if p.is_file()):
+                sub = file.parent.relative_to(artifact).as_posix()
+                found.append((str(file), base if sub == "." else f"{base}/{sub}"))
+        elif artifact.exists():
+            found.append((str(artifact), artifact_path))
+    return found
 
 
 def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | None = None) -> None:
-    """Attach files (or folders) to a run."""
+    """Attach files (or folders) to a run; to a server, several uploads at once."""
+    artifacts = list(map(Path, artifacts))
     with _reachable(run.tracking_uri):
         client = _client(run.tracking_uri)
-        for artifact in map(Path, artifacts):
+        if is_remote(run.tracking_uri):
+            uploads = _uploads(artifacts, artifact_path)
+            for local, folder in uploads[:1]:  # alone: MLflow then knows the run's artifact URI
+                client.log_artifact(run.run_id, local, artifact_path=folder)
+            with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+                done = [
+                    pool.submit(client.log_artifact, run.run_id, local, artifact_path=folder)
+                    for local, folder in uploads[1:]
+                ]
+                for upload in done:
+                    upload.result()  # the first failure is raised
+            return
+        for artifact in artifacts:
             if artifact.is_dir():
                 sub = f"{artifact_path}/{artifact.name}" if artifact_path else artifact.name
                 client.log_artifacts(run.run_id, str(artifact), artifact_path=sub)
@@ -334,11 +293,13 @@ def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | No
 
 
 def end_run(run: LoggedRun, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
-    """Set final tags and end the run as FINISHED or FAILED."""
+    """Set final tags (one request) and end the run as FINISHED or FAILED."""
+    from mlflow.entities import RunTag  # noqa: PLC0415 (lazy, see _client)
+
     with _reachable(run.tracking_uri):
         client = _client(run.tracking_uri)
-        for key, value in (tags or {}).items():
-            client.set_tag(run.run_id, key, value)
+        if tags:
+            client.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run.run_id, status=status)
 
 
@@ -390,6 +351,7 @@ def log_run(
             spec, results.experiment.spec_sha256, results.data.fingerprint, "python"
         ),
         **decision_tags(results, spec),
+        **digest_tags(results),
     }
     run = start_run(spec, run_name(results), tags, uri)
     try:
@@ -418,7 +380,13 @@ def decision_tags(results: ExperimentResults, spec: ExperimentSpec) -> dict[str,
 def list_runs(
     campaign: str, tracking_uri: str, latest: int | None = None, where: str = ""
 ) -> list[Run]:
-    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``."""
+    """The campaign's runs (matching the filter ``where``), oldest first; only the ``latest``.
+
+    On a tracking server the search goes through MLflow's REST API without MLflow's client
+    (:mod:`loopexp.track.rest`, runs shaped alike); pages of 1,000, newest first.
+    """
+    if rest.usable(tracking_uri):
+        return rest.list_runs(campaign, tracking_uri, latest, where)  # type: ignore[return-value]
     with _reachable(tracking_uri):
         client = _client(tracking_uri)
         experiment = client.get_experiment_by_name(campaign)
@@ -431,7 +399,7 @@ def list_runs(
                 [experiment.experiment_id],
                 where,
                 order_by=["attributes.start_time DESC"],
-                max_results=min(1000, latest or 1000),
+                max_results=min(1000, latest - len(runs)) if latest else 1000,
                 page_token=token,
             )
             runs += page
@@ -443,6 +411,8 @@ def list_runs(
 
 def experiment_id_of(campaign: str, tracking_uri: str) -> str | None:
     """The id of the campaign's experiment, or None when nothing was logged yet."""
+    if rest.usable(tracking_uri):
+        return rest.experiment_id(tracking_uri, campaign)
     with _reachable(tracking_uri):
         experiment = _client(tracking_uri).get_experiment_by_name(campaign)
     return experiment.experiment_id if experiment else None
@@ -471,19 +441,3 @@ def set_tag(run_id: str, key: str, value: str, tracking_uri: str | None = None) 
 def run_tags(run: Any) -> dict[str, str]:
     """The tags of an MLflow run entity."""
     return dict(run.data.tags)
-
-
-def ui_hint(
-    tracking_uri: str, experiment_id: str | None = None, campaign: str | None = None
-) -> str:
-    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store.
-
-    With ``campaign``, the command is ``loopexp ui … --campaign NAME``, which prints the link.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    if is_remote(uri):
-        return experiment_url(uri, experiment_id)
-    command = f"loopexp ui --tracking-uri {redact(uri)}" + (
-        f" --campaign {campaign}" if campaign else ""
-    )
-    return f"{command}  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}"

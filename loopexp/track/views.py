@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from loopexp.core import tags as tag
+from loopexp.track.store import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -74,3 +75,19 @@ def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> st
         path = Path(uri.removeprefix("sqlite:///"))
         uri = f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
     return uri
+
+
+def ui_hint(
+    tracking_uri: str, experiment_id: str | None = None, campaign: str | None = None
+) -> str:
+    """How to see the runs: the URL of a server, or the ``loopexp ui`` command for a local store.
+
+    With ``campaign``, the command is ``loopexp ui … --campaign NAME``, which prints the link.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if is_remote(uri):
+        return experiment_url(uri, experiment_id)
+    command = f"loopexp ui --tracking-uri {redact(uri)}" + (
+        f" --campaign {campaign}" if campaign else ""
+    )
+    return f"{command}  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}"
