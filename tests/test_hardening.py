@@ -204,6 +204,7 @@ def test_resources_come_from_argument_then_environment_then_default(monkeypatch,
 
 
 def test_default_memory_limit_respects_an_address_space_limit():
+    import os
     import subprocess
     import sys
 
@@ -211,8 +212,24 @@ def test_default_memory_limit_respects_an_address_space_limit():
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30));"
         "from loopexp.core.config import default_memory_limit; print(default_memory_limit())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # many threads: the per-thread budget alone would allow far more than the rlimit rule
+    env = {**os.environ, "LOOPEXP_DUCKDB_THREADS": "64"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert int(out.stdout.strip().removesuffix("MiB")) <= 4 * 1024
+
+
+def test_default_memory_limit_is_a_budget_per_thread_not_half_the_machine(monkeypatch):
+    """Bounded memory by default (issue 29): on a big machine DuckDB gets a budget per thread
+    (and spills past it), not half of the RAM."""
+    from loopexp.core.config import DEFAULT_MEMORY_PER_THREAD, default_memory_limit
+
+    for threads in (1, 2, 3):
+        monkeypatch.setenv("LOOPEXP_DUCKDB_THREADS", str(threads))
+        limit = int(default_memory_limit().removesuffix("MiB")) * 2**20
+        assert limit <= DEFAULT_MEMORY_PER_THREAD * threads
+        assert limit > DEFAULT_MEMORY_PER_THREAD * (threads - 1)  # grows with the threads
 
 
 def test_bad_memory_limit_is_a_clear_error():

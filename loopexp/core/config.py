@@ -82,6 +82,12 @@ DEFAULT_MEMORY_SHARE = 0.5
 #: taken before DuckDB starts): a 1024 or 700 MiB DuckDB limit failed to map a 64 MiB block,
 #: 500 MiB spilled and finished; a third of what is left (~500 MiB there) is that.
 ADDRESS_SPACE_SHARE = 1 / 3
+#: DuckDB's default budget per thread it runs, whatever the machine's size: bounded memory by
+#: default (issue 29), spilling past it. Measured (bench/README.md, 10 M recipients, all metrics,
+#: 2 threads, side by side at load ~1.8): a 1,700 MiB budget ran in 16.8 s wall / 32.6 CPU-s at
+#: 1,846 MiB peak RSS; half of the 24 GB machine (12 GiB) in 20.4 s / 39.8 CPU-s at 2,527 MiB:
+#: past this budget more memory bought no speed, only a bigger process.
+DEFAULT_MEMORY_PER_THREAD = 800 * 2**20
 DEFAULT_STALE_AFTER_HOURS = 6.0
 DEFAULT_KEEP_ATTEMPTS = 30
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -126,10 +132,11 @@ def _address_space_used() -> int:
 
 
 def default_memory_limit() -> str:
-    """Half of the memory this process may use: physical RAM and cgroup, least.
+    """Half of the memory this process may use (RAM, cgroup), at most a budget per thread.
 
-    Under ``ulimit -v`` at most a third of the address space still free
-    (:data:`ADDRESS_SPACE_SHARE`): that limit counts virtual memory, not only DuckDB's buffers.
+    The budget is :data:`DEFAULT_MEMORY_PER_THREAD` for each thread DuckDB runs. Under
+    ``ulimit -v`` at most a third of the address space still free (:data:`ADDRESS_SPACE_SHARE`):
+    that limit counts virtual memory, not only DuckDB's buffers.
     """
     candidates = []
     with suppress(ValueError, OSError, AttributeError):
@@ -152,7 +159,17 @@ def default_memory_limit() -> str:
         pass
     if not candidates:
         return "2GiB"
-    return f"{max(64, int(min(candidates) * DEFAULT_MEMORY_SHARE) // 2**20)}MiB"
+    limit = min(int(min(candidates) * DEFAULT_MEMORY_SHARE), DEFAULT_MEMORY_PER_THREAD * _threads())
+    return f"{max(64, limit // 2**20)}MiB"
+
+
+def _threads() -> int:
+    """The threads DuckDB runs: ``$LOOPEXP_DUCKDB_THREADS``, else the cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return duckdb_threads() or max(1, cores)
 
 
 def duckdb_resources(
