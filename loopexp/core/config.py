@@ -8,7 +8,7 @@ here give the environment's value or the default.
 |---|---|
 | ``LOOPEXP_HASH_KEY`` / ``LOOPEXP_HASH_KEY_FILE`` | the secret of the keyed address hash, or a file holding it |
 | ``LOOPEXP_HASH_WORKERS`` | processes the hashing may use (``1``: the calling process only) |
-| ``LOOPEXP_DUCKDB_MEMORY_LIMIT`` | DuckDB's memory limit (default: half the memory available; a third of the address space left under ``ulimit -v``) |
+| ``LOOPEXP_DUCKDB_MEMORY_LIMIT`` | DuckDB's memory limit (default: half the memory available, at most 800 MiB per DuckDB thread; a third of the address space left under ``ulimit -v``) |
 | ``LOOPEXP_DUCKDB_TEMP_DIR`` | where DuckDB spills (default: a fresh temporary folder) |
 | ``LOOPEXP_DUCKDB_THREADS`` | DuckDB's threads (default: one per core) |
 | ``LOOPEXP_SPARK_MASTER`` / ``LOOPEXP_SPARK_PARTITIONS`` | the Spark engine's master and shuffle partitions |

@@ -281,7 +281,7 @@ class DataRules(SpecModel):
         Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|[kmgt]i?b)\s*$")] | None
     ) = None
     """DuckDB's memory limit, e.g. ``4GB`` [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half of
-    the memory available]."""
+    the memory available, at most 800 MiB per DuckDB thread]."""
     temp_directory: str | None = None
     """Where DuckDB spills when over its limit [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a fresh
     temporary folder]."""

@@ -65,7 +65,8 @@ def ingest(
         assignment: optional assignment Parquet/CSV, to report bot removals per variant for
             events that carry no variant.
         memory_limit: DuckDB's memory limit, past which it spills to ``temp_directory``
-            [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half the memory available].
+            [default: $LOOPEXP_DUCKDB_MEMORY_LIMIT, else half the memory available, at most
+            800 MiB per DuckDB thread].
         temp_directory: where to spill [default: $LOOPEXP_DUCKDB_TEMP_DIR, else a temporary
             folder removed afterwards].
         scope: the send's campaign ids and assignment time (:mod:`loopexp.events.scope`): the
