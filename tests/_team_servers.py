@@ -217,6 +217,21 @@ def loopexp_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "loopexp.cli", *args]
 
 
+def run_loopexp(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``loopexp ARGS`` as a user runs it, output captured, never raising on its exit code."""
+    return subprocess.run(
+        loopexp_cmd(*args),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:

@@ -18,21 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests._team_servers import BUCKET, Team, free_port, healthy, loopexp_cmd
+from tests._team_servers import BUCKET, Team, free_port, healthy, loopexp_cmd, run_loopexp
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        loopexp_cmd(*args),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def _get(url: str, body: dict | None = None) -> bytes:
@@ -83,7 +71,7 @@ def test_demo_runs_report_ui_and_upload_directly_on_postgresql(team: Team, tmp_p
     env = {**team.env, "LOOPEXP_ARTIFACT_ROOT": f"s3://{BUCKET}/direct-demo"}
     env.pop("MLFLOW_TRACKING_URI", None)
     out = tmp_path / "demo"
-    demo = _cli("demo", "--iterations", "2", "--recipients", "6000", "--out", str(out),
+    demo = run_loopexp("demo", "--iterations", "2", "--recipients", "6000", "--out", str(out),
                 "--tracking-uri", uri, env=env, cwd=tmp_path)  # fmt: skip
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
@@ -96,13 +84,15 @@ def test_demo_runs_report_ui_and_upload_directly_on_postgresql(team: Team, tmp_p
     for run in analysed:
         assert f"direct-demo/{run.info.run_id}/artifacts/results.json" in keys
 
-    listed = _cli("runs", "--campaign", campaign, "--tracking-uri", uri, env=env, cwd=tmp_path)
+    listed = run_loopexp(
+        "runs", "--campaign", campaign, "--tracking-uri", uri, env=env, cwd=tmp_path
+    )
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert f"{campaign} · 3 runs" in listed.stdout
     assert all(r.info.run_id in listed.stdout for r in runs)
     assert f"loopexp ui --tracking-uri {uri}" in listed.stdout
 
-    report = _cli("report", "--campaign", campaign, "--out", str(tmp_path / "r.html"),
+    report = run_loopexp("report", "--campaign", campaign, "--out", str(tmp_path / "r.html"),
                   "--tracking-uri", uri, env=env, cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stdout + report.stderr
     assert "2 iteration(s)" in report.stdout and (tmp_path / "r.html").stat().st_size > 0
@@ -128,7 +118,7 @@ def test_demo_runs_report_ui_and_upload_directly_on_postgresql(team: Team, tmp_p
 
     # upload: an analysed iteration logged into another store (a new database) as it is
     other = team.pg.create_database("direct_upload")
-    uploaded = _cli("upload", str(out / "analysis" / "iter1"), "--tracking-uri", other,
+    uploaded = run_loopexp("upload", str(out / "analysis" / "iter1"), "--tracking-uri", other,
                     env=env, cwd=tmp_path)  # fmt: skip
     assert uploaded.returncode in (0, 3), uploaded.stdout + uploaded.stderr
     copy = MlflowClient(tracking_uri=other)

@@ -14,24 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests._team_servers import BUCKET, Team, loopexp_cmd
+from tests._team_servers import BUCKET, Team, loopexp_cmd, run_loopexp
 from tests.conftest import DEMO_SPEC
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        loopexp_cmd(*args),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _spec(folder: Path, campaign: str) -> Path:
@@ -45,7 +31,7 @@ def _spec(folder: Path, campaign: str) -> Path:
 
 
 def _simulate(spec: Path, out: Path, env: dict[str, str]) -> tuple[Path, Path]:
-    done = _cli(
+    done = run_loopexp(
         "simulate",
         str(spec),
         "--out",
@@ -107,7 +93,7 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
     team: Team, tmp_path: Path
 ) -> None:
     env = team.client_env("analyst")
-    done = _cli(
+    done = run_loopexp(
         "demo",
         "--iterations",
         "2",
@@ -139,13 +125,13 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
             s3.delete_object(Bucket=BUCKET, Key=key)
     assert not any(k.endswith("results.json") for k in team.bucket_keys())
     # runs and the closed-loop report read it back through the server
-    listed = _cli(
+    listed = run_loopexp(
         "runs", "--campaign", campaign, "--tracking-uri", team.server.url, env=env, cwd=tmp_path
     )
     assert listed.returncode == 0, listed.stderr
     assert all(r.info.run_id in listed.stdout for r in analysed)
     newest = max(runs, key=lambda r: r.info.start_time)
-    last = _cli(
+    last = run_loopexp(
         "runs",
         "--campaign",
         campaign,
@@ -159,7 +145,7 @@ def test_demo_loop_on_the_team_server_keeps_artifacts_in_the_bucket(
     assert last.returncode == 0 and "the latest 1 run (" in last.stdout, last.stdout + last.stderr
     assert newest.info.run_id in last.stdout
     assert sum(r.info.run_id in last.stdout for r in runs) == 1
-    report = _cli(
+    report = run_loopexp(
         "report",
         "--campaign",
         campaign,
@@ -191,10 +177,10 @@ def test_the_marketer_reads_runs_and_is_refused_a_write(team: Team, tmp_path: Pa
         marketer.create_run(experiment_id)
     # issue 25: `loopexp runs` reads through the REST API (no MLflow client), signed in alike
     env = team.client_env("marketer")
-    listed = _cli("runs", "--campaign", "team-permissions", env=env, cwd=tmp_path)
+    listed = run_loopexp("runs", "--campaign", "team-permissions", env=env, cwd=tmp_path)
     assert listed.returncode == 0 and run.info.run_id in listed.stdout, listed.stderr
     refused_env = {**env, "MLFLOW_TRACKING_PASSWORD": "wrong"}
-    denied = _cli("runs", "--campaign", "team-permissions", env=refused_env, cwd=tmp_path)
+    denied = run_loopexp("runs", "--campaign", "team-permissions", env=refused_env, cwd=tmp_path)
     assert denied.returncode != 0 and "refused the sign-in (user 'marketer')" in denied.stderr
     assert "Traceback" not in denied.stderr and "wrong" not in denied.stderr + denied.stdout
     # the admin's password is the generated one: MLflow's old default is refused
@@ -216,7 +202,7 @@ def test_run_directly_on_postgresql_reuses_and_repairs(team: Team, tmp_path: Pat
     env = {**team.env, "LOOPEXP_ARTIFACT_ROOT": f"s3://{BUCKET}/direct"}
     spec = _spec(tmp_path / "experiments", "direct-campaign")
     data = _simulate(spec, tmp_path / "data", env)
-    first = _cli(*_run_args(spec, data, tmp_path / "out", uri), env=env, cwd=tmp_path)
+    first = run_loopexp(*_run_args(spec, data, tmp_path / "out", uri), env=env, cwd=tmp_path)
     assert first.returncode in (0, 3), first.stdout[-3000:] + first.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
@@ -238,7 +224,7 @@ def test_run_directly_on_postgresql_reuses_and_repairs(team: Team, tmp_path: Pat
             "loopexp.pid": str(dead.pid),
         },
     )
-    again = _cli(*_run_args(spec, data, tmp_path / "out", uri), env=env, cwd=tmp_path)
+    again = run_loopexp(*_run_args(spec, data, tmp_path / "out", uri), env=env, cwd=tmp_path)
     assert again.returncode in (0, 3), again.stdout[-3000:] + again.stderr[-3000:]
     assert "already analysed" in again.stdout
     assert client.get_run(stale.info.run_id).info.status == "FAILED"
@@ -299,7 +285,7 @@ def test_server_killed_mid_run_then_upload_logs_it(team: Team, tmp_path: Path) -
         team.server.start()
     client = _client(team)
     assert _runs(client, "server-killed") == []  # nothing half-logged
-    uploaded = _cli("upload", str(tmp_path / "out"), env=env, cwd=tmp_path)
+    uploaded = run_loopexp("upload", str(tmp_path / "out"), env=env, cwd=tmp_path)
     assert uploaded.returncode in (0, 3), uploaded.stdout + uploaded.stderr
     runs = _runs(client, "server-killed")
     assert [r.info.status for r in runs] == ["FINISHED"]
@@ -336,7 +322,7 @@ def test_server_init_again_keeps_the_passwords_private(team: Team, tmp_path: Pat
     before = config.read_text()
     assert config.stat().st_mode & 0o777 == 0o600
     assert (team.server.config_dir / "basic_auth.ini").stat().st_mode & 0o777 == 0o600
-    again = _cli(
+    again = run_loopexp(
         "server",
         "init",
         "--config-dir",
@@ -355,7 +341,7 @@ def test_server_init_again_keeps_the_passwords_private(team: Team, tmp_path: Pat
     assert again.returncode == 0, again.stdout + again.stderr
     assert config.read_text() == before  # same passwords: the team's accounts keep working
     assert config.stat().st_mode & 0o777 == 0o600
-    refused = _cli(
+    refused = run_loopexp(
         "server",
         "init",
         "--config-dir",
