@@ -68,8 +68,9 @@ import pyarrow.parquet as pq
 
 from loopexp.assignment.assign import _top53, assign_recipients
 from loopexp.assignment.recipients import read_recipients
+from loopexp.core.config import HASH_WORKERS as ENV_WORKERS
 from loopexp.core.keys import HashKey, hash_address_array, normalize_address
-from loopexp.core.parallel import ENV_WORKERS, available_workers
+from loopexp.core.parallel import available_workers
 from loopexp.design.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
