@@ -69,8 +69,38 @@ def test_the_cli_test_types_are_the_spec_test_types() -> None:
     assert [t.value for t in TestTypeChoice] == [t.value for t in TestType]
 
 
+def _kernel_started(root: int, timeout: float = 60.0) -> bool:
+    """Wait until a Jupyter kernel runs below process ``root`` (True), or ``timeout`` passes.
+
+    The kernel is a descendant, not in ``root``'s process group: jupyter_client starts it in a
+    session of its own.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parents: dict[int, int] = {}
+        kernels: list[int] = []
+        for proc_dir in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc_dir / "stat").read_text()
+                parents[int(proc_dir.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                if b"ipykernel" in (proc_dir / "cmdline").read_bytes():
+                    kernels.append(int(proc_dir.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        for kernel in kernels:
+            pid = kernel
+            while pid > 1:
+                pid = parents.get(pid, 0)
+                if pid == root:
+                    return True
+        time.sleep(0.05)
+    return False
+
+
 def _interrupt_during(marker: str, tmp_path: Path, *args: str) -> tuple[int, str]:
-    """Run ``loopexp ARGS``; send SIGINT to its process group 3 s after ``marker`` is printed."""
+    """Run ``loopexp ARGS``; send SIGINT to its process group once ``marker`` is printed and the
+    notebook's kernel has started (a fixed 3 s delay raced a notebook that had got fast: on a
+    quiet box it finished first and the run exited 0)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "loopexp.cli", *args],
         stdout=subprocess.PIPE,
@@ -86,7 +116,8 @@ def _interrupt_during(marker: str, tmp_path: Path, *args: str) -> tuple[int, str
         for line in proc.stdout:
             lines.append(line)
             if marker in line:
-                time.sleep(3)
+                assert _kernel_started(proc.pid), "no Jupyter kernel started"
+                time.sleep(0.5)  # the kernel at work on the cells
                 os.killpg(proc.pid, signal.SIGINT)
                 break
         lines.extend(proc.stdout)
