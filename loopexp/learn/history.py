@@ -67,13 +67,9 @@ class Shrunk(_Model):
     shrunk: Lift
 
 
-class IterationRecord(_Model):
-    """One analysed iteration as read back from the tracking store."""
+class IterationFacts(_Model):
+    """What an analysed iteration's results, send time and policy say (digest and record share)."""
 
-    run_id: str
-    parent_run_id: str | None
-    lineage_ok: bool
-    """The parent run id is the previous iteration's run (or there is no previous one)."""
     iteration: int
     name: str
     test_type: str
@@ -86,17 +82,26 @@ class IterationRecord(_Model):
     kpis: dict[str, float | None]
     control_kpis: dict[str, float | None]
     recipients: int
-    next_spec: str
     send_windows: dict[str, str] = Field(default_factory=dict)
     send_time_notes: list[str] = Field(default_factory=list)
     vetoed: list[str] = Field(default_factory=list)
     incremental_revenue: Incremental | None = None
     link_clicks: dict[str, dict[str, float]] | None = None
-    flow_version: str | None = None
-    """A flow test's version (its flow definition's fingerprint): KPIs are read per version."""
     policy_gain: str | None = None
     """Issue 27: "personalisation gain: projected X [interval], realised Y [interval]" of the
     policy the iteration deployed (its policy.json), None without one."""
+
+
+class IterationRecord(IterationFacts):
+    """One analysed iteration as read back from the tracking store: its facts and lineage."""
+
+    run_id: str
+    parent_run_id: str | None
+    lineage_ok: bool
+    """The parent run id is the previous iteration's run (or there is no previous one)."""
+    next_spec: str
+    flow_version: str | None = None
+    """A flow test's version (its flow definition's fingerprint): KPIs are read per version."""
 
 
 class PrimaryLift(_Model):
@@ -112,7 +117,7 @@ class PrimaryLift(_Model):
     se: float
 
 
-class IterationDigest(_Model):
+class IterationDigest(IterationFacts):
     """Everything the closed-loop report needs of one iteration's results, send time and policy.
 
     Small enough to travel as a run tag (``loopexp.report.digest``), so the report of a long
@@ -120,24 +125,6 @@ class IterationDigest(_Model):
     """
 
     version: int = DIGEST_VERSION
-    iteration: int
-    name: str
-    test_type: str
-    control: str
-    status: str
-    winner: str | None
-    best_challenger: str | None
-    primary_metric: str
-    lift: Lift
-    kpis: dict[str, float | None]
-    control_kpis: dict[str, float | None]
-    recipients: int
-    send_windows: dict[str, str] = Field(default_factory=dict)
-    send_time_notes: list[str] = Field(default_factory=list)
-    vetoed: list[str] = Field(default_factory=list)
-    incremental_revenue: Incremental | None = None
-    link_clicks: dict[str, dict[str, float]] | None = None
-    policy_gain: str | None = None
     primary: list[PrimaryLift] = Field(default_factory=list)
 
 
