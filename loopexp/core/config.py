@@ -165,11 +165,13 @@ def default_memory_limit() -> str:
 
 def _threads() -> int:
     """The threads DuckDB runs: ``$LOOPEXP_DUCKDB_THREADS``, else the cores this process may use."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return duckdb_threads() or max(1, cores)
+    return duckdb_threads() or usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it), at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cpus or 1)
 
 
 def duckdb_resources(

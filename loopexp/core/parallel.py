@@ -47,8 +47,7 @@ def available_workers() -> int:
     """
     if not hasattr(os, "fork") or sys.platform == "darwin":
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, config.hash_workers_cap()))
+    return max(1, min(config.usable_cpus(), config.hash_workers_cap()))
 
 
 def fill_rows(
