@@ -172,10 +172,6 @@ class _Packed:
         return expr if alias not in self.caps else f"least({expr}, {self.caps[alias]})"
 
 
-#: Indicator measures packed into one BIGINT aggregate state (``bit_or``) per this many.
-_FLAG_BITS = 62
-
-
 def _packed(plan: Plan, p: Params, source: str, sent_at: bool = False) -> _Packed:
     windows = sorted({m.window.after for m in plan.measures if m.window is not None})
     flags = [m for m in plan.measures if m.events is not None and m.aggregate == "any"]
