@@ -55,9 +55,6 @@ def policy(
     console.print(f"[bold]Chosen:[/] {escape(report.chosen.name)}: {escape(report.reason)}")
     for rule in report.chosen.rules:
         console.print(f"  {escape(rule.words())}", soft_wrap=True)
-    if report.planned_recipients is not None:  # issue 27: the procedure's own plan
-        console.print(
-            f"Plan: a randomised send of {report.planned_recipients:,} mailed recipients finds "
-            "per-segment gains like these with 80 % power (cost of learning included)",
-            soft_wrap=True,
-        )
+    plan = report.plan_words()  # issue 27: the procedure's own plan
+    if plan is not None:
+        console.print(f"Plan: {plan}", soft_wrap=True)

@@ -160,6 +160,15 @@ class PolicyReport:
     """Mailed recipients a randomised send needs for this procedure to find, with 80 % power,
     per-segment gains like this send's (None: no segment gains here)."""
 
+    def plan_words(self) -> str | None:
+        """:attr:`planned_recipients` in a sentence (None without a plan)."""
+        if self.planned_recipients is None:
+            return None
+        return (
+            f"a randomised send of {self.planned_recipients:,} mailed recipients finds "
+            "per-segment gains like this send's with 80 % power (cost of learning included)"
+        )
+
     def to_dict(self) -> dict[str, object]:
         """``{"chosen": {name, kind, rules}, "candidates": [...], "method", "folds"}`` and more."""
         return {

@@ -119,11 +119,9 @@ def policy_step(
         projected_gain_ci=(chosen.gain.ci_low, chosen.gain.ci_high) if personal else None,
     )
     notes = [*notes, report.reason]
-    if report.planned_recipients is not None:
-        notes.append(
-            f"a randomised send of {report.planned_recipients:,} mailed recipients finds "
-            "per-segment gains like this send's with 80 % power (cost of learning included)"
-        )
+    plan = report.plan_words()
+    if plan is not None:
+        notes.append(plan)
     if not personal and _incumbent_stays(spec.policy, realised):
         next_policy = spec.policy  # issue 27: the deployed rules, their projection kept
         notes.append(_INCUMBENT_NOTE)
