@@ -70,12 +70,7 @@ class Posterior(NamedTuple):
 
     def log_pdf(self, x: np.ndarray) -> np.ndarray:
         """Log density on ``x`` (-inf outside the support)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.kind == "normal":
-                return -0.5 * ((x - self.p1) / self.p2) ** 2 - math.log(self.p2 * _SQRT_2PI)
-            a, b = self.p1, self.p2
-            out = (a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - special.betaln(a, b)
-        return np.where((x > 0) & (x < 1), out, -np.inf)
+        return _log_pdfs([self], np.asarray(x, dtype=float))[0]
 
 
 def posteriors(
@@ -101,7 +96,10 @@ def posteriors(
 
 
 def _log_pdfs(dists: list[Posterior], x: np.ndarray) -> np.ndarray:
-    """:meth:`Posterior.log_pdf` of every arm on ``x`` as one array (arms of one kind)."""
+    """The log density of every arm on ``x``, one row per arm (arms of one kind).
+
+    A beta's is -inf outside its support (0, 1).
+    """
     p1 = np.array([d.p1 for d in dists])[:, None]
     p2 = np.array([d.p2 for d in dists])[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
