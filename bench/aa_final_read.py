@@ -28,7 +28,6 @@ Writes bench/results/aa_final_read.json and prints the figures (in bench/README.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ for folder in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from maturity_peeking import SENT, make_rules, pools  # noqa: E402
+from maturity_peeking import SENT, make_rules, pools, write_result  # noqa: E402
 
 from loopexp import load_spec  # noqa: E402
 from loopexp.analysis.analyze import analyze  # noqa: E402
@@ -181,10 +180,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "load_average": os.getloadavg(),
     }
-    out = ROOT / "bench" / "results" / "aa_final_read.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result("aa_final_read", result)
 
 
 if __name__ == "__main__":

@@ -216,6 +216,14 @@ def make_rules(demo, planned: int) -> dict:
     return {"before": before, "fixed": fixed, "sequential": sequential}
 
 
+def write_result(name: str, result: dict) -> None:
+    """Print ``result`` and keep it as bench/results/<name>.json."""
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--aa", type=int, default=1000, help="A/A sends")
@@ -291,10 +299,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "load_average": os.getloadavg(),
     }
-    out = ROOT / "bench" / "results" / "maturity_peeking.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result("maturity_peeking", result)
     print(
         "\n| rule | A/A false ship, any of 28 looks | before the final read | power at final read |"
     )
