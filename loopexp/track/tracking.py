@@ -268,28 +268,16 @@ def _uploads(artifacts: Iterable[Path], artifact_path: str | None) -> list[tuple
 
 
 def log_files(run: LoggedRun, artifacts: Iterable[Path], artifact_path: str | None = None) -> None:
-    """Attach files (or folders) to a run; to a server, several uploads at once."""
-    artifacts = list(map(Path, artifacts))
+    """Attach files (or folders, file by file) to a run; to a server, several uploads at once."""
+    uploads = _uploads(artifacts, artifact_path)
     with _reachable(run.tracking_uri):
         client = _client(run.tracking_uri)
-        if is_remote(run.tracking_uri):
-            uploads = _uploads(artifacts, artifact_path)
-            for local, folder in uploads[:1]:  # alone: MLflow then knows the run's artifact URI
-                client.log_artifact(run.run_id, local, artifact_path=folder)
-            with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-                done = [
-                    pool.submit(client.log_artifact, run.run_id, local, artifact_path=folder)
-                    for local, folder in uploads[1:]
-                ]
-                for upload in done:
-                    upload.result()  # the first failure is raised
-            return
-        for artifact in artifacts:
-            if artifact.is_dir():
-                sub = f"{artifact_path}/{artifact.name}" if artifact_path else artifact.name
-                client.log_artifacts(run.run_id, str(artifact), artifact_path=sub)
-            elif artifact.exists():
-                client.log_artifact(run.run_id, str(artifact), artifact_path=artifact_path)
+        for local, folder in uploads[:1]:  # alone: MLflow then knows the run's artifact URI
+            client.log_artifact(run.run_id, local, artifact_path=folder)
+        threads = UPLOAD_THREADS if is_remote(run.tracking_uri) else 1
+        with ThreadPoolExecutor(threads) as pool:
+            # list(): every upload waited for, the first failure raised
+            list(pool.map(lambda up: client.log_artifact(run.run_id, up[0], up[1]), uploads[1:]))
 
 
 def end_run(run: LoggedRun, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
