@@ -173,9 +173,7 @@ def _iteration(
 def report_run_of(campaign: str, uri: str) -> Any | None:
     """The campaign's report run (the newest, if an older loopexp made several), or None."""
     only = f"tags.`{tag.KIND}` = 'report'"  # one small search, not every iteration's run
-    runs = [
-        r for r in list_runs(campaign, uri, where=only) if r.data.tags.get(tag.KIND) == "report"
-    ]
+    runs = list_runs(campaign, uri, where=only)
     return runs[-1] if runs else None
 
 
