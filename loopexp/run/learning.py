@@ -61,13 +61,8 @@ def read_send_time(attempt: Path) -> SendTimeAnalysis | None:
     return SendTimeAnalysis.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
-def earlier_results(spec: ExperimentSpec, uri: str) -> list[ExperimentResults]:
-    """The results of the campaign's iterations before ``spec``'s, oldest first, from MLflow."""
-    return earlier_history(spec, uri, digests=False)[0]
-
-
 def earlier_history(
-    spec: ExperimentSpec, uri: str, digests: bool = True
+    spec: ExperimentSpec, uri: str
 ) -> tuple[list[ExperimentResults], list[tuple[float, float]]]:
     """The campaign's iterations before ``spec``'s: (results, primary log lifts from digests).
 
@@ -79,7 +74,7 @@ def earlier_history(
         for run in campaign_runs(spec.campaign, uri):
             if int(run.data.tags[tag.ITERATION]) >= spec.iteration:
                 continue
-            digest = read_digest(run.data.tags) if digests else None
+            digest = read_digest(run.data.tags)
             if digest is not None:
                 lifts += [(p.log_lift, p.se) for p in digest.primary]
                 continue
@@ -144,7 +139,6 @@ __all__ = [
     "analyse_policy",
     "analyse_send_time",
     "earlier_history",
-    "earlier_results",
     "log_policy_gain",
     "read_send_time",
     "write_next_spec",
